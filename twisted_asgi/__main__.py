@@ -1,0 +1,52 @@
+"""``python -m twisted_asgi [options] module:app``: serve in the foreground."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.logger import LogLevel, LogLevelFilterPredicate, FilteringLogObserver, globalLogBeginner, textFileLogObserver
+from twisted.python import usage
+
+from .tap import Options, build_service
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, serve until SIGINT/SIGTERM, return the exit code."""
+    options = Options()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except usage.UsageError as exc:
+        print(f"python -m twisted_asgi: {exc}", file=sys.stderr)
+        print("Try 'python -m twisted_asgi --help'.", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code.replace("twistd asgi:", "python -m twisted_asgi:", 1), file=sys.stderr)
+            return 1
+        raise
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
+    )
+    from twisted.internet import reactor
+
+    try:
+        service = build_service(options, reactor)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code.replace("twistd asgi:", "python -m twisted_asgi:", 1), file=sys.stderr)
+            return 1
+        raise
+    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    return service.exit_code
+
+
+def main_entry() -> None:
+    """Console script ``twisted-asgi``."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_entry()

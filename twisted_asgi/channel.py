@@ -1,0 +1,391 @@
+"""The one Twisted protocol per connection: bytes from the reactor to the sans-IO
+core, events from the core to the ASGI runner, bytes back to the transport.
+
+The channel owns the connection's timers (request head, keep-alive), read
+back-pressure (it pauses the transport while an app has a full body queue or
+pipelined requests pile up) and write back-pressure (it is the transport's push
+producer; while paused, the app's ``send()`` waits).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .cycle import HTTPCycle
+from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
+from .http11 import H11Connection, error_response
+from .runner import HTTPTask
+from .scope import ConnectionInfo, http_scope
+
+if TYPE_CHECKING:
+    from .server import ASGIFactory
+
+__all__ = ["HTTPChannel", "connection_info"]
+
+log = Logger(namespace="twisted_asgi.http")
+
+# Reasons to stop reading from the socket (a bit mask).
+_PAUSE_BODY = 1  # the app has a full body queue
+_PAUSE_PIPELINE = 2  # pipelined requests wait behind the current one
+_PAUSE_WRITE = 4  # the client does not read our responses
+
+# What the connection's single timer is for.
+_T_HEAD = "request head"
+_T_IDLE = "keep-alive"
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _address(addr: Any) -> tuple[str, int] | None:
+    if isinstance(addr, (IPv4Address, IPv6Address)):
+        return (addr.host, addr.port)
+    return None
+
+
+def connection_info(transport: Any, root_path: str) -> ConnectionInfo:
+    """Client, server and TLS facts about a connection, for its scopes."""
+    host = transport.getHost()
+    peer = transport.getPeer()
+    server: tuple[str, int | None] | None
+    if isinstance(host, UNIXAddress):
+        name = host.name
+        server = (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or ""), None)
+    else:
+        server = _address(host)
+    return ConnectionInfo(
+        client=_address(peer),
+        server=server,
+        tls=ISSLTransport.providedBy(transport),
+        root_path=root_path,
+    )
+
+
+@implementer(IPushProducer)
+class HTTPChannel(Protocol):
+    """An HTTP/1.1 connection serving ASGI apps (one request at a time, pipelining queued)."""
+
+    def __init__(self, factory: ASGIFactory) -> None:
+        self.factory = factory
+        self.config = factory.config
+        self.clock = factory.clock
+        self.conn: H11Connection | None = None
+        self.info: ConnectionInfo | None = None
+        #: The request being answered, and its app task.
+        self.request: Request | None = None
+        self.task: HTTPTask | None = None
+        #: Events of pipelined requests that wait for the current response.
+        self.pending: deque = deque()
+        self.pending_bytes = 0
+        self.paused = 0
+        self.write_paused = False
+        self.requests_served = 0
+        self.draining = False
+        self.closed = False
+        self._timer: Any = None
+        self._deadline: float | None = None
+        self._timer_kind = _T_HEAD
+        self._started_at = 0.0
+
+    # -- Twisted protocol ----------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        self.info = connection_info(self.transport, self.config.root_path)
+        self.info.extensions["http.response.trailers"] = {}
+        self.info.state = self.factory.lifespan_state
+        self.conn = H11Connection(self.config, self.factory.upgrades)
+        self._arm(self.config.timeout_request_head, _T_HEAD)
+        self.factory.connection_opened(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None or self.closed:
+            return
+        try:
+            events = conn.receive_data(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if events:
+            self._dispatch(events)
+        if self.task is None and self.request is not None:
+            self._switch_protocol()
+        elif self.request is None and self._timer_kind is _T_IDLE and conn.in_request_head:
+            # A new request began on an idle connection: it now has the head timeout.
+            self._arm(self.config.timeout_request_head, _T_HEAD)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:
+        self.closed = True
+        self._deadline = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        task = self.task
+        if task is not None:
+            task.feed_disconnect()
+        self.pending.clear()
+        self.factory.connection_closed(self)
+
+    # -- IPushProducer: the transport tells us when to stop writing ---------------
+
+    def pauseProducing(self) -> None:
+        self.write_paused = True
+
+    def resumeProducing(self) -> None:
+        self.write_paused = False
+        if self.task is not None:
+            self.task.writable()
+
+    def stopProducing(self) -> None:
+        self.write_paused = True
+
+    # -- requests ----------------------------------------------------------
+
+    def _dispatch(self, events: list) -> None:
+        for event in events:
+            if self.closed:
+                return
+            if self.pending or self.request is None:
+                if self.request is None and not self.pending and type(event) is Request:
+                    self._start(event)
+                    continue
+                self.pending.append(event)
+                if type(event) is Data:
+                    self.pending_bytes += len(event.data)
+                if self.pending_bytes > self.config.limit_receive_buffer_bytes or len(self.pending) > 64:
+                    self._pause(_PAUSE_PIPELINE)
+                continue
+            kind = type(event)
+            if kind is Data:
+                if self.task.feed_data(event.data):  # type: ignore[union-attr]
+                    self._pause(_PAUSE_BODY)
+            elif kind is EndOfMessage:
+                self.task.feed_end()  # type: ignore[union-attr]
+            else:
+                self.pending.append(event)
+
+    def _start(self, request: Request) -> None:
+        """Begin answering ``request``: cancel the head timer, build the scope, run the app."""
+        self._deadline = None
+        self.request = request
+        if self.draining:
+            self.conn.keep_alive = False  # type: ignore[union-attr]
+        if self.factory.access_log is not None:
+            self._started_at = self.clock.seconds()
+        if request.upgrade is not None:
+            return  # handled by _switch_protocol once the head is parsed
+        cycle = HTTPCycle(self.config.limit_receive_buffer_bytes, request.has_body, request.expect_continue)
+        scope = http_scope(request, self.info)  # type: ignore[arg-type]
+        self.task = self.factory.runner.start_http(scope, cycle, self)
+
+    def _next(self) -> None:
+        """The current response is complete: go on with pipelined requests, or idle."""
+        conn = self.conn
+        conn.response_done()  # type: ignore[union-attr]
+        self.request = None
+        self.task = None
+        self._resume(_PAUSE_BODY)
+        pending = self.pending
+        if pending:
+            self.pending = deque()
+            self.pending_bytes = 0
+            self._dispatch(list(pending))
+            if self.closed:
+                return
+            if not self.pending:
+                self._resume(_PAUSE_PIPELINE)
+        if self.task is None and self.request is not None:
+            self._switch_protocol()
+        elif self.request is None:
+            if conn.in_request_head:  # type: ignore[union-attr]
+                self._arm(self.config.timeout_request_head, _T_HEAD)
+            else:
+                self._arm(self.config.timeout_keep_alive, _T_IDLE)
+
+    def _response_complete(self) -> None:
+        conn = self.conn
+        self.requests_served += 1
+        task = self.task
+        if self.factory.access_log is not None:
+            self._log_access(conn.status, conn.bytes_sent)  # type: ignore[union-attr]
+        limit = self.config.limit_requests_per_connection
+        if (
+            not conn.keep_alive  # type: ignore[union-attr]
+            or self.draining
+            or (limit and self.requests_served >= limit)
+            or (task is not None and not task.cycle.request_complete)
+        ):
+            # An unread request body leaves the framing unknown: close (RFC 9112 §9.3).
+            self._close()
+            return
+        self._next()
+
+    def _switch_protocol(self) -> None:
+        """The current request asked for an accepted ``Upgrade``: hand the
+        connection over to that protocol with the bytes that followed the head."""
+        self.factory.switch_protocol(self, self.request, self.conn.trailing_data)  # type: ignore[union-attr]
+
+    # -- HTTPStream, called by the app's task ------------------------------------
+
+    def send_response(self, task: HTTPTask, event: Response) -> None:
+        if task is not self.task or self.closed:
+            return
+        self.conn.start_response(self.request, event.status, event.headers)  # type: ignore[union-attr, arg-type]
+
+    def send_body(self, task: HTTPTask, event: Body) -> None:
+        if task is not self.task or self.closed:
+            return
+        conn = self.conn
+        try:
+            data = conn.send_body(event.data, event.more, task.cycle.trailers_wanted)  # type: ignore[union-attr]
+        except AppError:
+            self._close()
+            raise
+        if data:
+            self.transport.write(data)
+        if conn.response_complete:  # type: ignore[union-attr]
+            self._response_complete()
+
+    def send_trailers(self, task: HTTPTask, event: Trailers) -> None:
+        if task is not self.task or self.closed:
+            return
+        data = self.conn.send_trailers(event.headers)  # type: ignore[union-attr]
+        if data:
+            self.transport.write(data)
+        self._response_complete()
+
+    def send_continue(self, task: HTTPTask) -> None:
+        if task is self.task and not self.closed and not self.conn.response_started:  # type: ignore[union-attr]
+            self.transport.write(_CONTINUE)
+
+    def resume_reading(self, task: HTTPTask) -> None:
+        if task is self.task:
+            self._resume(_PAUSE_BODY)
+
+    def app_finished(self, task: HTTPTask) -> None:
+        if task is not self.task or self.closed:
+            return
+        # The app returned (or failed) before completing its response.
+        conn = self.conn
+        if conn.response_started:  # type: ignore[union-attr]
+            self._close()
+        else:
+            status = 503 if task.outcome == "cancelled" else 500
+            self._error_response(status, "the application failed to answer")
+
+    def app_timed_out(self, task: HTTPTask) -> None:
+        if task is not self.task or self.closed:
+            return
+        if self.conn.response_started:  # type: ignore[union-attr]
+            self._close()
+        else:
+            self._error_response(503, "the application did not answer in time")
+
+    # -- errors, closing -----------------------------------------------------
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        log.info(
+            "Bad request from {client}: {reason} ({status})",
+            client=self._client_text(),
+            reason=exc.reason,
+            status=exc.status,
+        )
+        if self.task is not None:
+            self.task.feed_disconnect()
+        if self.conn is not None and self.conn.response_started:
+            self._close()
+        else:
+            self._error_response(exc.status, exc.reason)
+
+    def _error_response(self, status: int, reason: str) -> None:
+        if self.closed:
+            return
+        data = error_response(status, reason, self.config.server_name)
+        self.transport.write(data)
+        if self.factory.access_log is not None:
+            self._log_access(status, len(data))
+        self._close()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._deadline = None
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop the connection now (graceful shutdown ran out of time)."""
+        self.closed = True
+        self.transport.abortConnection()
+
+    def drain(self) -> None:
+        """Graceful shutdown: finish the current response, then close; close now if idle."""
+        self.draining = True
+        if self.conn is not None:
+            self.conn.keep_alive = False
+        if self.request is None:
+            self._close()
+
+    # -- timers --------------------------------------------------------------
+
+    def _arm(self, seconds: float, kind: str) -> None:
+        """Set the connection's one deadline. Cheap: the reactor timer is only
+        rescheduled when it fires early or is missing."""
+        self._timer_kind = kind
+        if not seconds:
+            self._deadline = None
+            return
+        deadline = self.clock.seconds() + seconds
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or not timer.active():
+            self._timer = self.clock.callLater(seconds, self._on_timer)
+        elif timer.getTime() > deadline:
+            timer.reset(seconds)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self.closed:
+            return
+        now = self.clock.seconds()
+        if now < deadline:
+            self._timer = self.clock.callLater(deadline - now, self._on_timer)
+            return
+        self._deadline = None
+        if self._timer_kind is _T_HEAD and self.conn is not None and self.conn.in_request_head:
+            log.info("Request head timed out from {client}", client=self._client_text())
+            self._error_response(408, "request head not received in time")
+        else:
+            self._close()
+
+    # -- read back-pressure ----------------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused:
+            self.transport.pauseProducing()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                self.transport.resumeProducing()
+
+    # -- logging ---------------------------------------------------------------
+
+    def _client_text(self) -> str:
+        client = self.info.client if self.info is not None else None
+        return f"{client[0]}:{client[1]}" if client else "unix socket"
+
+    def _log_access(self, status: int, size: int) -> None:
+        request = self.request
+        duration = self.clock.seconds() - self._started_at if request is not None else 0.0
+        self.factory.access_log.log_http(self.info, request, status, size, duration)  # type: ignore[union-attr]

@@ -1,0 +1,201 @@
+"""Sans-IO ASGI state machine for one HTTP request/response (``HTTPCycle``).
+
+The cycle owns two things, and no I/O:
+
+* the *receive* side: request body chunks queued for the app, turned into
+  ``http.request`` / ``http.disconnect`` messages (ASGI www spec, "Request" and
+  "Disconnect" events);
+* the *send* side: every message the app sends is checked against the transition
+  table below and turned into a wire event (:class:`~twisted_asgi.events.Response`,
+  :class:`~twisted_asgi.events.Body`, :class:`~twisted_asgi.events.Trailers`).
+  A message that breaks the spec raises :class:`~twisted_asgi.events.AppError`
+  with an exact message, before anything of it reaches the wire.
+
+The same class serves an HTTP/1.1 request and an HTTP/2 stream.
+Imports neither Twisted nor asyncio.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from typing import Any
+
+from .events import AppError, Body, Headers, Response, Trailers
+
+__all__ = ["HTTPCycle", "SendState", "check_headers"]
+
+
+class SendState(enum.Enum):
+    """Where the app is in producing its response."""
+
+    START = "start"  # nothing sent yet
+    BODY = "body"  # http.response.start sent
+    TRAILERS = "trailers"  # last body sent, trailers promised
+    DONE = "done"  # response complete
+
+
+# The transition table: for each state, the message type it accepts.
+_EXPECTED = {
+    SendState.START: "http.response.start",
+    SendState.BODY: "http.response.body",
+    SendState.TRAILERS: "http.response.trailers",
+}
+
+# RFC 9110 §5.1 token, and field values without CR, LF or NUL (§5.5).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+def check_headers(headers: Any, what: str) -> Headers:
+    """Validate app-given header pairs; return them as a list of byte tuples."""
+    if headers is None:
+        return []
+    out: Headers = []
+    try:
+        for name, value in headers:
+            if type(name) is not bytes or type(value) is not bytes:
+                if not isinstance(name, bytes) or not isinstance(value, bytes):
+                    raise AppError(
+                        f"{what} header names and values must be bytes, got {name!r}: {value!r}"
+                    )
+                name, value = bytes(name), bytes(value)
+            if _TOKEN.match(name) is None:
+                raise AppError(f"Invalid HTTP header name {name!r} in {what}")
+            if _BAD_VALUE.search(value) is not None:
+                raise AppError(f"Invalid HTTP header value {value!r} for {name!r} in {what}")
+            out.append((name, value))
+    except (TypeError, ValueError):
+        raise AppError(f"{what} headers must be an iterable of [name, value] pairs") from None
+    return out
+
+
+class HTTPCycle:
+    """One request's ASGI conversation, without I/O.
+
+    :param body_limit: bytes of unread body to queue before :attr:`over_limit`
+        says the shell should stop reading.
+    """
+
+    __slots__ = (
+        "state",
+        "body",
+        "queued",
+        "body_limit",
+        "request_complete",
+        "body_delivered",
+        "disconnected",
+        "expect_continue",
+        "trailers_wanted",
+        "status",
+    )
+
+    def __init__(self, body_limit: int, has_body: bool = True, expect_continue: bool = False) -> None:
+        self.state = SendState.START
+        self.body: deque[bytes] = deque()
+        self.queued = 0
+        self.body_limit = body_limit
+        self.request_complete = not has_body
+        self.body_delivered = False
+        self.disconnected = False
+        #: The client waits for "100 Continue" before sending its body.
+        self.expect_continue = expect_continue
+        self.trailers_wanted = False
+        self.status = 0
+
+    # -- receive side ------------------------------------------------------
+
+    def feed_data(self, data: bytes) -> bool:
+        """Queue body bytes; return True when the queue is over its limit."""
+        self.body.append(data)
+        self.queued += len(data)
+        self.expect_continue = False
+        return self.queued > self.body_limit
+
+    def feed_end(self) -> None:
+        """The request body is complete."""
+        self.request_complete = True
+        self.expect_continue = False
+
+    def feed_disconnect(self) -> None:
+        """The client is gone: every later receive() says so."""
+        self.disconnected = True
+
+    @property
+    def over_limit(self) -> bool:
+        """True while more body is queued than the app should be given ahead."""
+        return self.queued > self.body_limit
+
+    def next_message(self) -> dict | None:
+        """The next message for ``receive()``, or None if the app must wait."""
+        if self.disconnected:
+            return dict(_DISCONNECT)
+        if self.body:
+            body = self.body
+            data = body.popleft() if len(body) == 1 else b"".join(body)
+            body.clear()
+            self.queued = 0
+            if self.request_complete:
+                self.body_delivered = True
+            return {"type": "http.request", "body": data, "more_body": not self.request_complete}
+        if self.request_complete and not self.body_delivered:
+            self.body_delivered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if self.state is SendState.DONE:
+            # ASGI: receive() after the response is sent says disconnect.
+            return dict(_DISCONNECT)
+        return None
+
+    # -- send side ---------------------------------------------------------
+
+    def app_send(self, message: Any) -> Response | Body | Trailers:
+        """Check one message from the app; return the wire event it means.
+
+        :raises AppError: the message is not valid in the current state.
+        """
+        try:
+            mtype = message["type"]
+        except (TypeError, KeyError):
+            raise AppError(f"ASGI message must be a dict with a 'type' key, got {message!r}") from None
+        state = self.state
+        expected = _EXPECTED.get(state)
+        if mtype != expected:
+            if state is SendState.DONE:
+                raise AppError(f"Unexpected ASGI message {mtype!r} sent, after response already completed.")
+            raise AppError(f"Expected ASGI message {expected!r}, but got {mtype!r}.")
+        if state is SendState.BODY:
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise AppError(f"'body' of http.response.body must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            more = bool(message.get("more_body", False))
+            if not more:
+                self.state = SendState.TRAILERS if self.trailers_wanted else SendState.DONE
+            return Body(body, more)
+        if state is SendState.START:
+            status = message.get("status")
+            if type(status) is not int or not 200 <= status <= 599:
+                raise AppError(f"'status' of http.response.start must be an int from 200 to 599, got {status!r}")
+            headers = check_headers(message.get("headers"), "http.response.start")
+            self.trailers_wanted = bool(message.get("trailers", False))
+            self.state = SendState.BODY
+            self.status = status
+            return Response(status, headers, self.trailers_wanted)
+        # TRAILERS
+        headers = check_headers(message.get("headers"), "http.response.trailers")
+        if not message.get("more_trailers", False):
+            self.state = SendState.DONE
+            return Trailers(headers)
+        raise AppError("'more_trailers' is not supported; send all trailers in one message")
+
+    @property
+    def response_started(self) -> bool:
+        return self.state is not SendState.START
+
+    @property
+    def response_complete(self) -> bool:
+        return self.state is SendState.DONE

@@ -1,0 +1,125 @@
+"""The protocol-neutral events between the wire and the ASGI cycle, and the errors.
+
+HTTP/1.1 and HTTP/2 connections turn bytes into the *incoming* events below; the
+cycle turns application messages into the *outgoing* ones, which the connections
+serialise. One vocabulary lets one :class:`~twisted_asgi.cycle.HTTPCycle` serve an
+HTTP/1.1 request and an HTTP/2 stream alike.
+
+Imports neither Twisted nor asyncio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Headers = list[tuple[bytes, bytes]]
+
+__all__ = [
+    "Body",
+    "Data",
+    "EndOfMessage",
+    "Headers",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "StreamReset",
+    "Trailers",
+    "AppError",
+    "ClientDisconnected",
+]
+
+
+# -- incoming ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Request:
+    """A complete request head.
+
+    ``target`` is the request target exactly as received; ``path`` and ``query``
+    are its two halves (raw bytes, nothing decoded).
+    """
+
+    stream_id: int
+    method: bytes
+    path: bytes
+    query: bytes
+    http_version: str
+    headers: Headers
+    keep_alive: bool = True
+    expect_continue: bool = False
+    #: Upgrade token(s) the client asked for (lower-cased), e.g. b"websocket".
+    upgrade: bytes | None = None
+    #: Body length promised by Content-Length, None when chunked or absent.
+    content_length: int | None = None
+    #: True when a body follows (Content-Length > 0 or chunked).
+    has_body: bool = False
+
+
+@dataclass(slots=True)
+class Data:
+    """Request body bytes."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    """The request body is complete."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class StreamReset:
+    """The peer abandoned the stream (HTTP/2 RST_STREAM, or a lost connection)."""
+
+    stream_id: int
+
+
+# -- outgoing ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Response:
+    """A response head (also 1xx informational responses)."""
+
+    status: int
+    headers: Headers
+    trailers: bool = False
+
+
+@dataclass(slots=True)
+class Body:
+    """Response body bytes; ``more`` False ends the body."""
+
+    data: bytes
+    more: bool
+
+
+@dataclass(slots=True)
+class Trailers:
+    """Response trailer fields, which end the response."""
+
+    headers: Headers
+
+
+# -- errors ------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; answer ``status`` (when one can still be sent) and close."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class AppError(Exception):
+    """The application broke the ASGI protocol; the message says exactly how."""
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send()`` once the client has gone (ASGI HTTP spec 2.4)."""

@@ -1,0 +1,506 @@
+"""Sans-IO HTTP/1.1 server connection over httptools (llhttp).
+
+Bytes in (:meth:`H11Connection.receive_data`) give :mod:`~twisted_asgi.events`;
+response events in give bytes out. Nothing here reads a socket, starts a timer or
+knows about ASGI; the shell (:mod:`twisted_asgi.channel`) does that.
+
+llhttp runs in its strict mode (no leniency flags), which already refuses bare CR
+or LF line endings, obs-fold, conflicting Content-Length and Transfer-Encoding,
+duplicate Content-Length, malformed chunk sizes and invalid tokens. On top of it
+this module enforces what llhttp leaves to the server:
+
+* a single, present ``Host`` on HTTP/1.1 (RFC 9112 §3.2),
+* only ``chunked`` as a transfer coding, never on HTTP/1.0 (RFC 9112 §6.1),
+* no NEL (0x85) in field values: Python's ``str.splitlines`` breaks lines on it,
+  which is how header injection reached apps before,
+* HTTP/1.0 and HTTP/1.1 only (505 otherwise),
+* the head, header count and body limits of :class:`~twisted_asgi.config.Config`.
+
+Imports neither Twisted nor asyncio.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+import httptools
+
+from .config import Config
+from .events import (
+    AppError,
+    Data,
+    EndOfMessage,
+    Headers,
+    ProtocolError,
+    Request,
+)
+
+__all__ = ["H11Connection", "http_date", "status_line"]
+
+# Statuses whose responses never carry a body (RFC 9110 §6.4.1).
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    """The HTTP/1.1 status line for ``status``, reason phrase included when known."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        # The reason phrase is optional but the space before it is not (RFC 9112 §4).
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+_date_cache: list = [0, b""]
+
+
+def http_date() -> bytes:
+    """The current IMF-fixdate for the ``Date`` header, computed once per second."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0] = now
+        _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
+    return _date_cache[1]
+
+
+# Response framing modes.
+_LENGTH = 0  # Content-Length given by the app
+_CHUNKED = 1  # we chunk (HTTP/1.1, no Content-Length)
+_CLOSE = 2  # HTTP/1.0 without length: body ends when the connection closes
+_NONE = 3  # HEAD, 204, 304: no body bytes at all
+
+
+class H11Connection:
+    """One HTTP/1.1 server connection, without I/O.
+
+    :param config: the limits to enforce.
+    :param upgrades: the ``Upgrade`` tokens the server can switch to (e.g.
+        ``{b"websocket"}``). A request for one of them ends HTTP/1.1 parsing;
+        the bytes after its head are in :attr:`trailing_data`. Others are ignored
+        and the request is served as plain HTTP (RFC 9110 §7.8).
+    """
+
+    __slots__ = (
+        "_config",
+        "_parser",
+        "_events",
+        "_url",
+        "_headers",
+        "_head_bytes",
+        "_in_head",
+        "_in_trailers",
+        "_body_bytes",
+        "_error",
+        "_host_count",
+        "_content_length",
+        "_transfer_encoding",
+        "_expect",
+        "_upgrade",
+        "_upgrades",
+        "_stream_id",
+        "_manual_body",
+        "upgraded",
+        "trailing_data",
+        # response side
+        "_mode",
+        "_remaining",
+        "_pending_head",
+        "keep_alive",
+        "response_started",
+        "response_complete",
+        "bytes_sent",
+        "status",
+    )
+
+    def __init__(self, config: Config, upgrades: frozenset[bytes] = frozenset()) -> None:
+        self._config = config
+        self._upgrades = upgrades
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list = []
+        self._url: list[bytes] = []
+        self._headers: Headers = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._in_trailers = False
+        self._body_bytes = 0
+        self._error: ProtocolError | None = None
+        self._host_count = 0
+        self._content_length: bytes | None = None
+        self._transfer_encoding: bytes | None = None
+        self._expect: bytes | None = None
+        self._upgrade: bytes | None = None
+        self._stream_id = 0
+        self._manual_body = 0
+        #: True once a request switched protocols; no more HTTP/1.1 parsing.
+        self.upgraded = False
+        #: Bytes received after the head of an accepted upgrade request.
+        self.trailing_data = b""
+        self._mode = _NONE
+        self._remaining = 0
+        self._pending_head = b""
+        self.keep_alive = True
+        self.response_started = False
+        self.response_complete = False
+        self.bytes_sent = 0
+        self.status = 0
+
+    # -- receiving -----------------------------------------------------------
+
+    @property
+    def in_request_head(self) -> bool:
+        """True while a request head has started but is not complete."""
+        return self._in_head
+
+    def receive_data(self, data: bytes) -> list:
+        """Parse ``data``; return the events it completes.
+
+        :raises ProtocolError: the request is malformed or over a limit; the error
+            carries the status to answer with. The connection must then close.
+        """
+        events = self._events = []
+        if self.upgraded:
+            self.trailing_data += data
+            return events
+        if self._manual_body:
+            data = self._take_manual_body(data)
+            if not data:
+                return events
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data, exc.args[0])
+        except httptools.HttpParserCallbackError:
+            raise self._error or ProtocolError("invalid request") from None
+        except httptools.HttpParserInvalidMethodError:
+            raise ProtocolError("invalid request method") from None
+        except httptools.HttpParserInvalidURLError:
+            raise ProtocolError("invalid request target") from None
+        except httptools.HttpParserError as exc:
+            if self._error is not None:
+                raise self._error from None
+            raise ProtocolError(f"malformed request: {exc}") from None
+        if self._in_head or self._in_trailers:
+            # httptools buffers a header until it ends, so count raw bytes too: an
+            # endless header is refused after at most one read beyond the limit.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._config.limit_request_head_bytes:
+                raise ProtocolError("request head too large", 431)
+        return events
+
+    def _fail(self, reason: str, status: int = 400) -> None:
+        self._error = ProtocolError(reason, status)
+        raise self._error
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = []
+        self._headers = []
+        self._head_bytes = 0
+        self._body_bytes = 0
+        self._host_count = 0
+        self._content_length = None
+        self._transfer_encoding = None
+        self._expect = None
+        self._upgrade = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._head_bytes += len(url)
+        if self._head_bytes > self._config.limit_request_head_bytes:
+            self._fail("request target too long", 414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._config.limit_request_head_bytes:
+            self._fail("request head too large", 431)
+        if b"\x85" in value:
+            self._fail("invalid character in header value")
+        if self._in_trailers:
+            # Request trailers have no place in ASGI; they are checked and dropped.
+            return
+        headers = self._headers
+        if len(headers) >= self._config.limit_request_headers:
+            self._fail("too many request headers", 431)
+        name = name.lower()
+        headers.append((name, value))
+        if name == b"host":
+            self._host_count += 1
+        elif name == b"content-length":
+            self._content_length = value
+        elif name == b"transfer-encoding":
+            self._transfer_encoding = value
+        elif name == b"expect":
+            self._expect = value
+        elif name == b"upgrade":
+            self._upgrade = value
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._fail(f"HTTP version {version} not supported", 505)
+        if version == "1.1" and self._host_count != 1:
+            # RFC 9112 §3.2: a 1.1 request without exactly one Host is a 400.
+            self._fail("missing Host header" if not self._host_count else "duplicate Host header")
+        method = parser.get_method()
+        if method == b"CONNECT":
+            self._fail("CONNECT is not supported", 501)
+        content_length: int | None = None
+        has_body = False
+        if self._transfer_encoding is not None:
+            if version == "1.0":
+                # RFC 9112 §6.1: Transfer-Encoding in 1.0 means the framing is faulty.
+                self._fail("Transfer-Encoding in an HTTP/1.0 request")
+            if self._transfer_encoding.strip().lower() != b"chunked":
+                self._fail("only the chunked transfer coding is supported", 501)
+            has_body = True
+        elif self._content_length is not None:
+            content_length = int(self._content_length)  # llhttp checked the digits
+            has_body = content_length > 0
+            limit = self._config.limit_request_body_bytes
+            if limit and content_length > limit:
+                self._fail("request body too large", 413)
+        expect_continue = False
+        if self._expect is not None:
+            if self._expect.strip().lower() != b"100-continue":
+                self._fail("unsupported expectation", 417)
+            expect_continue = version == "1.1" and has_body
+        upgrade = None
+        if self._upgrade is not None and parser.should_upgrade():
+            upgrade = self._upgrade.strip().lower()
+        target = b"".join(self._url)
+        path, query = _split_target(target, method)
+        self._stream_id += 1
+        self._events.append(
+            Request(
+                self._stream_id,
+                method,
+                path,
+                query,
+                version,
+                self._headers,
+                parser.should_keep_alive(),
+                expect_continue,
+                upgrade,
+                content_length,
+                has_body,
+            )
+        )
+        self._in_trailers = self._transfer_encoding is not None
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        limit = self._config.limit_request_body_bytes
+        if limit and self._body_bytes > limit:
+            self._fail("request body too large", 413)
+        self._events.append(Data(self._stream_id, body))
+
+    def on_message_complete(self) -> None:
+        self._in_trailers = False
+        self._events.append(EndOfMessage(self._stream_id))
+
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
+        """llhttp stopped after the head of an ``Upgrade`` request."""
+        request = self._events[-2]  # [..., Request, EndOfMessage]
+        rest = data[offset:]
+        token = request.upgrade
+        if token in self._upgrades:
+            if request.has_body:
+                self._fail(f"{token.decode('latin-1')} upgrade request with a body")
+            self.upgraded = True
+            self.trailing_data = rest
+            return
+        # Not an upgrade we do: serve it as plain HTTP. llhttp skipped the body
+        # of an upgrade request, so a Content-Length body is taken here by hand.
+        request.upgrade = None
+        del self._events[-1]
+        if request.has_body:
+            if request.content_length is None:
+                self._fail("upgrade request with a chunked body")
+            self._manual_body = request.content_length
+            rest = self._take_manual_body(rest)
+        else:
+            self._events.append(EndOfMessage(self._stream_id))
+        if rest:
+            events = self._events
+            events.extend(self.receive_data(rest))
+            self._events = events
+
+    def _take_manual_body(self, data: bytes) -> bytes:
+        n = min(self._manual_body, len(data))
+        if n:
+            self._events.append(Data(self._stream_id, data[:n]))
+            self._manual_body -= n
+        if not self._manual_body:
+            self._events.append(EndOfMessage(self._stream_id))
+        return data[n:]
+
+    # -- sending ------------------------------------------------------------
+
+    def start_response(self, request: Request, status: int, headers: Headers) -> None:
+        """Prepare the head of the response to ``request``.
+
+        ``headers`` were validated by the cycle. The head is held back and sent
+        with the first body bytes, so an app that fails before its first body
+        message can still get a clean 500 instead.
+        """
+        keep_alive = self.keep_alive and request.keep_alive
+        content_length: bytes | None = None
+        out: list[bytes] = [status_line(status)]
+        have_server = have_date = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                content_length = value.strip()
+                continue
+            elif lname == b"transfer-encoding":
+                # ASGI: the server owns Transfer-Encoding and ignores the app's.
+                continue
+            elif lname == b"connection":
+                if b"close" in value.lower():
+                    keep_alive = False
+                continue
+            elif lname == b"server":
+                have_server = True
+            elif lname == b"date":
+                have_date = True
+            out += (name, b": ", value, b"\r\n")
+        config = self._config
+        if not have_server and config.server_name:
+            out += (b"server: ", config.server_name.encode("latin-1"), b"\r\n")
+        if not have_date and config.send_date:
+            out += (b"date: ", http_date(), b"\r\n")
+        if status in _NO_BODY_STATUSES or request.method == b"HEAD":
+            mode = _NONE
+            if content_length is not None and status != 204:
+                out += (b"content-length: ", content_length, b"\r\n")
+        elif content_length is not None:
+            if not content_length.isdigit():
+                raise AppError(f"invalid Content-Length header {content_length!r}")
+            mode = _LENGTH
+            self._remaining = int(content_length)
+            out += (b"content-length: ", content_length, b"\r\n")
+        elif request.http_version == "1.1":
+            mode = _CHUNKED
+            out.append(b"transfer-encoding: chunked\r\n")
+        else:
+            mode = _CLOSE
+            keep_alive = False
+        if not keep_alive:
+            out.append(b"connection: close\r\n")
+        elif request.http_version == "1.0":
+            out.append(b"connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        self._mode = mode
+        self.keep_alive = keep_alive
+        self._pending_head = b"".join(out)
+        self.response_started = True
+        self.status = status
+
+    def send_body(self, data: bytes, more: bool, trailers: bool = False) -> bytes:
+        """Bytes for a body chunk (with the held-back head before the first one).
+
+        :raises AppError: the body overruns or falls short of the app's own
+            Content-Length; the connection must then be closed.
+        """
+        mode = self._mode
+        head = self._pending_head
+        if head:
+            self._pending_head = b""
+        n = len(data)
+        if mode == _CHUNKED:
+            if n:
+                out = b"%s%x\r\n%s\r\n" % (head, n, data)
+            else:
+                out = head
+            if not more and not trailers:
+                out += b"0\r\n\r\n"
+        elif mode == _LENGTH:
+            if n > self._remaining:
+                self._remaining = 0
+                self.keep_alive = False
+                raise AppError("Response content longer than Content-Length")
+            self._remaining -= n
+            if not more and self._remaining:
+                self.keep_alive = False
+                raise AppError("Response content shorter than Content-Length")
+            out = head + data if head else data
+        elif mode == _CLOSE:
+            out = head + data if head else data
+        else:
+            n = 0
+            out = head
+        self.bytes_sent += n
+        if not more and not trailers:
+            self.response_complete = True
+        return out
+
+    def send_trailers(self, headers: Headers) -> bytes:
+        """Bytes that end a chunked body with ``headers`` as trailer fields.
+
+        Trailers need chunked framing; with any other framing they are dropped.
+        """
+        self.response_complete = True
+        if self._mode != _CHUNKED:
+            return self._pending_head
+        head = self._pending_head
+        self._pending_head = b""
+        parts = [head, b"0\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def response_done(self) -> None:
+        """Reset the response side for the next pipelined request."""
+        self.response_started = False
+        self.response_complete = False
+        self.bytes_sent = 0
+        self.status = 0
+        self._mode = _NONE
+        self._pending_head = b""
+
+
+def _split_target(target: bytes, method: bytes) -> tuple[bytes, bytes]:
+    """Split a request target into raw path and query (RFC 9112 §3.2)."""
+    if target[:1] == b"/":
+        path, sep, query = target.partition(b"?")
+    elif target == b"*" and method == b"OPTIONS":
+        return b"*", b""
+    else:
+        # absolute-form: take path and query, the authority is in Host anyway
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            raise ProtocolError("invalid request target") from None
+        if url.schema not in (b"http", b"https"):
+            raise ProtocolError("invalid request target")
+        path = url.path or b"/"
+        query = url.query or b""
+    if b"#" in path:
+        raise ProtocolError("fragment in request target")
+    if b"#" in query:
+        query = query.partition(b"#")[0]
+    return path, query
+
+
+def error_response(status: int, reason: str, server_name: str | None) -> bytes:
+    """A complete plain-text error response that closes the connection."""
+    body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode()
+    parts = [status_line(status)]
+    if server_name:
+        parts += (b"server: ", server_name.encode("latin-1"), b"\r\n")
+    parts += (
+        b"date: ",
+        http_date(),
+        b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % len(body),
+        body,
+    )
+    return b"".join(parts)

@@ -1,0 +1,253 @@
+"""The one place where ``await app(scope, receive, send)`` runs.
+
+Each HTTP request (HTTP/1.1 request or HTTP/2 stream) gets an :class:`HTTPTask`:
+one asyncio task running the app, the ``receive``/``send`` callables given to it,
+and the exception policy. The task talks to its connection through a small
+*stream* interface (:class:`HTTPStream`) that the HTTP/1.1 channel and each
+HTTP/2 stream implement; the sans-IO :class:`~twisted_asgi.cycle.HTTPCycle` checks
+every message.
+
+Policy (the "server behaviour" page states it for users):
+
+* an exception before ``http.response.start`` is logged once with its traceback
+  and the client gets 500; after it, the connection is closed;
+* an app that returns without starting a response gives 500, one that returns
+  with its body unfinished gets its connection closed; each logged once with an
+  exact message;
+* ``send()`` after the client left raises :class:`~twisted_asgi.events.ClientDisconnected`
+  (an ``OSError``, ASGI www spec 2.4), which the server does not log as an error;
+* after the client left, the app has ``timeout_app_close`` seconds to return
+  before its task is cancelled; ``timeout_response`` bounds a whole response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .config import Config
+from .cycle import HTTPCycle
+from .events import AppError, Body, ClientDisconnected, Response
+
+__all__ = ["HTTPStream", "HTTPTask", "Runner"]
+
+log = Logger(namespace="twisted_asgi.app")
+
+
+class HTTPStream(Protocol):
+    """What an :class:`HTTPTask` needs from the connection carrying its request."""
+
+    #: True while the app's ``send()`` must wait (transport paused, window shut).
+    write_paused: bool
+
+    def send_response(self, task: HTTPTask, event: Response) -> None: ...
+    def send_body(self, task: HTTPTask, event: Body) -> None: ...
+    def send_trailers(self, task: HTTPTask, event: Any) -> None: ...
+    def send_continue(self, task: HTTPTask) -> None: ...
+    def resume_reading(self, task: HTTPTask) -> None: ...
+    def app_finished(self, task: HTTPTask) -> None: ...
+    def app_timed_out(self, task: HTTPTask) -> None: ...
+
+
+class Runner:
+    """Runs ASGI apps as asyncio tasks on the reactor's event loop."""
+
+    def __init__(self, app: Any, config: Config, clock: IReactorTime, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.app = app
+        self.config = config
+        self.clock = clock
+        self._loop = loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_event_loop()
+        return self._loop
+
+    def start_http(self, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> HTTPTask:
+        """Start the app on one HTTP request; return its task handle."""
+        task = HTTPTask(self, scope, cycle, stream)
+        task.task = self.loop.create_task(task.run())
+        if self.config.timeout_response:
+            task.response_timer = self.clock.callLater(self.config.timeout_response, task.on_response_timeout)
+        return task
+
+
+class HTTPTask:
+    """One running app call for one HTTP request."""
+
+    __slots__ = (
+        "runner",
+        "scope",
+        "cycle",
+        "stream",
+        "task",
+        "recv_waiter",
+        "drain_waiter",
+        "close_timer",
+        "response_timer",
+        "reading_paused",
+        "outcome",
+        "extra",
+    )
+
+    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> None:
+        self.runner = runner
+        self.scope = scope
+        self.cycle = cycle
+        self.stream = stream
+        self.task: asyncio.Task | None = None
+        self.recv_waiter: asyncio.Future | None = None
+        self.drain_waiter: asyncio.Future | None = None
+        self.close_timer: IDelayedCall | None = None
+        self.response_timer: IDelayedCall | None = None
+        self.reading_paused = False
+        #: How the app ended: None while running, then "ok", "error", "cancelled".
+        self.outcome: str | None = None
+        #: Free slot for the connection's own per-request data (access log, ...).
+        self.extra: Any = None
+
+    # -- the app's side ----------------------------------------------------
+
+    async def run(self) -> None:
+        cycle = self.cycle
+        try:
+            await self.runner.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            self.outcome = "ok" if cycle.disconnected else "error"
+            if not cycle.disconnected:
+                log.failure("Exception in ASGI application", Failure())
+        except asyncio.CancelledError:
+            self.outcome = "cancelled"
+        except Exception:
+            self.outcome = "error"
+            if not cycle.disconnected or not isinstance(Failure().value, OSError):
+                log.failure("Exception in ASGI application", Failure())
+        else:
+            self.outcome = "ok"
+            if not cycle.disconnected:
+                if not cycle.response_started:
+                    log.error("ASGI callable returned without starting response.")
+                elif not cycle.response_complete:
+                    log.error("ASGI callable returned without completing response.")
+        finally:
+            self._cancel_timers()
+            self.stream.app_finished(self)
+
+    async def receive(self) -> dict:
+        cycle = self.cycle
+        message = cycle.next_message()
+        while message is None:
+            if cycle.expect_continue:
+                # RFC 9110 §10.1.1: ask for the body only once the app wants it.
+                cycle.expect_continue = False
+                self.stream.send_continue(self)
+            if self.reading_paused:
+                self.reading_paused = False
+                self.stream.resume_reading(self)
+            waiter = self.recv_waiter = self.runner.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.recv_waiter = None
+            message = cycle.next_message()
+        if self.reading_paused and not cycle.over_limit:
+            self.reading_paused = False
+            self.stream.resume_reading(self)
+        return message
+
+    async def send(self, message: Any) -> None:
+        cycle = self.cycle
+        if cycle.disconnected:
+            raise ClientDisconnected("client disconnected")
+        event = cycle.app_send(message)
+        stream = self.stream
+        kind = type(event)
+        if kind is Body:
+            stream.send_body(self, event)
+        elif kind is Response:
+            stream.send_response(self, event)
+            return
+        else:
+            stream.send_trailers(self, event)
+        if stream.write_paused and not cycle.disconnected:
+            waiter = self.drain_waiter = self.runner.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.drain_waiter = None
+
+    # -- the connection's side ---------------------------------------------
+
+    def feed_data(self, data: bytes) -> bool:
+        """Body bytes arrived; return True if the connection should stop reading."""
+        over = self.cycle.feed_data(data)
+        self._wake()
+        if over:
+            self.reading_paused = True
+        return over
+
+    def feed_end(self) -> None:
+        self.cycle.feed_end()
+        self._wake()
+
+    def feed_disconnect(self) -> None:
+        """The client went away: wake the app, and bound how long it may go on."""
+        if self.cycle.disconnected:
+            return
+        self.cycle.feed_disconnect()
+        self._wake()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientDisconnected("client disconnected"))
+        if self.outcome is None and self.task is not None and self.close_timer is None:
+            self.close_timer = self.runner.clock.callLater(self.runner.config.timeout_app_close, self.cancel)
+
+    def writable(self) -> None:
+        """The connection can take more bytes: release a waiting ``send()``."""
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def cancel(self) -> None:
+        """Cancel the app's task (app-close timeout, shutdown)."""
+        self.close_timer = None
+        if self.task is not None and not self.task.done():
+            log.warn(
+                "ASGI app still running {timeout}s after its client left; cancelling it",
+                timeout=self.runner.config.timeout_app_close,
+            )
+            self.task.cancel()
+
+    def on_response_timeout(self) -> None:
+        self.response_timer = None
+        if self.outcome is None:
+            log.warn("ASGI app did not finish its response within {timeout}s", timeout=self.runner.config.timeout_response)
+            self.stream.app_timed_out(self)
+            if self.task is not None:
+                self.task.cancel()
+
+    def _wake(self) -> None:
+        waiter = self.recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _cancel_timers(self) -> None:
+        for name in ("close_timer", "response_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                setattr(self, name, None)
+                if timer.active():
+                    timer.cancel()
+
+
+def app_error_status(task: HTTPTask) -> int:
+    """Status for an app that ended without a response: 503 on timeout, else 500."""
+    return 503 if task.outcome == "cancelled" else 500
+
+
+__all__ += ["AppError", "app_error_status"]

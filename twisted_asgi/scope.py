@@ -1,0 +1,106 @@
+"""Build ASGI ``http`` and ``websocket`` scopes from our own parse of a request.
+
+The scope is made once from the :class:`~twisted_asgi.events.Request` event; no
+request is re-serialised for another parser. Per-connection keys (client, server,
+scheme, extensions) are prepared once in a :class:`ConnectionInfo` template and
+copied for each request.
+
+Imports neither Twisted nor asyncio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from .events import Request
+
+__all__ = ["ConnectionInfo", "decode_path", "http_scope", "websocket_scope"]
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+
+
+@dataclass
+class ConnectionInfo:
+    """What every scope on one connection shares.
+
+    ``server`` is ``(host, port)`` for IP listeners and ``(path, None)`` for unix
+    sockets (ASGI www spec 2.2); ``client`` is None when unknown (unix sockets).
+    """
+
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    tls: bool = False
+    root_path: str = ""
+    extensions: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
+    _http_template: dict[str, Any] | None = None
+
+    def http_template(self) -> dict[str, Any]:
+        """The keys every ``http`` scope on this connection shares."""
+        if self._http_template is None:
+            template: dict[str, Any] = {
+                "type": "http",
+                "asgi": dict(ASGI_VERSION),
+                "scheme": "https" if self.tls else "http",
+                "root_path": self.root_path,
+                "client": self.client,
+                "server": self.server,
+                "extensions": self.extensions,
+            }
+            self._http_template = template
+        return self._http_template
+
+
+def decode_path(raw_path: bytes) -> str:
+    """Percent-decode ``raw_path`` and decode it as UTF-8 (ASGI ``path``).
+
+    Bytes that are not valid UTF-8 become U+FFFD rather than failing the request.
+    """
+    if b"%" not in raw_path:
+        try:
+            return raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            return raw_path.decode("utf-8", "replace")
+    return unquote_to_bytes(raw_path).decode("utf-8", "replace")
+
+
+def http_scope(request: Request, info: ConnectionInfo) -> dict[str, Any]:
+    """The ``http`` scope for ``request`` arriving on a connection described by ``info``."""
+    scope = info.http_template().copy()
+    scope["asgi"] = scope["asgi"].copy()
+    scope["http_version"] = request.http_version
+    scope["method"] = request.method.decode("ascii")
+    root_path = info.root_path
+    path = decode_path(request.path)
+    scope["path"] = root_path + path if root_path else path
+    scope["raw_path"] = request.path
+    scope["query_string"] = request.query
+    scope["headers"] = request.headers
+    if info.state is not None:
+        scope["state"] = info.state.copy()
+    return scope
+
+
+def websocket_scope(request: Request, info: ConnectionInfo, subprotocols: list[str]) -> dict[str, Any]:
+    """The ``websocket`` scope for an upgrade ``request``."""
+    path = decode_path(request.path)
+    scope: dict[str, Any] = {
+        "type": "websocket",
+        "asgi": dict(ASGI_VERSION),
+        "http_version": request.http_version,
+        "scheme": "wss" if info.tls else "ws",
+        "path": info.root_path + path if info.root_path else path,
+        "raw_path": request.path,
+        "query_string": request.query,
+        "root_path": info.root_path,
+        "headers": request.headers,
+        "client": info.client,
+        "server": info.server,
+        "subprotocols": subprotocols,
+        "extensions": dict(info.extensions),
+    }
+    if info.state is not None:
+        scope["state"] = info.state.copy()
+    return scope

@@ -1,0 +1,280 @@
+"""The connection factory, the listening service (lifespan, endpoints, graceful
+drain) and the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolNegotiationFactory
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger, LogPublisher
+from zope.interface import implementer
+
+from .channel import HTTPChannel
+from .config import Config
+from .events import Request
+from .lifespan import Lifespan, LifespanFailure
+from .runner import Runner
+from .scope import ConnectionInfo
+
+__all__ = ["ASGIFactory", "ASGIService", "AccessLog"]
+
+log = Logger(namespace="twisted_asgi.server")
+
+
+@implementer(IProtocolNegotiationFactory)
+class ASGIFactory(Factory):
+    """Builds one :class:`~twisted_asgi.channel.HTTPChannel` per connection.
+
+    Provides ALPN/NPN protocol names, so ``ssl:`` endpoints negotiate them without
+    anything extra in the endpoint string.
+    """
+
+    noisy = False
+
+    def __init__(self, app: Any, config: Config, reactor: Any, access_log: AccessLog | None = None) -> None:
+        self.app = app
+        self.config = config
+        self.clock = reactor
+        self.reactor = reactor
+        self.runner = Runner(app, config, reactor)
+        self.access_log = access_log
+        self.connections: set[HTTPChannel] = set()
+        #: ``Upgrade`` tokens the channel switches protocol for.
+        self.upgrades: frozenset[bytes] = frozenset()
+        #: Lifespan state shared (shallow-copied) into every scope; None when off.
+        self.lifespan_state: dict[str, Any] | None = None
+        self._upgrade_handlers: dict[bytes, Callable[[HTTPChannel, Request, bytes], None]] = {}
+        self._drained: defer.Deferred | None = None
+
+    # -- Factory -----------------------------------------------------------
+
+    def buildProtocol(self, addr: Any) -> HTTPChannel | None:
+        limit = self.config.limit_concurrent_connections
+        if limit and len(self.connections) >= limit:
+            log.warn("Connection limit ({limit}) reached; refusing {addr}", limit=limit, addr=addr)
+            return None
+        return HTTPChannel(self)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        return [b"http/1.1"]
+
+    # -- connection registry ------------------------------------------------------
+
+    def connection_opened(self, channel: HTTPChannel) -> None:
+        self.connections.add(channel)
+
+    def connection_closed(self, channel: HTTPChannel) -> None:
+        self.connections.discard(channel)
+        if not self.connections and self._drained is not None:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
+    # -- protocol switching ----------------------------------------------------
+
+    def register_upgrade(self, token: bytes, handler: Callable[[HTTPChannel, Request, bytes], None]) -> None:
+        """Let ``handler(channel, request, trailing_bytes)`` take over connections
+        whose request asks for ``Upgrade: token``."""
+        self._upgrade_handlers[token] = handler
+        self.upgrades = frozenset(self._upgrade_handlers)
+
+    def switch_protocol(self, channel: HTTPChannel, request: Request, trailing: bytes) -> None:
+        handler = self._upgrade_handlers[request.upgrade]  # type: ignore[index]
+        handler(channel, request, trailing)
+
+    # -- graceful shutdown ---------------------------------------------------------
+
+    def drain(self, timeout: float) -> defer.Deferred:
+        """Close idle connections now, let busy ones finish their response, and
+        abort whatever is left after ``timeout`` seconds."""
+        for channel in list(self.connections):
+            channel.drain()
+        if not self.connections:
+            return defer.succeed(None)
+        self._drained = defer.Deferred()
+        drained = self._drained
+
+        def give_up() -> None:
+            if self.connections:
+                log.warn(
+                    "Graceful shutdown timed out after {timeout}s; closing {n} connection(s)",
+                    timeout=timeout,
+                    n=len(self.connections),
+                )
+            for channel in list(self.connections):
+                channel.abort()
+                task = channel.task
+                if task is not None:
+                    task.feed_disconnect()
+                    task.cancel()
+
+        timer = self.clock.callLater(timeout, give_up) if timeout else None
+        if timer is None:
+            give_up()
+
+        def done(result: Any) -> Any:
+            if timer is not None and timer.active():
+                timer.cancel()
+            return result
+
+        return drained.addBoth(done)
+
+
+class AccessLog:
+    """One line per response, in the combined log format plus the request time.
+
+    ``client - - [time] "METHOD target HTTP/version" status bytes "referer" "user-agent" seconds``
+
+    Lines go through a :class:`twisted.logger.Logger` with its own publisher, so
+    they never mix with the server log and cost nothing when disabled.
+    Control characters, quotes and backslashes in the request line, referer and
+    user agent are escaped as ``\\xHH``.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        publisher = LogPublisher(self._write)
+        self.logger = Logger(namespace="twisted_asgi.access", observer=publisher)
+
+    @classmethod
+    def open(cls, target: str) -> AccessLog:
+        if target == "-":
+            return cls(sys.stdout)
+        return cls(open(target, "a", buffering=1, encoding="utf-8"))  # noqa: SIM115
+
+    def _write(self, event: dict[str, Any]) -> None:
+        self.stream.write(event["access_line"] + "\n")
+
+    def log_http(self, info: ConnectionInfo | None, request: Request | None, status: int, size: int, duration: float) -> None:
+        import time
+
+        client = info.client[0] if info is not None and info.client else "-"
+        if request is not None:
+            target = request.path + (b"?" + request.query if request.query else b"")
+            line = f"{request.method.decode('ascii')} {_escape(target)} HTTP/{request.http_version}"
+            referer = user_agent = b"-"
+            for name, value in request.headers:
+                if name == b"referer":
+                    referer = value
+                elif name == b"user-agent":
+                    user_agent = value
+        else:
+            line, referer, user_agent = "-", b"-", b"-"
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+        text = (
+            f'{client} - - [{stamp}] "{line}" {status} {size} '
+            f'"{_escape(referer)}" "{_escape(user_agent)}" {duration:.6f}'
+        )
+        self.logger.info("{access_line}", access_line=text)
+
+
+_ESCAPES = {i: f"\\x{i:02x}" for i in list(range(0x20)) + [0x22, 0x5C, 0x7F]}
+
+
+def _escape(raw: bytes) -> str:
+    return raw.decode("latin-1").translate(_ESCAPES)
+
+
+class ASGIService(Service):
+    """Runs lifespan startup, listens on every endpoint, and on stop drains
+    connections and runs lifespan shutdown.
+
+    ``exit_code`` is non-zero after a fatal start-up error (lifespan failure,
+    a port that cannot be bound); the command-line front ends exit with it.
+    """
+
+    def __init__(self, app: Any, config: Config, endpoints: list[str], reactor: Any, access_log: AccessLog | None = None) -> None:
+        self.app = app
+        self.config = config
+        self.endpoint_descriptions = list(endpoints)
+        self.reactor = reactor
+        self.factory = ASGIFactory(app, config, reactor, access_log)
+        self.lifespan = Lifespan(app, config) if config.lifespan != "off" else None
+        self.ports: list[IListeningPort] = []
+        self.exit_code = 0
+        self.ready: defer.Deferred = defer.Deferred()
+        self._starting: defer.Deferred | None = None
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._begin)
+
+    def _begin(self) -> None:
+        self._starting = defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        if self.lifespan is not None:
+            try:
+                await defer.Deferred.fromFuture(asyncio.ensure_future(self.lifespan.startup()))
+            except LifespanFailure as exc:
+                self._fatal(f"Application startup failed: {exc}")
+                return
+            if self.lifespan.supported:
+                self.factory.lifespan_state = self.lifespan.state
+        if self.lifespan is None or not self.lifespan.supported:
+            self.factory.lifespan_state = {}
+        if self._stopping:
+            return
+        for description in self.endpoint_descriptions:
+            endpoint = serverFromString(self.reactor, description)
+            try:
+                port = await endpoint.listen(self.factory)
+            except Exception as exc:
+                self._fatal(f"Cannot listen on {description}: {exc}")
+                return
+            self.ports.append(port)
+            log.info("Listening on {endpoint} ({address})", endpoint=description, address=_describe(port))
+        self.ready.callback(self.ports)
+
+    def _fatal(self, message: str) -> None:
+        log.critical("{message}", message=message)
+        self.exit_code = 1
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(message))
+            self.ready.addErrback(lambda _: None)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        self._stopping = True
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        ports, self.ports = self.ports, []
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
+        if self.factory.connections:
+            log.info(
+                "Waiting up to {timeout}s for {n} connection(s) to finish",
+                timeout=self.config.timeout_graceful_shutdown,
+                n=len(self.factory.connections),
+            )
+        await self.factory.drain(self.config.timeout_graceful_shutdown)
+        if self.lifespan is not None and self.lifespan.supported and self.exit_code == 0:
+            await defer.Deferred.fromFuture(asyncio.ensure_future(self.lifespan.shutdown()))
+        if self.exit_code == 0:
+            # A graceful stop on SIGTERM/SIGINT is a success: twistd would otherwise
+            # re-raise the signal on itself and exit with it (see Twisted's app.py).
+            clear_exit_signal(self.reactor)
+
+
+def clear_exit_signal(reactor: Any) -> None:
+    """Forget the signal that stopped ``reactor`` so twistd exits 0 after a
+    graceful shutdown (the narrow seam over Twisted's ``_exitSignal``)."""
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
+
+
+def _describe(port: IListeningPort) -> str:
+    host = port.getHost()
+    if hasattr(host, "port"):
+        h = host.host
+        return f"http://[{h}]:{host.port}" if ":" in h else f"http://{h}:{host.port}"
+    return str(getattr(host, "name", host))

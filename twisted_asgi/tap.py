@@ -1,0 +1,219 @@
+"""``twistd asgi`` (and ``python -m twisted_asgi``): options, app loading, service.
+
+Importing this module installs nothing: the asyncio reactor is installed when the
+options have been parsed (so ``--loop`` and twistd's own ``--reactor`` are known).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from .config import Config, ConfigError, describe_fields
+
+__all__ = ["Options", "makeService", "load_app", "AppLoadError", "build_service", "endpoints_from_options"]
+
+DEFAULT_ENDPOINT = "tcp:port=8000:interface=127.0.0.1"
+
+
+class AppLoadError(Exception):
+    """The application path does not name an importable ASGI callable."""
+
+
+def _config_parameters() -> list[list[Any]]:
+    """One ``--flag`` per :class:`Config` field that has one, typed from its default."""
+    params = []
+    for name, default, doc, flag in describe_fields():
+        if flag is None or name in ("lifespan", "loop", "server_name", "root_path"):
+            continue
+        coerce = float if name.startswith("timeout_") else int
+        unit = "seconds, 0 = off" if name.startswith("timeout_") else None
+        text = f"{doc} [default: {default}{'; ' + unit if unit else ''}]"
+        params.append([flag[2:], None, None, text, coerce])
+    return params
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd asgi`` and ``python -m twisted_asgi``."""
+
+    synopsis = "[options] module:application"
+    longdesc = (
+        "Serve an ASGI application (HTTP/1.1 and ASGI lifespan) on one or more Twisted "
+        "endpoints. The application is 'module:attribute' (attribute defaults to "
+        "'application'), e.g. 'myproject.asgi:application'. Without any listener "
+        f"option the server listens on {DEFAULT_ENDPOINT}."
+    )
+
+    optFlags = [
+        ["no-server-name", None, "Send no Server header."],
+        ["factory", None, "Treat the application as a factory: call it with no arguments to get the app."],
+    ]
+
+    optParameters = [
+        ["bind", "b", None, "Address to listen on, with --port (translated to a tcp:/tcp6: endpoint)."],
+        ["port", "p", None, "TCP port to listen on (with --bind, default interface 127.0.0.1).", int],
+        ["unix-socket", "u", None, "Path of a unix socket to listen on (a unix: endpoint)."],
+        ["fd", None, None, "Listen on an already bound and listening socket, by file descriptor number.", int],
+        ["root-path", None, "", "ASGI root_path: the URL prefix the app is mounted at, when a proxy strips it."],
+        ["server-name", None, "twisted-asgi", "Value of the Server response header."],
+        ["lifespan", None, "auto", "ASGI lifespan: auto, on or off."],
+        ["loop", None, "asyncio", "Event loop under the asyncio reactor: asyncio or uvloop."],
+        ["access-log", None, None, "Write an access log line per request to FILE ('-' for standard output)."],
+        ["app-dir", None, ".", "Directory put first on sys.path before importing the application."],
+    ] + _config_parameters()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["endpoints"] = []
+
+    def opt_endpoint(self, description: str) -> None:
+        """A Twisted server endpoint string to listen on; repeatable
+        (tcp:, tcp6:, unix:, ssl:, systemd:, ...)."""
+        self["endpoints"].append(description)
+
+    opt_e = opt_endpoint
+
+    def parseArgs(self, application: str | None = None) -> None:
+        if application is None:
+            raise usage.UsageError("the ASGI application to serve is required, e.g. myproject.asgi:application")
+        self["application"] = application
+
+    def postOptions(self) -> None:
+        if self["loop"] not in ("asyncio", "uvloop"):
+            raise usage.UsageError(f"--loop must be asyncio or uvloop, not {self['loop']!r}")
+        if self["lifespan"] not in ("auto", "on", "off"):
+            raise usage.UsageError(f"--lifespan must be auto, on or off, not {self['lifespan']!r}")
+        from .reactor import ReactorError, install_asyncio_reactor
+
+        try:
+            install_asyncio_reactor(self["loop"])
+        except ReactorError as exc:
+            raise SystemExit(f"twistd asgi: {exc}") from None
+
+
+def config_from_options(options: Options) -> Config:
+    """The :class:`Config` the options describe."""
+    values: dict[str, Any] = {
+        "root_path": options["root-path"],
+        "lifespan": options["lifespan"],
+        "loop": options["loop"],
+        "server_name": None if options["no-server-name"] else options["server-name"],
+    }
+    for name, _default, _doc, flag in describe_fields():
+        if flag is not None and name not in values:
+            value = options.get(flag[2:])
+            if value is not None:
+                values[name] = value
+    return Config(**values)
+
+
+def _tcp_endpoint(host: str, port: int) -> str:
+    if ":" in host:  # IPv6: colons in an endpoint string are escaped
+        return f"tcp6:port={port}:interface={host.strip('[]').replace(':', chr(92) + ':')}"
+    return f"tcp:port={port}:interface={host}"
+
+
+def endpoints_from_options(options: Options) -> list[str]:
+    """Endpoint strings from ``--endpoint`` and the Daphne-style shorthands."""
+    endpoints = list(options["endpoints"])
+    if options["bind"] is not None or options["port"] is not None:
+        port = options["port"] if options["port"] is not None else 8000
+        endpoints.append(_tcp_endpoint(options["bind"] or "127.0.0.1", port))
+    if options["unix-socket"]:
+        path = options["unix-socket"].replace(":", "\\:")
+        endpoints.append(f"unix:{path}")
+    if options["fd"] is not None:
+        endpoints.append(f"fd:fileno={options['fd']}:domain=INET")
+    return endpoints or [DEFAULT_ENDPOINT]
+
+
+def load_app(path: str, factory: bool = False, app_dir: str | None = ".") -> Any:
+    """Import ``module:attribute`` (attribute defaults to ``application``).
+
+    :raises AppLoadError: with a one-line message naming the problem.
+    """
+    if app_dir is not None:
+        directory = os.path.abspath(app_dir)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    module_name, _, attribute = path.partition(":")
+    attribute = attribute or "application"
+    if not module_name:
+        raise AppLoadError(f"invalid application path {path!r}: expected 'module:attribute'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from None
+        raise AppLoadError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise AppLoadError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+    app: Any = module
+    try:
+        for part in attribute.split("."):
+            app = getattr(app, part)
+    except AttributeError:
+        raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if factory:
+        try:
+            app = app()
+        except Exception as exc:
+            raise AppLoadError(f"application factory {path!r} failed: {type(exc).__name__}: {exc}") from None
+    if not callable(app):
+        raise AppLoadError(f"{path!r} is not callable (got {type(app).__name__})")
+    return app
+
+
+def build_service(options: Options, reactor: Any = None) -> Any:
+    """Everything ``makeService`` does, raising ``SystemExit`` with a one-line
+    message on a bad app path, endpoint string or value."""
+    from twisted.internet.endpoints import serverFromString
+
+    from .server import AccessLog, ASGIService
+
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        config = config_from_options(options)
+    except ConfigError as exc:
+        raise SystemExit(f"twistd asgi: {exc}") from None
+    endpoints = endpoints_from_options(options)
+    for description in endpoints:
+        try:
+            serverFromString(reactor, description)
+        except Exception as exc:
+            raise SystemExit(f"twistd asgi: bad endpoint {description!r}: {exc}") from None
+    try:
+        app = load_app(options["application"], options["factory"], options["app-dir"])
+    except AppLoadError as exc:
+        raise SystemExit(f"twistd asgi: {exc}") from None
+    access_log = None
+    if options["access-log"]:
+        try:
+            access_log = AccessLog.open(options["access-log"])
+        except OSError as exc:
+            raise SystemExit(f"twistd asgi: cannot open access log: {exc}") from None
+    return ASGIService(app, config, endpoints, reactor, access_log)
+
+
+def makeService(options: Options) -> Any:
+    """twistd's entry point: the service that serves the app."""
+    service = build_service(options)
+    atexit.register(_exit_with_code, service)
+    return service
+
+
+def _exit_with_code(service: Any) -> None:
+    """twistd always exits 0 once its reactor stopped; make fatal start-up
+    errors (lifespan failure, unusable port) exit non-zero."""
+    if service.exit_code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(service.exit_code)
