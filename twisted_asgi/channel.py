@@ -93,6 +93,9 @@ class HTTPChannel(Protocol):
         self._deadline: float | None = None
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
+        #: Once another protocol (WebSocket, HTTP/2) took the connection over,
+        #: every transport callback goes to it.
+        self.handler: Any = None
 
     # -- Twisted protocol ----------------------------------------------------
 
@@ -106,7 +109,16 @@ class HTTPChannel(Protocol):
         self.factory.connection_opened(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler.data_received(data)
+            return
         conn = self.conn
+        if conn is None:
+            return
+        if self.requests_served == 0 and conn.fresh:
+            handover = self.factory.first_bytes(self, data)
+            if handover:
+                return
         if conn is None or self.closed:
             return
         try:
@@ -123,6 +135,11 @@ class HTTPChannel(Protocol):
             self._arm(self.config.timeout_request_head, _T_HEAD)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:
+        if self.handler is not None:
+            self.handler.connection_lost(reason)
+            self.closed = True
+            self.factory.connection_closed(self)
+            return
         self.closed = True
         self._deadline = None
         if self._timer is not None and self._timer.active():
@@ -138,14 +155,32 @@ class HTTPChannel(Protocol):
 
     def pauseProducing(self) -> None:
         self.write_paused = True
+        if self.handler is not None:
+            self.handler.pause_producing()
 
     def resumeProducing(self) -> None:
         self.write_paused = False
-        if self.task is not None:
+        if self.handler is not None:
+            self.handler.resume_producing()
+        elif self.task is not None:
             self.task.writable()
 
     def stopProducing(self) -> None:
         self.write_paused = True
+
+    def hand_over(self, handler: Any) -> None:
+        """Give the connection to another protocol ``handler`` (WebSocket, HTTP/2).
+
+        From now on the channel forwards ``data_received(bytes)``,
+        ``connection_lost(reason)``, ``pause_producing()`` and
+        ``resume_producing()`` to it; its own timers and HTTP/1.1 parser stop.
+        The handler writes to ``channel.transport`` and closes it itself; for
+        graceful shutdown it must provide ``drain()`` and ``abort()``.
+        """
+        self.handler = handler
+        self._deadline = None
+        self.conn = None
+        self._resume(_PAUSE_BODY | _PAUSE_PIPELINE)
 
     # -- requests ----------------------------------------------------------
 
@@ -322,12 +357,18 @@ class HTTPChannel(Protocol):
 
     def abort(self) -> None:
         """Drop the connection now (graceful shutdown ran out of time)."""
+        if self.handler is not None:
+            self.handler.abort()
+            return
         self.closed = True
         self.transport.abortConnection()
 
     def drain(self) -> None:
         """Graceful shutdown: finish the current response, then close; close now if idle."""
         self.draining = True
+        if self.handler is not None:
+            self.handler.drain()
+            return
         if self.conn is not None:
             self.conn.keep_alive = False
         if self.request is None:

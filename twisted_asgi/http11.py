@@ -152,6 +152,11 @@ class H11Connection:
     # -- receiving -----------------------------------------------------------
 
     @property
+    def fresh(self) -> bool:
+        """True until the first request head has begun."""
+        return self._stream_id == 0 and not self._in_head
+
+    @property
     def in_request_head(self) -> bool:
         """True while a request head has started but is not complete."""
         return self._in_head

@@ -50,6 +50,8 @@ class ASGIFactory(Factory):
         self.upgrades: frozenset[bytes] = frozenset()
         #: Lifespan state shared (shallow-copied) into every scope; None when off.
         self.lifespan_state: dict[str, Any] | None = None
+        #: ``sniffer(channel, first_bytes) -> bool`` callables, see :meth:`first_bytes`.
+        self.sniffers: list[Callable[[HTTPChannel, bytes], bool]] = []
         self._upgrade_handlers: dict[bytes, Callable[[HTTPChannel, Request, bytes], None]] = {}
         self._drained: defer.Deferred | None = None
 
@@ -77,6 +79,18 @@ class ASGIFactory(Factory):
             drained.callback(None)
 
     # -- protocol switching ----------------------------------------------------
+
+    def first_bytes(self, channel: HTTPChannel, data: bytes) -> bool:
+        """Called with a connection's first bytes before HTTP/1.1 parses them.
+
+        Each registered sniffer (HTTP/2 by ALPN or by its preface, PROXY
+        protocol, ...) may take the connection over with
+        :meth:`HTTPChannel.hand_over` and return True.
+        """
+        for sniffer in self.sniffers:
+            if sniffer(channel, data):
+                return True
+        return False
 
     def register_upgrade(self, token: bytes, handler: Callable[[HTTPChannel, Request, bytes], None]) -> None:
         """Let ``handler(channel, request, trailing_bytes)`` take over connections

@@ -1,0 +1,213 @@
+"""Start real servers (``python -m twisted_asgi`` or ``twistd``) on loopback for tests.
+
+Servers listen on port 0; the port is read from the "Listening on" log line, so
+tests never race over ports. Every server is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_LISTEN = re.compile(r"Listening on (\S+) \((?:https?://)?\[?([^\]\s]*?)\]?(?::(\d+))?\)")
+
+
+@dataclass
+class Server:
+    """A running server process and what it printed."""
+
+    proc: subprocess.Popen
+    port: int | None
+    host: str
+    output: list[str] = field(default_factory=list)
+    addresses: list[tuple[str, str, int | None]] = field(default_factory=list)
+
+    def read_output(self, timeout: float = 0.0) -> str:
+        """Collect what the server printed so far (waiting up to ``timeout`` s for more)."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self.output.append(chunk.decode("utf-8", "replace"))
+            if time.monotonic() >= deadline:
+                break
+        return "".join(self.output)
+
+    def wait_for_output(self, needle: str, timeout: float = 10.0) -> str:
+        """Wait until ``needle`` appears in the output; fail with the output if not."""
+        deadline = time.monotonic() + timeout
+        while needle not in "".join(self.output):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} not printed; output:\n{''.join(self.output)}")
+            self.read_output(0.05)
+        return "".join(self.output)
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        return sock
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the server and wait for it; return its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.read_output(0.2)
+        return self.proc.returncode
+
+
+def start_server(
+    app: str = "tests.apps:hello",
+    *args: str,
+    command: str = "module",
+    endpoint: str | None = "tcp:port=0:interface=127.0.0.1",
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    cwd: str | os.PathLike | None = None,
+) -> Server:
+    """Start a server for ``app``; return once it listens (unless ``wait`` is False).
+
+    ``command`` is ``"module"`` (python -m twisted_asgi) or ``"twistd"``.
+    """
+    if command == "twistd":
+        argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "asgi"]
+    else:
+        argv = [sys.executable, "-m", "twisted_asgi"]
+    if endpoint is not None:
+        argv += ["-e", endpoint]
+    argv += [*args, app]
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+    full_env["PYTHONUNBUFFERED"] = "1"
+    if env:
+        full_env.update(env)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=full_env,
+        cwd=cwd or ROOT,
+    )
+    server = Server(proc, None, "127.0.0.1")
+    if not wait:
+        return server
+    deadline = time.monotonic() + 20
+    while True:
+        text = server.read_output(0.05)
+        found = _LISTEN.findall(text)
+        expected = 1 if endpoint is not None else 1
+        if len(found) >= expected:
+            for desc, host, port in found:
+                server.addresses.append((desc, host, int(port) if port else None))
+            _desc, host, port = found[0]
+            server.host = host or "127.0.0.1"
+            server.port = int(port) if port else None
+            return server
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.read_output(0.2)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise AssertionError(f"server did not start; output:\n{''.join(server.output)}")
+
+
+def recv_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Read until the peer closes (or ``timeout``)."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def recv_response(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Read one HTTP/1.1 response (Content-Length or chunked); return (status line, headers, body)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before a response head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    status = lines[0]
+    code = int(status.split()[1])
+    if code in (204, 304) or 100 <= code < 200:
+        body = b""
+        _push_back(sock, rest)
+    elif b"content-length" in headers:
+        n = int(headers[b"content-length"])
+        while len(rest) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        body, extra = rest[:n], rest[n:]
+        _push_back(sock, extra)
+    elif headers.get(b"transfer-encoding") == b"chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += sock.recv(65536)
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AssertionError("connection closed inside a chunk")
+                rest += chunk
+            if size == 0:
+                # trailers until an empty line
+                while not (rest.startswith(b"\r\n") or b"\r\n\r\n" in rest):
+                    rest += sock.recv(65536)
+                if rest.startswith(b"\r\n"):
+                    rest = rest[2:]
+                else:
+                    trailer, _, rest = rest.partition(b"\r\n\r\n")
+                    headers[b"__trailers__"] = trailer
+                break
+            body += rest[:size]
+            rest = rest[size + 2 :]
+        _push_back(sock, rest)
+    else:
+        body = rest + recv_until_closed(sock, timeout)
+    return status, headers, body
+
+
+_pushed: dict[int, bytes] = {}
+
+
+def _push_back(sock: socket.socket, data: bytes) -> None:
+    if data:
+        raise AssertionError(f"unexpected bytes after the response: {data[:200]!r}")
