@@ -147,14 +147,22 @@ def recv_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
 
 
 def recv_response(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, dict[bytes, bytes], bytes]:
-    """Read one HTTP/1.1 response (Content-Length or chunked); return (status line, headers, body)."""
+    """Read one HTTP/1.1 response (Content-Length, chunked or close-delimited).
+
+    Returns (status line, headers with lower-cased names, body). Bytes read past
+    the response (pipelining) are kept for the next call on the same socket.
+    """
     sock.settimeout(timeout)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
+    buf = _leftover.pop(id(sock), b"")
+
+    def more() -> bytes:
         chunk = sock.recv(65536)
         if not chunk:
-            raise AssertionError(f"connection closed before a response head: {buf!r}")
-        buf += chunk
+            raise AssertionError(f"connection closed in the middle of a response: {buf[:300]!r}")
+        return chunk
+
+    while b"\r\n\r\n" not in buf:
+        buf += more()
     head, _, rest = buf.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     headers: dict[bytes, bytes] = {}
@@ -165,49 +173,37 @@ def recv_response(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, di
     code = int(status.split()[1])
     if code in (204, 304) or 100 <= code < 200:
         body = b""
-        _push_back(sock, rest)
     elif b"content-length" in headers:
         n = int(headers[b"content-length"])
         while len(rest) < n:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-        body, extra = rest[:n], rest[n:]
-        _push_back(sock, extra)
+            rest += more()
+        body, rest = rest[:n], rest[n:]
     elif headers.get(b"transfer-encoding") == b"chunked":
         body = b""
         while True:
             while b"\r\n" not in rest:
-                rest += sock.recv(65536)
+                rest += more()
             size_line, _, rest = rest.partition(b"\r\n")
             size = int(size_line.split(b";")[0], 16)
-            while len(rest) < size + 2:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise AssertionError("connection closed inside a chunk")
-                rest += chunk
             if size == 0:
-                # trailers until an empty line
                 while not (rest.startswith(b"\r\n") or b"\r\n\r\n" in rest):
-                    rest += sock.recv(65536)
+                    rest += more()
                 if rest.startswith(b"\r\n"):
                     rest = rest[2:]
                 else:
                     trailer, _, rest = rest.partition(b"\r\n\r\n")
                     headers[b"__trailers__"] = trailer
                 break
+            while len(rest) < size + 2:
+                rest += more()
             body += rest[:size]
             rest = rest[size + 2 :]
-        _push_back(sock, rest)
     else:
         body = rest + recv_until_closed(sock, timeout)
+        rest = b""
+    if rest:
+        _leftover[id(sock)] = rest
     return status, headers, body
 
 
-_pushed: dict[int, bytes] = {}
-
-
-def _push_back(sock: socket.socket, data: bytes) -> None:
-    if data:
-        raise AssertionError(f"unexpected bytes after the response: {data[:200]!r}")
+_leftover: dict[int, bytes] = {}

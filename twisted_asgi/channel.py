@@ -298,7 +298,7 @@ class HTTPChannel(Protocol):
         self._response_complete()
 
     def send_continue(self, task: HTTPTask) -> None:
-        if task is self.task and not self.closed and not self.conn.response_started:  # type: ignore[union-attr]
+        if task is self.task and not self.closed and not self.conn.head_on_wire:  # type: ignore[union-attr]
             self.transport.write(_CONTINUE)
 
     def resume_reading(self, task: HTTPTask) -> None:
@@ -310,7 +310,7 @@ class HTTPChannel(Protocol):
             return
         # The app returned (or failed) before completing its response.
         conn = self.conn
-        if conn.response_started:  # type: ignore[union-attr]
+        if conn.head_on_wire:  # type: ignore[union-attr]
             self._close()
         else:
             status = 503 if task.outcome == "cancelled" else 500
@@ -319,7 +319,7 @@ class HTTPChannel(Protocol):
     def app_timed_out(self, task: HTTPTask) -> None:
         if task is not self.task or self.closed:
             return
-        if self.conn.response_started:  # type: ignore[union-attr]
+        if self.conn.head_on_wire:  # type: ignore[union-attr]
             self._close()
         else:
             self._error_response(503, "the application did not answer in time")
@@ -335,7 +335,7 @@ class HTTPChannel(Protocol):
         )
         if self.task is not None:
             self.task.feed_disconnect()
-        if self.conn is not None and self.conn.response_started:
+        if self.conn is not None and self.conn.head_on_wire:
             self._close()
         else:
             self._error_response(exc.status, exc.reason)

@@ -408,6 +408,11 @@ class H11Connection:
         self.response_started = True
         self.status = status
 
+    @property
+    def head_on_wire(self) -> bool:
+        """True once the response head has been handed out as bytes."""
+        return self.response_started and not self._pending_head
+
     def send_body(self, data: bytes, more: bool, trailers: bool = False) -> bytes:
         """Bytes for a body chunk (with the held-back head before the first one).
 
