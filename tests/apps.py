@@ -137,3 +137,4 @@ async def lifespan_raises(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
     await hello(scope, receive, send)
+NOT_CALLABLE = 42

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The twistd script of the Python running the tests (the plugin must be installed
+#: there: ``pip install .`` puts it into twisted/plugins/).
+TWISTD = str(Path(sys.executable).parent / "twistd")
 _LISTEN = re.compile(r"Listening on (\S+) \((?:https?://)?\[?([^\]\s]*?)\]?(?::(\d+))?\)")
 
 
@@ -89,7 +92,7 @@ def start_server(
     ``command`` is ``"module"`` (python -m twisted_asgi) or ``"twistd"``.
     """
     if command == "twistd":
-        argv = [sys.executable, "-m", "twisted.scripts.twistd", "-n", "asgi"]
+        argv = [TWISTD, "-n", "asgi"]
     else:
         argv = [sys.executable, "-m", "twisted_asgi"]
     if endpoint is not None:

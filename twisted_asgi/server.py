@@ -147,8 +147,8 @@ class AccessLog:
 
     Lines go through a :class:`twisted.logger.Logger` with its own publisher, so
     they never mix with the server log and cost nothing when disabled.
-    Control characters, quotes and backslashes in the request line, referer and
-    user agent are escaped as ``\\xHH``.
+    Control characters, non-ASCII bytes, quotes and backslashes in the request
+    line, referer and user agent are escaped as ``\\xHH``.
     """
 
     def __init__(self, stream: IO[str]) -> None:
@@ -188,7 +188,9 @@ class AccessLog:
         self.logger.info("{access_line}", access_line=text)
 
 
-_ESCAPES = {i: f"\\x{i:02x}" for i in list(range(0x20)) + [0x22, 0x5C, 0x7F]}
+# Control characters (C0, DEL, C1), non-ASCII bytes, quote and backslash: a log
+# line must not let a client forge lines or send terminal escapes.
+_ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)]}
 
 
 def _escape(raw: bytes) -> str:
@@ -237,7 +239,7 @@ class ASGIService(Service):
         if self._stopping:
             return
         for description in self.endpoint_descriptions:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = endpoint_from_string(self.reactor, description)
             try:
                 port = await endpoint.listen(self.factory)
             except Exception as exc:
@@ -277,6 +279,41 @@ class ASGIService(Service):
             # A graceful stop on SIGTERM/SIGINT is a success: twistd would otherwise
             # re-raise the signal on itself and exit with it (see Twisted's app.py).
             clear_exit_signal(self.reactor)
+
+
+def endpoint_from_string(reactor: Any, description: str) -> Any:
+    """A server endpoint from a Twisted endpoint string, plus ``fd:fileno=N``
+    (an inherited, already listening socket; ``domain=INET|INET6|UNIX`` is read
+    from the socket when not given).
+
+    :raises ValueError: the string is malformed or names an unknown endpoint type.
+    """
+    if description.startswith("fd:"):
+        import socket
+
+        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+        args = dict(part.partition("=")[::2] for part in description[3:].split(":") if part)
+        try:
+            fileno = int(args.pop("fileno"))
+        except (KeyError, ValueError):
+            raise ValueError("fd: needs fileno=N") from None
+        domain = args.pop("domain", None)
+        if args:
+            raise ValueError(f"unknown fd: arguments {sorted(args)}")
+        if domain is None:
+            probe = socket.socket(fileno=fileno)
+            try:
+                family = probe.family
+            finally:
+                probe.detach()
+        else:
+            families = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
+            if domain not in families:
+                raise ValueError(f"fd: domain must be INET, INET6 or UNIX, not {domain!r}")
+            family = families[domain]
+        return AdoptedStreamServerEndpoint(reactor, fileno, family)
+    return serverFromString(reactor, description)
 
 
 def clear_exit_signal(reactor: Any) -> None:

@@ -128,7 +128,7 @@ def endpoints_from_options(options: Options) -> list[str]:
         path = options["unix-socket"].replace(":", "\\:")
         endpoints.append(f"unix:{path}")
     if options["fd"] is not None:
-        endpoints.append(f"fd:fileno={options['fd']}:domain=INET")
+        endpoints.append(f"fd:fileno={options['fd']}")
     return endpoints or [DEFAULT_ENDPOINT]
 
 
@@ -172,9 +172,7 @@ def load_app(path: str, factory: bool = False, app_dir: str | None = ".") -> Any
 def build_service(options: Options, reactor: Any = None) -> Any:
     """Everything ``makeService`` does, raising ``SystemExit`` with a one-line
     message on a bad app path, endpoint string or value."""
-    from twisted.internet.endpoints import serverFromString
-
-    from .server import AccessLog, ASGIService
+    from .server import AccessLog, ASGIService, endpoint_from_string
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -187,7 +185,8 @@ def build_service(options: Options, reactor: Any = None) -> Any:
     endpoints = endpoints_from_options(options)
     for description in endpoints:
         try:
-            serverFromString(reactor, description)
+            if not description.startswith("fd:"):  # fd: is checked when adopted
+                endpoint_from_string(reactor, description)
         except Exception as exc:
             raise SystemExit(f"twistd asgi: bad endpoint {description!r}: {exc}") from None
     try:

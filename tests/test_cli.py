@@ -1,0 +1,233 @@
+"""The command line: twistd asgi and python -m twisted_asgi, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.serving import ROOT, TWISTD, recv_response, start_server
+
+
+def run_cli(*args: str, timeout: float = 30, program: str = sys.executable) -> subprocess.CompletedProcess:
+    """Run ``program *args`` from the checkout; return its result."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [program, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+    )
+
+
+def run_twistd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run the twistd script with ``args``."""
+    return run_cli(*args, timeout=timeout, program=TWISTD)
+
+
+def get(server, path: str = "/") -> tuple[bytes, dict, bytes]:
+    with server.connect() as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        return recv_response(sock)
+
+
+def test_twistd_help_documents_options():
+    """twistd asgi --help lists the listener, lifespan and limit options."""
+    result = run_twistd("asgi", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in ("--endpoint", "--bind", "--port", "--unix-socket", "--fd", "--root-path", "--lifespan",
+                 "--access-log", "--graceful-timeout", "--timeout-keep-alive", "--limit-request-body", "--loop"):
+        assert flag in result.stdout, flag
+
+
+def test_twistd_serves_without_reactor_flag():
+    """twistd -n asgi app serves on the asyncio reactor with no --reactor flag."""
+    server = start_server("tests.apps:hello", command="twistd")
+    try:
+        status, _headers, body = get(server)
+        assert status == b"HTTP/1.1 200 OK" and body == b"Hello, world!"
+    finally:
+        assert server.stop() == 0
+
+
+def test_twistd_with_asyncio_reactor_flag():
+    """twistd --reactor=asyncio asgi app works too."""
+    argv = [TWISTD, "--reactor=asyncio", "-n", "asgi",
+            "-e", "tcp:port=0:interface=127.0.0.1", "tests.apps:hello"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    from tests.serving import Server, _LISTEN
+
+    server = Server(proc, None, "127.0.0.1")
+    try:
+        text = server.wait_for_output("Listening on")
+        server.port = int(_LISTEN.search(text).group(3))
+        assert get(server)[2] == b"Hello, world!"
+    finally:
+        assert server.stop() == 0
+
+
+def test_other_reactor_is_a_clear_error():
+    """Any reactor but asyncio gets a one-line error and a non-zero exit."""
+    result = run_twistd("--reactor=select", "-n", "asgi", "tests.apps:hello")
+    assert result.returncode != 0
+    assert "asyncio reactor" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("app", "needle"),
+    [
+        ("no_such_module_xyz:app", "cannot import module 'no_such_module_xyz'"),
+        ("tests.apps:nope", "has no attribute 'nope'"),
+        ("tests.apps:NOT_CALLABLE", "'tests.apps:NOT_CALLABLE' is not callable"),
+    ],
+)
+def test_bad_app_path_one_line_error(app, needle):
+    """An app path that does not import gives one line naming the problem, exit 1."""
+    for runner in (["-m", "twisted_asgi"], ["-n", "asgi"]):
+        result = (run_cli if runner[0] == "-m" else run_twistd)(*runner, app)
+        assert result.returncode == 1, result
+        assert needle in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bad_endpoint_one_line_error():
+    """A malformed endpoint string gives one line naming it, exit 1."""
+    for runner in (["-m", "twisted_asgi"], ["-n", "asgi"]):
+        result = (run_cli if runner[0] == "-m" else run_twistd)(*runner, "-e", "bogus:thing", "tests.apps:hello")
+        assert result.returncode == 1
+        assert "bad endpoint 'bogus:thing'" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_exits_non_zero():
+    """A port that cannot be bound stops the server with exit code 1 and a clear message."""
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        for runner in (["-m", "twisted_asgi"], ["-n", "asgi"]):
+            result = (run_cli if runner[0] == "-m" else run_twistd)(*runner, "-p", str(port), "tests.apps:hello")
+            assert result.returncode == 1, (result.stdout, result.stderr)
+            assert f"Cannot listen on tcp:port={port}" in result.stdout + result.stderr
+    finally:
+        blocker.close()
+
+
+def test_several_listeners_and_shorthands(tmp_path):
+    """-e may repeat and mixes with -b/-p and -u; every listener serves."""
+    sock_path = tmp_path / "s.sock"
+    server = start_server("tests.apps:hello", "-b", "127.0.0.1", "-p", "0", "-u", str(sock_path))
+    try:
+        server.wait_for_output(str(sock_path))
+        text = server.read_output(0.2)
+        assert text.count("Listening on") == 3
+        ports = [p for (_d, _h, p) in server.addresses if p]
+        assert len(ports) >= 1
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(sock_path))
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert recv_response(sock)[2] == b"Hello, world!"
+    finally:
+        server.stop()
+
+
+def test_ipv6_bind():
+    """-b ::1 becomes a tcp6 endpoint."""
+    server = start_server("tests.apps:hello", "-b", "::1", "-p", "0", endpoint=None)
+    try:
+        with socket.create_connection(("::1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert recv_response(sock)[2] == b"Hello, world!"
+    finally:
+        server.stop()
+
+
+def test_fd_listener():
+    """--fd serves on an inherited listening socket."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    os.set_inheritable(fd, True)
+    argv = [sys.executable, "-m", "twisted_asgi", "--fd", str(fd), "tests.apps:hello"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, pass_fds=(fd,),
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    from tests.serving import Server
+
+    server = Server(proc, port, "127.0.0.1")
+    try:
+        server.wait_for_output("Listening on")
+        listener.close()
+        assert get(server)[2] == b"Hello, world!"
+    finally:
+        server.stop()
+
+
+def test_daemon_mode_pidfile_logfile_sigterm(tmp_path):
+    """twistd asgi without -n daemonises, writes pid and log files, and stops cleanly on SIGTERM."""
+    pidfile = tmp_path / "twistd.pid"
+    logfile = tmp_path / "twistd.log"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    result = run_twistd("--pidfile", str(pidfile), "--logfile", str(logfile),
+                     "asgi", "-p", str(port), "tests.apps:hello")
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 20
+    while not (logfile.exists() and "Listening on" in logfile.read_text()):
+        assert time.monotonic() < deadline, logfile.read_text() if logfile.exists() else "no log"
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert recv_response(sock)[2] == b"Hello, world!"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    while pidfile.exists():
+        assert time.monotonic() < deadline + 20, "daemon did not stop"
+        time.sleep(0.05)
+    assert "Received SIGTERM" in logfile.read_text()
+
+
+def test_uvloop_option():
+    """--loop uvloop serves on Twisted's asyncio reactor over uvloop."""
+    server = start_server("tests.apps:hello", "--loop", "uvloop")
+    try:
+        assert get(server)[2] == b"Hello, world!"
+    finally:
+        assert server.stop() == 0
+
+
+def test_access_log_format(tmp_path):
+    """The access log has one combined-format line per request, control characters escaped."""
+    log_path = tmp_path / "access.log"
+    server = start_server("tests.apps:hello", "--access-log", str(log_path))
+    try:
+        with server.connect() as sock:
+            sock.sendall(b'GET /a%0Ab?q="x" HTTP/1.1\r\nHost: a\r\nUser-Agent: tester\t"x"\xff\r\nReferer: http://r/\r\n\r\n')
+            recv_response(sock)
+    finally:
+        server.stop()
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.startswith("127.0.0.1 - - [")
+    assert '"GET /a%0Ab?q=\\x22x\\x22 HTTP/1.1" 200 13 "http://r/" "tester\\x09\\x22x\\x22\\xff" ' in line
+    float(line.rsplit(" ", 1)[1])
+
+
+def test_sigint_and_sigterm_exit_zero():
+    """SIGINT and SIGTERM both stop python -m twisted_asgi with exit code 0."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        server = start_server("tests.apps:hello")
+        assert get(server)[2] == b"Hello, world!"
+        assert server.stop(sig) == 0
