@@ -211,7 +211,9 @@ class HTTPChannel(Protocol):
         """Begin answering ``request``: cancel the head timer, build the scope, run the app."""
         self._deadline = None
         self.request = request
-        if self.draining:
+        limit = self.config.limit_requests_per_connection
+        if self.draining or (limit and self.requests_served + 1 >= limit):
+            # This response is the connection's last: say so in its head.
             self.conn.keep_alive = False  # type: ignore[union-attr]
         if self.factory.access_log is not None:
             self._started_at = self.clock.seconds()
