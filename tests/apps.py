@@ -138,3 +138,31 @@ async def lifespan_raises(scope: dict, receive: Any, send: Any) -> None:
         raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
     await hello(scope, receive, send)
 NOT_CALLABLE = 42
+
+
+async def stream(scope: dict, receive: Any, send: Any) -> None:
+    """Streams ``?mib=N`` MiB in 64 KiB chunks (no Content-Length)."""
+    if scope["type"] != "http":
+        return
+    mib = int(scope["query_string"].decode().partition("=")[2] or 1)
+    chunk = b"x" * 65536
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+    for _ in range(mib * 16):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def slow_upload(scope: dict, receive: Any, send: Any) -> None:
+    """Reads the body slowly (a pause per message) and answers with its length."""
+    if scope["type"] != "http":
+        return
+    total = 0
+    while True:
+        message = await receive()
+        total += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+        await asyncio.sleep(0.0005)
+    payload = str(total).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
