@@ -1,0 +1,199 @@
+"""The Twisted shell without sockets: StringTransport, a fake clock, an asyncio loop driven by hand."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from twisted_asgi.config import Config
+from twisted_asgi.server import ASGIFactory
+
+
+class FakeReactor(Clock):
+    """A clock that is also enough of a reactor for the factory."""
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def settle(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the loop until no callback is ready (app tasks have run as far as they can)."""
+    for _ in range(50):
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+async def hello(scope, receive, send):
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+def connect(app, loop, **config):
+    clock = FakeReactor()
+    factory = ASGIFactory(app, Config(**config), clock)
+    factory.runner._loop = loop
+    factory.lifespan_state = {}
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+    transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
+    proto.makeConnection(transport)
+    return proto, transport, clock, factory
+
+
+def test_request_response_over_string_transport(loop):
+    """A request fed to the protocol produces the app's response on the transport."""
+    proto, transport, _clock, _factory = connect(hello, loop)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.value().endswith(b"\r\n\r\nhi")
+    assert not transport.disconnecting
+
+
+def test_keep_alive_timeout_with_clock(loop):
+    """After a response, the idle connection closes exactly when the keep-alive timeout passes."""
+    proto, transport, clock, _factory = connect(hello, loop, timeout_keep_alive=5)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    clock.advance(4.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+
+
+def test_head_timeout_with_clock(loop):
+    """A partial head gets 408 when the request-head timeout passes."""
+    proto, transport, clock, _factory = connect(hello, loop, timeout_request_head=10)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHo")
+    clock.advance(9.9)
+    assert transport.value() == b""
+    clock.advance(0.2)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+    assert transport.disconnecting
+
+
+def test_new_request_after_idle_gets_head_timeout(loop):
+    """A head that starts on an idle keep-alive connection is bounded by the head timeout, not keep-alive."""
+    proto, transport, clock, _factory = connect(hello, loop, timeout_keep_alive=5, timeout_request_head=20)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    clock.advance(3)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n")
+    clock.advance(10)
+    assert not transport.disconnecting
+    clock.advance(11)
+    assert transport.disconnecting
+    assert b"408" in transport.value()
+
+
+def test_no_timer_while_app_works(loop):
+    """While the app is computing a response, neither timeout closes the connection."""
+    gate = asyncio.Event()
+
+    async def slow(scope, receive, send):
+        await gate.wait()
+        await hello(scope, receive, send)
+
+    proto, transport, clock, _factory = connect(slow, loop, timeout_keep_alive=1, timeout_request_head=1)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    clock.advance(100)
+    assert not transport.disconnecting
+    loop.call_soon(gate.set)
+    settle(loop)
+    assert transport.value().endswith(b"hi")
+
+
+def test_write_backpressure_pauses_send(loop):
+    """While the transport has paused us, the app's send() waits; resumeProducing releases it."""
+    sent = []
+
+    async def streamer(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(3):
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            sent.append(i)
+        await send({"type": "http.response.body", "body": b""})
+
+    proto, transport, _clock, _factory = connect(streamer, loop)
+    proto.pauseProducing()
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    assert sent == []
+    proto.resumeProducing()
+    settle(loop)
+    assert sent == [0, 1, 2]
+
+
+def test_read_backpressure_pauses_transport(loop):
+    """A full body queue pauses the transport; the app reading it resumes the transport."""
+    gate = asyncio.Event()
+
+    async def reader(scope, receive, send):
+        await gate.wait()
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    proto, transport, _clock, _factory = connect(reader, loop, limit_receive_buffer_bytes=1000)
+    proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n" + b"b" * 2000)
+    settle(loop)
+    assert transport.producerState == "paused"
+    loop.call_soon(gate.set)
+    settle(loop)
+    assert transport.producerState == "producing"
+    proto.dataReceived(b"b" * 3000)
+    settle(loop)
+    assert transport.value().startswith(b"HTTP/1.1 204 ")
+
+
+def test_disconnect_reaches_app_and_send_raises(loop):
+    """A lost connection gives the app http.disconnect, and send() then raises OSError."""
+    outcome = {}
+
+    async def waiter(scope, receive, send):
+        await receive()
+        outcome["message"] = await receive()
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        except OSError as exc:
+            outcome["error"] = exc
+
+    proto, transport, _clock, _factory = connect(waiter, loop)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    proto.connectionLost()
+    settle(loop)
+    assert outcome["message"] == {"type": "http.disconnect"}
+    assert isinstance(outcome["error"], OSError)
+
+
+def test_app_close_timeout_cancels_with_clock(loop):
+    """An app still running timeout_app_close seconds after its client left is cancelled."""
+    cancelled = []
+
+    async def stubborn(scope, receive, send):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    proto, _transport, clock, _factory = connect(stubborn, loop, timeout_app_close=3)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    proto.connectionLost()
+    clock.advance(2.9)
+    settle(loop)
+    assert cancelled == []
+    clock.advance(0.2)
+    settle(loop)
+    assert cancelled == [True]
