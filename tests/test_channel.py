@@ -197,3 +197,42 @@ def test_app_close_timeout_cancels_with_clock(loop):
     clock.advance(0.2)
     settle(loop)
     assert cancelled == [True]
+
+
+def test_direct_writer_keeps_order_on_partial_sends():
+    """Direct socket writes fall back to Twisted's buffer on a partial send, and later writes queue behind it."""
+    import socket
+
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_asgi.channel import direct_writer
+
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    transport = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())
+    transport.connected = True
+    write = direct_writer(transport)
+    assert write is not transport.write
+    first = bytes(range(256)) * 8192  # 2 MiB: more than the socket buffer takes at once
+    write(first)
+    assert transport._tempDataLen > 0  # the rest went to Twisted's buffer
+    write(b"SECOND")
+    received = bytearray()
+    peer.settimeout(5)
+    while len(received) < len(first) + 6:
+        transport.doWrite()
+        received += peer.recv(1 << 20)
+    assert bytes(received) == first + b"SECOND"
+    ours.close()
+    peer.close()
+
+
+def test_direct_writer_falls_back_for_other_transports():
+    """A transport that is not a plain TCP connection (TLS, StringTransport) keeps its own write."""
+    from twisted_asgi.channel import direct_writer
+
+    transport = StringTransport()
+    assert direct_writer(transport) == transport.write
