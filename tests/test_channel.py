@@ -236,3 +236,33 @@ def test_direct_writer_falls_back_for_other_transports():
 
     transport = StringTransport()
     assert direct_writer(transport) == transport.write
+
+
+def test_keep_alive_zero_closes_after_each_response(loop):
+    """timeout_keep_alive=0 means no keep-alive: the response says close and the connection closes."""
+    proto, transport, _clock, _factory = connect(hello, loop, timeout_keep_alive=0)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    assert b"connection: close\r\n" in transport.value()
+    assert transport.disconnecting
+
+
+def test_app_close_timeout_zero_never_cancels(loop):
+    """timeout_app_close=0 lets an app run on after its client left."""
+    cancelled = []
+
+    async def stubborn(scope, receive, send):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    proto, _transport, clock, _factory = connect(stubborn, loop, timeout_app_close=0)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    proto.connectionLost()
+    clock.advance(10000)
+    settle(loop)
+    assert cancelled == []
+    assert not clock.getDelayedCalls()

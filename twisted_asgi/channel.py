@@ -258,7 +258,7 @@ class HTTPChannel(Protocol):
         self._deadline = None
         self.request = request
         limit = self.config.limit_requests_per_connection
-        if self.draining or (limit and self.requests_served + 1 >= limit):
+        if self.draining or (limit and self.requests_served + 1 >= limit) or not self.config.timeout_keep_alive:
             # This response is the connection's last: say so in its head.
             self.conn.keep_alive = False  # type: ignore[union-attr]
         if self.factory.access_log is not None:

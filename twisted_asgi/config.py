@@ -4,7 +4,8 @@ Rules for this module:
 
 * ``limit_*`` fields are sizes or counts. The sans-IO core enforces them.
 * ``timeout_*`` fields are seconds. The shells enforce them through an injected
-  clock, so tests advance a clock instead of sleeping. ``0`` turns a timeout off.
+  clock, so tests advance a clock instead of sleeping. What ``0`` means is
+  stated per field (``zero=``).
 * Every default names where it came from.
 
 Imports neither Twisted nor asyncio.
@@ -16,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Config", "ConfigError", "describe_fields"]
+__all__ = ["Config", "ConfigError", "describe_fields", "zero_meaning"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -26,9 +27,10 @@ class ConfigError(ValueError):
     """A configuration value is out of range; the message names the field."""
 
 
-def _f(default: Any, doc: str, *, flag: str | None = None) -> Any:
-    """A dataclass field whose metadata carries its documentation and CLI flag."""
-    return field(default=default, metadata={"doc": doc, "flag": flag})
+def _f(default: Any, doc: str, *, flag: str | None = None, zero: str | None = None) -> Any:
+    """A dataclass field whose metadata carries its documentation, CLI flag and
+    what the value 0 means (for limits and timeouts)."""
+    return field(default=default, metadata={"doc": doc, "flag": flag, "zero": zero})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class Config:
         "stream ends the connection). 0 means no limit. 100 MiB matches the "
         "upload cap of common CDNs, so an app behind one sees no difference.",
         flag="--limit-request-body",
+        zero="no limit",
     )
     limit_receive_buffer_bytes: int = _f(
         64 * KIB,
@@ -73,12 +76,14 @@ class Config:
         "Requests served on one keep-alive connection before the server closes "
         "it (0: no limit), like nginx's keepalive_requests.",
         flag="--limit-requests-per-connection",
+        zero="no limit",
     )
     limit_concurrent_connections: int = _f(
         0,
         "Open connections at once per process; new ones are closed at once "
         "beyond it (0: no limit).",
         flag="--limit-concurrency",
+        zero="no limit",
     )
 
     # -- timeouts ----------------------------------------------------------
@@ -88,6 +93,7 @@ class Config:
         "request; 5 s as uvicorn, shorter than common load balancers' 60 s so "
         "the server, not the balancer, closes first only when idle.",
         flag="--timeout-keep-alive",
+        zero="no keep-alive: close after each response",
     )
     timeout_request_head: float = _f(
         20.0,
@@ -95,6 +101,7 @@ class Config:
         "start of TLS) until its headers are complete; defeats slowloris. "
         "Between Apache mod_reqtimeout's 20-40 s header window.",
         flag="--timeout-request-head",
+        zero="no limit",
     )
     timeout_app_close: float = _f(
         10.0,
@@ -102,6 +109,7 @@ class Config:
         "been sent http.disconnect) before its task is cancelled. Daphne's "
         "application_close_timeout is 10 s.",
         flag="--timeout-app-close",
+        zero="never cancel",
     )
     timeout_response: float = _f(
         0.0,
@@ -109,6 +117,7 @@ class Config:
         "response not yet started becomes 503, one already started is cut "
         "off. Daphne's --http-timeout.",
         flag="--timeout-response",
+        zero="no limit",
     )
     timeout_graceful_shutdown: float = _f(
         25.0,
@@ -116,11 +125,13 @@ class Config:
         "their connections are closed; below Kubernetes' 30 s default grace "
         "period so the process exits before it is killed.",
         flag="--graceful-timeout",
+        zero="close connections at once",
     )
     timeout_lifespan: float = _f(
         60.0,
         "Seconds the app gets to complete lifespan startup or shutdown.",
         flag="--timeout-lifespan",
+        zero="wait forever",
     )
 
     # -- identity and behaviour --------------------------------------------
@@ -182,3 +193,8 @@ def describe_fields() -> list[tuple[str, Any, str, str | None]]:
     return [
         (f.name, f.default, f.metadata["doc"], f.metadata["flag"]) for f in dataclasses.fields(Config)
     ]
+
+
+def zero_meaning(name: str) -> str | None:
+    """What 0 means for the limit or timeout ``name`` (None: 0 is not special)."""
+    return Config.__dataclass_fields__[name].metadata.get("zero")

@@ -204,8 +204,9 @@ class HTTPTask:
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ClientDisconnected("client disconnected"))
-        if self.outcome is None and self.task is not None and self.close_timer is None:
-            self.close_timer = self.runner.clock.callLater(self.runner.config.timeout_app_close, self.cancel)
+        timeout = self.runner.config.timeout_app_close
+        if timeout and self.outcome is None and self.task is not None and self.close_timer is None:
+            self.close_timer = self.runner.clock.callLater(timeout, self.cancel)
 
     def writable(self) -> None:
         """The connection can take more bytes: release a waiting ``send()``."""

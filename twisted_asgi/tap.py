@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from .config import Config, ConfigError, describe_fields
+from .config import Config, ConfigError, describe_fields, zero_meaning
 
 __all__ = ["Options", "makeService", "load_app", "AppLoadError", "build_service", "endpoints_from_options"]
 
@@ -32,8 +32,10 @@ def _config_parameters() -> list[list[Any]]:
         if flag is None or name in ("lifespan", "loop", "server_name", "root_path"):
             continue
         coerce = float if name.startswith("timeout_") else int
-        unit = "seconds, 0 = off" if name.startswith("timeout_") else None
-        text = f"{doc} [default: {default}{'; ' + unit if unit else ''}]"
+        zero = zero_meaning(name)
+        unit = "seconds" if name.startswith("timeout_") else None
+        notes = "; ".join(filter(None, [unit, f"0 = {zero}" if zero else None]))
+        text = f"{doc} [default: {default}{'; ' + notes if notes else ''}]"
         params.append([flag[2:], None, None, text, coerce])
     return params
 
