@@ -117,15 +117,15 @@ class HTTPTask:
         cycle = self.cycle
         try:
             await self.runner.app(self.scope, self.receive, self.send)
-        except ClientDisconnected:
-            self.outcome = "ok" if cycle.disconnected else "error"
-            if not cycle.disconnected:
-                log.failure("Exception in ASGI application", Failure())
         except asyncio.CancelledError:
             self.outcome = "cancelled"
-        except Exception:
-            self.outcome = "error"
-            if not cycle.disconnected or not isinstance(Failure().value, OSError):
+        except Exception as exc:
+            if cycle.disconnected and isinstance(exc, OSError):
+                # ASGI www 2.4: the app let our ClientDisconnected (or its own
+                # socket error) out after the client left; not a server error.
+                self.outcome = "ok"
+            else:
+                self.outcome = "error"
                 log.failure("Exception in ASGI application", Failure())
         else:
             self.outcome = "ok"
