@@ -306,3 +306,36 @@ def test_unix_socket_scope(tmp_path):
         assert oct(path.stat().st_mode & 0o777) == "0o660"
     finally:
         server.stop()
+
+
+def test_tls_listener_scheme_https(tmp_path):
+    """An ssl: endpoint serves HTTP/1.1 over TLS with scheme https in the scope."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    key_path = tmp_path / "key.pem"
+    cert_path = tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_path))
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    server = start_server(
+        "tests.apps:scope_echo",
+        endpoint=f"ssl:port=0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}",
+    )
+    try:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        context.set_alpn_protocols(["http/1.1"])
+        with socket.create_connection((server.host, server.port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                assert sock.selected_alpn_protocol() == "http/1.1"
+                sock.sendall(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                status, _headers, body = recv_response(sock)
+        assert status == b"HTTP/1.1 200 OK"
+        scope = json.loads(body)
+        assert scope["scheme"] == "https"
+        assert scope["path"] == "/secure"
+    finally:
+        server.stop()

@@ -246,7 +246,11 @@ class ASGIService(Service):
                 self._fatal(f"Cannot listen on {description}: {exc}")
                 return
             self.ports.append(port)
-            log.info("Listening on {endpoint} ({address})", endpoint=description, address=_describe(port))
+            log.info(
+                "Listening on {endpoint} ({address})",
+                endpoint=description,
+                address=_describe(port, "https" if description.startswith("ssl:") else "http"),
+            )
         self.ready.callback(self.ports)
 
     def _fatal(self, message: str) -> None:
@@ -323,9 +327,9 @@ def clear_exit_signal(reactor: Any) -> None:
         reactor._exitSignal = None
 
 
-def _describe(port: IListeningPort) -> str:
+def _describe(port: IListeningPort, scheme: str) -> str:
     host = port.getHost()
     if hasattr(host, "port"):
         h = host.host
-        return f"http://[{h}]:{host.port}" if ":" in h else f"http://{h}:{host.port}"
+        return f"{scheme}://[{h}]:{host.port}" if ":" in h else f"{scheme}://{h}:{host.port}"
     return str(getattr(host, "name", host))
