@@ -48,3 +48,16 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+def reactor_loop(reactor: Any) -> asyncio.AbstractEventLoop:
+    """The asyncio event loop under Twisted's asyncio ``reactor``.
+
+    Read from the reactor itself, never from ``asyncio.get_event_loop()``: after
+    twistd daemonises (a fork), Python 3.12+ forgets the current event loop in
+    the child, and ``get_event_loop()`` would hand out a new loop that never runs.
+    """
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is None:
+        raise ReactorError("the installed reactor is not Twisted's asyncio reactor")
+    return loop

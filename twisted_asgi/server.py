@@ -20,6 +20,7 @@ from .channel import HTTPChannel
 from .config import Config
 from .events import Request
 from .lifespan import Lifespan, LifespanFailure
+from .reactor import reactor_loop
 from .runner import Runner
 from .scope import ConnectionInfo
 
@@ -43,7 +44,7 @@ class ASGIFactory(Factory):
         self.config = config
         self.clock = reactor
         self.reactor = reactor
-        self.runner = Runner(app, config, reactor)
+        self.runner = Runner(app, config, reactor, reactor_loop(reactor) if hasattr(reactor, "_asyncioEventloop") else None)
         self.access_log = access_log
         self.connections: set[HTTPChannel] = set()
         #: ``Upgrade`` tokens the channel switches protocol for.
@@ -220,6 +221,11 @@ class ASGIService(Service):
 
     def startService(self) -> None:
         super().startService()
+        # After twistd's daemonising fork, Python 3.12+ forgets the current loop:
+        # make the reactor's loop current again for apps that ask for it.
+        self.loop = reactor_loop(self.reactor)
+        asyncio.set_event_loop(self.loop)
+        self.factory.runner._loop = self.loop
         self.reactor.callWhenRunning(self._begin)
 
     def _begin(self) -> None:
@@ -228,7 +234,7 @@ class ASGIService(Service):
     async def _start(self) -> None:
         if self.lifespan is not None:
             try:
-                await defer.Deferred.fromFuture(asyncio.ensure_future(self.lifespan.startup()))
+                await defer.Deferred.fromFuture(self.loop.create_task(self.lifespan.startup()))
             except LifespanFailure as exc:
                 self._fatal(f"Application startup failed: {exc}")
                 return
@@ -278,7 +284,7 @@ class ASGIService(Service):
             )
         await self.factory.drain(self.config.timeout_graceful_shutdown)
         if self.lifespan is not None and self.lifespan.supported and self.exit_code == 0:
-            await defer.Deferred.fromFuture(asyncio.ensure_future(self.lifespan.shutdown()))
+            await defer.Deferred.fromFuture(self.loop.create_task(self.lifespan.shutdown()))
         if self.exit_code == 0:
             # A graceful stop on SIGTERM/SIGINT is a success: twistd would otherwise
             # re-raise the signal on itself and exit with it (see Twisted's app.py).
