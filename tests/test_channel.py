@@ -266,3 +266,73 @@ def test_app_close_timeout_zero_never_cancels(loop):
     settle(loop)
     assert cancelled == []
     assert not clock.getDelayedCalls()
+
+
+def test_request_body_timeout_with_clock(loop):
+    """A body that stops arriving while the app waits for it gets 408 after timeout_request_body."""
+    async def read_all(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await hello(scope, receive, send)
+
+    proto, transport, clock, _factory = connect(read_all, loop, timeout_request_body=30)
+    proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    settle(loop)
+    clock.advance(20)
+    proto.dataReceived(b"def")  # progress restarts the clock
+    settle(loop)
+    clock.advance(29)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+    assert transport.disconnecting
+
+
+def test_request_body_timeout_not_counted_while_server_paused(loop):
+    """While the server paused reading for a slow app, the body timeout does not run."""
+    gate = asyncio.Event()
+
+    async def slow(scope, receive, send):
+        await gate.wait()
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    proto, transport, clock, _factory = connect(slow, loop, timeout_request_body=5, limit_receive_buffer_bytes=100)
+    proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
+    settle(loop)
+    assert transport.producerState == "paused"
+    clock.advance(60)
+    assert not transport.disconnecting
+    loop.call_soon(gate.set)
+    settle(loop)
+    proto.dataReceived(b"x" * 500)
+    settle(loop)
+    assert transport.value().startswith(b"HTTP/1.1 204 ")
+
+
+def test_send_timeout_drops_client_that_does_not_read(loop):
+    """A response blocked on a client that reads nothing is dropped after timeout_send; send() raises."""
+    errors = []
+
+    async def streamer(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 1000, "more_body": True})
+        except OSError as exc:
+            errors.append(exc)
+
+    proto, transport, clock, _factory = connect(streamer, loop, timeout_send=30)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    proto.pauseProducing()  # what the transport does when its buffer is full
+    settle(loop)
+    clock.advance(29)
+    assert not transport.disconnected
+    clock.advance(2)
+    settle(loop)
+    assert transport.disconnected  # aborted
+    proto.connectionLost()
+    settle(loop)
+    assert errors and isinstance(errors[0], OSError)

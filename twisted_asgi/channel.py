@@ -41,6 +41,8 @@ _PAUSE_WRITE = 4  # the client does not read our responses
 # What the connection's single timer is for.
 _T_HEAD = "request head"
 _T_IDLE = "keep-alive"
+_T_BODY = "request body"
+_T_NONE = "none"
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -137,6 +139,7 @@ class HTTPChannel(Protocol):
         self._deadline: float | None = None
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
+        self._send_timer: Any = None
         #: Once another protocol (WebSocket, HTTP/2) took the connection over,
         #: every transport callback goes to it.
         self.handler: Any = None
@@ -188,9 +191,10 @@ class HTTPChannel(Protocol):
             return
         self.closed = True
         self._deadline = None
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._send_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._send_timer = None
         task = self.task
         if task is not None:
             task.feed_disconnect()
@@ -203,9 +207,15 @@ class HTTPChannel(Protocol):
         self.write_paused = True
         if self.handler is not None:
             self.handler.pause_producing()
+        elif self.config.timeout_send and self._send_timer is None:
+            self._send_timer = self.clock.callLater(self.config.timeout_send, self._on_send_timeout)
 
     def resumeProducing(self) -> None:
         self.write_paused = False
+        if self._send_timer is not None:
+            if self._send_timer.active():
+                self._send_timer.cancel()
+            self._send_timer = None
         if self.handler is not None:
             self.handler.resume_producing()
         elif self.task is not None:
@@ -248,8 +258,13 @@ class HTTPChannel(Protocol):
             if kind is Data:
                 if self.task.feed_data(event.data):  # type: ignore[union-attr]
                     self._pause(_PAUSE_BODY)
+                elif self._timer_kind is _T_BODY:
+                    self._arm(self.config.timeout_request_body, _T_BODY)
             elif kind is EndOfMessage:
                 self.task.feed_end()  # type: ignore[union-attr]
+                if self._timer_kind is _T_BODY:
+                    self._deadline = None
+                    self._timer_kind = _T_NONE
             else:
                 self.pending.append(event)
 
@@ -265,6 +280,10 @@ class HTTPChannel(Protocol):
             self._started_at = self.clock.seconds()
         if request.upgrade is not None:
             return  # handled by _switch_protocol once the head is parsed
+        if request.has_body and not request.expect_continue:
+            self._arm(self.config.timeout_request_body, _T_BODY)
+        else:
+            self._timer_kind = _T_NONE
         cycle = HTTPCycle(self.config.limit_receive_buffer_bytes, request.has_body, request.expect_continue)
         scope = http_scope(request, self.info)  # type: ignore[arg-type]
         self.task = self.factory.runner.start_http(scope, cycle, self)
@@ -348,6 +367,7 @@ class HTTPChannel(Protocol):
     def send_continue(self, task: HTTPTask) -> None:
         if task is self.task and not self.closed and not self.conn.head_on_wire:  # type: ignore[union-attr]
             self.write(_CONTINUE)
+            self._arm(self.config.timeout_request_body, _T_BODY)
 
     def resume_reading(self, task: HTTPTask) -> None:
         if task is self.task:
@@ -449,17 +469,41 @@ class HTTPChannel(Protocol):
             self._timer = self.clock.callLater(deadline - now, self._on_timer)
             return
         self._deadline = None
-        if self._timer_kind is _T_HEAD and self.conn is not None and self.conn.in_request_head:
+        kind = self._timer_kind
+        if kind is _T_HEAD and self.conn is not None and self.conn.in_request_head:
             log.info("Request head timed out from {client}", client=self._client_text())
             self._error_response(408, "request head not received in time")
-        else:
+        elif kind is _T_BODY:
+            log.info("Request body timed out from {client}", client=self._client_text())
+            if self.task is not None:
+                self.task.feed_disconnect()
+            if self.conn is not None and not self.conn.head_on_wire:
+                self._error_response(408, "request body not received in time")
+            else:
+                self._close()
+        elif kind is not _T_NONE:
             self._close()
+
+    def _on_send_timeout(self) -> None:
+        self._send_timer = None
+        if self.closed or not self.write_paused:
+            return
+        log.info(
+            "Client {client} read nothing for {timeout}s; dropping the connection",
+            client=self._client_text(),
+            timeout=self.config.timeout_send,
+        )
+        if self.task is not None:
+            self.task.feed_disconnect()
+        self.abort()
 
     # -- read back-pressure ----------------------------------------------------
 
     def _pause(self, reason: int) -> None:
         if not self.paused:
             self.transport.pauseProducing()
+            if self._timer_kind is _T_BODY:
+                self._deadline = None  # our pause, not the client's slowness
         self.paused |= reason
 
     def _resume(self, reason: int) -> None:
@@ -467,6 +511,8 @@ class HTTPChannel(Protocol):
             self.paused &= ~reason
             if not self.paused and not self.closed:
                 self.transport.resumeProducing()
+                if self._timer_kind is _T_BODY:
+                    self._arm(self.config.timeout_request_body, _T_BODY)
 
     # -- logging ---------------------------------------------------------------
 

@@ -103,6 +103,23 @@ class Config:
         flag="--timeout-request-head",
         zero="no limit",
     )
+    timeout_request_body: float = _f(
+        60.0,
+        "Seconds the server waits for the next bytes of a request body the app "
+        "is waiting for (not counted while the server itself has paused reading); "
+        "on expiry the client gets 408 or the connection closes. nginx's "
+        "client_body_timeout is 60 s.",
+        flag="--timeout-request-body",
+        zero="no limit",
+    )
+    timeout_send: float = _f(
+        60.0,
+        "Seconds a response may stay blocked on a client that does not read "
+        "(the write buffer stays full); then the connection is dropped and the "
+        "app's send() raises. nginx's send_timeout is 60 s.",
+        flag="--timeout-send",
+        zero="no limit",
+    )
     timeout_app_close: float = _f(
         10.0,
         "Seconds an app may keep running after its client went away (it has "
