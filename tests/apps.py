@@ -114,6 +114,13 @@ async def misbehave(scope: dict, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"more"})
     if path == "/hang":
         await asyncio.Event().wait()
+    if path == "/read-body":
+        while (await receive()).get("more_body"):
+            pass
+    if path == "/stream-forever":
+        await send(start)
+        while True:
+            await send({"type": "http.response.body", "body": b"s" * 65536, "more_body": True})
     if path == "/ignore-disconnect":
         # Never looks at receive(): only the app-close timeout ends it.
         await send(start)

@@ -37,6 +37,7 @@ log = Logger(namespace="twisted_asgi.http")
 _PAUSE_BODY = 1  # the app has a full body queue
 _PAUSE_PIPELINE = 2  # pipelined requests wait behind the current one
 _PAUSE_WRITE = 4  # the client does not read our responses
+_PAUSE_ERROR = 8  # the client sent bytes we refuse: nothing more to read
 
 # What the connection's single timer is for.
 _T_HEAD = "request head"
@@ -173,8 +174,12 @@ class HTTPChannel(Protocol):
         try:
             events = conn.receive_data(data)
         except ProtocolError as exc:
-            self._protocol_error(exc)
-            return
+            # Requests parsed before the bad bytes are answered first, in order;
+            # the error is answered when its turn comes (or now, if it concerns
+            # the body of the request being served).
+            self._pause(_PAUSE_ERROR)
+            events = exc.events
+            events.append(exc)
         if events:
             self._dispatch(events)
         if self.task is None and self.request is not None:
@@ -244,6 +249,15 @@ class HTTPChannel(Protocol):
         for event in events:
             if self.closed:
                 return
+            if type(event) is ProtocolError:
+                task = self.task
+                if self.request is None or (
+                    not self.pending and task is not None and not task.cycle.request_complete
+                ):
+                    self._protocol_error(event)
+                    return
+                self.pending.append(event)
+                continue
             if self.pending or self.request is None:
                 if self.request is None and not self.pending and type(event) is Request:
                     self._start(event)

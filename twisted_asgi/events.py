@@ -115,6 +115,8 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        #: Events parsed from the same bytes before the error (HTTP/1.1 pipelining).
+        self.events: list = []
 
 
 class AppError(Exception):

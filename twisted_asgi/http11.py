@@ -94,6 +94,7 @@ class H11Connection:
         "_head_bytes",
         "_in_head",
         "_in_trailers",
+        "_maybe_trailers",
         "_body_bytes",
         "_error",
         "_host_count",
@@ -127,6 +128,7 @@ class H11Connection:
         self._head_bytes = 0
         self._in_head = False
         self._in_trailers = False
+        self._maybe_trailers = False
         self._body_bytes = 0
         self._error: ProtocolError | None = None
         self._host_count = 0
@@ -165,36 +167,45 @@ class H11Connection:
         """Parse ``data``; return the events it completes.
 
         :raises ProtocolError: the request is malformed or over a limit; the error
-            carries the status to answer with. The connection must then close.
+            carries the status to answer with, and in ``events`` the events of
+            the requests parsed before the bad bytes (pipelined requests ahead of
+            it still deserve their responses). The connection must then close.
         """
         events = self._events = []
         if self.upgraded:
             self.trailing_data += data
             return events
-        if self._manual_body:
-            data = self._take_manual_body(data)
-            if not data:
-                return events
+        if self._error is not None:
+            raise self._error
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data, exc.args[0])
-        except httptools.HttpParserCallbackError:
-            raise self._error or ProtocolError("invalid request") from None
-        except httptools.HttpParserInvalidMethodError:
-            raise ProtocolError("invalid request method") from None
-        except httptools.HttpParserInvalidURLError:
-            raise ProtocolError("invalid request target") from None
-        except httptools.HttpParserError as exc:
-            if self._error is not None:
-                raise self._error from None
-            raise ProtocolError(f"malformed request: {exc}") from None
-        if self._in_head or self._in_trailers:
-            # httptools buffers a header until it ends, so count raw bytes too: an
-            # endless header is refused after at most one read beyond the limit.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._config.limit_request_head_bytes:
-                raise ProtocolError("request head too large", 431)
+            if self._manual_body:
+                data = self._take_manual_body(data)
+                if not data:
+                    return events
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                self._on_upgrade(data, exc.args[0])
+            except httptools.HttpParserCallbackError:
+                raise self._error or ProtocolError("invalid request") from None
+            except httptools.HttpParserInvalidMethodError:
+                raise ProtocolError("invalid request method") from None
+            except httptools.HttpParserInvalidURLError:
+                raise ProtocolError("invalid request target") from None
+            except httptools.HttpParserError as exc:
+                if self._error is not None:
+                    raise self._error from None
+                raise ProtocolError(f"malformed request: {exc}") from None
+            if self._in_head or self._maybe_trailers:
+                # httptools buffers a header until it ends, so count raw bytes too:
+                # an endless header is refused after at most one read past the limit.
+                self._head_bytes += len(data)
+                if self._head_bytes > self._config.limit_request_head_bytes:
+                    raise ProtocolError("request head too large", 431)
+        except ProtocolError as exc:
+            self._error = exc
+            exc.events = events
+            raise
         return events
 
     def _fail(self, reason: str, status: int = 400) -> None:
@@ -297,9 +308,16 @@ class H11Connection:
                 has_body,
             )
         )
-        self._in_trailers = self._transfer_encoding is not None
+        self._in_trailers = True  # any later on_header is a chunked trailer
+
+    def on_chunk_header(self) -> None:
+        # Until data follows, this chunk header may be the last one: the
+        # trailer section can begin, and its raw bytes count as head bytes.
+        self._maybe_trailers = True
+        self._head_bytes = 0
 
     def on_body(self, body: bytes) -> None:
+        self._maybe_trailers = False
         self._body_bytes += len(body)
         limit = self._config.limit_request_body_bytes
         if limit and self._body_bytes > limit:
@@ -308,6 +326,7 @@ class H11Connection:
 
     def on_message_complete(self) -> None:
         self._in_trailers = False
+        self._maybe_trailers = False
         self._events.append(EndOfMessage(self._stream_id))
 
     def _on_upgrade(self, data: bytes, offset: int) -> None:
