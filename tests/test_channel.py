@@ -336,3 +336,27 @@ def test_send_timeout_drops_client_that_does_not_read(loop):
     proto.connectionLost()
     settle(loop)
     assert errors and isinstance(errors[0], OSError)
+
+
+def test_upgrade_hands_over_with_trailing_bytes(loop):
+    """An accepted Upgrade request goes to its handler with the bytes after the head, after earlier pipelined responses."""
+    handed = []
+    proto, transport, _clock, factory = connect(hello, loop)
+    factory.register_upgrade(b"websocket", lambda channel, request, rest: handed.append((request.path, rest)))
+    proto.conn._upgrades = factory.upgrades  # the connection was made before registration
+    proto.dataReceived(
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00"
+    )
+    assert handed == []  # the first request is still being answered
+    settle(loop)
+    assert transport.value().endswith(b"hi")
+    assert handed == [(b"/ws", b"\x81\x00")]
+
+
+def test_unaccepted_upgrade_is_plain_http(loop):
+    """An Upgrade token the server does not speak is ignored and served as HTTP (RFC 9110 §7.8)."""
+    proto, transport, _clock, _factory = connect(hello, loop)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
+    settle(loop)
+    assert transport.value().startswith(b"HTTP/1.1 200 OK")

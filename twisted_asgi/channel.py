@@ -141,6 +141,10 @@ class HTTPChannel(Protocol):
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
         self._send_timer: Any = None
+        #: Bytes of an unread request body still to drop after its response, or None.
+        self._discard_left: int | None = None
+        #: Stream id of the last request whose exchange is over.
+        self._finished_stream = 0
         #: Once another protocol (WebSocket, HTTP/2) took the connection over,
         #: every transport callback goes to it.
         self.handler: Any = None
@@ -179,6 +183,12 @@ class HTTPChannel(Protocol):
             # the body of the request being served).
             self._pause(_PAUSE_ERROR)
             events = exc.events
+            # The message the bad bytes belong to never completed: drop what was
+            # parsed of it, so a malformed request never reaches the app.
+            end = len(events)
+            while end and type(events[end - 1]) is not EndOfMessage:
+                end -= 1
+            events = events[:end]
             events.append(exc)
         if events:
             self._dispatch(events)
@@ -246,41 +256,59 @@ class HTTPChannel(Protocol):
     # -- requests ----------------------------------------------------------
 
     def _dispatch(self, events: list) -> None:
+        """Route parsed events: body events to the request being answered,
+        a new request to the app when the connection is free, and everything
+        else to the pipeline queue, in order."""
         for event in events:
             if self.closed:
                 return
-            if type(event) is ProtocolError:
-                task = self.task
-                if self.request is None or (
-                    not self.pending and task is not None and not task.cycle.request_complete
-                ):
-                    self._protocol_error(event)
-                    return
-                self.pending.append(event)
-                continue
-            if self.pending or self.request is None:
-                if self.request is None and not self.pending and type(event) is Request:
+            kind = type(event)
+            request = self.request
+            if kind is Data or kind is EndOfMessage:
+                if request is not None and event.stream_id == request.stream_id:
+                    self._body_event(kind, event)
+                    continue
+                if event.stream_id <= self._finished_stream:
+                    continue  # end of a bodiless request already answered
+            elif kind is Request:
+                if request is None and not self.pending:
                     self._start(event)
                     continue
-                self.pending.append(event)
-                if type(event) is Data:
-                    self.pending_bytes += len(event.data)
-                if self.pending_bytes > self.config.limit_receive_buffer_bytes or len(self.pending) > 64:
-                    self._pause(_PAUSE_PIPELINE)
-                continue
-            kind = type(event)
+            elif not self.pending and (request is None or not self.task or not self.task.cycle.request_complete):
+                # A ProtocolError about the request being received now.
+                self._protocol_error(event)
+                return
+            self.pending.append(event)
             if kind is Data:
-                if self.task.feed_data(event.data):  # type: ignore[union-attr]
-                    self._pause(_PAUSE_BODY)
-                elif self._timer_kind is _T_BODY:
-                    self._arm(self.config.timeout_request_body, _T_BODY)
-            elif kind is EndOfMessage:
-                self.task.feed_end()  # type: ignore[union-attr]
-                if self._timer_kind is _T_BODY:
-                    self._deadline = None
-                    self._timer_kind = _T_NONE
+                self.pending_bytes += len(event.data)
+            if self.pending_bytes > self.config.limit_receive_buffer_bytes or len(self.pending) > 64:
+                self._pause(_PAUSE_PIPELINE)
+
+    def _body_event(self, kind: type, event: Data | EndOfMessage) -> None:
+        """Body bytes or body end of the request being answered."""
+        if self._discard_left is not None:
+            # The rest of a body the app did not read, after its response.
+            if kind is Data:
+                self._discard_left -= len(event.data)  # type: ignore[union-attr]
+                if self._discard_left < 0:
+                    self._close()
             else:
-                self.pending.append(event)
+                self._discard_left = None
+                self._next()
+            return
+        task = self.task
+        if task is None:
+            return  # an upgrade request: its new protocol owns what follows
+        if kind is Data:
+            if task.feed_data(event.data):  # type: ignore[union-attr]
+                self._pause(_PAUSE_BODY)
+            elif self._timer_kind is _T_BODY:
+                self._arm(self.config.timeout_request_body, _T_BODY)
+        else:
+            task.feed_end()  # type: ignore[union-attr]
+            if self._timer_kind is _T_BODY:
+                self._deadline = None
+                self._timer_kind = _T_NONE
 
     def _start(self, request: Request) -> None:
         """Begin answering ``request``: cancel the head timer, build the scope, run the app."""
@@ -300,12 +328,14 @@ class HTTPChannel(Protocol):
             self._timer_kind = _T_NONE
         cycle = HTTPCycle(self.config.limit_receive_buffer_bytes, request.has_body, request.expect_continue)
         scope = http_scope(request, self.info)  # type: ignore[arg-type]
-        self.task = self.factory.runner.start_http(scope, cycle, self)
+        task = self.task = self.factory.runner.http_task(scope, cycle, self)
+        task.start()
 
     def _next(self) -> None:
         """The current response is complete: go on with pipelined requests, or idle."""
         conn = self.conn
         conn.response_done()  # type: ignore[union-attr]
+        self._finished_stream = self.request.stream_id  # type: ignore[union-attr]
         self.request = None
         self.task = None
         self._resume(_PAUSE_BODY)
@@ -333,14 +363,23 @@ class HTTPChannel(Protocol):
         if self.factory.access_log is not None:
             self._log_access(conn.status, conn.bytes_sent)  # type: ignore[union-attr]
         limit = self.config.limit_requests_per_connection
-        if (
-            not conn.keep_alive  # type: ignore[union-attr]
-            or self.draining
-            or (limit and self.requests_served >= limit)
-            or (task is not None and not task.cycle.request_complete)
-        ):
-            # An unread request body leaves the framing unknown: close (RFC 9112 §9.3).
+        if not conn.keep_alive or self.draining or (limit and self.requests_served >= limit):  # type: ignore[union-attr]
             self._close()
+            return
+        if task is not None and not task.cycle.request_complete:
+            if task.cycle.expect_continue:
+                # RFC 9110 §10.1.1: we answered without asking for the body, so
+                # the client may never send it; closing is the safe way out.
+                self._close()
+                return
+            # The app answered without reading the whole body: read and drop the
+            # rest, up to a bound, to keep the connection (RFC 9112 §9.3).
+            self._discard_left = self.config.limit_receive_buffer_bytes - task.cycle.queued
+            task.cycle.body.clear()
+            if self._discard_left < 0:
+                self._close()
+                return
+            self._resume(_PAUSE_BODY)
             return
         self._next()
 
@@ -388,7 +427,7 @@ class HTTPChannel(Protocol):
             self._resume(_PAUSE_BODY)
 
     def app_finished(self, task: HTTPTask) -> None:
-        if task is not self.task or self.closed:
+        if task is not self.task or self.closed or task.cycle.response_complete:
             return
         # The app returned (or failed) before completing its response.
         conn = self.conn
@@ -399,7 +438,7 @@ class HTTPChannel(Protocol):
             self._error_response(status, "the application failed to answer")
 
     def app_timed_out(self, task: HTTPTask) -> None:
-        if task is not self.task or self.closed:
+        if task is not self.task or self.closed or task.cycle.response_complete:
             return
         if self.conn.head_on_wire:  # type: ignore[union-attr]
             self._close()

@@ -23,6 +23,7 @@ Policy (the "server behaviour" page states it for users):
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -36,6 +37,9 @@ from .events import AppError, Body, ClientDisconnected, Response
 __all__ = ["HTTPStream", "HTTPTask", "Runner"]
 
 log = Logger(namespace="twisted_asgi.app")
+
+# asyncio.Task(eager_start=True) exists from Python 3.12 on.
+_EAGER = sys.version_info >= (3, 12)
 
 
 class HTTPStream(Protocol):
@@ -69,12 +73,19 @@ class Runner:
         return self._loop
 
     def start_http(self, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> HTTPTask:
-        """Start the app on one HTTP request; return its task handle."""
+        """Start the app on one HTTP request; return its task handle.
+
+        The app's first step runs on a later loop pass, so the caller may
+        record the returned handle before any ``stream`` method is called.
+        """
         task = HTTPTask(self, scope, cycle, stream)
-        task.task = self.loop.create_task(task.run())
-        if self.config.timeout_response:
-            task.response_timer = self.clock.callLater(self.config.timeout_response, task.on_response_timeout)
+        task.start(eager=False)
         return task
+
+    def http_task(self, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> HTTPTask:
+        """An app call for one HTTP request, not yet started: record it, then
+        call :meth:`HTTPTask.start` (which may run the app's first step at once)."""
+        return HTTPTask(self, scope, cycle, stream)
 
 
 class HTTPTask:
@@ -110,6 +121,19 @@ class HTTPTask:
         self.outcome: str | None = None
         #: Free slot for the connection's own per-request data (access log, ...).
         self.extra: Any = None
+
+    def start(self, eager: bool = True) -> None:
+        """Run the app. With ``eager`` on Python 3.12+, its first step runs now,
+        inside the caller: an app that answers without waiting never costs an
+        extra event-loop pass (asyncio's eager task start)."""
+        runner = self.runner
+        if eager and _EAGER:
+            self.task = asyncio.Task(self.run(), loop=runner.loop, eager_start=True)  # type: ignore[call-arg]
+        else:
+            self.task = runner.loop.create_task(self.run())
+        timeout = runner.config.timeout_response
+        if timeout and self.outcome is None:
+            self.response_timer = runner.clock.callLater(timeout, self.on_response_timeout)
 
     # -- the app's side ----------------------------------------------------
 
