@@ -37,7 +37,9 @@ class Server:
     def read_output(self, timeout: float = 0.0) -> str:
         """Collect what the server printed so far (waiting up to ``timeout`` s for more)."""
         deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        if self.proc.stdout is None or self.proc.stdout.closed:
+            return "".join(self.output)
+        fd = self.proc.stdout.fileno()
         while True:
             left = max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select([fd], [], [], left)
@@ -64,6 +66,14 @@ class Server:
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         return sock
 
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the server to exit by itself; read the rest of its output; return its exit code."""
+        try:
+            self.proc.wait(timeout)
+        finally:
+            self.stop()
+        return self.proc.returncode
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the server and wait for it; return its exit code."""
         if self.proc.poll() is None:
@@ -74,7 +84,10 @@ class Server:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            self.read_output(0.2)
+            # The process is gone: read what it left in the pipe, then close it.
+            self.read_output(0.5)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
         return self.proc.returncode
 
 

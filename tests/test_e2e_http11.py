@@ -339,3 +339,41 @@ def test_tls_listener_scheme_https(tmp_path):
         assert scope["path"] == "/secure"
     finally:
         server.stop()
+
+
+def test_tls_connection_close_closes_the_connection(tmp_path):
+    """Over TLS, 'Connection: close' ends with the server closing (TLS close_notify, then EOF)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    key_path = tmp_path / "key.pem"
+    cert_path = tmp_path / "cert.pem"
+    cert.private_key_pem.write_to_path(str(key_path))
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    server = start_server(
+        "tests.apps:hello",
+        endpoint=f"ssl:port=0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}",
+    )
+    try:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        context.set_alpn_protocols(["http/1.1"])
+        with socket.create_connection((server.host, server.port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    try:
+                        chunk = sock.recv(65536)
+                    except ssl.SSLEOFError:
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert data.endswith(b"Hello, world!\r\n0\r\n\r\n")
+    finally:
+        server.stop()

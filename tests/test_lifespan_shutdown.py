@@ -24,7 +24,7 @@ def test_lifespan_startup_failed_exits_non_zero():
     """lifespan.startup.failed stops the server with exit 1 and the app's message, before listening."""
     for command in ("module", "twistd"):
         server = start_server("tests.apps:lifespan_failed", command=command, wait=False)
-        code = server.proc.wait(30)
+        code = server.wait(30)
         output = server.read_output(0.5)
         assert code == 1, output
         assert "database unreachable" in output
@@ -34,7 +34,7 @@ def test_lifespan_startup_failed_exits_non_zero():
 def test_lifespan_on_with_raising_app_exits_non_zero():
     """Under --lifespan on, an app that raises on the lifespan scope is fatal."""
     server = start_server("tests.apps:lifespan_raises", "--lifespan", "on", wait=False)
-    assert server.proc.wait(30) == 1
+    assert server.wait(30) == 1
     assert "Django can only handle ASGI/HTTP connections, not lifespan." in server.read_output(0.5)
 
 
@@ -89,7 +89,7 @@ def test_graceful_shutdown_lets_inflight_request_finish():
         assert b"second" in got
         # The head went out before SIGTERM, so the close comes after the response.
         assert sock.recv(100) == b""
-        assert server.proc.wait(20) == 0
+        assert server.wait(20) == 0
     finally:
         sock.close()
         server.stop()

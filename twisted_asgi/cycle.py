@@ -178,6 +178,8 @@ class HTTPCycle:
             return Body(body, more)
         if state is SendState.START:
             status = message.get("status")
+            if type(status) is not int and isinstance(status, int) and not isinstance(status, bool):
+                status = int(status)  # an int subclass such as http.HTTPStatus is an int
             if type(status) is not int or not 200 <= status <= 599:
                 raise AppError(f"'status' of http.response.start must be an int from 200 to 599, got {status!r}")
             headers = check_headers(message.get("headers"), "http.response.start")

@@ -68,6 +68,15 @@ def http_date() -> bytes:
     return _date_cache[1]
 
 
+# The head limit is checked on what httptools reports (target, complete fields)
+# and, as a guard against a field httptools is still buffering, on the raw bytes
+# of reads that fell wholly inside the head. The reported count leaves out the
+# request line around the target (method, version, CRLF: under 32 bytes), so the
+# raw guard allows that much more and an over-long target is a 414 in any split.
+_REQUEST_LINE_SLACK = 32
+
+_OWS = (b" ", b"\t")
+
 # Response framing modes.
 _LENGTH = 0  # Content-Length given by the app
 _CHUNKED = 1  # we chunk (HTTP/1.1, no Content-Length)
@@ -92,6 +101,9 @@ class H11Connection:
         "_url",
         "_headers",
         "_head_bytes",
+        "_head_raw",
+        "_head_section",
+        "_idle",
         "_in_head",
         "_in_trailers",
         "_maybe_trailers",
@@ -126,6 +138,9 @@ class H11Connection:
         self._url: list[bytes] = []
         self._headers: Headers = []
         self._head_bytes = 0
+        self._head_raw = 0
+        self._head_section = 0
+        self._idle = True  # between requests: the next byte begins a head
         self._in_head = False
         self._in_trailers = False
         self._maybe_trailers = False
@@ -182,6 +197,9 @@ class H11Connection:
                 data = self._take_manual_body(data)
                 if not data:
                     return events
+            # A read that began between requests and began exactly one head
+            # belongs wholly to that head.
+            section = self._head_section + 1 if self._idle else self._head_section
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as exc:
@@ -196,11 +214,13 @@ class H11Connection:
                 if self._error is not None:
                     raise self._error from None
                 raise ProtocolError(f"malformed request: {exc}") from None
-            if self._in_head or self._maybe_trailers:
+            if (self._in_head or self._maybe_trailers) and section == self._head_section:
                 # httptools buffers a header until it ends, so count raw bytes too:
                 # an endless header is refused after at most one read past the limit.
-                self._head_bytes += len(data)
-                if self._head_bytes > self._config.limit_request_head_bytes:
+                # Only a read that began inside this head counts: one that also
+                # carried a body or an earlier request is bounded by its own size.
+                self._head_raw += len(data)
+                if self._head_raw > self._config.limit_request_head_bytes + _REQUEST_LINE_SLACK:
                     raise ProtocolError("request head too large", 431)
         except ProtocolError as exc:
             self._error = exc
@@ -214,9 +234,12 @@ class H11Connection:
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._idle = False
         self._url = []
         self._headers = []
         self._head_bytes = 0
+        self._head_raw = 0
+        self._head_section += 1
         self._body_bytes = 0
         self._host_count = 0
         self._content_length = None
@@ -236,6 +259,10 @@ class H11Connection:
             self._fail("request head too large", 431)
         if b"\x85" in value:
             self._fail("invalid character in header value")
+        if value[-1:] in _OWS:
+            # llhttp drops the whitespace before a field value but keeps what
+            # follows it; neither is part of the value (RFC 9110 §5.5).
+            value = value.rstrip(b" \t")
         if self._in_trailers:
             # Request trailers have no place in ASGI; they are checked and dropped.
             return
@@ -291,7 +318,11 @@ class H11Connection:
         if self._upgrade is not None and parser.should_upgrade():
             upgrade = self._upgrade.strip().lower()
         target = b"".join(self._url)
-        path, query = _split_target(target, method)
+        try:
+            path, query = _split_target(target, method)
+        except ProtocolError as exc:
+            # Raised inside an httptools callback: keep the reason, not httptools' own.
+            self._fail(exc.reason, exc.status)
         self._stream_id += 1
         self._events.append(
             Request(
@@ -315,6 +346,8 @@ class H11Connection:
         # trailer section can begin, and its raw bytes count as head bytes.
         self._maybe_trailers = True
         self._head_bytes = 0
+        self._head_raw = 0
+        self._head_section += 1
 
     def on_body(self, body: bytes) -> None:
         self._maybe_trailers = False
@@ -325,6 +358,7 @@ class H11Connection:
         self._events.append(Data(self._stream_id, body))
 
     def on_message_complete(self) -> None:
+        self._idle = True
         self._in_trailers = False
         self._maybe_trailers = False
         self._events.append(EndOfMessage(self._stream_id))
@@ -334,8 +368,13 @@ class H11Connection:
         request = self._events[-2]  # [..., Request, EndOfMessage]
         rest = data[offset:]
         token = request.upgrade
-        if token in self._upgrades:
+        # h2c with a body is served as HTTP/1.1 (the server may ignore an
+        # Upgrade, RFC 9110 §7.8): curl --http2 offers it on every request.
+        if token in self._upgrades and not (token == b"h2c" and request.has_body):
             if request.has_body:
+                # The refused request must not reach the shell with the error's
+                # events, which are only those of the requests before it.
+                del self._events[-2:]
                 self._fail(f"{token.decode('latin-1')} upgrade request with a body")
             self.upgraded = True
             self.trailing_data = rest
@@ -498,6 +537,10 @@ class H11Connection:
 
 def _split_target(target: bytes, method: bytes) -> tuple[bytes, bytes]:
     """Split a request target into raw path and query (RFC 9112 §3.2)."""
+    if b"#" in target:
+        # No form of request-target has a fragment (RFC 9112 §3.2); an invalid
+        # request line gets a 400 (RFC 9112 §3), wherever the '#' is.
+        raise ProtocolError("fragment in request target")
     if target[:1] == b"/":
         path, sep, query = target.partition(b"?")
     elif target == b"*" and method == b"OPTIONS":
@@ -512,10 +555,6 @@ def _split_target(target: bytes, method: bytes) -> tuple[bytes, bytes]:
             raise ProtocolError("invalid request target")
         path = url.path or b"/"
         query = url.query or b""
-    if b"#" in path:
-        raise ProtocolError("fragment in request target")
-    if b"#" in query:
-        query = query.partition(b"#")[0]
     return path, query
 
 

@@ -1,0 +1,108 @@
+"""The sans-IO core imports no I/O framework (DESIGN.md, "Layering").
+
+Two checks per core module: importing it in a fresh interpreter leaves none of
+the forbidden packages in ``sys.modules``, and no ``import`` statement anywhere
+in it (functions included, so lazy imports count) reaches them, directly or
+through the package modules it imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "twisted_asgi"
+FORBIDDEN = frozenset({"twisted", "asyncio", "autobahn", "django"})
+
+# The core named in DESIGN.md; optional modules join when they exist.
+CORE = ["config", "events", "scope", "cycle", "http11"]
+OPTIONAL = ["http2", "proxy", "wscycle"]
+MODULES = CORE + [name for name in OPTIONAL if (PACKAGE / f"{name}.py").exists()]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module an ``import`` in ``path`` names, at any depth."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                names.add(node.module or "")
+            else:
+                # Relative to the package (the core modules are all top-level ones).
+                base = "twisted_asgi" if node.level == 1 else ""
+                if node.module:
+                    names.add(f"{base}.{node.module}")
+                else:
+                    names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def reachable_imports(module: str) -> dict[str, set[str]]:
+    """For ``module`` and every package module it imports, transitively: what each imports."""
+    seen: dict[str, set[str]] = {}
+    todo = [f"twisted_asgi.{module}"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = PACKAGE / (name.split(".", 1)[1].replace(".", "/") + ".py")
+        if not path.exists():
+            path = path.with_suffix("") / "__init__.py"
+        seen[name] = imported_modules(path)
+        todo += [n for n in seen[name] if n.startswith("twisted_asgi.")]
+    return seen
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_forbidden_import_statement(module):
+    """No import statement in the module, or in the package modules it reaches, names a forbidden package."""
+    offenders = {
+        (importer, name)
+        for importer, names in reachable_imports(module).items()
+        for name in names
+        if name.split(".")[0] in FORBIDDEN
+    }
+    assert offenders == set()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_import_in_fresh_interpreter_loads_no_framework(module):
+    """Importing the module (from this checkout) in a new interpreter loads no forbidden package."""
+    code = (
+        "import importlib, json, sys\n"
+        f"mod = importlib.import_module('twisted_asgi.{module}')\n"
+        "print(json.dumps([mod.__file__, sorted(sys.modules)]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    path, loaded = json.loads(result.stdout)
+    assert Path(path).resolve().is_relative_to(PACKAGE)
+    assert sorted({name.split(".")[0] for name in loaded} & FORBIDDEN) == []
+
+
+def test_the_checks_see_a_forbidden_import(tmp_path):
+    """The static check does flag a lazy framework import inside a function (it can fail)."""
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from twisted.internet import reactor\n    import asyncio.events\n")
+    assert {n.split(".")[0] for n in imported_modules(sample)} & FORBIDDEN == {"twisted", "asyncio"}
+
+
+def test_core_modules_exist():
+    """Every module the layering rule names as core is present and importable."""
+    for module in CORE:
+        assert importlib.util.find_spec(f"twisted_asgi.{module}") is not None
