@@ -87,6 +87,13 @@ class Runner:
         call :meth:`HTTPTask.start` (which may run the app's first step at once)."""
         return HTTPTask(self, scope, cycle, stream)
 
+    def start_websocket(self, scope: dict[str, Any], cycle: Any, stream: WebSocketStream) -> WebSocketTask:
+        """Start the app on one WebSocket (its first step runs on a later loop
+        pass, so the caller records the handle before ``stream`` is called)."""
+        task = WebSocketTask(self, scope, cycle, stream)
+        task.start()
+        return task
+
 
 class HTTPTask:
     """One running app call for one HTTP request."""
@@ -276,3 +283,159 @@ def app_error_status(task: HTTPTask) -> int:
 
 
 __all__ += ["AppError", "app_error_status"]
+
+
+# -- WebSocket (appended for the WebSocket issue; see twisted_asgi/websocket.py) --
+
+
+class WebSocketStream(Protocol):
+    """What a :class:`WebSocketTask` needs from the connection carrying its WebSocket."""
+
+    #: True while the app's ``send()`` must wait (transport paused).
+    write_paused: bool
+
+    def send_ws(self, task: WebSocketTask, event: Any) -> None: ...
+    def resume_reading(self, task: WebSocketTask) -> None: ...
+    def app_finished(self, task: WebSocketTask) -> None: ...
+
+
+class WebSocketTask:
+    """One running app call for one WebSocket, checked by a
+    :class:`~twisted_asgi.wscycle.WebSocketCycle`.
+
+    The policy is :class:`HTTPTask`'s: an exception is logged once with its
+    traceback (the connection then answers 500 before accept, or closes with
+    1011 after it); ``send()`` once the connection is gone raises
+    :class:`~twisted_asgi.events.ClientDisconnected` (ASGI www spec 2.4), which
+    is not logged; then the app has ``timeout_app_close`` seconds to return.
+    """
+
+    __slots__ = ("runner", "scope", "cycle", "stream", "task", "recv_waiter", "drain_waiter", "close_timer", "reading_paused", "outcome")
+
+    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: Any, stream: WebSocketStream) -> None:
+        self.runner = runner
+        self.scope = scope
+        self.cycle = cycle
+        self.stream = stream
+        self.task: asyncio.Task | None = None
+        self.recv_waiter: asyncio.Future | None = None
+        self.drain_waiter: asyncio.Future | None = None
+        self.close_timer: IDelayedCall | None = None
+        self.reading_paused = False
+        #: How the app ended: None while running, then "ok", "error", "cancelled".
+        self.outcome: str | None = None
+
+    def start(self) -> None:
+        """Run the app; its first step runs on a later loop pass."""
+        self.task = self.runner.loop.create_task(self.run())
+
+    async def run(self) -> None:
+        cycle = self.cycle
+        try:
+            await self.runner.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self.outcome = "cancelled"
+        except Exception as exc:
+            if cycle.disconnected and isinstance(exc, OSError):
+                self.outcome = "ok"  # ASGI www 2.4: our ClientDisconnected, let out
+            else:
+                self.outcome = "error"
+                hint = None
+                if not cycle.handshake_answered and isinstance(exc, ValueError):
+                    from .django import refusal_message  # imports no Django itself
+
+                    hint = refusal_message(exc, "websocket")
+                if hint is not None:
+                    # Django's own refusal of WebSocket is a setting, not a crash:
+                    # one line that says how to serve WebSocket, no traceback.
+                    log.error("{hint}", hint=hint)
+                else:
+                    log.failure("Exception in ASGI application", Failure())
+        else:
+            self.outcome = "ok"
+            if not cycle.handshake_answered and not cycle.disconnected:
+                log.error("ASGI callable returned without sending handshake.")
+        finally:
+            timer, self.close_timer = self.close_timer, None
+            if timer is not None and timer.active():
+                timer.cancel()
+            self.stream.app_finished(self)
+
+    async def receive(self) -> dict:
+        cycle = self.cycle
+        message = cycle.next_message()
+        while message is None:
+            if self.reading_paused:
+                self.reading_paused = False
+                self.stream.resume_reading(self)
+            waiter = self.recv_waiter = self.runner.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.recv_waiter = None
+            message = cycle.next_message()
+        if self.reading_paused and not cycle.over_limit:
+            self.reading_paused = False
+            self.stream.resume_reading(self)
+        return message
+
+    async def send(self, message: Any) -> None:
+        cycle = self.cycle
+        if cycle.disconnected:
+            raise ClientDisconnected("WebSocket connection is closed")
+        event = cycle.app_send(message)
+        stream = self.stream
+        stream.send_ws(self, event)
+        if stream.write_paused and not cycle.disconnected:
+            waiter = self.drain_waiter = self.runner.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.drain_waiter = None
+
+    # -- the connection's side ---------------------------------------------
+
+    def feed_message(self, payload: bytes, binary: bool) -> bool:
+        """A client message arrived; return True if the connection should stop reading."""
+        over = self.cycle.feed_message(payload, binary)
+        waiter = self.recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if over:
+            self.reading_paused = True
+        return over
+
+    def feed_disconnect(self, code: int, reason: str = "") -> None:
+        """The connection is over (or the server is closing it): wake the app
+        with ``websocket.disconnect`` and bound how long it may go on."""
+        if self.cycle.disconnected:
+            return
+        self.cycle.feed_disconnect(code, reason)
+        waiter = self.recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientDisconnected("WebSocket connection is closed"))
+        timeout = self.runner.config.timeout_app_close
+        if timeout and self.outcome is None and self.task is not None and self.close_timer is None:
+            self.close_timer = self.runner.clock.callLater(timeout, self.cancel)
+
+    def writable(self) -> None:
+        """The connection can take more bytes: release a waiting ``send()``."""
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def cancel(self) -> None:
+        """Cancel the app's task (app-close timeout, shutdown)."""
+        self.close_timer = None
+        if self.task is not None and not self.task.done():
+            log.warn(
+                "ASGI app still running {timeout}s after its WebSocket closed; cancelling it",
+                timeout=self.runner.config.timeout_app_close,
+            )
+            self.task.cancel()
+
+
+__all__ += ["WebSocketStream", "WebSocketTask"]

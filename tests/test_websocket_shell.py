@@ -1,0 +1,385 @@
+"""The WebSocket shell without sockets: StringTransport, a fake clock, an asyncio loop driven by hand.
+
+Timeouts (handshake, ping, close, lifetime), back-pressure both ways and
+graceful shutdown, each decided by ``clock.advance`` rather than by waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from tests.ws_apps import client_frame, close_payload, handshake_request
+from twisted_asgi.config import Config
+from twisted_asgi.server import ASGIFactory
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    # Apps still waiting are cancelled while the loop still runs, not destroyed with it.
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    settle(loop)
+    loop.close()
+
+
+def settle(loop: asyncio.AbstractEventLoop) -> None:
+    """Run the loop until no callback is ready (app tasks have run as far as they can)."""
+    for _ in range(50):
+        loop.run_until_complete(asyncio.sleep(0))
+
+
+class Peer:
+    """One server connection over a StringTransport, read as a WebSocket client would."""
+
+    def __init__(
+        self, app: Any, loop: asyncio.AbstractEventLoop, path: str = "/", extra: bytes = b"", **config: Any
+    ) -> None:
+        self.loop = loop
+        self.clock = Clock()
+        self.factory = ASGIFactory(app, Config(**config), self.clock)
+        self.factory.runner._loop = loop
+        self.factory.lifespan_state = {}
+        self.proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 1234)
+        )
+        self.proto.makeConnection(self.transport)
+        self.read = 0
+        self.proto.dataReceived(handshake_request(path, extra))
+        settle(loop)
+
+    def head(self) -> bytes:
+        data = self.transport.value()
+        end = data.index(b"\r\n\r\n") + 4
+        self.read = max(self.read, end)
+        return data[:end]
+
+    def frames(self) -> list[tuple[int, bytes]]:
+        """The server frames written since the last call."""
+        self.head()
+        data = self.transport.value()
+        out = []
+        while self.read + 2 <= len(data):
+            b0, b1 = data[self.read], data[self.read + 1]
+            n, at = b1 & 0x7F, self.read + 2
+            if n == 126:
+                (n,) = struct.unpack("!H", data[at : at + 2])
+                at += 2
+            elif n == 127:
+                (n,) = struct.unpack("!Q", data[at : at + 8])
+                at += 8
+            out.append((b0 & 0x0F, data[at : at + n]))
+            self.read = at + n
+        return out
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+        settle(self.loop)
+
+    def lose(self) -> None:
+        self.proto.connectionLost(Failure(ConnectionError("lost")))
+        settle(self.loop)
+
+
+def recording_app(received: list, *, accept: bool = True, read: asyncio.Event | None = None) -> Any:
+    """Accepts (unless told not to), then records every message it receives, once ``read`` is set."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        received.append(await receive())
+        if accept:
+            await send({"type": "websocket.accept"})
+        if read is not None:
+            await read.wait()
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] == "websocket.disconnect":
+                return
+
+    return app
+
+
+def test_handshake_timeout_answers_503(loop):
+    """An app that never answers websocket.connect: 503 exactly at timeout_ws_handshake, and the app is told."""
+    received: list = []
+    peer = Peer(recording_app(received, accept=False), loop, timeout_ws_handshake=5)
+    peer.clock.advance(4.9)
+    assert peer.transport.value() == b""
+    peer.clock.advance(0.2)
+    settle(loop)
+    assert peer.transport.value().startswith(b"HTTP/1.1 503 ")
+    assert peer.transport.disconnecting
+    assert received[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+
+
+def test_ping_then_drop_without_pong(loop):
+    """After the ping interval the server pings; with no answer within the ping timeout it drops the client."""
+    received: list = []
+    peer = Peer(recording_app(received), loop, timeout_ws_ping_interval=20, timeout_ws_ping=30)
+    assert peer.head().startswith(b"HTTP/1.1 101 ")
+    peer.clock.advance(19.9)
+    assert peer.frames() == []
+    peer.clock.advance(0.2)
+    [(opcode, _payload)] = peer.frames()
+    assert opcode == 9
+    peer.clock.advance(29.9)
+    assert not peer.transport.disconnecting
+    peer.clock.advance(0.2)
+    assert peer.transport.disconnected  # aborted
+    peer.lose()
+    assert received[-1]["type"] == "websocket.disconnect" and received[-1]["code"] == 1006
+
+
+def test_pong_keeps_connection(loop):
+    """A pong with the ping's payload keeps the connection; the next ping follows one interval later."""
+    peer = Peer(recording_app([]), loop, timeout_ws_ping_interval=20, timeout_ws_ping=30)
+    peer.clock.advance(20)
+    for _ in range(3):
+        [(opcode, payload)] = peer.frames()
+        assert opcode == 9
+        peer.send(client_frame(10, payload))
+        peer.clock.advance(19.9)
+        assert peer.frames() == []
+        peer.clock.advance(0.1)
+    assert not peer.transport.disconnecting
+
+
+def test_no_pings_when_disabled(loop):
+    """timeout_ws_ping_interval 0 sends no pings at all."""
+    peer = Peer(recording_app([]), loop, timeout_ws_ping_interval=0)
+    peer.clock.advance(10_000)
+    assert peer.frames() == []
+    assert not peer.transport.disconnecting
+
+
+def test_lifetime_closes_with_1001_after_telling_app(loop):
+    """timeout_ws_lifetime: the app gets disconnect 1001 and the client a Close 1001."""
+    received: list = []
+    peer = Peer(recording_app(received), loop, timeout_ws_lifetime=60, timeout_ws_ping_interval=0)
+    peer.clock.advance(59.9)
+    assert peer.frames() == []
+    peer.clock.advance(0.2)
+    settle(loop)
+    [(opcode, payload)] = peer.frames()
+    assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1001
+    assert received[-1] == {"type": "websocket.disconnect", "code": 1001, "reason": "connection lifetime reached"}
+
+
+def test_close_handshake_timeout(loop):
+    """After the app closes, a client that never answers the Close is dropped after timeout_ws_close."""
+
+    async def closer(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4000})
+        await receive()
+
+    peer = Peer(closer, loop, timeout_ws_close=10, timeout_ws_ping_interval=0)
+    assert peer.frames() == [(8, close_payload(4000))]
+    peer.clock.advance(9.9)
+    assert not peer.transport.disconnecting
+    peer.clock.advance(0.2)
+    assert peer.transport.disconnected
+
+
+def test_send_waits_while_transport_paused(loop):
+    """While the transport has paused us, the app's send() waits; resumeProducing releases it."""
+    sent: list = []
+    gate = asyncio.Event()
+
+    async def talker(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await gate.wait()
+        for i in range(3):
+            await send({"type": "websocket.send", "text": str(i)})
+            sent.append(i)
+
+    peer = Peer(talker, loop, timeout_ws_ping_interval=0, ws_compression=False)
+    peer.proto.pauseProducing()  # the client stopped reading
+    loop.call_soon(gate.set)
+    settle(loop)
+    assert sent == []  # the first message was written, its send() waits
+    assert peer.frames() == [(1, b"0")]
+    peer.proto.resumeProducing()
+    settle(loop)
+    assert sent == [0, 1, 2]
+    assert peer.frames() == [(1, b"1"), (1, b"2"), (8, close_payload(1000))]  # the app returned
+
+
+def test_reading_paused_while_app_is_slow(loop):
+    """Past limit_ws_queue messages the socket is paused and frames stay unparsed; receive() resumes, in order."""
+    received: list = []
+    gate = asyncio.Event()
+    peer = Peer(recording_app(received, read=gate), loop, limit_ws_queue=3, timeout_ws_ping_interval=20)
+    peer.send(b"".join(client_frame(1, str(i).encode()) for i in range(10)))
+    assert peer.transport.producerState == "paused"
+    peer.clock.advance(100)  # no ping and no ping timeout while we are not reading
+    assert peer.frames() == []
+    assert not peer.transport.disconnecting
+    loop.call_soon(gate.set)
+    settle(loop)
+    assert peer.transport.producerState == "producing"
+    texts = [m["text"] for m in received if m["type"] == "websocket.receive"]
+    assert texts == [str(i) for i in range(10)]
+    peer.clock.advance(20)
+    assert [f[0] for f in peer.frames()] == [9]  # pings are back
+
+
+def test_graceful_drain_tells_app_then_closes_1001(loop):
+    """factory.drain: the app is told (1001) and the client gets Close 1001; the client's answer ends it."""
+    received: list = []
+    peer = Peer(recording_app(received), loop, timeout_ws_ping_interval=0)
+    drained = peer.factory.drain(25)
+    assert peer.proto.handler.task.cycle.close_code == 1001  # told before the Close frame went out
+    [(opcode, payload)] = peer.frames()
+    assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1001
+    settle(loop)
+    assert received[-1] == {"type": "websocket.disconnect", "code": 1001, "reason": "server shutting down"}
+    peer.send(client_frame(8, close_payload(1001)))
+    assert peer.transport.disconnecting
+    assert not drained.called
+    peer.lose()
+    assert drained.called
+
+
+def test_drain_aborts_stragglers_after_timeout(loop):
+    """A client that never answers the 1001 Close is aborted when the drain timeout ends."""
+    peer = Peer(recording_app([]), loop, timeout_ws_ping_interval=0, timeout_ws_close=0)
+    drained = peer.factory.drain(5)
+    peer.clock.advance(5)
+    assert peer.transport.disconnected
+    peer.lose()
+    assert drained.called
+
+
+def test_drain_during_handshake_closes_right_after_accept(loop):
+    """A handshake in progress at shutdown may complete; the socket is then closed with 1001 at once."""
+    gate = asyncio.Event()
+
+    async def late(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await gate.wait()
+        await send({"type": "websocket.accept"})
+        await receive()
+
+    peer = Peer(late, loop, timeout_ws_ping_interval=0)
+    peer.factory.drain(25)
+    loop.call_soon(gate.set)
+    settle(loop)
+    assert peer.head().startswith(b"HTTP/1.1 101 ")
+    [(opcode, payload)] = peer.frames()
+    assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1001
+
+
+def test_invalid_message_after_accept_closes_1011(loop):
+    """An app that lets an AppError (bad websocket.send) escape after accept gets its socket closed with 1011."""
+
+    async def bad(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "a", "bytes": b"b"})
+
+    peer = Peer(bad, loop, timeout_ws_ping_interval=0)
+    [(opcode, payload)] = peer.frames()
+    assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1011
+
+
+def test_app_close_timeout_after_disconnect(loop):
+    """An app that ignores websocket.disconnect is cancelled after timeout_app_close."""
+    cancelled: list = []
+
+    async def stubborn(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    peer = Peer(stubborn, loop, timeout_ws_ping_interval=0, timeout_app_close=10)
+    peer.lose()
+    peer.clock.advance(9.9)
+    settle(loop)
+    assert cancelled == []
+    peer.clock.advance(0.2)
+    settle(loop)
+    assert cancelled == [True]
+
+
+_frames = st.builds(
+    client_frame,
+    opcode=st.integers(0, 15),
+    payload=st.binary(max_size=300),
+    fin=st.booleans(),
+    rsv=st.integers(0, 7),
+    mask=st.booleans(),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    chunks=st.lists(st.one_of(_frames, st.binary(max_size=64)), max_size=12),
+    split=st.integers(1, 50),
+    compression=st.booleans(),
+)
+def test_any_frames_any_split_never_crash(loop, chunks, split, compression):
+    """Any mix of valid, invalid and garbage frames, split anywhere, raises nothing and ends in a disconnect."""
+    received: list = []
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if compression else b""
+    peer = Peer(recording_app(received), loop, extra=offer, timeout_ws_ping_interval=0)
+    assert (b"permessage-deflate" in peer.head()) is compression
+    data = b"".join(chunks)
+    for at in range(0, len(data), split):
+        peer.proto.dataReceived(data[at : at + split])  # must not raise
+    settle(loop)
+    peer.lose()
+    assert received[0] == {"type": "websocket.connect"}
+    assert received[-1]["type"] == "websocket.disconnect"
+    assert all(m["type"] == "websocket.receive" for m in received[1:-1])
+
+
+def test_client_that_does_not_read_is_not_read_and_dropped(loop):
+    """While our write buffer is full we stop reading the client too; after timeout_send it is dropped."""
+    received: list = []
+    peer = Peer(recording_app(received), loop, timeout_send=60, timeout_ws_ping_interval=0)
+    peer.proto.pauseProducing()  # the transport's buffer is full: the client reads nothing
+    assert peer.transport.producerState == "paused"
+    peer.proto.resumeProducing()
+    assert peer.transport.producerState == "producing"
+    peer.proto.pauseProducing()
+    peer.clock.advance(59.9)
+    assert not peer.transport.disconnecting
+    peer.clock.advance(0.2)
+    settle(loop)
+    assert peer.transport.disconnected
+    assert received[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": "the client stopped reading"}
+
+
+def test_queue_pause_and_write_pause_combine(loop):
+    """Reading resumes only when neither the app's queue nor the client's reading holds it back."""
+    received: list = []
+    gate = asyncio.Event()
+    peer = Peer(recording_app(received, read=gate), loop, limit_ws_queue=2, timeout_ws_ping_interval=0)
+    peer.send(b"".join(client_frame(1, b"m") for _ in range(4)))
+    assert peer.transport.producerState == "paused"
+    peer.proto.pauseProducing()
+    loop.call_soon(gate.set)
+    settle(loop)
+    assert len([m for m in received if m["type"] == "websocket.receive"]) == 4
+    assert peer.transport.producerState == "paused"  # the client still reads nothing
+    peer.proto.resumeProducing()
+    assert peer.transport.producerState == "producing"

@@ -1,0 +1,353 @@
+"""WebSocket apps the tests serve, and a raw-frame client for the violations.
+
+:func:`app` routes on the path; what an app observes (disconnect codes,
+exceptions from ``send``) is recorded per ``?id=`` and read back over plain
+HTTP at ``/events?id=...``, since the app runs in the server process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+from typing import Any
+from urllib.parse import parse_qs
+
+#: id -> what the app saw, in order.
+EVENTS: dict[str, list[Any]] = {}
+#: Set by GET /release: lets /slow start reading.
+_RELEASE: asyncio.Event | None = None
+
+
+def _record(scope: dict, event: Any) -> None:
+    ident = parse_qs(scope["query_string"].decode()).get("id", [None])[0]
+    if ident is None:
+        return  # not asked to (the soak and memory tests open thousands)
+    EVENTS.setdefault(ident, []).append(event)
+    # Also on stdout, for tests that read it after the server stopped.
+    print(f"ws-event {ident} {json.dumps(event)}", flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _release() -> asyncio.Event:
+    global _RELEASE
+    if _RELEASE is None:
+        _RELEASE = asyncio.Event()
+    return _RELEASE
+
+
+async def _http(scope: dict, receive: Any, send: Any) -> None:
+    query = parse_qs(scope["query_string"].decode())
+    if scope["path"] == "/events":
+        body = json.dumps(EVENTS.get(query.get("id", ["-"])[0], [])).encode()
+    elif scope["path"] == "/release":
+        _release().set()
+        body = b"released"
+    else:
+        body = json.dumps(
+            {"type": scope["type"], "upgrade": dict(scope["headers"]).get(b"upgrade", b"").decode()}
+        ).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _echo(scope: dict, receive: Any, send: Any, **accept: Any) -> None:
+    """Echo every message; the text ``close CODE REASON`` makes the app close."""
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept", **accept})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            _record(scope, {"disconnect": message["code"], "reason": message.get("reason", "")})
+            return
+        text = message.get("text")
+        if text is not None and text.startswith("close "):
+            _, code, reason = text.split(" ", 2)
+            await send({"type": "websocket.close", "code": int(code), "reason": reason})
+            continue
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+async def app(scope: dict, receive: Any, send: Any) -> None:
+    """Routes on the path; see each branch."""
+    kind = scope["type"]
+    if kind == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["greeting"] = "hello"
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if kind == "http":
+        return await _http(scope, receive, send)
+    path = scope["path"]
+    if path == "/scope":
+        # The scope as JSON, then echo.
+        await receive()
+        await send({"type": "websocket.accept"})
+        shown = _jsonable({k: v for k, v in scope.items() if k != "extensions"})
+        shown["extensions"] = sorted(scope["extensions"])
+        await send({"type": "websocket.send", "text": json.dumps(shown)})
+        return await _echo_loop(scope, receive, send)
+    if path == "/subprotocol":
+        # Accept the client's last offer.
+        return await _echo(scope, receive, send, subprotocol=scope["subprotocols"][-1])
+    if path == "/headers":
+        return await _echo(scope, receive, send, headers=[(b"x-extra", b"yes"), (b"set-cookie", b"a=b")])
+    if path == "/bad-subprotocol":
+        await receive()
+        try:
+            await send({"type": "websocket.accept", "subprotocol": "never-offered"})
+        except Exception as exc:  # noqa: BLE001 (records whatever send() raised)
+            _record(scope, {"accept_error": type(exc).__name__})
+            await send({"type": "websocket.close"})
+        return None
+    if path == "/deny":
+        await receive()
+        await send({"type": "websocket.close"})
+        return None
+    if path == "/denial":
+        await receive()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 401,
+                "headers": [(b"www-authenticate", b"Bearer"), (b"content-type", b"text/plain")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": b"go ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"away"})
+        return None
+    if path == "/raise-before":
+        await receive()
+        raise RuntimeError("boom before accept " + scope["query_string"].decode())
+    if path == "/raise-after":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        raise RuntimeError("boom after accept " + scope["query_string"].decode())
+    if path == "/return-early":
+        await receive()
+        return None
+    if path == "/return-after-accept":
+        await receive()
+        await send({"type": "websocket.accept"})
+        return None
+    if path == "/send-after-close":
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except Exception as exc:  # noqa: BLE001 (records whatever send() raised)
+            _record(scope, {"send_error": type(exc).__name__, "oserror": isinstance(exc, OSError)})
+        message = await receive()
+        _record(scope, {"disconnect": message["code"], "reason": message.get("reason", "")})
+        return None
+    if path == "/send-after-disconnect":
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        while message["type"] != "websocket.disconnect":
+            message = await receive()
+        _record(scope, {"disconnect": message["code"], "reason": message.get("reason", "")})
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except Exception as exc:  # noqa: BLE001 (records whatever send() raised)
+            _record(scope, {"send_error": type(exc).__name__, "oserror": isinstance(exc, OSError)})
+        return None
+    if path == "/slow":
+        # Accept, then read nothing until GET /release; then echo a count.
+        await receive()
+        await send({"type": "websocket.accept"})
+        await _release().wait()
+        return await _echo_loop(scope, receive, send)
+    if path == "/slow-accept":
+        # Never answers websocket.connect: the handshake timeout does.
+        message = await receive()
+        _record(scope, {"got": message["type"]})
+        message = await receive()
+        _record(scope, {"got": message["type"], "code": message.get("code")})
+        return None
+    return await _echo(scope, receive, send)
+
+
+async def _echo_loop(scope: dict, receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            _record(scope, {"disconnect": message["code"], "reason": message.get("reason", "")})
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+# -- a raw-frame client (RFC 6455 §5.2) -----------------------------------------------
+
+
+def client_frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
+    """One client frame, masked as clients must (RFC 6455 §5.3) unless ``mask`` is False."""
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    n = len(payload)
+    mask_bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mask_bit | n])
+    elif n < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if n < 4096 else _mask_fast(payload, key)
+    return head + key + masked
+
+
+def _mask_fast(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    repeated = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return struct.pack("!H", code) + reason
+
+
+def handshake_request(path: str = "/echo", extra: bytes = b"", key: bytes | None = None) -> bytes:
+    """A valid upgrade request (``extra`` header lines end with CRLF)."""
+    key = key if key is not None else base64.b64encode(os.urandom(16))
+    return (
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n"
+    )
+
+
+class RawClient:
+    """A WebSocket client over a plain socket that sends whatever it is told."""
+
+    def __init__(self, host: str, port: int, path: str = "/echo", extra: bytes = b"", timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        self.sock.sendall(handshake_request(path, extra))
+        self.head = self._read_head()
+
+    def _read_head(self) -> bytes:
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"closed during handshake: {self.buf!r}")
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        return head
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _need(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed with {len(self.buf)} of {n} bytes")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_frame(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next server frame (servers never mask, §5.1)."""
+        b0, b1 = self._need(2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", self._need(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", self._need(8))
+        return b0 & 0x0F, self._need(n)
+
+    def read_close(self) -> tuple[int | None, bytes]:
+        """Skip data and ping frames until the server's Close; return its code and reason."""
+        while True:
+            opcode, payload = self.read_frame()
+            if opcode == 8:
+                if len(payload) >= 2:
+                    return struct.unpack("!H", payload[:2])[0], payload[2:]
+                return None, b""
+
+    def at_eof(self) -> bool:
+        """True when the server has closed the TCP connection (reads until EOF)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- a Django Channels application (serve with --factory) ---------------------------------
+
+
+def channels_app() -> Any:
+    """A Channels project in one function: a chat consumer that broadcasts to a
+    group through the in-memory channel layer, refuses ``?deny``, and accepts
+    the client's first subprotocol."""
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            SECRET_KEY="websocket-tests",
+            ALLOWED_HOSTS=["*"],
+            INSTALLED_APPS=["channels"],
+            CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
+        )
+        django.setup()
+    from channels.generic.websocket import AsyncWebsocketConsumer
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from django.urls import path
+
+    class Chat(AsyncWebsocketConsumer):
+        async def connect(self) -> None:
+            if self.scope["query_string"] == b"deny":
+                await self.close()
+                return
+            await self.channel_layer.group_add("room", self.channel_name)
+            await self.accept(self.scope["subprotocols"][0] if self.scope["subprotocols"] else None)
+
+        async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+            if text_data == "leave":
+                await self.close(code=4100)
+                return
+            await self.channel_layer.group_send("room", {"type": "chat.message", "text": text_data})
+
+        async def chat_message(self, event: dict) -> None:
+            await self.send(text_data=event["text"])
+
+        async def disconnect(self, code: int) -> None:
+            print(f"channels-disconnect {code}", flush=True)
+            await self.channel_layer.group_discard("room", self.channel_name)
+
+    return ProtocolTypeRouter({"websocket": URLRouter([path("chat/", Chat.as_asgi())])})

@@ -1,0 +1,803 @@
+"""WebSocket over HTTP/1.1 (RFC 6455): our handshake, Autobahn's framing.
+
+The HTTP/1.1 parser stops at an ``Upgrade: websocket`` request and the channel
+hands the connection to a :class:`WebSocketConnection`. The handshake is
+checked and completed here from the parsed :class:`~twisted_asgi.events.Request`
+(:func:`~twisted_asgi.wscycle.parse_handshake`,
+:func:`~twisted_asgi.wscycle.handshake_response`): the request is never
+re-serialised for another parser (DESIGN, "Parse once"; Daphne's
+CVE-2026-44546 came from doing that).
+
+Autobahn does only what follows the 101: framing, unmasking, UTF-8 validation,
+reassembly of fragments, permessage-deflate (RFC 7692), size limits, pings and
+the closing handshake. The seam is one subclass of Autobahn's
+framework-neutral ``WebSocketServerProtocol`` (:class:`_Framing`) that
+
+* is put straight into the OPEN state after our 101 (what Autobahn's own
+  ``succeedHandshake`` does after it wrote its response);
+* carries its options as class attributes made once per server from
+  :class:`~twisted_asgi.config.Config`, so no connection copies them;
+* runs its timers (ping, pong timeout, close handshake) on the server's
+  injected clock, through the ``factory._batched_timer`` hook;
+* writes through the channel and reports messages, failures and the close to
+  its :class:`WebSocketConnection`.
+
+The ASGI side is a :class:`~twisted_asgi.wscycle.WebSocketCycle` run by a
+:class:`~twisted_asgi.runner.WebSocketTask`. This is the one module that
+imports Autobahn.
+
+Close codes the server sends (the docs' WebSocket page lists them too):
+1000 when the app returns without closing, the app's own code on
+``websocket.close``, 1001 on graceful shutdown and at the end of
+``timeout_ws_lifetime``, 1002 on a protocol violation, 1007 on invalid UTF-8
+or undecompressable data, 1009 beyond ``limit_ws_message_bytes`` /
+``limit_ws_frame_bytes``, 1011 when the app raised after accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from autobahn.websocket.compress import (
+    PerMessageDeflate,
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+)
+from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .events import AppError, ClientDisconnected, Request
+from .http11 import H11Connection, error_response
+from .scope import websocket_scope
+from .wscycle import (
+    Accept,
+    Close,
+    DenialBody,
+    DenialStart,
+    Deny,
+    HandshakeError,
+    Message,
+    WebSocketCycle,
+    handshake_response,
+    origin_matcher,
+    parse_handshake,
+)
+
+if TYPE_CHECKING:
+    from .channel import HTTPChannel
+    from .runner import WebSocketTask
+    from .server import ASGIFactory
+
+__all__ = ["WebSocketConnection", "WebSocketServer"]
+
+log = Logger(namespace="twisted_asgi.websocket")
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+_CLOSED = WebSocketProtocol.STATE_CLOSED
+
+# Where a connection is, seen from this module.
+_HANDSHAKE = "handshake"  # the app is deciding on websocket.connect
+_DENIAL = "denial"  # the app's own HTTP response is being sent
+_OPEN_WS = "open"  # 101 sent; Autobahn frames
+_DONE = "done"  # answered without a WebSocket, or the connection is gone
+
+_GOING_AWAY = 1001
+_INTERNAL_ERROR = 1011
+_ABNORMAL = 1006  # RFC 6455 §7.1.5: closed without a Close frame (never sent)
+
+# Why the server stops reading from the client (a bit mask).
+_PAUSE_QUEUE = 1  # the app has limit_ws_queue messages waiting
+_PAUSE_WRITE = 2  # the client does not read what we send
+
+_DEFLATE_WINDOW_BITS = 12
+_DEFLATE_MEM_LEVEL = 5
+
+
+class _AutobahnLog:
+    """Autobahn's ``self.log``. Its debug lines (dozens per message) are for
+    Autobahn's own developers; its warnings are about clients (a protocol
+    error, a missed pong), which :class:`WebSocketConnection` logs itself at
+    info with the client's address, like a 400 on HTTP/1.1. Both cost nothing
+    here. A plain object, not a :class:`Logger`, which as a class attribute
+    would build a new logger on every access."""
+
+    __slots__ = ()
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    warn = debug
+
+    def info(self, format: str, **kwargs: Any) -> None:
+        _autobahn_log.info(format, **kwargs)
+
+    def error(self, format: str, **kwargs: Any) -> None:
+        _autobahn_log.error(format, **kwargs)
+
+
+_autobahn_log = Logger(namespace="twisted_asgi.websocket.autobahn")
+
+
+class _Call:
+    """A timer Autobahn may cancel even after it fired."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    def cancel(self) -> None:
+        if self.call.active():
+            self.call.cancel()
+
+
+class _ClockTimers:
+    """Autobahn's ``factory._batched_timer``, on the server's injected clock
+    (so timeouts are tested with ``clock.advance``, DESIGN principle 5)."""
+
+    __slots__ = ("clock",)
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+
+    def call_later(self, delay: float, func: Callable[..., Any], *args: Any) -> _Call:
+        return _Call(self.clock.callLater(delay, func, *args))
+
+
+class _Settings:
+    """What Autobahn reads from ``self.factory``: one per server."""
+
+    isServer = True
+    server = None
+    headers: dict[str, str] = {}  # noqa: RUF012 (read-only; Autobahn's handshake is not used)
+    countConnections = 0
+
+    def __init__(self, timers: _ClockTimers) -> None:
+        self._batched_timer = timers
+
+
+class _Framing(WebSocketServerProtocol):
+    """Autobahn's server protocol reduced to framing for one connection.
+
+    Every ``_on*`` hook below is one Autobahn calls on its network adapter;
+    this class is that adapter, talking to :class:`WebSocketConnection`
+    instead of to a Twisted transport.
+    """
+
+    log = _AutobahnLog()
+    peer = "websocket client"
+    # Autobahn copies these options from its factory to each connection (and
+    # pretty-prints them, 90% of its set-up time); ours are class attributes
+    # of the subclass :func:`_framing_class` makes, so there is nothing to copy.
+    CONFIG_ATTRS = ()
+
+    def __init__(self, handler: WebSocketConnection) -> None:
+        super().__init__()
+        self.handler = handler
+
+    # -- switched to OPEN after our own 101 ------------------------------------
+
+    def open(self, compression: PerMessageDeflate | None, subprotocol: str | None) -> None:
+        """Enter the OPEN state of a completed handshake (what Autobahn's
+        ``succeedHandshake`` does after writing its own response)."""
+        self._connectionMade()
+        self.websocket_version = 13
+        self.websocket_protocol_in_use = subprotocol
+        self.websocket_extensions_in_use = [compression] if compression is not None else []
+        self._perMessageCompress = compression
+        self.inside_message = False
+        self.current_frame = None
+        self.state = _OPEN
+        self.resume_pings()
+
+    # -- pings: not while we are not reading (no pong could be seen) -----------
+
+    def suspend_pings(self) -> None:
+        for name in ("autoPingTimeoutCall", "autoPingPendingCall"):
+            call = getattr(self, name, None)
+            if call is not None:
+                call.cancel()
+                setattr(self, name, None)
+        self.autoPingPending = None
+
+    def resume_pings(self) -> None:
+        if (
+            self.autoPingInterval
+            and self.state == _OPEN
+            and self.autoPingPendingCall is None
+            and self.autoPingTimeoutCall is None
+        ):
+            self.autoPingPendingCall = self.factory._batched_timer.call_later(self.autoPingInterval, self._sendAutoPing)
+
+    # -- Autobahn's adapter hooks ------------------------------------------------
+
+    def processData(self) -> bool:
+        # Stop between frames while the app's queue is full: the rest stays in
+        # Autobahn's buffer, so at most one message goes over the bound.
+        if self.handler.read_paused and self.current_frame is None:
+            return False
+        return WebSocketServerProtocol.processData(self)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        self.handler.write(data)
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        self.handler.close_transport(abort)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass  # the channel is the transport's producer
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def _onOpen(self) -> None:
+        pass
+
+    def _onMessageBegin(self, isBinary: bool) -> None:
+        self.onMessageBegin(isBinary)
+
+    def _onMessageFrameBegin(self, length: int) -> None:
+        self.onMessageFrameBegin(length)
+
+    def _onMessageFrameData(self, payload: bytes) -> None:
+        self.onMessageFrameData(payload)
+
+    def _onMessageFrameEnd(self) -> None:
+        self.onMessageFrameEnd()
+
+    def _onMessageFrame(self, payload: list[bytes]) -> None:
+        self.onMessageFrame(payload)
+
+    def _onMessageEnd(self) -> None:
+        data = self.message_data
+        self.message_data = None
+        if not self.failedByMe and data is not None:
+            payload = data[0] if len(data) == 1 else b"".join(data)
+            self.handler.message_received(payload, self.message_is_binary)
+
+    def _onPing(self, payload: bytes) -> None:
+        self.onPing(payload)  # answers with a pong while open
+
+    def _onPong(self, payload: bytes) -> None:
+        pass
+
+    def _onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not wasClean:
+            reason = self.wasNotCleanReason  # without Autobahn's wrapping text
+        self.handler.framing_closed(code, reason)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        stop = WebSocketServerProtocol.onCloseFrame(self, code, reasonRaw)
+        if not self.failedByMe:
+            # The client closed: the app hears it now, not when TCP closes.
+            self.handler.peer_closed(self.remoteCloseCode, self.remoteCloseReason)
+        return stop
+
+    def onAutoPingTimeout(self) -> None:
+        log.info("WebSocket client {client} did not answer a ping in time", client=self.handler._client_text())
+        WebSocketServerProtocol.onAutoPingTimeout(self)
+
+    def onCloseHandshakeTimeout(self) -> None:
+        log.info("WebSocket client {client} did not answer our Close in time", client=self.handler._client_text())
+        WebSocketServerProtocol.onCloseHandshakeTimeout(self)
+
+    def _fail_connection(self, code: int = _GOING_AWAY, reason: str = "going away") -> None:
+        first = not self.failedByMe and self.state != _CLOSED
+        WebSocketServerProtocol._fail_connection(self, code, reason)
+        if first:
+            self.handler.failed(code, reason)
+
+
+def _framing_class(config: Any, clock: Any) -> type[_Framing]:
+    """A :class:`_Framing` subclass whose class attributes are Autobahn's
+    options for this server, made once per server; connections share them."""
+    options: dict[str, Any] = {
+        "factory": _Settings(_ClockTimers(clock)),
+        "logOctets": False,
+        "logFrames": False,
+        "trackTimings": False,
+        "utf8validateIncoming": True,  # RFC 6455 §8.1: fail invalid UTF-8 with 1007
+        "applyMask": True,
+        "maxFramePayloadSize": config.limit_ws_frame_bytes,
+        "maxMessagePayloadSize": config.limit_ws_message_bytes,
+        "autoFragmentSize": 0,
+        # Send a Close with the reason's code (1002, 1007, 1009) instead of
+        # dropping TCP (RFC 6455 §7.1.7 allows either; the code helps clients).
+        "failByDrop": False,
+        "echoCloseCodeReason": False,
+        "openHandshakeTimeout": 0,  # the handshake is ours (timeout_ws_handshake)
+        "closeHandshakeTimeout": config.timeout_ws_close,
+        "tcpNoDelay": True,
+        "autoPingInterval": config.timeout_ws_ping_interval,
+        "autoPingTimeout": config.timeout_ws_ping,
+        "autoPingSize": 12,
+        "autoPingRestartOnAnyTraffic": True,
+        "versions": [13],
+        "webStatus": False,
+        "requireMaskedClientFrames": True,  # RFC 6455 §5.1
+        "maskServerFrames": False,
+        "perMessageCompressionAccept": None,
+        "serveFlashSocketPolicy": False,
+        "flashSocketPolicy": "",
+        "allowedOrigins": ["*"],
+        "allowedOriginsPatterns": [],
+        "allowNullOrigin": True,
+        "maxConnections": 0,
+        "trustXForwardedFor": 0,
+    }
+    return type("Framing", (_Framing,), options)
+
+
+class WebSocketServer:
+    """The ``Upgrade: websocket`` handler registered with the factory:
+    ``server(channel, request, trailing_bytes)`` takes a connection over."""
+
+    def __init__(self, factory: ASGIFactory) -> None:
+        import txaio
+
+        # Autobahn makes a Deferred or two per connection through txaio.
+        txaio.use_twisted()
+        self.factory = factory
+        self.config = factory.config
+        self.framing = _framing_class(factory.config, factory.clock)
+        self.origin_allowed = origin_matcher(factory.config.ws_allowed_origins)
+
+    def __call__(self, channel: HTTPChannel, request: Request, trailing: bytes) -> None:
+        connection = WebSocketConnection(self, channel, request)
+        channel.hand_over(connection)
+        connection.start(trailing)
+
+
+class WebSocketConnection:
+    """One WebSocket connection after its upgrade request: the handshake, then
+    Autobahn's framing, between the channel and the app's task.
+
+    It is the channel's handler (``data_received``, ``connection_lost``,
+    ``pause_producing``, ``resume_producing``, ``drain``, ``abort``) and the
+    task's stream (``send_ws``, ``resume_reading``, ``app_finished``,
+    ``write_paused``).
+    """
+
+    __slots__ = (
+        "buffer",
+        "channel",
+        "denial",
+        "discarding",
+        "draining",
+        "framing",
+        "handshake",
+        "opened_at",
+        "paused",
+        "request",
+        "send_timer",
+        "server",
+        "state",
+        "task",
+        "timer",
+        "write",
+    )
+
+    def __init__(self, server: WebSocketServer, channel: HTTPChannel, request: Request) -> None:
+        self.server = server
+        self.channel = channel
+        self.request = request
+        self.state = _HANDSHAKE
+        self.task: WebSocketTask | None = None
+        self.framing: _Framing | None = None
+        self.handshake: Any = None
+        #: Bytes the client sent before our 101 (RFC 6455 §4.1 says it should wait).
+        self.buffer = b""
+        #: Why reading is paused (``_PAUSE_*`` bits), 0 while reading.
+        self.paused = 0
+        self.send_timer: Any = None
+        #: The server is closing: later client messages are dropped.
+        self.discarding = False
+        self.draining = channel.draining
+        self.denial: H11Connection | None = None
+        #: The handshake timer, then the lifetime timer.
+        self.timer: Any = None
+        self.opened_at = server.factory.clock.seconds()
+        self.write: Callable[[bytes], None] = channel.write
+
+    # -- start -------------------------------------------------------------------
+
+    def start(self, trailing: bytes) -> None:
+        """Check the handshake and give ``websocket.connect`` to the app."""
+        server = self.server
+        config = server.config
+        request = self.request
+        self.buffer = trailing
+        try:
+            self.handshake = parse_handshake(request, server.origin_allowed)
+        except HandshakeError as exc:
+            log.info(
+                "Refused WebSocket handshake from {client}: {reason} ({status})",
+                client=self._client_text(),
+                reason=exc.reason,
+                status=exc.status,
+            )
+            self._http_error(exc.status, exc.reason, exc.headers)
+            return
+        scope = websocket_scope(request, self.channel.info, self.handshake.subprotocols)  # type: ignore[arg-type]
+        cycle = WebSocketCycle(self.handshake.subprotocols, config.limit_ws_queue, config.limit_receive_buffer_bytes)
+        self.task = server.factory.runner.start_websocket(scope, cycle, self)
+        if config.timeout_ws_handshake:
+            self.timer = server.factory.clock.callLater(config.timeout_ws_handshake, self._handshake_timed_out)
+
+    # -- the channel's handler side ------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        framing = self.framing
+        if framing is not None:
+            framing._dataReceived(data)
+        elif self.state is _HANDSHAKE:
+            self.buffer += data
+            if len(self.buffer) > self.server.config.limit_receive_buffer_bytes:
+                self._fail_handshake(400, "data sent before the handshake completed")
+
+    def connection_lost(self, reason: Failure) -> None:
+        self._cancel_timer()
+        timer, self.send_timer = self.send_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        was_open = self.state is _OPEN_WS
+        self.state = _DONE
+        framing = self.framing
+        if framing is not None:
+            framing._connectionLost(reason)  # reports the close through framing_closed
+        if self.task is not None:
+            self.task.feed_disconnect(_ABNORMAL)  # no-op when the close was reported
+        if was_open and self.server.factory.access_log is not None:
+            code = self.task.cycle.close_code if self.task is not None else _ABNORMAL
+            self._log_access("WSDISCONNECT", code)
+
+    def pause_producing(self) -> None:
+        """The client does not read what we send (the transport's buffer is
+        full): ``send()`` waits (the channel set ``write_paused``), and we stop
+        reading too, or a client that sends pings and reads no pongs would
+        fill our buffer without bound. ``timeout_send`` bounds the wait."""
+        self._pause(_PAUSE_WRITE)
+        timeout = self.server.config.timeout_send
+        if timeout and self.send_timer is None and self.state is not _DONE:
+            self.send_timer = self.server.factory.clock.callLater(timeout, self._send_timed_out)
+
+    def resume_producing(self) -> None:
+        timer, self.send_timer = self.send_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._resume(_PAUSE_WRITE)
+        if self.task is not None:
+            self.task.writable()
+
+    def drain(self) -> None:
+        """Graceful shutdown: tell the app and close an open WebSocket with 1001;
+        a handshake or denial in progress may finish first."""
+        self.draining = True
+        if self.state is _OPEN_WS:
+            self._go_away(_GOING_AWAY, "server shutting down")
+
+    def abort(self) -> None:
+        """Drop the connection now (graceful shutdown ran out of time)."""
+        self.state = _DONE
+        self.channel.transport.abortConnection()
+        task = self.task
+        if task is not None:
+            task.feed_disconnect(_GOING_AWAY, "server shutting down")
+            if task.task is not None and not task.task.done():
+                task.task.cancel()
+
+    # -- the task's stream side --------------------------------------------------
+
+    @property
+    def write_paused(self) -> bool:
+        return self.channel.write_paused
+
+    def send_ws(self, task: WebSocketTask, event: Any) -> None:
+        kind = type(event)
+        if kind is Message:
+            framing = self.framing
+            if framing is None or framing.state != _OPEN:
+                # Dropped (ping timeout) a moment before the transport says so.
+                task.feed_disconnect(_ABNORMAL)
+                raise ClientDisconnected("WebSocket connection is closed")
+            # The message limits bound what clients send, not what the app sends.
+            framing.maxMessagePayloadSize = 0
+            try:
+                framing.sendMessage(event.data, event.binary)
+            finally:
+                del framing.maxMessagePayloadSize
+        elif kind is Close:
+            framing = self.framing
+            if framing is not None and framing.state == _OPEN:
+                framing.sendCloseFrame(event.code, event.reason or None, isReply=False)
+        elif kind is DenialBody:
+            self._denial_body(event)
+        elif self.state is not _HANDSHAKE:
+            # The handshake timed out, or the client left, while the app decided.
+            raise ClientDisconnected("WebSocket connection is closed")
+        elif kind is Accept:
+            self._accept(event)
+        elif kind is Deny:
+            self._http_error(403, "the application refused the WebSocket")
+        elif kind is DenialStart:
+            self._denial_start(event)
+
+    def resume_reading(self, task: WebSocketTask) -> None:
+        self._resume(_PAUSE_QUEUE)
+
+    def app_finished(self, task: WebSocketTask) -> None:
+        state = self.state
+        if state is _HANDSHAKE:
+            status = 503 if task.outcome == "cancelled" else 500
+            self._fail_handshake(status, "the application did not accept the WebSocket")
+        elif state is _DENIAL:
+            denial = self.denial
+            if denial is not None and denial.head_on_wire:
+                self.state = _DONE
+                self.close_transport()
+            else:
+                self._fail_handshake(500, "the application did not complete its denial response")
+        elif state is _OPEN_WS:
+            # Messages that still arrive have no one to go to.
+            self.discarding = True
+            self._resume(_PAUSE_QUEUE)
+            framing = self.framing
+            if framing is not None and framing.state == _OPEN:
+                if task.outcome == "error":
+                    framing.sendCloseFrame(_INTERNAL_ERROR, b"internal server error", isReply=False)
+                else:
+                    # ASGI www spec: the socket lives as long as the app.
+                    framing.sendCloseFrame(1000, None, isReply=False)
+
+    # -- from the framing ---------------------------------------------------------
+
+    def message_received(self, payload: bytes, binary: bool) -> None:
+        task = self.task
+        if self.discarding or task is None or task.outcome is not None:
+            return
+        if task.feed_message(payload, binary):
+            self._pause(_PAUSE_QUEUE)
+
+    def peer_closed(self, code: int | None, reason: str | None) -> None:
+        if self.task is not None:
+            self.task.feed_disconnect(1005 if code is None else code, reason or "")
+
+    def failed(self, code: int, reason: str) -> None:
+        """Autobahn failed the connection (protocol error, size, UTF-8)."""
+        log.info(
+            "WebSocket from {client} failed with {code}: {reason}",
+            client=self._client_text(),
+            code=code,
+            reason=reason,
+        )
+        self.discarding = True
+        if self.task is not None:
+            self.task.feed_disconnect(code, reason)
+
+    def framing_closed(self, code: int | None, reason: str | None) -> None:
+        if self.task is not None:
+            self.task.feed_disconnect(1005 if code is None else code, reason or "")
+
+    def close_transport(self, abort: bool = False) -> None:
+        """Close the connection once what was written is sent (or at once with ``abort``)."""
+        transport = self.channel.transport
+        if abort:
+            transport.abortConnection()
+            return
+        # Twisted's TLS transport does not begin its close (close_notify, then
+        # TCP) while a producer is registered: unregister the channel first,
+        # as Autobahn's own adapter does.
+        transport.unregisterProducer()
+        transport.loseConnection()
+
+    # -- handshake ------------------------------------------------------------------
+
+    def _accept(self, event: Accept) -> None:
+        self._cancel_timer()
+        server = self.server
+        config = server.config
+        framing = server.framing(self)
+        compression: PerMessageDeflate | None = None
+        offer_text: str | None = None
+        if config.ws_compression and self.handshake.extensions:
+            compression, offer_text = _negotiate_deflate(
+                framing, self.handshake.extensions, config.limit_ws_message_bytes
+            )
+        self.write(
+            handshake_response(self.handshake.key, event.subprotocol, offer_text, event.headers, config.server_name)
+        )
+        self.state = _OPEN_WS
+        self.framing = framing
+        framing.open(compression, event.subprotocol)
+        if self.paused:
+            framing.suspend_pings()
+        _no_delay(self.channel.transport)
+        clock = server.factory.clock
+        if server.factory.access_log is not None:
+            self._log_access("WSCONNECT", 101)
+            self.opened_at = clock.seconds()
+        if config.timeout_ws_lifetime:
+            self.timer = clock.callLater(config.timeout_ws_lifetime, self._lifetime_over)
+        buffered, self.buffer = self.buffer, b""
+        if self.draining:
+            self._go_away(_GOING_AWAY, "server shutting down")
+        elif buffered:
+            framing._dataReceived(buffered)
+
+    def _denial_start(self, event: DenialStart) -> None:
+        self._cancel_timer()
+        self.state = _DENIAL
+        denial = self.denial = H11Connection(self.server.config)
+        denial.keep_alive = False
+        denial.start_response(self.request, event.status, event.headers)
+
+    def _denial_body(self, event: DenialBody) -> None:
+        denial = self.denial
+        if denial is None or self.state is not _DENIAL:
+            return
+        try:
+            data = denial.send_body(event.data, event.more)
+        except AppError:
+            self.state = _DONE
+            self.close_transport()
+            raise
+        if data:
+            self.write(data)
+        if denial.response_complete:
+            self.state = _DONE
+            if self.server.factory.access_log is not None:
+                self._log_http(denial.status, denial.bytes_sent)
+            self.close_transport()
+
+    def _fail_handshake(self, status: int, reason: str) -> None:
+        """Answer an HTTP error instead of a 101 and tell the app the client is gone."""
+        if self.task is not None:
+            self.task.feed_disconnect(_ABNORMAL)
+        self._http_error(status, reason)
+
+    def _http_error(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self._cancel_timer()
+        if self.state is _DONE:
+            return
+        self.state = _DONE
+        data = error_response(status, reason, self.server.config.server_name)
+        if headers:
+            # After the status line; error_response ends every line with CRLF.
+            extra = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+            line, _, rest = data.partition(b"\r\n")
+            data = line + b"\r\n" + extra + rest
+        self.write(data)
+        if self.server.factory.access_log is not None:
+            self._log_http(status, len(data))
+        self.close_transport()
+
+    def _handshake_timed_out(self) -> None:
+        self.timer = None
+        if self.state is _HANDSHAKE:
+            log.info(
+                "WebSocket app did not answer websocket.connect from {client} within {timeout}s",
+                client=self._client_text(),
+                timeout=self.server.config.timeout_ws_handshake,
+            )
+            self._fail_handshake(503, "the application did not answer the WebSocket handshake in time")
+
+    # -- closing --------------------------------------------------------------------
+
+    def _go_away(self, code: int, reason: str) -> None:
+        """The server closes an open WebSocket: the app is told first, then the
+        client gets a Close frame; what the client sends meanwhile is dropped."""
+        self.discarding = True
+        if self.task is not None:
+            self.task.feed_disconnect(code, reason)
+        self._resume(_PAUSE_QUEUE)
+        framing = self.framing
+        if framing is not None and framing.state == _OPEN:
+            framing.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
+
+    def _lifetime_over(self) -> None:
+        self.timer = None
+        if self.state is _OPEN_WS:
+            self._go_away(_GOING_AWAY, "connection lifetime reached")
+
+    @property
+    def read_paused(self) -> bool:
+        """True while the app's queue is full (Autobahn then stops between frames)."""
+        return bool(self.paused & _PAUSE_QUEUE)
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused:
+            self.channel.transport.pauseProducing()
+            if self.framing is not None:
+                # No pong can be seen while we do not read: no ping is timed.
+                self.framing.suspend_pings()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        framing = self.framing
+        if reason == _PAUSE_QUEUE and framing is not None:
+            # Frames already received come first; they may fill the queue again.
+            framing.consumeData()
+        if self.paused:
+            return
+        if framing is not None:
+            framing.resume_pings()
+        transport = self.channel.transport
+        if self.state is not _DONE and not getattr(transport, "disconnecting", False):
+            transport.resumeProducing()
+
+    def _send_timed_out(self) -> None:
+        self.send_timer = None
+        if self.state is _DONE or not self.channel.write_paused:
+            return
+        log.info(
+            "WebSocket client {client} read nothing for {timeout}s; dropping the connection",
+            client=self._client_text(),
+            timeout=self.server.config.timeout_send,
+        )
+        if self.task is not None:
+            self.task.feed_disconnect(_ABNORMAL, "the client stopped reading")
+        self.close_transport(abort=True)
+
+    def _cancel_timer(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # -- logging ---------------------------------------------------------------------
+
+    def _client_text(self) -> str:
+        info = self.channel.info
+        client = info.client if info is not None else None
+        return f"{client[0]}:{client[1]}" if client else "unix socket"
+
+    def _log_access(self, kind: str, code: int) -> None:
+        duration = self.server.factory.clock.seconds() - self.opened_at
+        self.server.factory.access_log.log_websocket(self.channel.info, self.request, kind, code, duration)  # type: ignore[union-attr]
+
+    def _log_http(self, status: int, size: int) -> None:
+        duration = self.server.factory.clock.seconds() - self.opened_at
+        self.server.factory.access_log.log_http(self.channel.info, self.request, status, size, duration)  # type: ignore[union-attr]
+
+
+def _no_delay(transport: Any) -> None:
+    """Switch Nagle's algorithm off: a small message must not wait for the ACK
+    of the one before (WebSocket traffic is many small messages). Under TLS
+    the TCP transport is the TLS protocol's own transport; unix sockets have
+    no Nagle at all."""
+    for candidate in (transport, getattr(transport, "transport", None)):
+        set_no_delay = getattr(candidate, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass  # not a TCP socket after all
+            return
+
+
+def _negotiate_deflate(framing: _Framing, offers: str, limit: int) -> tuple[PerMessageDeflate | None, str | None]:
+    """Accept the client's first valid permessage-deflate offer (RFC 7692 §5:
+    an offer with unknown or invalid parameters is declined, not fatal)."""
+    for name, params in framing._parseExtensionsHeader(offers):
+        if name != "permessage-deflate":
+            continue
+        try:
+            offer = PerMessageDeflateOffer.parse(params)
+            # Our compressor uses a 4 KiB window and memLevel 5 (about 32 KiB
+            # per connection instead of zlib's 256 KiB default): a smaller
+            # window than agreed is always valid for the peer's inflater
+            # (RFC 7692 §7.1.2.1), and a client's own limit is kept.
+            accept = PerMessageDeflateOfferAccept(
+                offer,
+                window_bits=min(_DEFLATE_WINDOW_BITS, offer.request_max_window_bits or _DEFLATE_WINDOW_BITS),
+                mem_level=_DEFLATE_MEM_LEVEL,
+                max_message_size=limit or None,
+            )
+        except Exception:  # noqa: BLE001, S112 (Autobahn raises bare Exception for a bad offer)
+            continue
+        return PerMessageDeflate.create_from_offer_accept(True, accept), accept.get_extension_string()
+    return None, None
