@@ -1,0 +1,1 @@
+"""A small real Django project the Django adapter tests serve end to end."""

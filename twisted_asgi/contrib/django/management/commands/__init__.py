@@ -1,0 +1,1 @@
+"""``runserver``, served through twisted-asgi."""
