@@ -23,6 +23,7 @@ from zope.interface import implementer
 from .cycle import HTTPCycle
 from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
 from .http11 import H11Connection, error_response
+from .proxy import proxy_headers
 from .runner import HTTPTask
 from .scope import ConnectionInfo, http_scope
 
@@ -54,8 +55,14 @@ def _address(addr: Any) -> tuple[str, int] | None:
     return None
 
 
-def connection_info(transport: Any, root_path: str) -> ConnectionInfo:
-    """Client, server and TLS facts about a connection, for its scopes."""
+def connection_info(transport: Any, root_path: str, config: Any = None) -> ConnectionInfo:
+    """Client, server and TLS facts about a connection, for its scopes.
+
+    Behind a PROXY-protocol listener the transport's peer and host are already
+    the ones the header named. With ``config.proxy_headers`` on, the info
+    carries the proxy-header resolver and whether this peer is trusted by it;
+    on TLS connections it carries the ASGI ``tls`` extension.
+    """
     host = transport.getHost()
     peer = transport.getPeer()
     server: tuple[str, int | None] | None
@@ -64,12 +71,21 @@ def connection_info(transport: Any, root_path: str) -> ConnectionInfo:
         server = (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or ""), None)
     else:
         server = _address(host)
-    return ConnectionInfo(
+    info = ConnectionInfo(
         client=_address(peer),
         server=server,
         tls=ISSLTransport.providedBy(transport),
         root_path=root_path,
     )
+    if info.tls:
+        from .tls import tls_extension  # pyOpenSSL is touched only by TLS connections
+
+        info.extensions["tls"] = tls_extension(transport)
+    if config is not None and config.proxy_headers:
+        resolver = proxy_headers(config.forwarded_allow_ips, config.proxy_headers_style, config.root_path_header)
+        info.proxy_headers = resolver
+        info.proxy_trusted = resolver.trust.trusts(info.client[0] if info.client else None)
+    return info
 
 
 def direct_writer(transport: Any) -> Callable[[bytes], None]:
@@ -155,7 +171,7 @@ class HTTPChannel(Protocol):
         self.transport.registerProducer(self, True)
         #: Write bytes to the client (see :func:`direct_writer`).
         self.write = direct_writer(self.transport)
-        self.info = connection_info(self.transport, self.config.root_path)
+        self.info = connection_info(self.transport, self.config.root_path, self.config)
         self.info.extensions["http.response.trailers"] = {}
         self.info.state = self.factory.lifespan_state
         self.conn = H11Connection(self.config, self.factory.upgrades)
@@ -474,6 +490,9 @@ class HTTPChannel(Protocol):
         if not self.closed:
             self.closed = True
             self._deadline = None
+            # A TLS transport waits for its producer to unregister before it
+            # sends close_notify and closes; a TCP one flushes and closes.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def abort(self) -> None:

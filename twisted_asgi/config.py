@@ -14,6 +14,7 @@ Imports neither Twisted nor asyncio.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ __all__ = ["Config", "ConfigError", "describe_fields", "zero_meaning"]
 
 KIB = 1024
 MIB = 1024 * KIB
+
+# Field annotations (strings, under postponed evaluation) checked by type in
+# validate(), so a wrong type is a ConfigError naming the field, not a TypeError.
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {"bool": (bool,), "str": (str,), "str | None": (str, type(None))}
 
 
 class ConfigError(ValueError):
@@ -173,6 +178,240 @@ class Config:
     )
     loop: str = _f("asyncio", "Event loop under the asyncio reactor: 'asyncio' or 'uvloop'.", flag="--loop")
 
+    # -- WebSocket (RFC 6455, ASGI www spec 2.5); owned by websocket.py ------
+    websocket: bool = _f(
+        True,
+        "Serve WebSocket upgrade requests (off: an 'Upgrade: websocket' request "
+        "is served as a plain HTTP request).",
+        flag="--no-websocket",
+    )
+    limit_ws_message_bytes: int = _f(
+        1 * MIB,
+        "Largest WebSocket message a client may send, in bytes, counted after "
+        "permessage-deflate inflation; beyond it the server closes with 1009. "
+        "1 MiB is the websockets library's max_size default.",
+        flag="--limit-ws-message",
+        zero="no limit",
+    )
+    limit_ws_frame_bytes: int = _f(
+        1 * MIB,
+        "Largest WebSocket frame payload a client may send, in bytes, as sent "
+        "on the wire; beyond it the server closes with 1009. Same 1 MiB as "
+        "the message limit.",
+        flag="--limit-ws-frame",
+        zero="no limit",
+    )
+    limit_ws_queue: int = _f(
+        32,
+        "WebSocket messages received but not yet taken by the app; at this "
+        "many (or once they hold limit_receive_buffer_bytes) the server stops "
+        "reading from the socket until the app catches up. 32 is uvicorn's "
+        "--ws-max-queue.",
+        flag="--limit-ws-queue",
+    )
+    timeout_ws_handshake: float = _f(
+        5.0,
+        "Seconds the app has to answer websocket.connect (accept, close or a "
+        "denial response); then the client gets 503. Daphne's "
+        "--websocket_connect_timeout is 5 s.",
+        flag="--timeout-ws-handshake",
+        zero="no limit",
+    )
+    timeout_ws_ping_interval: float = _f(
+        20.0,
+        "Seconds between the keep-alive pings the server sends on an open "
+        "WebSocket. Daphne's --ping-interval is 20 s.",
+        flag="--timeout-ws-ping-interval",
+        zero="no pings",
+    )
+    timeout_ws_ping: float = _f(
+        30.0,
+        "Seconds a client has to answer a ping (any frame counts) before the "
+        "connection is dropped. Daphne's --ping-timeout is 30 s.",
+        flag="--timeout-ws-ping",
+        zero="wait forever",
+    )
+    timeout_ws_close: float = _f(
+        10.0,
+        "Seconds the server waits for the client's Close frame after sending "
+        "its own, then drops the connection (RFC 6455 §7.1.1). 10 s is the "
+        "websockets library's close_timeout.",
+        flag="--timeout-ws-close",
+        zero="wait forever",
+    )
+    timeout_ws_lifetime: float = _f(
+        0.0,
+        "Seconds a WebSocket may stay open at all; then the app is told and "
+        "the socket is closed with 1001. Off by default; Daphne's "
+        "--websocket_timeout uses 86400 s.",
+        flag="--timeout-ws-lifetime",
+        zero="no limit",
+    )
+    ws_compression: bool = _f(
+        True,
+        "Negotiate permessage-deflate (RFC 7692) when the client offers it.",
+        flag="--no-ws-compression",
+    )
+    ws_allowed_origins: tuple[str, ...] = _f(
+        (),
+        "Origin header values a WebSocket handshake may carry ('*' matches "
+        "any run of characters, as in 'https://*.example.com'); others get "
+        "403. Empty: any origin. A request without Origin (not from a "
+        "browser) is always let through.",
+        flag="--ws-allowed-origin",
+    )
+
+    # -- deployment: proxies, PROXY protocol, workers --------------------------
+    # (owned by proxy.py, listeners.py and workers.py; see docs/deployment.rst)
+    proxy_headers: bool = _f(
+        False,
+        "Believe X-Forwarded-* (or RFC 7239 Forwarded) headers about the client, "
+        "scheme, host and URL prefix, from peers in forwarded_allow_ips only.",
+        flag="--proxy-headers",
+    )
+    forwarded_allow_ips: tuple[str, ...] = _f(
+        ("127.0.0.0/8", "::1", "unix"),
+        "Peers whose proxy headers are believed: IP addresses, CIDR networks, "
+        "'unix' (unix-socket peers) or '*' (anyone). Loopback and unix sockets by "
+        "default, as a proxy on the same host is the common case.",
+        flag="--forwarded-allow-ips",
+    )
+    proxy_headers_style: str = _f(
+        "x-forwarded",
+        "Which proxy headers are read: 'x-forwarded' (X-Forwarded-For/-Proto/"
+        "-Host/-Port) or 'forwarded' (RFC 7239). Only one family, because a "
+        "proxy that sets one passes the other through from the client.",
+        flag="--proxy-headers-style",
+    )
+    root_path_header: str = _f(
+        "x-forwarded-prefix",
+        "Header that carries the URL prefix a trusted proxy stripped; it becomes "
+        "the scope's root_path. X-Forwarded-Prefix as Traefik and Spring send it; "
+        "empty to read none.",
+        flag="--root-path-header",
+    )
+    proxy_protocol: bool = _f(
+        False,
+        "Every listener expects a PROXY protocol (v1 or v2) header from the load "
+        "balancer before anything else, TLS included (the 'proxy:' endpoint "
+        "prefix does it for one listener).",
+        flag="--proxy-protocol",
+    )
+    proxy_protocol_allow_ips: tuple[str, ...] = _f(
+        ("127.0.0.0/8", "::1", "unix"),
+        "Peers allowed to send a PROXY protocol header (same syntax as "
+        "forwarded_allow_ips); connections from others are closed at once.",
+        flag="--proxy-protocol-allow-ips",
+    )
+    timeout_proxy_protocol: float = _f(
+        10.0,
+        "Seconds a PROXY-protocol connection has to deliver its header. A load "
+        "balancer sends it with the connection; nginx's proxy_protocol_timeout is "
+        "30 s, a third of it is still generous.",
+        flag="--timeout-proxy-protocol",
+        zero="no limit",
+    )
+    limit_proxy_protocol_bytes: int = _f(
+        4096,
+        "Largest PROXY protocol v2 header (with its TLVs), in bytes; longer ones "
+        "close the connection. v1 lines are at most 107 bytes by the "
+        "specification; 4 KiB holds HAProxy's and cloud balancers' TLVs.",
+        flag="--limit-proxy-protocol",
+    )
+    workers: int = _f(
+        0,
+        "Worker processes sharing the listeners, supervised by a parent that "
+        "restarts any that dies; 0 serves from this one process.",
+        flag="--workers",
+    )
+    timeout_worker_start: float = _f(
+        90.0,
+        "Seconds a new worker has to start listening (imports and lifespan "
+        "startup included) before it counts as failed; above the 60 s lifespan "
+        "timeout.",
+        flag="--timeout-worker-start",
+        zero="wait forever",
+    )
+    timeout_worker_restart: float = _f(
+        1.0,
+        "Seconds before a worker that died is replaced; doubled after each death "
+        "within a minute of its start, up to 30 s, so a crashing app does not "
+        "spin (systemd's RestartSec idea).",
+        flag="--timeout-worker-restart",
+    )
+
+    # -- HTTP/2 (RFC 9113); owned by http2.py and h2channel.py, see docs/http2.rst --
+    http2: bool = _f(
+        True,
+        "Serve HTTP/2: offer 'h2' by ALPN on ssl: listeners, and take cleartext "
+        "HTTP/2 (h2c) as h2c_prior_knowledge and h2c_upgrade allow.",
+        flag="--no-http2",
+    )
+    h2c_prior_knowledge: bool = _f(
+        True,
+        "On cleartext listeners, serve connections that open with the HTTP/2 "
+        "preface (RFC 9113 §3.3), as Envoy, nginx grpc_pass and Cloud Run send.",
+        flag="--no-h2c-prior-knowledge",
+    )
+    h2c_upgrade: bool = _f(
+        True,
+        "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c' "
+        "and one HTTP2-Settings header to HTTP/2 (RFC 7540 §3.2).",
+        flag="--no-h2c-upgrade",
+    )
+    limit_concurrent_streams: int = _f(
+        100,
+        "SETTINGS_MAX_CONCURRENT_STREAMS: requests one HTTP/2 connection may have "
+        "in progress (app calls still running count); more are refused with "
+        "REFUSED_STREAM. 100 is the least RFC 9113 §6.5.2 recommends, and nginx's "
+        "http2_max_concurrent_streams.",
+        flag="--limit-concurrent-streams",
+    )
+    limit_h2_stream_window_bytes: int = _f(
+        65535,
+        "SETTINGS_INITIAL_WINDOW_SIZE: request body bytes a client may send on one "
+        "HTTP/2 stream ahead of the app reading them. The connection window is this "
+        "times limit_concurrent_streams, so a slow stream never stalls the others. "
+        "65,535 is the RFC 9113 §6.9.2 default (and the least allowed here).",
+        flag="--limit-h2-stream-window",
+    )
+    limit_h2_frame_bytes: int = _f(
+        16384,
+        "SETTINGS_MAX_FRAME_SIZE: largest HTTP/2 frame payload a client may send, "
+        "16,384 to 16,777,215; 16,384 is the RFC 9113 §4.2 default.",
+        flag="--limit-h2-frame",
+    )
+    limit_h2_header_list_bytes: int = _f(
+        16 * KIB,
+        "SETTINGS_MAX_HEADER_LIST_SIZE: largest HTTP/2 request header list (names, "
+        "values and 32 bytes a field, RFC 9113 §6.5.2); past it the stream gets 431. "
+        "A header block (HEADERS and CONTINUATION, CVE-2024-27316) or a decoded list "
+        "(HPACK bomb) past twice it ends the connection with ENHANCE_YOUR_CALM. "
+        "16 KiB like limit_request_head_bytes.",
+        flag="--limit-h2-header-list",
+    )
+    limit_h2_resets: int = _f(
+        100,
+        "Stream resets an HTTP/2 client may cause, by RST_STREAM (rapid reset, "
+        "CVE-2023-44487) or by frames we must answer with RST_STREAM (MadeYouReset, "
+        "CVE-2025-8671), or by streams refused; each response completed earns one "
+        "back, up to this. When none are left: GOAWAY ENHANCE_YOUR_CALM and the "
+        "connection's app calls are cancelled. 100, as limit_concurrent_streams: "
+        "a browser may cancel a page's worth of requests at once.",
+        flag="--limit-h2-resets",
+        zero="no limit",
+    )
+    limit_h2_control_frames: int = _f(
+        1000,
+        "HTTP/2 frames that do no work a client may send (PING, SETTINGS, PRIORITY, "
+        "empty DATA or CONTINUATION, unknown types: CVE-2019-9512, -9513, -9515, "
+        "-9518); each request, and each DATA frame either way, earns one back, up to "
+        "this. When none are left: GOAWAY ENHANCE_YOUR_CALM. 1000 outlasts any "
+        "browser's or gRPC client's keep-alive pings on a busy connection.",
+        flag="--limit-h2-control-frames",
+        zero="no limit",
+    )
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -181,12 +420,18 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name.startswith(("limit_", "timeout_")):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or (isinstance(value, float) and not math.isfinite(value))
+                ):
                     raise ConfigError(f"{f.name} must be a number, not {value!r}")
                 if value < 0:
                     raise ConfigError(f"{f.name} must be >= 0, not {value!r}")
                 if f.name.startswith("limit_") and value != int(value):
                     raise ConfigError(f"{f.name} must be a whole number, not {value!r}")
+            elif f.type in _PLAIN_TYPES and not isinstance(value, _PLAIN_TYPES[f.type]):
+                raise ConfigError(f"{f.name} must be {f.type}, not {value!r}")
         if self.limit_request_head_bytes < 1024:
             raise ConfigError("limit_request_head_bytes must be at least 1024")
         if self.limit_receive_buffer_bytes < 1:
@@ -199,6 +444,44 @@ class Config:
             raise ConfigError(f"root_path must start with '/' and not end with one, not {self.root_path!r}")
         if self.server_name is not None and any(c in self.server_name for c in "\r\n\x00"):
             raise ConfigError("server_name must not contain CR, LF or NUL")
+        if self.limit_ws_queue < 1:
+            raise ConfigError("limit_ws_queue must be at least 1")
+        if not isinstance(self.ws_allowed_origins, tuple) or not all(
+            isinstance(o, str) and o for o in self.ws_allowed_origins
+        ):
+            raise ConfigError(f"ws_allowed_origins must be a tuple of non-empty strings, not {self.ws_allowed_origins!r}")
+        self._validate_deployment()
+        self._validate_http2()
+
+    def _validate_http2(self) -> None:
+        if self.limit_concurrent_streams < 1:
+            raise ConfigError("limit_concurrent_streams must be at least 1")
+        if not 65535 <= self.limit_h2_stream_window_bytes <= 2**31 - 1:
+            raise ConfigError("limit_h2_stream_window_bytes must be from 65535 to 2147483647 (RFC 9113 §6.9.2)")
+        if not 16384 <= self.limit_h2_frame_bytes <= 2**24 - 1:
+            raise ConfigError("limit_h2_frame_bytes must be from 16384 to 16777215 (RFC 9113 §4.2)")
+        if self.limit_h2_header_list_bytes < 1024:
+            raise ConfigError("limit_h2_header_list_bytes must be at least 1024")
+
+    def _validate_deployment(self) -> None:
+        from .proxy import TrustList  # sans-IO, like this module
+
+        for name in ("forwarded_allow_ips", "proxy_protocol_allow_ips"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                raise ConfigError(f"{name} must be a tuple of strings, not {value!r}")
+            try:
+                TrustList(value)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        if self.proxy_headers_style not in ("x-forwarded", "forwarded"):
+            raise ConfigError(f"proxy_headers_style must be 'x-forwarded' or 'forwarded', not {self.proxy_headers_style!r}")
+        if self.root_path_header and not all(c.isalnum() or c in "-_" for c in self.root_path_header):
+            raise ConfigError(f"root_path_header must be a header name, not {self.root_path_header!r}")
+        if self.limit_proxy_protocol_bytes < 232:
+            raise ConfigError("limit_proxy_protocol_bytes must be at least 232 (a v2 header with unix addresses)")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"workers must be a whole number >= 0, not {self.workers!r}")
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied (and validated)."""

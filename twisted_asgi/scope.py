@@ -36,6 +36,10 @@ class ConnectionInfo:
     extensions: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] | None = None
     _http_template: dict[str, Any] | None = None
+    #: A :class:`~twisted_asgi.proxy.ProxyHeaders` when proxy headers are on;
+    #: ``proxy_trusted`` says whether this connection's peer may use them.
+    proxy_headers: Any = None
+    proxy_trusted: bool = False
 
     def http_template(self) -> dict[str, Any]:
         """The keys every ``http`` scope on this connection shares."""
@@ -69,7 +73,10 @@ def decode_path(raw_path: bytes) -> str:
 def http_scope(request: Request, info: ConnectionInfo) -> dict[str, Any]:
     """The ``http`` scope for ``request`` arriving on a connection described by ``info``."""
     scope = info.http_template().copy()
+    # The mutable values are the app's to change, per request (the scope is
+    # one request's, ASGI www spec "HTTP Connection Scope"): copy them.
     scope["asgi"] = scope["asgi"].copy()
+    scope["extensions"] = scope["extensions"].copy()
     scope["http_version"] = request.http_version
     scope["method"] = request.method.decode("ascii")
     root_path = info.root_path
@@ -80,6 +87,8 @@ def http_scope(request: Request, info: ConnectionInfo) -> dict[str, Any]:
     scope["headers"] = request.headers
     if info.state is not None:
         scope["state"] = info.state.copy()
+    if info.proxy_headers is not None:
+        info.proxy_headers.apply(scope, info.proxy_trusted)
     return scope
 
 
@@ -99,8 +108,16 @@ def websocket_scope(request: Request, info: ConnectionInfo, subprotocols: list[s
         "client": info.client,
         "server": info.server,
         "subprotocols": subprotocols,
-        "extensions": dict(info.extensions),
+        # Connection-wide extensions (e.g. "tls") apply, the http.response.*
+        # ones do not; the denial response is always offered (ASGI
+        # extensions spec, "Websocket Denial Response").
+        "extensions": {
+            **{k: v for k, v in info.extensions.items() if not k.startswith("http.")},
+            "websocket.http.response": {},
+        },
     }
     if info.state is not None:
         scope["state"] = info.state.copy()
+    if info.proxy_headers is not None:
+        info.proxy_headers.apply(scope, info.proxy_trusted)
     return scope

@@ -55,6 +55,14 @@ class ASGIFactory(Factory):
         self.sniffers: list[Callable[[HTTPChannel, bytes], bool]] = []
         self._upgrade_handlers: dict[bytes, Callable[[HTTPChannel, Request, bytes], None]] = {}
         self._drained: defer.Deferred | None = None
+        if config.websocket:
+            from .websocket import WebSocketServer  # Autobahn is imported only when used
+
+            self.register_upgrade(b"websocket", WebSocketServer(self))
+        if config.http2:
+            from .h2channel import install_http2  # h2 is imported only when used
+
+            install_http2(self)
 
     # -- Factory -----------------------------------------------------------
 
@@ -66,7 +74,8 @@ class ASGIFactory(Factory):
         return HTTPChannel(self)
 
     def acceptableProtocols(self) -> list[bytes]:
-        return [b"http/1.1"]
+        # ALPN (RFC 7301) for ssl: listeners, in our order of preference.
+        return [b"h2", b"http/1.1"] if self.config.http2 else [b"http/1.1"]
 
     # -- connection registry ------------------------------------------------------
 
@@ -172,7 +181,8 @@ class AccessLog:
         client = info.client[0] if info is not None and info.client else "-"
         if request is not None:
             target = request.path + (b"?" + request.query if request.query else b"")
-            line = f"{request.method.decode('ascii')} {_escape(target)} HTTP/{request.http_version}"
+            version = "2.0" if request.http_version == "2" else request.http_version
+            line = f"{request.method.decode('ascii')} {_escape(target)} HTTP/{version}"
             referer = user_agent = b"-"
             for name, value in request.headers:
                 if name == b"referer":
@@ -187,6 +197,13 @@ class AccessLog:
             f'"{_escape(referer)}" "{_escape(user_agent)}" {duration:.6f}'
         )
         self.logger.info("{access_line}", access_line=text)
+
+    def log_websocket(self, info: ConnectionInfo | None, request: Request, kind: str, code: int, duration: float) -> None:
+        """A WebSocket line in the same format: ``kind`` is ``WSCONNECT`` (code 101,
+        when the handshake completes) or ``WSDISCONNECT`` (the close code, and
+        the seconds the WebSocket was open) in place of the method and status."""
+        shown = Request(request.stream_id, kind.encode("ascii"), request.path, request.query, request.http_version, request.headers)
+        self.log_http(info, shown, code, 0, duration)
 
 
 # Control characters (C0, DEL, C1), non-ASCII bytes, quote and backslash: a log
@@ -218,6 +235,8 @@ class ASGIService(Service):
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
         self._stopping = False
+        #: Listeners whose TLS certificates SIGHUP reloads.
+        self.tls_listeners: list[Any] = []
 
     def startService(self) -> None:
         super().startService()
@@ -245,19 +264,28 @@ class ASGIService(Service):
         if self._stopping:
             return
         for description in self.endpoint_descriptions:
-            endpoint = endpoint_from_string(self.reactor, description)
             try:
+                endpoint = endpoint_from_string(self.reactor, description, self.config)
                 port = await endpoint.listen(self.factory)
             except Exception as exc:
                 self._fatal(f"Cannot listen on {description}: {exc}")
                 return
             self.ports.append(port)
+            if hasattr(endpoint, "reload"):
+                self.tls_listeners.append(endpoint)
             log.info(
                 "Listening on {endpoint} ({address})",
                 endpoint=description,
-                address=_describe(port, "https" if description.startswith("ssl:") else "http"),
+                address=_describe(port, "https" if description.startswith(("ssl:", "proxy:ssl:")) else "http"),
             )
+        if self.tls_listeners:
+            _on_sighup(self.reactor, self.reload_tls)
         self.ready.callback(self.ports)
+
+    def reload_tls(self) -> int:
+        """Reload every TLS listener's certificates (SIGHUP); open connections
+        keep theirs. Returns how many reloaded."""
+        return sum(1 for endpoint in self.tls_listeners if endpoint.reload())
 
     def _fatal(self, message: str) -> None:
         log.critical("{message}", message=message)
@@ -291,13 +319,19 @@ class ASGIService(Service):
             clear_exit_signal(self.reactor)
 
 
-def endpoint_from_string(reactor: Any, description: str) -> Any:
+def endpoint_from_string(reactor: Any, description: str, config: Config | None = None) -> Any:
     """A server endpoint from a Twisted endpoint string, plus ``fd:fileno=N``
     (an inherited, already listening socket; ``domain=INET|INET6|UNIX`` is read
-    from the socket when not given).
+    from the socket when not given), the ``proxy:`` prefix and our ``ssl:``
+    (reloadable certificates, client certificates; see :mod:`.listeners`).
+    ``config`` supplies the PROXY protocol settings.
 
     :raises ValueError: the string is malformed or names an unknown endpoint type.
     """
+    if description.startswith(("proxy:", "ssl:")) or (config is not None and config.proxy_protocol):
+        from .listeners import listener_endpoint
+
+        return listener_endpoint(reactor, description, config)
     if description.startswith("fd:"):
         import socket
 
@@ -324,6 +358,17 @@ def endpoint_from_string(reactor: Any, description: str) -> Any:
             family = families[domain]
         return AdoptedStreamServerEndpoint(reactor, fileno, family)
     return serverFromString(reactor, description)
+
+
+def _on_sighup(reactor: Any, action: Callable[[], Any]) -> None:
+    """Run ``action`` in the reactor on SIGHUP (the usual "reload" signal, as
+    for nginx); nothing when not in the main thread or without SIGHUP."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: reactor.callFromThread(action))
 
 
 def clear_exit_signal(reactor: Any) -> None:

@@ -29,7 +29,7 @@ def _config_parameters() -> list[list[Any]]:
     """One ``--flag`` per :class:`Config` field that has one, typed from its default."""
     params = []
     for name, default, doc, flag in describe_fields():
-        if flag is None or name in ("lifespan", "loop", "server_name", "root_path"):
+        if flag is None or not name.startswith(("limit_", "timeout_")):
             continue
         coerce = float if name.startswith("timeout_") else int
         zero = zero_meaning(name)
@@ -54,6 +54,23 @@ class Options(usage.Options):
     optFlags = [
         ["no-server-name", None, "Send no Server header."],
         ["factory", None, "Treat the application as a factory: call it with no arguments to get the app."],
+        ["no-websocket", None, "Serve no WebSocket: an 'Upgrade: websocket' request is plain HTTP to the app."],
+        ["no-ws-compression", None, "Do not negotiate permessage-deflate on WebSockets."],
+        ["no-http2", None, "Serve no HTTP/2: no 'h2' in ALPN, no h2c (HTTP/1.1 only)."],
+        ["no-h2c-prior-knowledge", None, "On cleartext listeners, do not take connections that open with the HTTP/2 preface."],
+        ["no-h2c-upgrade", None, "On cleartext listeners, ignore 'Upgrade: h2c'."],
+        [
+            "proxy-headers",
+            None,
+            "Believe X-Forwarded-* (or Forwarded) headers about client, scheme, host and prefix "
+            "from peers in --forwarded-allow-ips.",
+        ],
+        [
+            "proxy-protocol",
+            None,
+            "Every listener expects a PROXY protocol v1/v2 header (before TLS) from peers in "
+            "--proxy-protocol-allow-ips; others are closed.",
+        ],
     ]
 
     optParameters = [
@@ -67,11 +84,53 @@ class Options(usage.Options):
         ["loop", None, "asyncio", "Event loop under the asyncio reactor: asyncio or uvloop."],
         ["access-log", None, None, "Write an access log line per request to FILE ('-' for standard output)."],
         ["app-dir", None, ".", "Directory put first on sys.path before importing the application."],
+        [
+            "forwarded-allow-ips",
+            None,
+            None,
+            "Comma-separated IPs, CIDR networks, 'unix' or '*' whose proxy headers are believed "
+            "[default: 127.0.0.0/8,::1,unix].",
+        ],
+        ["proxy-headers-style", None, "x-forwarded", "Proxy headers to read: x-forwarded or forwarded (RFC 7239)."],
+        [
+            "root-path-header",
+            None,
+            "x-forwarded-prefix",
+            "Header a trusted proxy puts the stripped URL prefix in (becomes root_path); '' for none.",
+        ],
+        [
+            "proxy-protocol-allow-ips",
+            None,
+            None,
+            "Comma-separated IPs, CIDR networks, 'unix' or '*' allowed to send PROXY protocol headers "
+            "[default: 127.0.0.0/8,::1,unix].",
+        ],
+        [
+            "workers",
+            None,
+            0,
+            "Serve from N worker processes sharing the listeners (restarted when they die; SIGHUP: rolling "
+            "restart); 0 = this process only.",
+            int,
+        ],
+        [
+            "django",
+            None,
+            None,
+            "Serve the Django project with this settings module (sets DJANGO_SETTINGS_MODULE if unset); "
+            "the application argument is then optional (default: the ASGI_APPLICATION setting, else the "
+            "twisted-asgi Django adapter).",
+        ],
     ] + _config_parameters()
 
     def __init__(self) -> None:
         super().__init__()
         self["endpoints"] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # Kept for --workers: each worker is started with these same options.
+        self.argv = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_endpoint(self, description: str) -> None:
         """A Twisted server endpoint string to listen on; repeatable
@@ -80,9 +139,17 @@ class Options(usage.Options):
 
     opt_e = opt_endpoint
 
+    def opt_ws_allowed_origin(self, origin: str) -> None:
+        """An Origin a WebSocket handshake may come from ('*' wildcards allowed,
+        e.g. https://*.example.com); repeatable. Others get 403. Default: any."""
+        self.setdefault("ws-allowed-origins", []).append(origin)
+
     def parseArgs(self, application: str | None = None) -> None:
-        if application is None:
-            raise usage.UsageError("the ASGI application to serve is required, e.g. myproject.asgi:application")
+        if application is None and not self["django"]:
+            raise usage.UsageError(
+                "the ASGI application to serve is required, e.g. myproject.asgi:application "
+                "(or --django myproject.settings)"
+            )
         self["application"] = application
 
     def postOptions(self) -> None:
@@ -105,7 +172,21 @@ def config_from_options(options: Options) -> Config:
         "lifespan": options["lifespan"],
         "loop": options["loop"],
         "server_name": None if options["no-server-name"] else options["server-name"],
+        "websocket": not options["no-websocket"],
+        "ws_compression": not options["no-ws-compression"],
+        "http2": not options["no-http2"],
+        "h2c_prior_knowledge": not options["no-h2c-prior-knowledge"],
+        "h2c_upgrade": not options["no-h2c-upgrade"],
+        "ws_allowed_origins": tuple(options.get("ws-allowed-origins") or ()),
+        "proxy_headers": bool(options["proxy-headers"]),
+        "proxy_headers_style": options["proxy-headers-style"],
+        "root_path_header": options["root-path-header"],
+        "proxy_protocol": bool(options["proxy-protocol"]),
+        "workers": options["workers"],
     }
+    for name in ("forwarded_allow_ips", "proxy_protocol_allow_ips"):
+        if options[name.replace("_", "-")] is not None:
+            values[name] = tuple(p.strip() for p in options[name.replace("_", "-")].split(",") if p.strip())
     for name, _default, _doc, flag in describe_fields():
         if flag is not None and name not in values:
             value = options.get(flag[2:])
@@ -121,7 +202,13 @@ def _tcp_endpoint(host: str, port: int) -> str:
 
 
 def endpoints_from_options(options: Options) -> list[str]:
-    """Endpoint strings from ``--endpoint`` and the Daphne-style shorthands."""
+    """Endpoint strings from ``--endpoint`` and the Daphne-style shorthands
+    (in a worker: the inherited sockets the supervisor passed)."""
+    from .workers import worker_settings
+
+    settings = worker_settings()
+    if settings is not None:
+        return list(settings["endpoints"])
     endpoints = list(options["endpoints"])
     if options["bind"] is not None or options["port"] is not None:
         port = options["port"] if options["port"] is not None else 8000
@@ -185,6 +272,12 @@ def build_service(options: Options, reactor: Any = None) -> Any:
     except ConfigError as exc:
         raise SystemExit(f"twistd asgi: {exc}") from None
     endpoints = endpoints_from_options(options)
+    from .workers import Supervisor, attach_worker, worker_settings
+
+    worker = worker_settings() is not None
+    if config.workers and not worker:
+        # The workers load the app and check the listeners; this process only supervises.
+        return Supervisor(getattr(options, "argv", []), config, endpoints, reactor)
     for description in endpoints:
         try:
             if not description.startswith("fd:"):  # fd: is checked when adopted
@@ -192,7 +285,12 @@ def build_service(options: Options, reactor: Any = None) -> Any:
         except Exception as exc:
             raise SystemExit(f"twistd asgi: bad endpoint {description!r}: {exc}") from None
     try:
-        app = load_app(options["application"], options["factory"], options["app-dir"])
+        if options["django"]:
+            from .django import load_project
+
+            app = load_project(options["django"], options["application"], options["factory"], options["app-dir"])
+        else:
+            app = load_app(options["application"], options["factory"], options["app-dir"])
     except AppLoadError as exc:
         raise SystemExit(f"twistd asgi: {exc}") from None
     access_log = None
@@ -201,7 +299,10 @@ def build_service(options: Options, reactor: Any = None) -> Any:
             access_log = AccessLog.open(options["access-log"])
         except OSError as exc:
             raise SystemExit(f"twistd asgi: cannot open access log: {exc}") from None
-    return ASGIService(app, config, endpoints, reactor, access_log)
+    service = ASGIService(app, config, endpoints, reactor, access_log)
+    if worker:
+        attach_worker(service)
+    return service
 
 
 def makeService(options: Options) -> Any:

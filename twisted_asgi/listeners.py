@@ -1,0 +1,348 @@
+"""Listener endpoint strings beyond Twisted's own: the ``proxy:`` prefix (PROXY
+protocol v1/v2 read before anything else, TLS included) and ``ssl:`` with
+reloadable certificates and client-certificate options (see :mod:`.tls`).
+
+``proxy:`` wraps any listener: ``proxy:tcp:8000``, ``proxy:unix:/run/app.sock``,
+``proxy:ssl:port=443:privateKey=k.pem``, ``proxy:systemd:domain=INET:index=0``.
+``Config.proxy_protocol`` puts it in front of every listener.
+
+Why not Twisted's ``haproxy:`` endpoint: it hands the connection to the
+application before the header has arrived (so the first scope would see the
+balancer's address), gives up when the first read is shorter than 8 or 16
+bytes, believes any peer, waits forever for the header, and ``haproxy:ssl:``
+would expect the header *inside* TLS, where no balancer sends it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer, providedBy
+from zope.interface.declarations import directlyProvides
+
+from .proxy import ProxyHeader, ProxyProtocolError, ProxyProtocolParser, TrustList
+
+__all__ = ["ProxyProtocolFactory", "join_description", "listener_endpoint", "split_description"]
+
+log = Logger(namespace="twisted_asgi.proxy")
+
+PROXY_PREFIX = "proxy:"
+
+
+# -- endpoint string grammar (Twisted's: ':' separates, '\\' escapes) ----------------------
+
+
+def split_description(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """``"tcp:8000:interface=\\:\\:1"`` -> ``("tcp", ["8000"], {"interface": "::1"})``."""
+    raw = _raw_fields(description)
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for field in raw[1:]:
+        key, sep, value = _split_unescaped_eq(field)
+        if sep:
+            kwargs[_unescape(key)] = _unescape(value)
+        else:
+            args.append(_unescape(field))
+    return _unescape(raw[0]), args, kwargs
+
+
+def _raw_fields(description: str) -> list[str]:
+    fields, current, escaped = [], [], False
+    for c in description:
+        if escaped:
+            current.append(c)
+            escaped = False
+        elif c == "\\":
+            current.append(c)
+            escaped = True
+        elif c == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+    fields.append("".join(current))
+    return fields
+
+
+def _split_unescaped_eq(raw: str) -> tuple[str, str, str]:
+    escaped = False
+    for i, c in enumerate(raw):
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == "=":
+            return raw[:i], "=", raw[i + 1 :]
+    return raw, "", ""
+
+
+def _unescape(raw: str) -> str:
+    out, escaped = [], False
+    for c in raw:
+        if escaped:
+            out.append(c)
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+def join_description(kind: str, args: list[str], kwargs: dict[str, str]) -> str:
+    """The inverse of :func:`split_description`."""
+    parts = [kind, *(_escape(a) for a in args), *(f"{_escape(k)}={_escape(v)}" for k, v in kwargs.items())]
+    return ":".join(parts)
+
+
+# -- building endpoints ------------------------------------------------------------------
+
+
+def listener_endpoint(reactor: Any, description: str, config: Any = None) -> Any:
+    """The endpoint for ``description``, understanding ``proxy:`` and our ``ssl:``.
+
+    Other kinds (``tcp:``, ``unix:``, ``fd:``, ``systemd:``, ...) come from
+    :func:`twisted_asgi.server.endpoint_from_string`.
+    """
+    from .server import endpoint_from_string
+    from .tls import ssl_endpoint
+
+    proxied = bool(config is not None and config.proxy_protocol)
+    if description.startswith(PROXY_PREFIX):
+        proxied = True
+        description = description[len(PROXY_PREFIX) :]
+        if description.startswith(PROXY_PREFIX):
+            raise ValueError("proxy: given twice")
+    if description.startswith("ssl:"):
+        _kind, args, kwargs = split_description(description)
+        inner: Any = ssl_endpoint(reactor, args, kwargs)
+    else:
+        inner = endpoint_from_string(reactor, description)
+    if not proxied:
+        return inner
+    from .config import Config
+
+    return ProxyProtocolEndpoint(inner, config if config is not None else Config(), reactor)
+
+
+@implementer(IStreamServerEndpoint)
+class ProxyProtocolEndpoint:
+    """Wraps a listener so every connection starts with a PROXY header.
+
+    When the inner listener does TLS, the PROXY wrapper goes between the
+    socket and TLS: balancers send the header in clear, before the
+    ClientHello.
+    """
+
+    def __init__(self, inner: Any, config: Any, clock: Any) -> None:
+        self.inner = inner
+        self.trust = TrustList(config.proxy_protocol_allow_ips)
+        self.timeout = config.timeout_proxy_protocol
+        self.limit = config.limit_proxy_protocol_bytes
+        self.clock = clock
+
+    def _wrap(self, factory: Any) -> ProxyProtocolFactory:
+        return ProxyProtocolFactory(factory, self.trust, self.timeout, self.limit, self.clock)
+
+    def listen(self, factory: Any) -> Any:
+        from .tls import TLSServerEndpoint
+
+        if isinstance(self.inner, TLSServerEndpoint):
+            return self.inner.listen(factory, wrap=self._wrap)
+        return self.inner.listen(self._wrap(factory))
+
+    def reload(self) -> bool:
+        """Reload the inner listener's TLS certificates, if it has any."""
+        reload = getattr(self.inner, "reload", None)
+        return reload() if reload is not None else False
+
+
+# -- the PROXY protocol wrapper ------------------------------------------------------------
+
+
+class ProxyProtocolFactory(Factory):
+    """Builds a :class:`ProxiedConnection` per connection; the wrapped factory's
+    protocol is built only once the header has named the client."""
+
+    noisy = False
+
+    def __init__(self, wrapped: Any, trust: TrustList, timeout: float, limit: int, clock: Any) -> None:
+        self.wrapped = wrapped
+        self.trust = trust
+        self.timeout = timeout
+        self.limit = limit
+        self.clock = clock
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+        super().doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+        super().doStop()
+
+    def buildProtocol(self, addr: Any) -> ProxiedConnection:
+        return ProxiedConnection(self)
+
+
+class ProxiedConnection(Protocol):
+    """Reads the PROXY header, then becomes the transport of the wrapped
+    protocol, with ``getPeer()``/``getHost()`` answering what the header said.
+
+    A peer outside the allow-list is dropped before a byte is read; a header
+    that is malformed, too long, or not complete within the timeout drops the
+    connection (proxy-protocol.txt §2: a receiver must not guess).
+    """
+
+    def __init__(self, factory: ProxyProtocolFactory) -> None:
+        self.factory = factory
+        self.parser: ProxyProtocolParser | None = ProxyProtocolParser(factory.limit)
+        self.wrapped: Any = None
+        self.header: ProxyHeader | None = None
+        self._peer: Any = None
+        self._host: Any = None
+        self._timer: Any = None
+        self._closed = False
+
+    # -- as the protocol of the real transport -----------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        host = peer.host if isinstance(peer, (IPv4Address, IPv6Address)) else None
+        if not isinstance(peer, UNIXAddress) and host is None:
+            host = "?"  # an address kind we cannot judge: not trusted
+        if not self.factory.trust.trusts(host):
+            log.info("PROXY protocol header refused from {peer}: not in the allow-list", peer=_show(peer))
+            self._drop()
+            return
+        if self.factory.timeout:
+            self._timer = self.factory.clock.callLater(self.factory.timeout, self._timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        wrapped = self.wrapped
+        if wrapped is not None:
+            wrapped.dataReceived(data)
+            return
+        parser = self.parser
+        if parser is None or self._closed:
+            return
+        try:
+            header = parser.feed(data)
+        except ProxyProtocolError as exc:
+            log.info(
+                "Bad PROXY protocol header from {peer}: {reason}", peer=_show(self.transport.getPeer()), reason=str(exc)
+            )
+            self._drop()
+            return
+        if header is None:
+            return
+        self._cancel_timer()
+        self.header = header
+        rest = parser.rest
+        self.parser = None
+        real_peer, real_host = self.transport.getPeer(), self.transport.getHost()
+        if header.use_socket_addresses:
+            self._peer, self._host = real_peer, real_host
+        else:
+            self._peer = _twisted_address(header.source, real_peer)
+            self._host = _twisted_address(header.destination, real_host)
+        wrapped = self.factory.wrapped.buildProtocol(self._peer)
+        if wrapped is None:
+            self._drop()
+            return
+        self.wrapped = wrapped
+        # Look like the real transport (ITCPTransport, ...) to the wrapped protocol.
+        directlyProvides(self, *providedBy(self.transport))
+        wrapped.makeConnection(self)
+        if rest and not self._closed:
+            wrapped.dataReceived(rest)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:
+        self._closed = True
+        self._cancel_timer()
+        wrapped, self.wrapped = self.wrapped, None
+        if wrapped is not None:
+            wrapped.connectionLost(reason)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.wrapped is None and not self._closed:
+            log.info("No PROXY protocol header from {peer} in time", peer=_show(self.transport.getPeer()))
+            self._drop()
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _drop(self) -> None:
+        self._closed = True
+        self._cancel_timer()
+        self.transport.abortConnection()
+
+    # -- as the transport of the wrapped protocol ---------------------------------------------
+
+    def getPeer(self) -> Any:
+        return self._peer if self._peer is not None else self.transport.getPeer()
+
+    def getHost(self) -> Any:
+        return self._host if self._host is not None else self.transport.getHost()
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.transport.writeSequence(data)
+
+    def loseConnection(self) -> None:
+        self.transport.loseConnection()
+
+    def abortConnection(self) -> None:
+        self.transport.abortConnection()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a transport has (disconnecting, getHandle, setTcpNoDelay...).
+        transport = self.__dict__.get("transport")
+        if transport is None:
+            raise AttributeError(name)
+        return getattr(transport, name)
+
+
+def _twisted_address(address: Any, fallback: Any) -> Any:
+    if isinstance(address, tuple):
+        host, port = address
+        cls = IPv6Address if ":" in host else IPv4Address
+        return cls("TCP", host, port)
+    if isinstance(address, str):
+        return UNIXAddress(address.encode("utf-8", "replace") if address else None)
+    return fallback
+
+
+def _show(address: Any) -> str:
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return f"{address.host}:{address.port}"
+    return "unix socket" if isinstance(address, UNIXAddress) else str(address)

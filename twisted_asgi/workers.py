@@ -1,0 +1,504 @@
+"""Several worker processes on one host sharing the listeners (``--workers N``).
+
+The parent (the supervisor) binds every listener itself, then starts N
+workers with ``python -m twisted_asgi`` and the same options; each worker
+inherits the listening sockets and serves them through ``fd:fileno=N``
+endpoints (``ssl:fileno=N`` for TLS, ``proxy:`` kept in front). All workers
+accept from one kernel queue per listener, so a worker that dies loses only
+the connections it had accepted: those still queued are taken by the others.
+
+The supervisor:
+
+* restarts a worker that dies, after ``timeout_worker_restart`` seconds
+  (doubled while workers keep dying young);
+* on SIGHUP replaces the workers one at a time (rolling restart): a new one
+  is started and, once it listens, the old one is told to stop (SIGTERM) and
+  finishes its requests; if the new one fails to start, the old one stays;
+* on SIGTERM/SIGINT closes its own copy of the listeners and sends SIGTERM
+  to every worker, which stops listening (new connections are refused),
+  finishes its requests within ``timeout_graceful_shutdown`` and exits.
+
+Workers learn they are workers from the ``TWISTED_ASGI_WORKER`` environment
+variable (which they remove), tell the parent they listen by writing to a
+pipe, and get SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .listeners import PROXY_PREFIX, join_description, split_description
+
+__all__ = ["ENV", "Supervisor", "attach_worker", "bind_listener", "worker_settings"]
+
+log = Logger(namespace="twisted_asgi.workers")
+
+#: The environment variable that makes a process a worker (JSON settings).
+ENV = "TWISTED_ASGI_WORKER"
+#: Restart delays stop doubling here (seconds).
+_MAX_RESTART_DELAY = 30.0
+#: A worker that dies sooner than this after starting counts as dying young.
+_YOUNG = 60.0
+#: Seconds past the graceful timeout before a stopping worker is killed.
+_KILL_MARGIN = 5.0
+
+
+# -- listeners -------------------------------------------------------------------------
+
+
+@dataclass
+class Listener:
+    """One socket the parent bound, and how a worker names it."""
+
+    description: str
+    sock: socket.socket | None
+    fileno: int
+    worker_description: str
+
+    def address(self) -> str:
+        """``http://host:port`` (or the unix path), as the service logs it."""
+        scheme = "https" if self.description.startswith(("ssl:", PROXY_PREFIX + "ssl:")) else "http"
+        probe = self.sock if self.sock is not None else socket.socket(fileno=self.fileno)
+        try:
+            name = probe.getsockname()
+        finally:
+            if self.sock is None:
+                probe.detach()
+        if isinstance(name, tuple):
+            host, port = name[0], name[1]
+            return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        return name if isinstance(name, str) else name.decode("utf-8", "replace")
+
+
+def bind_listener(description: str) -> Listener:
+    """Bind and listen on ``description`` in this process; return the socket
+    and the endpoint string a worker uses for it.
+
+    :raises ValueError: a kind of listener that cannot be shared, or a bad string.
+    :raises OSError: the address cannot be bound.
+    """
+    prefix = ""
+    rest = description
+    if rest.startswith(PROXY_PREFIX):
+        prefix, rest = PROXY_PREFIX, rest[len(PROXY_PREFIX) :]
+    kind, args, kwargs = split_description(rest)
+    if kind in ("tcp", "tcp6", "ssl"):
+        kwargs = dict(kwargs)
+        if args:
+            kwargs["port"] = args[0]
+        if "fileno" in kwargs:  # ssl:fileno=N: already a socket
+            fileno = int(kwargs["fileno"])
+            return Listener(description, None, fileno, description)
+        port = int(kwargs.pop("port"))
+        interface = kwargs.pop("interface", "")
+        backlog = int(kwargs.pop("backlog", 50))
+        family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
+        if kind == "tcp6" and not interface:
+            interface = "::"
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((interface, port))
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        if kind == "ssl":
+            worker = join_description("ssl", [], {"fileno": str(sock.fileno()), **kwargs})
+        else:
+            if kwargs:
+                sock.close()
+                raise ValueError(f"unknown {kind}: keys {sorted(kwargs)}")
+            worker = f"fd:fileno={sock.fileno()}"
+        return Listener(description, sock, sock.fileno(), prefix + worker)
+    if kind == "unix":
+        kwargs = dict(kwargs)
+        path = args[0] if args else kwargs.pop("address")
+        mode = int(kwargs.pop("mode", "666"), 8)
+        backlog = int(kwargs.pop("backlog", 50))
+        kwargs.pop("lockfile", None)
+        kwargs.pop("wantPID", None)
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # a socket file left by an earlier run
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, mode)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return Listener(description, sock, sock.fileno(), f"{prefix}fd:fileno={sock.fileno()}:domain=UNIX")
+    if kind == "systemd":
+        fileno = _systemd_fd(kwargs)
+        return Listener(description, None, fileno, f"{prefix}fd:fileno={fileno}")
+    if kind == "fd":
+        fileno = int(kwargs["fileno"])
+        return Listener(description, None, fileno, description)
+    raise ValueError(f"{kind}: listeners cannot be shared between workers (use tcp:, ssl:, unix:, fd: or systemd:)")
+
+
+def _systemd_fd(kwargs: dict[str, str]) -> int:
+    """The descriptor ``systemd:index=N`` or ``systemd:name=X`` refers to
+    (sd_listen_fds(3): descriptors start at 3, in LISTEN_FDS order)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        raise ValueError("systemd: endpoint but no sockets were passed (LISTEN_PID is not this process)")
+    count = int(os.environ.get("LISTEN_FDS", "0"))
+    if "index" in kwargs:
+        index = int(kwargs["index"])
+    elif "name" in kwargs:
+        names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+        if kwargs["name"] not in names:
+            raise ValueError(f"systemd: no socket named {kwargs['name']!r} in LISTEN_FDNAMES")
+        index = names.index(kwargs["name"])
+    else:
+        raise ValueError("systemd: needs index=N or name=NAME")
+    if not 0 <= index < count:
+        raise ValueError(f"systemd: index {index} but only {count} socket(s) were passed")
+    return 3 + index
+
+
+# -- the supervisor -------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process as the supervisor sees it."""
+
+    slot: int
+    started_at: float
+    process: Any = None
+    ready: bool = False
+    retiring: bool = False
+    exited: defer.Deferred = field(default_factory=defer.Deferred)
+    became_ready: defer.Deferred = field(default_factory=defer.Deferred)
+    start_timer: Any = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+class _WorkerProcess(ProcessProtocol):
+    def __init__(self, supervisor: Supervisor, worker: Worker, notify_fd: int) -> None:
+        self.supervisor = supervisor
+        self.worker = worker
+        self.notify_fd = notify_fd
+        self.buffer = b""
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        if fd != self.notify_fd:
+            return
+        self.buffer += data
+        if b"ready\n" in self.buffer and not self.worker.ready:
+            self.supervisor._worker_ready(self.worker)
+
+    def processEnded(self, reason: Failure) -> None:
+        value = reason.value
+        code = getattr(value, "exitCode", None)
+        sig = getattr(value, "signal", None)
+        self.supervisor._worker_exited(self.worker, code, sig)
+
+
+class Supervisor(Service):
+    """Binds the listeners and keeps ``config.workers`` workers serving them.
+
+    ``argv`` are the options the workers get (those of this command, which a
+    worker reads as a worker). ``exit_code`` is non-zero when the workers
+    could not start.
+    """
+
+    def __init__(self, argv: list[str], config: Any, endpoints: list[str], reactor: Any) -> None:
+        self.argv = list(argv)
+        self.config = config
+        self.endpoint_descriptions = list(endpoints)
+        self.reactor = reactor
+        self.count = config.workers
+        self.listeners: list[Listener] = []
+        self.workers: list[Worker] = []
+        self.exit_code = 0
+        self.ever_ready = False
+        self.stopping = False
+        self.rolling = False
+        self.restart_delay = config.timeout_worker_restart
+        self.ready: defer.Deferred = defer.Deferred()
+        self._restart_timers: list[Any] = []
+
+    # -- start ---------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.reactor.callWhenRunning(self._begin)
+
+    def _begin(self) -> None:
+        try:
+            for description in self.endpoint_descriptions:
+                self.listeners.append(bind_listener(description))
+        except (OSError, ValueError) as exc:
+            self._fatal(f"Cannot listen on {description}: {exc}")
+            return
+        for listener in self.listeners:
+            log.info("Listening on {endpoint} ({address})", endpoint=listener.description, address=listener.address())
+        _on_signal(signal.SIGHUP, lambda: self.reactor.callFromThread(self.rolling_restart))
+        log.info("Starting {n} worker(s)", n=self.count)
+        for slot in range(self.count):
+            self._spawn(slot)
+
+    def _spawn(self, slot: int) -> Worker:
+        fds = [listener.fileno for listener in self.listeners]
+        notify_fd = max([2, *fds]) + 1
+        settings = {
+            "endpoints": [listener.worker_description for listener in self.listeners],
+            "notify_fd": notify_fd,
+            "parent": os.getpid(),
+        }
+        env = dict(os.environ)
+        env[ENV] = json.dumps(settings)
+        # The systemd variables describe this process's sockets, not the worker's.
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            env.pop(name, None)
+        child_fds: dict[int, Any] = {0: 0, 1: 1, 2: 2, notify_fd: "r"}
+        for fd in fds:
+            child_fds[fd] = fd
+        worker = Worker(slot, self.reactor.seconds())
+        protocol = _WorkerProcess(self, worker, notify_fd)
+        worker.process = self.reactor.spawnProcess(
+            protocol,
+            sys.executable,
+            [sys.executable, "-m", "twisted_asgi", *self.argv],
+            env=env,
+            childFDs=child_fds,
+        )
+        self.workers.append(worker)
+        if self.config.timeout_worker_start:
+            worker.start_timer = self.reactor.callLater(self.config.timeout_worker_start, self._start_timed_out, worker)
+        log.info("Worker {pid} started (slot {slot})", pid=worker.pid, slot=slot)
+        return worker
+
+    def _worker_ready(self, worker: Worker) -> None:
+        worker.ready = True
+        _cancel(worker.start_timer)
+        log.info("Worker {pid} is serving", pid=worker.pid)
+        if not self.ever_ready and all(w.ready for w in self.workers if not w.retiring):
+            self.ever_ready = True
+            if not self.ready.called:
+                self.ready.callback(self.workers)
+        worker.became_ready.callback(worker)
+
+    def _start_timed_out(self, worker: Worker) -> None:
+        worker.start_timer = None
+        if not worker.ready:
+            log.error(
+                "Worker {pid} did not start listening within {timeout}s; killing it",
+                pid=worker.pid,
+                timeout=self.config.timeout_worker_start,
+            )
+            _signal(worker, signal.SIGKILL)
+
+    # -- deaths ----------------------------------------------------------------------------
+
+    def _worker_exited(self, worker: Worker, code: int | None, sig: int | None) -> None:
+        _cancel(worker.start_timer)
+        if worker in self.workers:
+            self.workers.remove(worker)
+        how = f"signal {sig}" if sig else f"exit code {code}"
+        if not worker.became_ready.called:
+            worker.became_ready.errback(RuntimeError(f"worker {worker.pid} ended ({how}) before it was serving"))
+            worker.became_ready.addErrback(lambda _: None)
+        worker.exited.callback((code, sig))
+        if self.stopping:
+            log.info("Worker {pid} stopped ({how})", pid=worker.pid, how=how)
+            return
+        if worker.retiring:
+            log.info("Worker {pid} retired ({how})", pid=worker.pid, how=how)
+            return
+        if not worker.ready and not self.ever_ready:
+            # The first workers cannot start (import error, lifespan failure,
+            # unusable certificate): restarting them would only repeat it.
+            self._fatal(f"Worker {worker.pid} failed to start ({how}); stopping")
+            return
+        if self.rolling and not worker.ready:
+            log.error("Worker {pid} of the rolling restart failed to start ({how})", pid=worker.pid, how=how)
+            return  # rolling_restart sees it through became_ready and stops
+        lived = self.reactor.seconds() - worker.started_at
+        if lived < _YOUNG:
+            delay = self.restart_delay
+            self.restart_delay = min(max(self.restart_delay * 2, 0.1), _MAX_RESTART_DELAY)
+        else:
+            delay = self.restart_delay = self.config.timeout_worker_restart
+        log.warn(
+            "Worker {pid} died ({how}); starting a new one in {delay}s",
+            pid=worker.pid,
+            how=how,
+            delay=round(delay, 2),
+        )
+        timer = self.reactor.callLater(delay, self._respawn, worker.slot)
+        self._restart_timers.append(timer)
+
+    def _respawn(self, slot: int) -> None:
+        self._restart_timers = [t for t in self._restart_timers if t.active()]
+        if not self.stopping:
+            self._spawn(slot)
+
+    # -- rolling restart -----------------------------------------------------------------------
+
+    def rolling_restart(self) -> defer.Deferred:
+        """Replace every worker, one at a time, without refusing a connection."""
+        if self.stopping or self.rolling:
+            log.info("Rolling restart not started: {why}", why="stopping" if self.stopping else "already running")
+            return defer.succeed(False)
+        return defer.ensureDeferred(self._roll())
+
+    async def _roll(self) -> bool:
+        self.rolling = True
+        log.info("Rolling restart of {n} worker(s)", n=len(self.workers))
+        try:
+            for old in [w for w in self.workers if not w.retiring]:
+                if self.stopping:
+                    return False
+                if old not in self.workers:
+                    continue  # it died meanwhile and was replaced
+                new = self._spawn(old.slot)
+                try:
+                    await new.became_ready
+                except RuntimeError as exc:
+                    log.error("Rolling restart stopped, old workers keep serving: {error}", error=str(exc))
+                    return False
+                self._retire(old)
+            log.info("Rolling restart done")
+            return True
+        finally:
+            self.rolling = False
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retiring = True
+        _signal(worker, signal.SIGTERM)
+        timer = self.reactor.callLater(
+            self.config.timeout_graceful_shutdown + _KILL_MARGIN, _signal, worker, signal.SIGKILL
+        )
+        worker.exited.addBoth(lambda result: (_cancel(timer), result)[1])
+
+    # -- stop --------------------------------------------------------------------------------------
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        self.stopping = True
+        for timer in self._restart_timers:
+            _cancel(timer)
+        # Our copies first: once the workers close theirs, the kernel refuses
+        # new connections instead of queueing them for nobody.
+        for listener in self.listeners:
+            if listener.sock is not None:
+                listener.sock.close()
+        workers = list(self.workers)
+        if workers:
+            log.info("Stopping {n} worker(s)", n=len(workers))
+        for worker in workers:
+            _cancel(worker.start_timer)
+            self._retire(worker)
+        if workers:
+            await defer.DeferredList([w.exited for w in workers], consumeErrors=True)
+        if self.exit_code == 0:
+            from .server import clear_exit_signal
+
+            clear_exit_signal(self.reactor)
+
+    def _fatal(self, message: str) -> None:
+        log.critical("{message}", message=message)
+        self.exit_code = 1
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(message))
+            self.ready.addErrback(lambda _: None)
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def _signal(worker: Worker, sig: int) -> None:
+    process = worker.process
+    if process is not None and process.pid is not None:
+        try:
+            process.signalProcess(sig)
+        except Exception:  # ProcessExitedAlready: it is gone anyway
+            pass
+
+
+def _cancel(timer: Any) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()
+
+
+def _on_signal(sig: int, action: Any) -> None:
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(sig, lambda _sig, _frame: action())
+
+
+# -- the worker side ---------------------------------------------------------------------------------
+
+_settings: dict[str, Any] | None = None
+_read = False
+
+
+def worker_settings() -> dict[str, Any] | None:
+    """This process's worker settings (from :data:`ENV`, which is then removed
+    so the app's own subprocesses are no workers), or None for a normal server."""
+    global _settings, _read
+    if not _read:
+        _read = True
+        raw = os.environ.pop(ENV, None)
+        if raw:
+            _settings = json.loads(raw)
+    return _settings
+
+
+def attach_worker(service: Any) -> None:
+    """Make ``service`` a worker: die with the parent, and tell it once listening."""
+    settings = worker_settings()
+    if settings is None:
+        return
+    _die_with_parent(int(settings["parent"]))
+    fd = int(settings["notify_fd"])
+
+    def ready(result: Any) -> Any:
+        try:
+            os.write(fd, b"ready\n")
+        except OSError:
+            pass
+        return result
+
+    service.ready.addCallback(ready)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the supervisor dies, so no orphan keeps serving."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent is gone already
