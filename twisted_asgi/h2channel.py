@@ -1,0 +1,498 @@
+"""The Twisted shell of HTTP/2: takes a connection over from the HTTP/1.1 channel
+(ALPN ``h2``, the cleartext preface, or ``Upgrade: h2c``), runs one app task
+per stream, and owns the connection's timers.
+
+The sans-IO :class:`~twisted_asgi.http2.HTTP2Connection` does the protocol; this
+module moves its bytes, starts each stream's :class:`~twisted_asgi.cycle.HTTPCycle`
+on the runner, and implements the runner's ``HTTPStream`` interface per stream:
+``send()`` waits while the transport is paused or the stream's window is shut,
+and received body bytes are acknowledged as the app takes them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .cycle import HTTPCycle
+from .events import Body, Data, EndOfMessage, Request, Response, StreamReset, Trailers
+from .http2 import (
+    ENHANCE_YOUR_CALM,
+    PREFACE,
+    ConnectionClosed,
+    HTTP2Connection,
+    StreamComplete,
+    WriteReady,
+    decode_settings,
+)
+from .http11 import error_response
+from .runner import HTTPTask
+from .scope import http_scope
+
+if TYPE_CHECKING:
+    from .channel import HTTPChannel
+    from .server import ASGIFactory
+
+__all__ = ["HTTP2Handler", "HTTP2Server", "install_http2"]
+
+log = Logger(namespace="twisted_asgi.http2")
+
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+# Request fields of the HTTP/1.1 request that asked for h2c that mean nothing
+# once it is stream 1 (RFC 7540 §3.2).
+_UPGRADE_FIELDS = frozenset({b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"transfer-encoding"})
+
+
+def install_http2(factory: ASGIFactory) -> HTTP2Server:
+    """Let ``factory``'s connections become HTTP/2 as its config allows."""
+    server = HTTP2Server(factory)
+    factory.sniffers.append(server.sniff)
+    if factory.config.h2c_upgrade:
+        factory.register_upgrade(b"h2c", server.upgrade)
+    return server
+
+
+class HTTP2Server:
+    """Chooses HTTP/2 for a connection and hands it to an :class:`HTTP2Handler`."""
+
+    def __init__(self, factory: ASGIFactory) -> None:
+        self.factory = factory
+        self.config = factory.config
+        #: First bytes held back while they may still be the start of the preface.
+        self._held: weakref.WeakKeyDictionary[HTTPChannel, bytes] = weakref.WeakKeyDictionary()
+
+    def sniff(self, channel: HTTPChannel, data: bytes) -> bool:
+        """The factory's first-bytes hook: take the connection when ALPN chose
+        ``h2``, or (cleartext) when it opens with the preface (RFC 9113 §3.3/3.4)."""
+        if getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
+            self._take(channel, data)
+            return True
+        if not self.config.h2c_prior_knowledge or channel.info is None or channel.info.tls:
+            return False
+        held = self._held.pop(channel, None)
+        buffered = held + data if held else data
+        if buffered.startswith(PREFACE):
+            self._take(channel, buffered)
+            return True
+        if PREFACE.startswith(buffered):
+            self._held[channel] = buffered  # e.g. "PRI * HT": wait for the rest
+            return True
+        if held is None:
+            return False
+        # What we held was not HTTP/2 after all ("P" then "OST /"): HTTP/1.1
+        # gets all of it, in order, and this sniffer says no this time.
+        channel.dataReceived(buffered)
+        return True
+
+    def _take(self, channel: HTTPChannel, data: bytes) -> None:
+        handler = HTTP2Handler(self, channel)
+        channel.hand_over(handler)
+        handler.core.initiate()
+        handler.data_received(data)
+
+    def upgrade(self, channel: HTTPChannel, request: Request, trailing: bytes) -> None:
+        """The ``Upgrade: h2c`` handler: ``101``, then the request is stream 1."""
+        settings = [v for n, v in request.headers if n == b"http2-settings"]
+        reason = None
+        if channel.info is not None and channel.info.tls:
+            reason = "h2c upgrade over TLS"  # RFC 7540 §3.3: TLS uses ALPN
+        elif len(settings) != 1:
+            reason = "h2c upgrade needs one HTTP2-Settings header"  # RFC 7540 §3.2.1
+        else:
+            try:
+                payload = decode_settings(settings[0])
+            except ValueError as exc:
+                reason = str(exc)
+        if reason is not None:
+            channel.write(error_response(400, reason, self.config.server_name))
+            channel.transport.loseConnection()
+            return
+        handler = HTTP2Handler(self, channel)
+        channel.hand_over(handler)
+        channel.write(_SWITCHING)
+        request.headers = [(n, v) for n, v in request.headers if n not in _UPGRADE_FIELDS]
+        try:
+            events = handler.core.initiate_upgrade(payload, request)
+        except Exception as exc:  # h2 refused the settings' values
+            log.info("Bad HTTP2-Settings from {client}: {error}", client=handler.client_text(), error=str(exc))
+            handler.core.close(1)
+            handler.flush_output()
+            handler.close_transport()
+            return
+        handler.handle(events)
+        handler.flush_output()
+        if channel.draining:
+            handler.drain()
+        if trailing:
+            handler.data_received(trailing)
+
+
+class HTTP2Handler:
+    """One HTTP/2 connection after the hand-over: the channel's handler
+    (``data_received``, ``connection_lost``, ``pause_producing``,
+    ``resume_producing``, ``drain``, ``abort``)."""
+
+    def __init__(self, server: HTTP2Server, channel: HTTPChannel) -> None:
+        self.server = server
+        self.factory = server.factory
+        self.config = server.config
+        self.channel = channel
+        self.clock = server.factory.clock
+        self.core = HTTP2Connection(self.config)
+        self.streams: dict[int, H2Stream] = {}
+        #: App calls still running (their streams may be gone).
+        self.running = 0
+        self.closed = False
+        self.draining = False
+        self._idle_timer: Any = None
+        self._send_timer: Any = None
+        self._closing = False
+
+    # -- the channel's handler side ------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed or self._closing:
+            return
+        self.handle(self.core.receive_data(data))
+        self.flush_output()
+        self._check_idle()
+
+    def connection_lost(self, reason: Failure) -> None:
+        self.closed = True
+        self._cancel_idle(send_timer=True)
+        for stream in list(self.streams.values()):
+            stream.gone()
+        self.streams.clear()
+
+    def pause_producing(self) -> None:
+        """The client reads slower than we write: every stream's ``send()`` now
+        waits (``write_paused`` reads the channel's flag), for ``timeout_send``
+        at most."""
+        timeout = self.config.timeout_send
+        if timeout and self._send_timer is None and not self.closed:
+            self._send_timer = self.clock.callLater(timeout, self._send_timed_out)
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        if self.closed or not self.channel.write_paused:
+            return
+        log.info(
+            "HTTP/2 client {client} read nothing for {timeout}s; dropping the connection",
+            client=self.client_text(),
+            timeout=self.config.timeout_send,
+        )
+        self.abort()
+
+    def resume_producing(self) -> None:
+        timer, self._send_timer = self._send_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        for stream in list(self.streams.values()):
+            if not self.core.write_blocked(stream.stream_id):
+                stream.writable()
+
+    def drain(self) -> None:
+        """Graceful shutdown: GOAWAY, open streams finish, then close."""
+        self.draining = True
+        if self.closed or self._closing:
+            return
+        self.core.go_away()
+        self.flush_output()
+        self._check_idle()
+
+    def abort(self) -> None:
+        """Drop the connection now (graceful shutdown ran out of time)."""
+        self.closed = True
+        self._cancel_idle(send_timer=True)
+        self.channel.transport.abortConnection()
+        for stream in list(self.streams.values()):
+            stream.gone(cancel=True)
+
+    # -- core events -----------------------------------------------------------------
+
+    def handle(self, events: list[Any]) -> None:
+        """Act on the core's events, in order."""
+        streams = self.streams
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                stream = streams.get(event.stream_id)
+                if stream is not None and stream.task is not None:
+                    stream.fed += len(event.data)
+                    stream.task.feed_data(event.data)
+                else:
+                    self.core.consumed(event.stream_id, len(event.data))
+            elif kind is Request:
+                self._start(event)
+            elif kind is EndOfMessage:
+                stream = streams.get(event.stream_id)
+                if stream is not None and stream.task is not None:
+                    stream.task.feed_end()
+            elif kind is WriteReady:
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.cancel_send_timer()
+                    if not self.channel.write_paused:
+                        stream.writable()
+            elif kind is StreamComplete:
+                self._log(event)
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.complete = True
+                    self._forget(stream)
+            elif kind is StreamReset:
+                stream = streams.get(event.stream_id)
+                if stream is not None:
+                    stream.complete = True
+                    stream.gone()
+                    self._forget(stream)
+            elif kind is ConnectionClosed:
+                self._closed_by_core(event)
+
+    def _start(self, request: Request) -> None:
+        stream_id = request.stream_id
+        if self.running >= self.config.limit_concurrent_streams:
+            # App calls of reset streams still run: a new stream must wait for
+            # them (RFC 9113 §8.7: REFUSED_STREAM, the client may retry).
+            self.handle(self.core.refuse(stream_id))
+            return
+        stream = H2Stream(self, request)
+        self.streams[stream_id] = stream
+        cycle = HTTPCycle(0, request.has_body, request.expect_continue)
+        scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
+        self.running += 1
+        self._cancel_idle()
+        stream.task = self.factory.runner.start_http(scope, cycle, stream)
+
+    def _closed_by_core(self, event: ConnectionClosed) -> None:
+        self._closing = True
+        if event.error_code:
+            log.info(
+                "HTTP/2 connection from {client} closed: {reason} (error {code})",
+                client=self.client_text(),
+                reason=event.reason,
+                code=event.error_code,
+            )
+        # A budget ran out: the work the client caused stops now, not after
+        # the app-close timeout.
+        cancel = event.error_code == ENHANCE_YOUR_CALM
+        for stream in list(self.streams.values()):
+            stream.gone(cancel=cancel)
+
+    def _forget(self, stream: H2Stream) -> None:
+        if stream.complete and stream.finished:
+            self.streams.pop(stream.stream_id, None)
+
+    def app_done(self, stream: H2Stream) -> None:
+        self.running -= 1
+        self._forget(stream)
+        self._check_idle()
+
+    # -- output, closing, timers ---------------------------------------------------------
+
+    def flush_output(self) -> None:
+        data = self.core.data_to_send()
+        if data and not self.closed:
+            self.channel.write(data)
+        if self._closing and not self.closed:
+            self.close_transport()
+
+    def close_transport(self) -> None:
+        """Close after what was written, promptly: over TLS, without waiting
+        for the client's close_notify, which a client that broke the protocol
+        may never send."""
+        self.closed = True
+        self._cancel_idle()
+        transport = self.channel.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
+        lower = getattr(transport, "transport", None)
+        if ISSLTransport.providedBy(transport) and lower is not None:
+            lower.loseConnection()
+
+    def _check_idle(self) -> None:
+        """No request in progress: after a drain, close; else the keep-alive
+        timeout runs (0: close at once)."""
+        if self.closed or self._closing or self.running or self.core.open_streams:
+            return
+        if self.draining:
+            self._go_away_and_close()
+            return
+        if self._idle_timer is None:
+            # Before the first request the head timeout applies, as on HTTP/1.1.
+            first = not self.core.h2.highest_inbound_stream_id
+            timeout = self.config.timeout_request_head if first else self.config.timeout_keep_alive
+            if timeout:
+                self._idle_timer = self.clock.callLater(timeout, self._on_idle)
+            elif not first:
+                self._go_away_and_close()
+
+    def _on_idle(self) -> None:
+        self._idle_timer = None
+        if not (self.closed or self._closing or self.running or self.core.open_streams):
+            self._go_away_and_close()
+
+    def _go_away_and_close(self) -> None:
+        self.core.go_away()
+        self._closing = True
+        self.flush_output()
+
+    def _cancel_idle(self, send_timer: bool = False) -> None:
+        for name in ("_idle_timer", "_send_timer") if send_timer else ("_idle_timer",):
+            timer = getattr(self, name)
+            setattr(self, name, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    # -- logging ---------------------------------------------------------------------
+
+    def client_text(self) -> str:
+        info = self.channel.info
+        client = info.client if info is not None else None
+        return f"{client[0]}:{client[1]}" if client else "unix socket"
+
+    def _log(self, event: StreamComplete) -> None:
+        access_log = self.factory.access_log
+        if access_log is None or event.request is None:
+            return
+        stream = self.streams.get(event.stream_id)
+        duration = self.clock.seconds() - stream.started_at if stream is not None else 0.0
+        access_log.log_http(self.channel.info, event.request, event.status, event.bytes_sent, duration)
+
+
+class H2Stream:
+    """One HTTP/2 stream as its app task sees it: the runner's ``HTTPStream``."""
+
+    __slots__ = ("handler", "stream_id", "request", "task", "fed", "complete", "finished", "started_at", "send_timer")
+
+    def __init__(self, handler: HTTP2Handler, request: Request) -> None:
+        self.handler = handler
+        self.stream_id = request.stream_id
+        self.request = request
+        self.task: HTTPTask | None = None
+        #: Body bytes given to the app's queue so far.
+        self.fed = 0
+        #: The stream is over on the wire (response sent, or reset).
+        self.complete = False
+        #: The app call has returned.
+        self.finished = False
+        self.started_at = handler.clock.seconds()
+        self.send_timer: Any = None
+
+    @property
+    def write_paused(self) -> bool:
+        handler = self.handler
+        return handler.channel.write_paused or handler.core.write_blocked(self.stream_id)
+
+    def _live(self, task: HTTPTask) -> bool:
+        return task is self.task and not self.complete and not self.handler.closed
+
+    def send_response(self, task: HTTPTask, event: Response) -> None:
+        if self._live(task):
+            self.handler.core.send_response(self.stream_id, event.status, event.headers)
+
+    def send_body(self, task: HTTPTask, event: Body) -> None:
+        if not self._live(task):
+            return
+        handler = self.handler
+        try:
+            events = handler.core.send_body(self.stream_id, event.data, event.more, task.cycle.trailers_wanted)
+        finally:
+            handler.flush_output()
+        self._after_send(events)
+
+    def send_trailers(self, task: HTTPTask, event: Trailers) -> None:
+        if self._live(task):
+            events = self.handler.core.send_trailers(self.stream_id, event.headers)
+            self.handler.flush_output()
+            self._after_send(events)
+
+    def _after_send(self, events: list[Any]) -> None:
+        handler = self.handler
+        handler.handle(events)
+        handler.flush_output()
+        timeout = handler.config.timeout_send
+        if timeout and self.send_timer is None and handler.core.write_blocked(self.stream_id) and not self.complete:
+            # A client that never opens the stream's window holds the app's
+            # send() forever; timeout_send bounds it as for a socket.
+            self.send_timer = handler.clock.callLater(timeout, self._send_timed_out)
+
+    def send_continue(self, task: HTTPTask) -> None:
+        if self._live(task):
+            self.handler.core.send_continue(self.stream_id)
+            self.handler.flush_output()
+
+    def resume_reading(self, task: HTTPTask) -> None:
+        """The app took body bytes: acknowledge them (RFC 9113 §6.9)."""
+        if task is not self.task or self.handler.closed:
+            return
+        taken = self.fed - task.cycle.queued
+        if taken > 0:
+            self.fed -= taken
+            self.handler.core.consumed(self.stream_id, taken)
+            self.handler.flush_output()
+
+    def app_finished(self, task: HTTPTask) -> None:
+        if task is not self.task:
+            return
+        self.finished = True
+        handler = self.handler
+        if not self.complete and not handler.closed and not task.cycle.response_complete:
+            # The app returned (or failed) before completing its response.
+            self._fail(503 if task.outcome == "cancelled" else 500, "the application failed to answer")
+        handler.app_done(self)
+
+    def app_timed_out(self, task: HTTPTask) -> None:
+        if self._live(task) and not task.cycle.response_complete:
+            self._fail(503, "the application did not answer in time")
+
+    def _fail(self, status: int, reason: str) -> None:
+        handler = self.handler
+        if (self.task is not None and not self.task.cycle.response_started) or self._head_pending():
+            events = handler.core.error_response(self.stream_id, status, reason)
+        else:
+            events = handler.core.reset(self.stream_id)
+        handler.handle(events)
+        handler.flush_output()
+
+    def _head_pending(self) -> bool:
+        stream = self.handler.core.streams.get(self.stream_id)
+        return stream is not None and stream.head is not None and not stream.bytes_sent
+
+    def writable(self) -> None:
+        if self.task is not None:
+            self.task.writable()
+
+    def gone(self, cancel: bool = False) -> None:
+        """The stream is over for the app: http.disconnect, and with ``cancel``
+        the task is cancelled at once."""
+        self.complete = True
+        self.cancel_send_timer()
+        task = self.task
+        if task is not None:
+            task.feed_disconnect()
+            if cancel and task.task is not None and not task.task.done():
+                task.task.cancel()
+
+    def cancel_send_timer(self) -> None:
+        timer, self.send_timer = self.send_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _send_timed_out(self) -> None:
+        self.send_timer = None
+        handler = self.handler
+        if self.complete or handler.closed or not handler.core.write_blocked(self.stream_id):
+            return
+        log.info(
+            "HTTP/2 client {client} opened no window on stream {stream} for {timeout}s; resetting it",
+            client=handler.client_text(),
+            stream=self.stream_id,
+            timeout=handler.config.timeout_send,
+        )
+        handler.handle(handler.core.reset(self.stream_id))
+        handler.flush_output()

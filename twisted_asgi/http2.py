@@ -1,0 +1,841 @@
+"""Sans-IO HTTP/2 server connection over the h2 library (RFC 9113).
+
+Bytes in (:meth:`HTTP2Connection.receive_data`) give the neutral events of
+:mod:`~twisted_asgi.events` (:class:`Request` with ``http_version="2"``,
+:class:`Data`, :class:`EndOfMessage`, :class:`StreamReset`) plus three of this
+module (:class:`WriteReady`, :class:`StreamComplete`, :class:`ConnectionClosed`);
+response events in give bytes out (:meth:`data_to_send`). Nothing here reads a
+socket, starts a timer or runs an app; :mod:`twisted_asgi.h2channel` does that.
+
+What this module adds to h2:
+
+* request validation of its own (h2's ``validate_inbound_headers`` is off), so a
+  malformed request is a *stream* error (RST_STREAM PROTOCOL_ERROR, RFC 9113
+  §8.1.1) and not the end of every other stream on the connection; the same for
+  a body that does not match its ``content-length``;
+* per-stream flow control both ways: received DATA is acknowledged only when the
+  shell says the app took it (:meth:`consumed`); response bytes wait in a
+  per-stream queue for the stream's window, and streams take turns;
+* abuse budgets from :class:`~twisted_asgi.config.Config`, each ending in GOAWAY
+  ENHANCE_YOUR_CALM: stream resets the client causes, its own or ours
+  (CVE-2023-44487 rapid reset, CVE-2025-8671 MadeYouReset); frames that do no
+  work (PING, SETTINGS, PRIORITY, empty DATA and CONTINUATION, unknown types;
+  CVE-2019-9512/9515/9518); header blocks larger than the header-list limit,
+  counted frame by frame before h2 buffers them (CVE-2024-27316), and HPACK
+  bombs (the decoder's own limit);
+* a graceful GOAWAY that lets open streams finish (h2 itself can send nothing
+  after its GOAWAY).
+
+Imports neither Twisted nor asyncio.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame, SettingsFrame
+
+from .config import Config
+from .events import AppError, Data, EndOfMessage, Headers, Request, StreamReset
+from .http11 import http_date
+
+__all__ = [
+    "ENHANCE_YOUR_CALM",
+    "PREFACE",
+    "ConnectionClosed",
+    "HTTP2Connection",
+    "StreamComplete",
+    "WriteReady",
+    "decode_settings",
+]
+
+#: The client connection preface (RFC 9113 §3.4).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: The GOAWAY code of a budget that ran out (RFC 9113 §7).
+ENHANCE_YOUR_CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
+
+_MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+
+# RFC 9113 §8.2.1: field names are lowercase tokens; values have no NUL, CR or
+# LF and no whitespace at either end.
+_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+# RFC 9113 §8.2.2: connection-specific fields make a request malformed.
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+# Frame types (RFC 9113 §6) and flags, for the frame-header scan.
+_DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x9
+_KNOWN_TYPES = frozenset(range(0x0, 0xA))
+_END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
+
+
+# -- events of this module -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WriteReady:
+    """Everything the app sent on the stream has gone to the wire: its
+    ``send()`` may go on."""
+
+    stream_id: int
+
+
+@dataclass(slots=True)
+class StreamComplete:
+    """The response on the stream is complete (END_STREAM sent), for the access log."""
+
+    stream_id: int
+    status: int
+    bytes_sent: int
+    request: Request | None
+
+
+@dataclass(slots=True)
+class ConnectionClosed:
+    """The connection is over (GOAWAY sent or received): write what is left, close."""
+
+    error_code: int
+    reason: str
+
+
+def decode_settings(value: bytes) -> bytes:
+    """The SETTINGS payload in an ``HTTP2-Settings`` header (RFC 7540 §3.2.1:
+    base64url, padding optional).
+
+    :raises ValueError: it is not base64url or not whole settings.
+    """
+    value = value.strip()
+    try:
+        payload = base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("HTTP2-Settings is not base64url") from None
+    if len(payload) % 6:
+        raise ValueError("HTTP2-Settings is not a list of settings")
+    frame = SettingsFrame(0)
+    frame.parse_body(memoryview(payload))
+    for code, value in frame.settings.items():
+        if (
+            (code == SettingCodes.ENABLE_PUSH and value > 1)
+            or (code == SettingCodes.INITIAL_WINDOW_SIZE and value > _MAX_WINDOW)
+            or (code == SettingCodes.MAX_FRAME_SIZE and not 16384 <= value <= 2**24 - 1)
+        ):
+            raise ValueError("HTTP2-Settings holds a value out of range")  # RFC 9113 §6.5.2
+    return payload
+
+
+class _Stream:
+    """One stream's state on our side."""
+
+    __slots__ = (
+        "request",
+        "received",
+        "expected",
+        "unacked",
+        "head",
+        "no_body",
+        "remaining",
+        "outbound",
+        "queued",
+        "end",
+        "trailers",
+        "done",
+        "status",
+        "bytes_sent",
+        "request_complete",
+        "answered",
+    )
+
+    def __init__(self) -> None:
+        self.request: Request | None = None
+        self.received = 0
+        self.expected: int | None = None
+        #: Flow-controlled bytes received and not yet acknowledged.
+        self.unacked = 0
+        self.head: Headers | None = None
+        self.no_body = False
+        self.remaining: int | None = None
+        self.outbound: deque[memoryview] = deque()
+        self.queued = 0
+        self.end = False
+        self.trailers: Headers | None = None
+        self.done = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.request_complete = False
+        #: We answered the stream ourselves; the app has no (more) part in it.
+        self.answered = False
+
+
+class HTTP2Connection:
+    """One HTTP/2 server connection, without I/O.
+
+    :param config: the SETTINGS, limits and budgets.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=False,
+                header_encoding=None,
+                # Checked here instead, as stream errors (RFC 9113 §8.1.1).
+                validate_inbound_headers=False,
+                # Cookie fields are joined here, where the order of fields is kept.
+                normalize_inbound_headers=False,
+            )
+        )
+        window = config.limit_h2_stream_window_bytes
+        self.h2.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: config.limit_concurrent_streams,
+                SettingCodes.INITIAL_WINDOW_SIZE: window,
+                SettingCodes.MAX_FRAME_SIZE: config.limit_h2_frame_bytes,
+                SettingCodes.MAX_HEADER_LIST_SIZE: config.limit_h2_header_list_bytes,
+            },
+        )
+        # Initial values take effect at once (h2 applies only *changes* on the
+        # client's ACK), so its decoder and frame reader get them from us. The
+        # decoder stops at twice the advertised list size: between the two the
+        # stream gets 431, beyond it the block is a bomb and the connection ends.
+        self.h2.decoder.max_header_list_size = 2 * config.limit_h2_header_list_bytes
+        self.h2.max_inbound_frame_size = config.limit_h2_frame_bytes
+        self.streams: dict[int, _Stream] = {}
+        #: Streams with response bytes waiting for flow-control window, in turn order.
+        self._sending: dict[int, _Stream] = {}
+        self._extra = b""
+        self._events: list[Any] = []
+        #: Stream ids above this are refused (after our graceful GOAWAY).
+        self.last_stream_id: int | None = None
+        self.closed = False
+        # Budgets (see the module docstring); None: no limit.
+        self._resets = config.limit_h2_resets or None
+        self._overhead = config.limit_h2_control_frames or None
+        # Frame-header scan state.
+        self._preface_left = len(PREFACE)
+        self._header = b""
+        self._skip = 0
+        self._block: int | None = None  # compressed bytes of the header block being received
+        self._highest_seen = 0
+        self._block_cap = 2 * config.limit_h2_header_list_bytes
+
+    # -- starting ------------------------------------------------------------------------
+
+    def initiate(self) -> None:
+        """Queue the server connection preface (our SETTINGS) and open the
+        connection window to one stream window per allowed stream, so that no
+        stream waits for another's unread body (RFC 9113 §6.9)."""
+        self.h2.initiate_connection()
+        self._open_connection_window()
+
+    def initiate_upgrade(self, settings: bytes, request: Request) -> list[Any]:
+        """Start HTTP/2 after ``101 Switching Protocols`` (RFC 7540 §3.2): the
+        client's ``HTTP2-Settings`` apply, and ``request`` is stream 1,
+        complete. Returns its events."""
+        self.h2.initiate_upgrade_connection(base64.urlsafe_b64encode(settings))
+        self._open_connection_window()
+        stream = self.streams[1] = _Stream()
+        stream.request = request
+        stream.request_complete = True
+        self._highest_seen = 1
+        request.stream_id = 1
+        return [request, EndOfMessage(1)]
+
+    def _open_connection_window(self) -> None:
+        target = min(_MAX_WINDOW, self.config.limit_h2_stream_window_bytes * self.config.limit_concurrent_streams)
+        increment = target - self.h2.inbound_flow_control_window
+        if increment > 0:
+            self.h2.increment_flow_control_window(increment)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Any]:
+        """Process bytes from the client; return the events they make."""
+        if self.closed:
+            return []
+        events = self._events = []
+        cut, reason = self._scan(data)
+        if cut is not None:
+            data = data[:cut]
+        try:
+            h2_events = self.h2.receive_data(data) if data else []
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has queued its GOAWAY; what came before the error still counts.
+            self.closed = True
+            code = int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR) or ErrorCodes.PROTOCOL_ERROR)
+            events.append(ConnectionClosed(code, f"protocol error: {exc}"))
+            return events
+        resets = {e.stream_id for e in h2_events if type(e) is h2.events.StreamReset}
+        for event in h2_events:
+            if self.closed:
+                break
+            self._on_h2_event(event, resets)
+        if reason is not None and not self.closed:
+            self._calm(reason)
+        if not self.closed:
+            self._flush()
+        return events
+
+    def _scan(self, data: bytes) -> tuple[int | None, str | None]:
+        """Walk the frame headers in ``data`` before h2 sees the frames, and
+        charge the budgets. Returns where to cut ``data`` (the start of the
+        frame that ran a budget out) and why, or ``(None, None)``."""
+        i, n = 0, len(data)
+        while i < n:
+            if self._preface_left:
+                step = min(self._preface_left, n - i)
+                self._preface_left -= step
+                i += step
+                continue
+            if self._skip:
+                step = min(self._skip, n - i)
+                self._skip -= step
+                i += step
+                continue
+            need = 9 - len(self._header)
+            start = i - len(self._header)
+            self._header += data[i : i + need]
+            i += min(need, n - i)
+            if len(self._header) < 9:
+                break
+            header, self._header = self._header, b""
+            length = int.from_bytes(header[:3], "big")
+            kind, flags = header[3], header[4]
+            stream_id = int.from_bytes(header[5:9], "big") & _MAX_WINDOW
+            reason = self._charge(length, kind, flags, stream_id)
+            if reason is not None:
+                return max(start, 0), reason
+            self._skip = length
+        return None, None
+
+    def _charge(self, length: int, kind: int, flags: int, stream_id: int) -> str | None:
+        """Budget accounting for one frame header; the reason to stop, or None."""
+        overhead = False
+        if kind == _DATA:
+            if flags & _END_STREAM == 0 and (length == 0 or (flags & _PADDED and length <= 256)):
+                overhead = True  # no data, or only padding (CVE-2019-9518)
+            else:
+                self._refund()
+        elif kind == _HEADERS:
+            if stream_id > self._highest_seen:
+                self._highest_seen = stream_id
+                self._refund()
+            if flags & _END_HEADERS == 0:
+                self._block = length
+            elif length == 0:
+                overhead = True
+        elif kind == _CONTINUATION:
+            if self._block is not None:
+                self._block += length
+                if self._block > self._block_cap:
+                    return "header block too large"
+                if flags & _END_HEADERS:
+                    self._block = None
+            overhead = length == 0
+        elif kind in (_PING, _SETTINGS):
+            overhead = flags & _ACK == 0
+        elif kind == _PRIORITY or kind not in _KNOWN_TYPES:
+            overhead = True
+        if overhead and self._overhead is not None:
+            self._overhead -= 1
+            if self._overhead < 0:
+                return "too many frames that do no work"
+        return None
+
+    def _refund(self) -> None:
+        if self._overhead is not None and self._overhead < self.config.limit_h2_control_frames:
+            self._overhead += 1
+
+    def _on_h2_event(self, event: Any, resets: set[int]) -> None:
+        kind = type(event)
+        events = self._events
+        if kind is h2.events.DataReceived:
+            self._on_data(event)
+        elif kind is h2.events.RequestReceived:
+            self._on_request(event, event.stream_id in resets)
+        elif kind is h2.events.StreamEnded:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream.request is not None and not stream.request_complete:
+                if stream.expected is not None and stream.expected != stream.received and not stream.answered:
+                    self._malformed(event.stream_id, "body shorter than content-length")
+                    return
+                stream.request_complete = True
+                if not stream.answered:
+                    events.append(EndOfMessage(event.stream_id))
+                self._maybe_finish(event.stream_id, stream)
+        elif kind is h2.events.StreamReset:
+            # The client's RST_STREAM, or h2's own answer to a frame that broke
+            # the stream: either way the client caused it (RFC 9113 §5.4.2).
+            self._stream_gone(event.stream_id)
+            self._charge_reset()
+        elif kind is h2.events.TrailersReceived:
+            # Request trailers have no place in ASGI; a pseudo-header there is
+            # malformed (RFC 9113 §8.1).
+            if any(name[:1] == b":" for name, _ in event.headers):
+                self._malformed(event.stream_id, "pseudo-header in trailers")
+        elif kind is h2.events.ConnectionTerminated:
+            self.closed = True
+            events.append(ConnectionClosed(int(event.error_code or 0), "client sent GOAWAY"))
+
+    def _on_request(self, event: Any, reset_later: bool) -> None:
+        stream_id = event.stream_id
+        stream = self.streams[stream_id] = _Stream()
+        if self.last_stream_id is not None and stream_id > self.last_stream_id:
+            # After our GOAWAY (RFC 9113 §6.8): decoded for HPACK's sake, refused.
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        try:
+            request, size = _parse_request(stream_id, event.headers, event.stream_ended is not None)
+        except ValueError as exc:
+            self._malformed(stream_id, str(exc))
+            return
+        stream.request = request
+        stream.expected = request.content_length
+        stream.request_complete = not request.has_body
+        if reset_later:
+            return  # the client resets it in the same read: no app for it
+        config = self.config
+        if size > config.limit_h2_header_list_bytes or len(request.headers) > config.limit_request_headers:
+            self._answer(stream_id, 431, "request header list too large")
+        elif request.method == b"CONNECT":
+            self._answer(stream_id, 501, "CONNECT is not supported")
+        elif config.limit_request_body_bytes and (request.content_length or 0) > config.limit_request_body_bytes:
+            self._answer(stream_id, 413, "request body too large")
+        else:
+            self._events.append(request)
+            if not request.has_body:
+                self._events.append(EndOfMessage(stream_id))
+
+    def _on_data(self, event: Any) -> None:
+        stream_id = event.stream_id
+        stream = self.streams.get(stream_id)
+        data = event.data
+        padding = event.flow_controlled_length - len(data)
+        if stream is None or stream.request is None or stream.answered:
+            self.h2.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            return
+        if padding:
+            self.h2.acknowledge_received_data(padding, stream_id)  # the app never sees padding
+        stream.received += len(data)
+        stream.unacked += len(data)
+        if stream.expected is not None and stream.received > stream.expected:
+            self._malformed(stream_id, "body longer than content-length")
+            return
+        limit = self.config.limit_request_body_bytes
+        if limit and stream.received > limit:
+            self._events.append(StreamReset(stream_id))
+            if not stream.status:
+                self._answer(stream_id, 413, "request body too large")
+            else:
+                self._reset(stream_id, ErrorCodes.CANCEL)
+                self._stream_gone(stream_id)
+            return
+        if data:
+            self._events.append(Data(stream_id, data))
+
+    # -- the app's side --------------------------------------------------------------------
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        """The app took ``size`` body bytes of the stream: open the windows again
+        (h2 sends WINDOW_UPDATE once enough has been taken, RFC 9113 §6.9)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or size <= 0 or self.closed:
+            return
+        size = min(size, stream.unacked)
+        stream.unacked -= size
+        if size:
+            self.h2.acknowledge_received_data(size, stream_id)
+
+    def send_continue(self, stream_id: int) -> None:
+        """``100 Continue`` (RFC 9110 §10.1.1), when the app first waits for the body."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and not stream.done and not self.closed and stream.status == 0:
+            self.h2.send_headers(stream_id, [(b":status", b"100")])
+
+    def send_response(self, stream_id: int, status: int, headers: Headers) -> None:
+        """Prepare the response head; it goes out with the first body bytes, so an
+        app that fails before them can still get a clean 500."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.done or stream.answered or self.closed:
+            return
+        self._head(stream, status, headers)
+
+    def _head(self, stream: _Stream, status: int, headers: Headers) -> None:
+        request = stream.request
+        out: Headers = [(b":status", b"%d" % status)]
+        have_server = have_date = False
+        remaining = None
+        for name, value in headers:
+            name = name.lower()
+            if name in _CONNECTION_SPECIFIC or name == b"te":
+                continue  # RFC 9113 §8.2.2: not in HTTP/2
+            value = value.strip(b" \t")
+            if name == b"content-length":
+                if not value.isdigit():
+                    raise AppError(f"invalid Content-Length header {value!r}")
+                if status == 204:
+                    continue
+                remaining = int(value)
+            elif name == b"server":
+                have_server = True
+            elif name == b"date":
+                have_date = True
+            out.append((name, value))
+        if not have_server and self.config.server_name:
+            out.append((b"server", self.config.server_name.encode("latin-1")))
+        if not have_date and self.config.send_date:
+            out.append((b"date", http_date()))
+        stream.head = out
+        stream.status = status
+        stream.no_body = status in _NO_BODY_STATUSES or (request is not None and request.method == b"HEAD")
+        stream.remaining = None if stream.no_body else remaining
+
+    def send_body(self, stream_id: int, data: bytes, more: bool, trailers: bool = False) -> list[Any]:
+        """Queue body bytes (``more`` False: the last, and the stream ends unless
+        ``trailers`` follow); send what the windows allow. Returns events.
+
+        :raises AppError: the body overruns or falls short of the app's own
+            ``content-length``; the stream has been reset.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.done or stream.answered or self.closed:
+            return []
+        self._events = []
+        self._queue_body(stream_id, stream, data, more, trailers)
+        self._flush()
+        return self._events
+
+    def _queue_body(self, stream_id: int, stream: _Stream, data: bytes, more: bool, trailers: bool = False) -> None:
+        if stream.no_body:
+            data = b""
+        if stream.remaining is not None:
+            stream.remaining -= len(data)
+            if stream.remaining < 0 or (not more and stream.remaining > 0):
+                self._reset(stream_id, ErrorCodes.INTERNAL_ERROR)
+                self._stream_gone(stream_id)
+                longer = "longer" if stream.remaining < 0 else "shorter"
+                raise AppError(f"Response content {longer} than Content-Length")
+        if data:
+            stream.outbound.append(memoryview(data))
+            stream.queued += len(data)
+        if not more:
+            stream.end = not trailers
+        self._sending[stream_id] = stream
+
+    def send_trailers(self, stream_id: int, headers: Headers) -> list[Any]:
+        """Queue the trailer fields that end the response (RFC 9113 §8.1)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.done or stream.answered or self.closed:
+            return []
+        self._events = []
+        stream.trailers = [(n.lower(), v.strip(b" \t")) for n, v in headers if n.lower() not in _CONNECTION_SPECIFIC]
+        stream.end = True
+        self._sending[stream_id] = stream
+        self._flush()
+        return self._events
+
+    def write_blocked(self, stream_id: int) -> bool:
+        """True while the stream has response bytes waiting for window."""
+        return stream_id in self._sending
+
+    def error_response(self, stream_id: int, status: int, reason: str) -> list[Any]:
+        """Answer the stream ourselves (the app never saw it, or failed before
+        its first body bytes)."""
+        self._events = []
+        if not self.closed:
+            self._answer(stream_id, status, reason)
+            self._flush()
+        return self._events
+
+    def _answer(self, stream_id: int, status: int, reason: str) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.done or stream.answered:
+            return
+        body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+        stream.outbound.clear()
+        stream.queued = 0
+        stream.trailers = None
+        self._head(stream, status, headers)
+        self._queue_body(stream_id, stream, body, False)
+        stream.answered = True
+
+    def reset(self, stream_id: int) -> list[Any]:
+        """Reset a stream for the app's sake (it failed mid-response, or the
+        client left its window shut too long); returns events."""
+        self._events = []
+        stream = self.streams.get(stream_id)
+        if stream is not None and not stream.done and not self.closed:
+            self._reset(stream_id, ErrorCodes.INTERNAL_ERROR)
+            self._stream_gone(stream_id)
+        return self._events
+
+    def refuse(self, stream_id: int) -> list[Any]:
+        """Refuse a new stream (REFUSED_STREAM: the client may retry it, RFC 9113
+        §8.7); it counts against the reset budget. Returns events."""
+        self._events = []
+        if stream_id in self.streams and not self.closed:
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            self.streams[stream_id].answered = True  # no app saw it
+            self._stream_gone(stream_id)
+            self._charge_reset()
+        return self._events
+
+    # -- flow control out ------------------------------------------------------------------
+
+    def flush(self) -> list[Any]:
+        """Send what the windows allow (after the window opened); return events."""
+        self._events = []
+        if not self.closed:
+            self._flush()
+        return self._events
+
+    def _flush(self) -> None:
+        """Streams take turns, one frame each per round, so a big response does
+        not hold the connection window away from small ones."""
+        h2conn = self.h2
+        while self._sending:
+            progress = False
+            for stream_id, stream in list(self._sending.items()):
+                if stream.head is not None:
+                    head, stream.head = stream.head, None
+                    end = stream.end and not stream.queued and not stream.trailers
+                    h2conn.send_headers(stream_id, head, end_stream=end)
+                    progress = True
+                    if end:
+                        self._sent_all(stream_id, stream)
+                        continue
+                if stream.outbound:
+                    window = min(h2conn.local_flow_control_window(stream_id), h2conn.max_outbound_frame_size)
+                    if window <= 0:
+                        continue  # may be negative after a SETTINGS change (RFC 9113 §6.9.2)
+                    chunk = stream.outbound[0]
+                    if len(chunk) > window:
+                        stream.outbound[0] = chunk[window:]
+                        chunk = chunk[:window]
+                    else:
+                        stream.outbound.popleft()
+                    stream.queued -= len(chunk)
+                    last = not stream.outbound and stream.end and not stream.trailers
+                    h2conn.send_data(stream_id, chunk, end_stream=last)
+                    stream.bytes_sent += len(chunk)
+                    self._refund()
+                    progress = True
+                    if stream.outbound:
+                        continue
+                    if last:
+                        self._sent_all(stream_id, stream)
+                        continue
+                if stream.trailers:
+                    h2conn.send_headers(stream_id, stream.trailers, end_stream=True)
+                    progress = True
+                    self._sent_all(stream_id, stream)
+                elif stream.end:
+                    h2conn.send_data(stream_id, b"", end_stream=True)
+                    progress = True
+                    self._sent_all(stream_id, stream)
+                else:
+                    del self._sending[stream_id]
+                    self._events.append(WriteReady(stream_id))
+            if not progress:
+                break
+
+    def _sent_all(self, stream_id: int, stream: _Stream) -> None:
+        self._sending.pop(stream_id, None)
+        stream.done = True
+        self._events.append(WriteReady(stream_id))
+        self._events.append(StreamComplete(stream_id, stream.status, stream.bytes_sent, stream.request))
+        self._refund_reset()
+        self._maybe_finish(stream_id, stream)
+
+    def _maybe_finish(self, stream_id: int, stream: _Stream) -> None:
+        if not stream.done:
+            return
+        if not stream.request_complete:
+            # Answered before the body ended: tell the client to stop sending
+            # (RFC 9113 §8.1, RST_STREAM NO_ERROR); its unread bytes free the
+            # connection window, and an app still reading is told.
+            self._reset(stream_id, ErrorCodes.NO_ERROR)
+            if not stream.answered:
+                self._events.append(StreamReset(stream_id))
+        self.streams.pop(stream_id, None)
+
+    # -- resets and errors ---------------------------------------------------------------------
+
+    def _reset(self, stream_id: int, code: int) -> None:
+        stream = self.streams.get(stream_id)
+        try:
+            self.h2.reset_stream(stream_id, code)
+        except h2.exceptions.NoSuchStreamError:
+            pass  # already closed on h2's side (a reset crossed ours)
+        if stream is not None and stream.unacked:
+            # Credits the connection window only: the stream is closed.
+            self.h2.acknowledge_received_data(stream.unacked, stream_id)
+            stream.unacked = 0
+
+    def _malformed(self, stream_id: int, reason: str) -> None:
+        """A malformed request: stream error PROTOCOL_ERROR (RFC 9113 §8.1.1),
+        caused by the client, so it counts against the reset budget."""
+        self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+        self._stream_gone(stream_id)
+        self._charge_reset()
+
+    def _stream_gone(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        self._sending.pop(stream_id, None)
+        if stream is not None:
+            if stream.unacked:
+                self.h2.acknowledge_received_data(stream.unacked, stream_id)
+            if not stream.done:
+                stream.done = True
+                if stream.request is not None and not stream.answered:
+                    self._events.append(StreamReset(stream_id))
+
+    def _charge_reset(self) -> None:
+        if self._resets is not None:
+            self._resets -= 1
+            if self._resets < 0:
+                self._calm("too many stream resets")
+
+    def _refund_reset(self) -> None:
+        if self._resets is not None and self._resets < self.config.limit_h2_resets:
+            self._resets += 1
+
+    def _calm(self, reason: str) -> None:
+        """A budget ran out: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §5.4.1), the end."""
+        if self.closed:
+            return
+        self.closed = True
+        self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, reason.encode("ascii"))
+        self._events.append(ConnectionClosed(int(ErrorCodes.ENHANCE_YOUR_CALM), reason))
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def go_away(self) -> None:
+        """Graceful shutdown: GOAWAY NO_ERROR naming the last stream we take;
+        streams up to it may finish, later ones are refused (RFC 9113 §6.8).
+
+        h2 sends nothing after a GOAWAY of its own, so this frame is ours.
+        """
+        if self.closed or self.last_stream_id is not None:
+            return
+        self.last_stream_id = self.h2.highest_inbound_stream_id
+        frame = GoAwayFrame(0, last_stream_id=self.last_stream_id, error_code=ErrorCodes.NO_ERROR)
+        self._extra += frame.serialize()
+
+    def close(self, code: int = ErrorCodes.NO_ERROR, reason: str = "") -> None:
+        """End the connection now with a final GOAWAY."""
+        if not self.closed:
+            self.closed = True
+            self.h2.close_connection(code, reason.encode("ascii") or None)
+
+    @property
+    def open_streams(self) -> int:
+        """Streams whose request or response is still in progress."""
+        return len(self.streams)
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write to the client now."""
+        data = self.h2.data_to_send()
+        if self._extra:
+            data, self._extra = data + self._extra, b""
+        return data
+
+
+def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> tuple[Request, int]:
+    """The :class:`Request` a HEADERS block stands for, and its header-list size
+    (RFC 9113 §6.5.2: names, values and 32 bytes a field).
+
+    :raises ValueError: the request is malformed (RFC 9113 §8.1.1, §8.2, §8.3).
+    """
+    pseudo: dict[bytes, bytes] = {}
+    fields: Headers = []
+    cookies: list[bytes] = []
+    cookie_at = -1
+    content_length: int | None = None
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value) + 32
+        if name[:1] == b":":
+            if fields or cookies:
+                raise ValueError("pseudo-header after a regular field")
+            if name not in _REQUEST_PSEUDO:
+                raise ValueError(f"pseudo-header {name!r} not allowed in a request")
+            if name in pseudo:
+                raise ValueError(f"duplicate {name!r}")
+            if _BAD_VALUE.search(value):
+                raise ValueError(f"invalid value for {name!r}")
+            pseudo[name] = value
+            continue
+        if _NAME.match(name) is None:
+            raise ValueError(f"invalid field name {name!r}")
+        if _BAD_VALUE.search(value):
+            raise ValueError(f"invalid value for {name!r}")
+        if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            raise ValueError(f"connection-specific field {name!r}")
+        if name == b"cookie":
+            # RFC 9113 §8.2.3: crumbs are joined with "; " for a generic
+            # application, which an ASGI app is.
+            if cookie_at < 0:
+                cookie_at = len(fields)
+            cookies.append(value)
+            continue
+        if name == b"content-length":
+            if not value.isdigit() or (content_length is not None and int(value) != content_length):
+                raise ValueError("invalid content-length")
+            content_length = int(value)
+        fields.append((name, value))
+    if cookies:
+        fields.insert(cookie_at, (b"cookie", b"; ".join(cookies)))
+    method = pseudo.get(b":method")
+    if not method or _NAME.match(method.lower()) is None:
+        raise ValueError("missing or invalid :method")
+    authority = pseudo.get(b":authority")
+    if method == b"CONNECT":
+        if b":scheme" in pseudo or b":path" in pseudo or not authority:
+            raise ValueError("malformed CONNECT")  # RFC 9113 §8.5
+        path, query = b"", b""
+    else:
+        target = pseudo.get(b":path")
+        if not pseudo.get(b":scheme") or not target:
+            raise ValueError("missing :scheme or :path")  # RFC 9113 §8.3.1
+        if target == b"*" and method == b"OPTIONS":
+            path, query = b"*", b""
+        elif target[:1] != b"/" or b"#" in target:
+            raise ValueError("invalid :path")
+        else:
+            path, _, query = target.partition(b"?")
+    if authority is not None:
+        # ASGI www spec: ":authority" becomes "host", first, replacing any host.
+        fields = [(b"host", authority), *(f for f in fields if f[0] != b"host")]
+    if ended and content_length:
+        raise ValueError("content-length without a body")
+    request = Request(
+        stream_id,
+        method,
+        path,
+        query,
+        "2",
+        fields,
+        True,
+        not ended and any(n == b"expect" and v.lower() == b"100-continue" for n, v in fields),
+        None,
+        content_length,
+        not ended,
+    )
+    return request, size
