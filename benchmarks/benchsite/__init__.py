@@ -1,0 +1,1 @@
+"""A tiny Django project that every server in the benchmark serves (the "django" scenario)."""

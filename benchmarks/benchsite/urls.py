@@ -1,0 +1,7 @@
+"""One route: the benchmark's view."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [path("", views.hello)]
