@@ -198,11 +198,27 @@ def test_daemon_mode_pidfile_logfile_sigterm(tmp_path):
     assert "Received SIGTERM" in logfile.read_text()
 
 
-def test_uvloop_option():
-    """--loop uvloop serves on Twisted's asyncio reactor over uvloop."""
-    server = start_server("tests.apps:hello", "--loop", "uvloop")
+@pytest.mark.parametrize(
+    ("args", "loop"),
+    [(("--loop", "uvloop"), "uvloop"), (("--loop", "asyncio"), "asyncio"), ((), "uvloop"), (("--loop", "auto"), "uvloop")],
+)
+def test_loop_option(args, loop):
+    """--loop picks the event loop under the reactor; the default (auto) is uvloop when installed."""
+    server = start_server("tests.apps:hello", *args)
     try:
         assert get(server)[2] == b"Hello, world!"
+        assert f"asyncio reactor over the {loop} event loop" in server.read_output(0.1)
+    finally:
+        assert server.stop() == 0
+
+
+def test_loop_auto_without_uvloop_is_asyncio(tmp_path):
+    """Where uvloop cannot be imported, the default loop is asyncio's own."""
+    (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    server = start_server("tests.apps:hello", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    try:
+        assert get(server)[2] == b"Hello, world!"
+        assert "asyncio reactor over the asyncio event loop" in server.read_output(0.1)
     finally:
         assert server.stop() == 0
 

@@ -99,7 +99,7 @@ def test_string_field_wrong_type_names_the_field(name):
         ({"limit_request_head_bytes": 1023}, "limit_request_head_bytes must be at least 1024"),
         ({"limit_receive_buffer_bytes": 0}, "limit_receive_buffer_bytes must be at least 1"),
         ({"lifespan": "yes"}, "lifespan must be 'auto', 'on' or 'off', not 'yes'"),
-        ({"loop": "trio"}, "loop must be 'asyncio' or 'uvloop', not 'trio'"),
+        ({"loop": "trio"}, "loop must be 'auto', 'asyncio' or 'uvloop', not 'trio'"),
         ({"root_path": "api"}, "root_path must start with '/' and not end with one, not 'api'"),
         ({"root_path": "/api/"}, "root_path must start with '/' and not end with one, not '/api/'"),
         ({"root_path": "/"}, "root_path must start with '/' and not end with one, not '/'"),

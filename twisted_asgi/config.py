@@ -176,7 +176,12 @@ class Config:
         "(an app that raises on the lifespan scope is served without it).",
         flag="--lifespan",
     )
-    loop: str = _f("asyncio", "Event loop under the asyncio reactor: 'asyncio' or 'uvloop'.", flag="--loop")
+    loop: str = _f(
+        "auto",
+        "Event loop under the asyncio reactor: 'uvloop', 'asyncio', or 'auto' (uvloop when it is installed, "
+        "e.g. by pip install twisted-asgi[uvloop]; else asyncio).",
+        flag="--loop",
+    )
 
     # -- WebSocket (RFC 6455, ASGI www spec 2.5); owned by websocket.py ------
     websocket: bool = _f(
@@ -438,8 +443,8 @@ class Config:
             raise ConfigError("limit_receive_buffer_bytes must be at least 1")
         if self.lifespan not in ("auto", "on", "off"):
             raise ConfigError(f"lifespan must be 'auto', 'on' or 'off', not {self.lifespan!r}")
-        if self.loop not in ("asyncio", "uvloop"):
-            raise ConfigError(f"loop must be 'asyncio' or 'uvloop', not {self.loop!r}")
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"loop must be 'auto', 'asyncio' or 'uvloop', not {self.loop!r}")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ConfigError(f"root_path must start with '/' and not end with one, not {self.root_path!r}")
         if self.server_name is not None and any(c in self.server_name for c in "\r\n\x00"):

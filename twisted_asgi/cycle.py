@@ -17,7 +17,6 @@ Imports neither Twisted nor asyncio.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections import deque
 from typing import Any
@@ -27,8 +26,12 @@ from .events import AppError, Body, Headers, Response, Trailers
 __all__ = ["HTTPCycle", "SendState", "check_headers"]
 
 
-class SendState(enum.Enum):
-    """Where the app is in producing its response."""
+class SendState:
+    """Where the app is in producing its response.
+
+    Plain constants, not an :class:`enum.Enum`: the state is read several times
+    per request, and an enum member lookup costs ten times a global's.
+    """
 
     START = "start"  # nothing sent yet
     BODY = "body"  # http.response.start sent
@@ -36,16 +39,27 @@ class SendState(enum.Enum):
     DONE = "done"  # response complete
 
 
+_START = SendState.START
+_BODY = SendState.BODY
+_TRAILERS = SendState.TRAILERS
+_DONE = SendState.DONE
+
+
 # The transition table: for each state, the message type it accepts.
 _EXPECTED = {
-    SendState.START: "http.response.start",
-    SendState.BODY: "http.response.body",
-    SendState.TRAILERS: "http.response.trailers",
+    _START: "http.response.start",
+    _BODY: "http.response.body",
+    _TRAILERS: "http.response.trailers",
 }
 
 # RFC 9110 §5.1 token, and field values without CR, LF or NUL (§5.5).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+
+# Header names already found valid: apps send the same few names on every
+# response, and a set lookup is cheaper than the regular expression. Bounded,
+# so names an app makes up per request cannot grow it without end.
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_MAX = 512
 
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -63,9 +77,12 @@ def check_headers(headers: Any, what: str) -> Headers:
                         f"{what} header names and values must be bytes, got {name!r}: {value!r}"
                     )
                 name, value = bytes(name), bytes(value)
-            if _TOKEN.match(name) is None:
-                raise AppError(f"Invalid HTTP header name {name!r} in {what}")
-            if _BAD_VALUE.search(value) is not None:
+            if name not in _GOOD_NAMES:
+                if _TOKEN.match(name) is None:
+                    raise AppError(f"Invalid HTTP header name {name!r} in {what}")
+                if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                    _GOOD_NAMES.add(name)
+            if b"\r" in value or b"\n" in value or b"\x00" in value:
                 raise AppError(f"Invalid HTTP header value {value!r} for {name!r} in {what}")
             out.append((name, value))
     except (TypeError, ValueError):
@@ -94,7 +111,7 @@ class HTTPCycle:
     )
 
     def __init__(self, body_limit: int, has_body: bool = True, expect_continue: bool = False) -> None:
-        self.state = SendState.START
+        self.state = _START
         self.body: deque[bytes] = deque()
         self.queued = 0
         self.body_limit = body_limit
@@ -144,7 +161,7 @@ class HTTPCycle:
         if self.request_complete and not self.body_delivered:
             self.body_delivered = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        if self.state is SendState.DONE:
+        if self.state is _DONE:
             # ASGI: receive() after the response is sent says disconnect.
             return dict(_DISCONNECT)
         return None
@@ -163,10 +180,10 @@ class HTTPCycle:
         state = self.state
         expected = _EXPECTED.get(state)
         if mtype != expected:
-            if state is SendState.DONE:
+            if state is _DONE:
                 raise AppError(f"Unexpected ASGI message {mtype!r} sent, after response already completed.")
             raise AppError(f"Expected ASGI message {expected!r}, but got {mtype!r}.")
-        if state is SendState.BODY:
+        if state is _BODY:
             body = message.get("body", b"")
             if type(body) is not bytes:
                 if not isinstance(body, (bytes, bytearray, memoryview)):
@@ -174,9 +191,9 @@ class HTTPCycle:
                 body = bytes(body)
             more = bool(message.get("more_body", False))
             if not more:
-                self.state = SendState.TRAILERS if self.trailers_wanted else SendState.DONE
+                self.state = _TRAILERS if self.trailers_wanted else _DONE
             return Body(body, more)
-        if state is SendState.START:
+        if state is _START:
             status = message.get("status")
             if type(status) is not int and isinstance(status, int) and not isinstance(status, bool):
                 status = int(status)  # an int subclass such as http.HTTPStatus is an int
@@ -184,20 +201,20 @@ class HTTPCycle:
                 raise AppError(f"'status' of http.response.start must be an int from 200 to 599, got {status!r}")
             headers = check_headers(message.get("headers"), "http.response.start")
             self.trailers_wanted = bool(message.get("trailers", False))
-            self.state = SendState.BODY
+            self.state = _BODY
             self.status = status
             return Response(status, headers, self.trailers_wanted)
         # TRAILERS
         headers = check_headers(message.get("headers"), "http.response.trailers")
         if not message.get("more_trailers", False):
-            self.state = SendState.DONE
+            self.state = _DONE
             return Trailers(headers)
         raise AppError("'more_trailers' is not supported; send all trailers in one message")
 
     @property
     def response_started(self) -> bool:
-        return self.state is not SendState.START
+        return self.state is not _START
 
     @property
     def response_complete(self) -> bool:
-        return self.state is SendState.DONE
+        return self.state is _DONE

@@ -20,7 +20,7 @@ from .channel import HTTPChannel
 from .config import Config
 from .events import Request
 from .lifespan import Lifespan, LifespanFailure
-from .reactor import reactor_loop
+from .reactor import loop_name, reactor_loop
 from .runner import Runner
 from .scope import ConnectionInfo
 
@@ -244,6 +244,7 @@ class ASGIService(Service):
         # make the reactor's loop current again for apps that ask for it.
         self.loop = reactor_loop(self.reactor)
         asyncio.set_event_loop(self.loop)
+        log.info("Twisted's asyncio reactor over the {loop} event loop", loop=loop_name(self.loop))
         self.factory.runner._loop = self.loop
         self.reactor.callWhenRunning(self._begin)
 
@@ -276,7 +277,7 @@ class ASGIService(Service):
             log.info(
                 "Listening on {endpoint} ({address})",
                 endpoint=description,
-                address=_describe(port, "https" if description.startswith(("ssl:", "proxy:ssl:")) else "http"),
+                address=_describe(port, "https" if description.startswith(("ssl:", "proxy:ssl:", "haproxy:ssl:")) else "http"),
             )
         if self.tls_listeners:
             _on_sighup(self.reactor, self.reload_tls)
@@ -328,7 +329,7 @@ def endpoint_from_string(reactor: Any, description: str, config: Config | None =
 
     :raises ValueError: the string is malformed or names an unknown endpoint type.
     """
-    if description.startswith(("proxy:", "ssl:")) or (config is not None and config.proxy_protocol):
+    if description.startswith(("proxy:", "haproxy:", "ssl:")) or (config is not None and config.proxy_protocol):
         from .listeners import listener_endpoint
 
         return listener_endpoint(reactor, description, config)

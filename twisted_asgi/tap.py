@@ -81,7 +81,12 @@ class Options(usage.Options):
         ["root-path", None, "", "ASGI root_path: the URL prefix the app is mounted at, when a proxy strips it."],
         ["server-name", None, "twisted-asgi", "Value of the Server response header."],
         ["lifespan", None, "auto", "ASGI lifespan: auto, on or off."],
-        ["loop", None, "asyncio", "Event loop under the asyncio reactor: asyncio or uvloop."],
+        [
+            "loop",
+            None,
+            "auto",
+            "Event loop under the asyncio reactor: auto (uvloop if installed, else asyncio), asyncio or uvloop.",
+        ],
         ["access-log", None, None, "Write an access log line per request to FILE ('-' for standard output)."],
         ["app-dir", None, ".", "Directory put first on sys.path before importing the application."],
         [
@@ -153,8 +158,8 @@ class Options(usage.Options):
         self["application"] = application
 
     def postOptions(self) -> None:
-        if self["loop"] not in ("asyncio", "uvloop"):
-            raise usage.UsageError(f"--loop must be asyncio or uvloop, not {self['loop']!r}")
+        if self["loop"] not in ("auto", "asyncio", "uvloop"):
+            raise usage.UsageError(f"--loop must be auto, asyncio or uvloop, not {self['loop']!r}")
         if self["lifespan"] not in ("auto", "on", "off"):
             raise usage.UsageError(f"--lifespan must be auto, on or off, not {self['lifespan']!r}")
         from .reactor import ReactorError, install_asyncio_reactor
