@@ -1,0 +1,153 @@
+"""The seam over Twisted's asyncio reactor (twisted_asgi/reactor.py).
+
+``ASGIReactor`` registers sockets with the event loop so that a ready socket's
+``doRead``/``doWrite`` is called directly, without Twisted's legacy-log context.
+These tests pin what that seam relies on, on both event loops, so a Twisted
+release that changes the reactor's internals fails here and not in production:
+the callback really is ours, data reaches ``doRead``, a reader that reports an
+error or raises is disconnected (and the exception logged), and removal works.
+The reactors are built, not installed: the test process keeps its own reactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from twisted.internet.error import ConnectionDone
+from twisted.logger import globalLogPublisher
+
+from twisted_asgi.reactor import _reactor_class, loop_name
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class Reader:
+    """A minimal IReadDescriptor over one end of a socketpair."""
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, result: object = None) -> None:
+        self.sock = sock
+        self.result = result
+        self.data = b""
+        self.read = loop.create_future()
+        self.lost = loop.create_future()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "Reader"
+
+    def doRead(self) -> object:
+        self.data += self.sock.recv(100)
+        if not self.read.done():
+            self.read.set_result(self.data)
+        if isinstance(self.result, ZeroDivisionError):
+            raise self.result
+        return self.result
+
+    def connectionLost(self, reason: object) -> None:
+        if not self.lost.done():
+            self.lost.set_result(reason)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def reactor_and_pair(request):
+    loop = _new_loop(request.param)
+    reactor = _reactor_class()(loop)
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield reactor, loop, a, b
+    a.close()
+    b.close()
+    loop.close()
+
+
+def test_loop_name():
+    """loop_name tells uvloop from asyncio's own loop."""
+    for kind in ("asyncio", "uvloop"):
+        loop = _new_loop(kind)
+        try:
+            assert loop_name(loop) == kind
+        finally:
+            loop.close()
+
+
+def test_ready_socket_reaches_do_read_through_our_callback(reactor_and_pair):
+    """A registered reader's data arrives in doRead, called by ASGIReactor._ready."""
+    reactor, loop, a, b = reactor_and_pair
+    reader = Reader(a, loop)
+    reactor.addReader(reader)
+    assert reader in reactor.getReaders()
+    if loop_name(loop) == "asyncio":
+        # The seam itself: the loop's handle calls our method, not callWithLogger.
+        handle = loop._selector.get_key(a.fileno()).data[0]
+        assert handle._callback == reactor._ready
+    b.send(b"hello")
+    assert loop.run_until_complete(asyncio.wait_for(reader.read, 5)) == b"hello"
+    reactor.removeReader(reader)
+    assert reader not in reactor.getReaders()
+    assert not reader.lost.done()
+
+
+def test_reader_reporting_an_error_is_disconnected(reactor_and_pair):
+    """doRead returning a failure reason removes the reader and calls connectionLost with it."""
+    reactor, loop, a, b = reactor_and_pair
+    reason = ConnectionDone()
+    reader = Reader(a, loop, result=reason)
+    reactor.addReader(reader)
+    b.send(b"x")
+    lost = loop.run_until_complete(asyncio.wait_for(reader.lost, 5))
+    assert lost.check(ConnectionDone)
+    assert reader not in reactor.getReaders()
+
+
+def test_reader_raising_is_logged_and_disconnected(reactor_and_pair):
+    """An exception out of doRead is logged once and ends the connection, as in Twisted."""
+    reactor, loop, a, b = reactor_and_pair
+    reader = Reader(a, loop, result=ZeroDivisionError("boom"))
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        reactor.addReader(reader)
+        b.send(b"x")
+        lost = loop.run_until_complete(asyncio.wait_for(reader.lost, 5))
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert lost.check(ZeroDivisionError)
+    assert reader not in reactor.getReaders()
+    failures = [event for event in seen if "log_failure" in event]
+    assert len(failures) == 1 and failures[0]["log_failure"].check(ZeroDivisionError)
+
+
+def test_writer_gets_do_write(reactor_and_pair):
+    """A registered writer is called through the same path when the socket is writable."""
+    reactor, loop, a, _b = reactor_and_pair
+    called = loop.create_future()
+
+    class Writer:
+        def fileno(self) -> int:
+            return a.fileno()
+
+        def logPrefix(self) -> str:
+            return "Writer"
+
+        def doWrite(self) -> None:
+            reactor.removeWriter(self)
+            if not called.done():
+                called.set_result(True)
+
+        def connectionLost(self, reason: object) -> None:
+            raise AssertionError(reason)
+
+    writer = Writer()
+    reactor.addWriter(writer)
+    assert loop.run_until_complete(asyncio.wait_for(called, 5)) is True
+    assert writer not in reactor.getWriters()
