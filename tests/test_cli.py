@@ -200,10 +200,10 @@ def test_daemon_mode_pidfile_logfile_sigterm(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "loop"),
-    [(("--loop", "uvloop"), "uvloop"), (("--loop", "asyncio"), "asyncio"), ((), "uvloop"), (("--loop", "auto"), "uvloop")],
+    [(("--loop", "uvloop"), "uvloop"), (("--loop", "asyncio"), "asyncio"), ((), "asyncio"), (("--loop", "auto"), "uvloop")],
 )
 def test_loop_option(args, loop):
-    """--loop picks the event loop under the reactor; the default (auto) is uvloop when installed."""
+    """--loop picks the event loop under the reactor; the default is asyncio's own, auto takes uvloop when installed."""
     server = start_server("tests.apps:hello", *args)
     try:
         assert get(server)[2] == b"Hello, world!"
@@ -213,9 +213,9 @@ def test_loop_option(args, loop):
 
 
 def test_loop_auto_without_uvloop_is_asyncio(tmp_path):
-    """Where uvloop cannot be imported, the default loop is asyncio's own."""
+    """Where uvloop cannot be imported, --loop auto runs asyncio's own loop."""
     (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
-    server = start_server("tests.apps:hello", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    server = start_server("tests.apps:hello", "--loop", "auto", env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
     try:
         assert get(server)[2] == b"Hello, world!"
         assert "asyncio reactor over the asyncio event loop" in server.read_output(0.1)

@@ -13,7 +13,7 @@ class ReactorError(Exception):
     """The installed reactor cannot run ASGI apps."""
 
 
-def install_asyncio_reactor(loop: str = "auto") -> Any:
+def install_asyncio_reactor(loop: str = "asyncio") -> Any:
     """Install Twisted's asyncio reactor over a new ``loop`` event loop, or check
     that the reactor already installed is that one. Returns the reactor.
 
