@@ -177,9 +177,11 @@ class Config:
         flag="--lifespan",
     )
     loop: str = _f(
-        "auto",
-        "Event loop under the asyncio reactor: 'uvloop', 'asyncio', or 'auto' (uvloop when it is installed, "
-        "e.g. by pip install twisted-asgi[uvloop]; else asyncio).",
+        "asyncio",
+        "Event loop under the asyncio reactor: 'asyncio', 'uvloop', or 'auto' (uvloop when it is installed, "
+        "else asyncio). Not uvloop by default: uvloop drops a socket's poll handle when the socket reports an "
+        "error (a client's reset), without telling Twisted, which can leave that connection and later ones "
+        "on the same file descriptor stuck (uvloop issue 552).",
         flag="--loop",
     )
 

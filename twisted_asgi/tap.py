@@ -84,8 +84,9 @@ class Options(usage.Options):
         [
             "loop",
             None,
-            "auto",
-            "Event loop under the asyncio reactor: auto (uvloop if installed, else asyncio), asyncio or uvloop.",
+            "asyncio",
+            "Event loop under the asyncio reactor: asyncio, uvloop, or auto (uvloop if installed). "
+            "uvloop is faster but can lose connections that clients reset (uvloop issue 552).",
         ],
         ["access-log", None, None, "Write an access log line per request to FILE ('-' for standard output)."],
         ["app-dir", None, ".", "Directory put first on sys.path before importing the application."],
