@@ -360,3 +360,44 @@ def test_unaccepted_upgrade_is_plain_http(loop):
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n")
     settle(loop)
     assert transport.value().startswith(b"HTTP/1.1 200 OK")
+
+
+class _Handler:
+    """A protocol that takes a connection over and records what it is told."""
+
+    def __init__(self) -> None:
+        self.lost = []
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, reason) -> None:
+        self.lost.append(reason)
+
+
+def test_hand_over_and_close_leave_no_timer_holding_the_channel(loop):
+    """After a hand-over the channel's own timers are cancelled, and after the
+    connection is lost no timer refers to it (a pending timer kept every closed
+    WebSocket and HTTP/2 connection alive until its head timeout fired)."""
+    handler = _Handler()
+    proto, transport, clock, factory = connect(hello, loop, timeout_keep_alive=5, timeout_request_head=20)
+    factory.register_upgrade(b"websocket", lambda channel, request, rest: channel.hand_over(handler))
+    proto.conn._upgrades = factory.upgrades
+    proto.dataReceived(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    settle(loop)
+    assert proto.handler is handler
+    assert [c for c in clock.getDelayedCalls() if c.active()] == []
+    proto.connectionLost()
+    assert len(handler.lost) == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_lost_connection_cancels_its_timers(loop):
+    """A connection lost while idle or mid-head leaves no timer behind."""
+    for data in (b"", b"GET / HTTP/1.1\r\nHo"):
+        proto, _transport, clock, _factory = connect(hello, loop, timeout_keep_alive=5, timeout_request_head=20)
+        if data:
+            proto.dataReceived(data)
+        assert clock.getDelayedCalls()
+        proto.connectionLost()
+        assert clock.getDelayedCalls() == []

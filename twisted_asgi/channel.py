@@ -215,17 +215,13 @@ class HTTPChannel(Protocol):
             self._arm(self.config.timeout_request_head, _T_HEAD)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:
+        self.closed = True
+        # A pending timer holds this channel (and all it refers to) until it fires.
+        self._cancel_timers()
         if self.handler is not None:
             self.handler.connection_lost(reason)
-            self.closed = True
             self.factory.connection_closed(self)
             return
-        self.closed = True
-        self._deadline = None
-        for timer in (self._timer, self._send_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._timer = self._send_timer = None
         task = self.task
         if task is not None:
             task.feed_disconnect()
@@ -265,7 +261,7 @@ class HTTPChannel(Protocol):
         graceful shutdown it must provide ``drain()`` and ``abort()``.
         """
         self.handler = handler
-        self._deadline = None
+        self._cancel_timers()
         self.conn = None
         self._resume(_PAUSE_BODY | _PAUSE_PIPELINE)
 
@@ -515,6 +511,13 @@ class HTTPChannel(Protocol):
             self._close()
 
     # -- timers --------------------------------------------------------------
+
+    def _cancel_timers(self) -> None:
+        self._deadline = None
+        for timer in (self._timer, self._send_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._send_timer = None
 
     def _arm(self, seconds: float, kind: str) -> None:
         """Set the connection's one deadline. Cheap: the reactor timer is only
