@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -181,4 +182,40 @@ def test_requests_per_connection_limit():
             sock.settimeout(10)
             assert sock.recv(100) == b""
     finally:
+        server.stop()
+
+
+def test_connection_limit_answers_503_and_logs_once():
+    """Beyond --limit-concurrency a new connection gets 503 and is closed, the
+    episode is logged once however many are refused, and a freed slot serves again."""
+    server = start_server("tests.apps:hello", "--limit-concurrency", "2")
+    held = [server.connect(), server.connect()]
+    try:
+        for sock in held:  # both are really open and served
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert recv_response(sock)[2] == b"Hello, world!"
+        for _ in range(5):
+            with server.connect() as sock:
+                sock.settimeout(10)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            assert data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), data
+            assert b"connection: close" in data
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the server sees the close on its next loop pass
+            with server.connect() as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                status = recv_response(sock)[0]
+            if status == b"HTTP/1.1 200 OK" or time.monotonic() > deadline:
+                break
+        assert status == b"HTTP/1.1 200 OK"
+        output = server.read_output(0.2)
+        assert output.count("Connection limit (2) reached") == 1
+        refused = re.search(r"(\d+) connections were refused", output)
+        assert refused is not None and int(refused.group(1)) >= 5, output
+    finally:
+        for sock in held:
+            sock.close()
         server.stop()

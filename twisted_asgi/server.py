@@ -12,13 +12,14 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolNegotiationFactory
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogPublisher
 from zope.interface import implementer
 
 from .channel import HTTPChannel
 from .config import Config
 from .events import Request
+from .http11 import error_response
 from .lifespan import Lifespan, LifespanFailure
 from .reactor import loop_name, reactor_loop
 from .runner import Runner
@@ -27,6 +28,21 @@ from .scope import ConnectionInfo
 __all__ = ["ASGIFactory", "ASGIService", "AccessLog"]
 
 log = Logger(namespace="twisted_asgi.server")
+
+
+class _Refused(Protocol):
+    """A connection over the connection limit: one 503 response, then close
+    (whatever the client sends is not read)."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.response)
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -55,6 +71,8 @@ class ASGIFactory(Factory):
         self.sniffers: list[Callable[[HTTPChannel, bytes], bool]] = []
         self._upgrade_handlers: dict[bytes, Callable[[HTTPChannel, Request, bytes], None]] = {}
         self._drained: defer.Deferred | None = None
+        #: Connections refused since the connection limit was last reached.
+        self._refused = 0
         if config.websocket:
             from .websocket import WebSocketServer  # Autobahn is imported only when used
 
@@ -66,11 +84,17 @@ class ASGIFactory(Factory):
 
     # -- Factory -----------------------------------------------------------
 
-    def buildProtocol(self, addr: Any) -> HTTPChannel | None:
+    def buildProtocol(self, addr: Any) -> Protocol:
         limit = self.config.limit_concurrent_connections
         if limit and len(self.connections) >= limit:
-            log.warn("Connection limit ({limit}) reached; refusing {addr}", limit=limit, addr=addr)
-            return None
+            # Logged once per episode at the limit, not once per refusal: a
+            # flood of connections must not become a flood of log lines.
+            if not self._refused:
+                log.warn(
+                    "Connection limit ({limit}) reached: new connections get 503 until one closes", limit=limit
+                )
+            self._refused += 1
+            return _Refused(error_response(503, "too many connections; try again later", self.config.server_name))
         return HTTPChannel(self)
 
     def acceptableProtocols(self) -> list[bytes]:
@@ -84,6 +108,9 @@ class ASGIFactory(Factory):
 
     def connection_closed(self, channel: HTTPChannel) -> None:
         self.connections.discard(channel)
+        if self._refused and len(self.connections) < self.config.limit_concurrent_connections:
+            log.info("Below the connection limit again; {count} connections were refused", count=self._refused)
+            self._refused = 0
         if not self.connections and self._drained is not None:
             drained, self._drained = self._drained, None
             drained.callback(None)
