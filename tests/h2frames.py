@@ -27,7 +27,7 @@ from hyperframe.frame import (
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Error codes (RFC 9113 §7).
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x3
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
 STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM = 0x5, 0x6, 0x7
 CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x8, 0x9, 0xB
 
@@ -67,6 +67,8 @@ class Frames:
     ) -> bytes:
         frame = HeadersFrame(stream_id, **kw)
         frame.data = headers if isinstance(headers, bytes) else self.block(headers)
+        if "depends_on" in kw or "stream_weight" in kw:
+            frame.flags.add("PRIORITY")
         if end_stream:
             frame.flags.add("END_STREAM")
         if end_headers:
@@ -158,7 +160,7 @@ class RawClient:
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(65536)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 break
             except (ConnectionResetError, ssl.SSLError, OSError):
                 chunk = b""
@@ -222,7 +224,7 @@ class RawClient:
                 continue
             if isinstance(frame, HeadersFrame):
                 fields = frame.fields  # type: ignore[attr-defined]
-                if headers and not fields[0][0] == b":status":
+                if headers and fields[0][0] != b":status":
                     trailers = fields
                 elif fields[0] == (b":status", b"100"):
                     continue
@@ -237,3 +239,110 @@ class RawClient:
             self.sock.close()
         except OSError:
             pass
+
+
+# -- the app the HTTP/2 end-to-end tests serve ("tests.h2frames:app") ----------------
+
+_arrived = 0
+_barrier: Any = None
+_gate_event: Any = None
+
+
+def _gate() -> Any:
+    import asyncio
+
+    global _gate_event
+    if _gate_event is None:
+        _gate_event = asyncio.Event()
+    return _gate_event
+
+
+async def app(scope: dict, receive: Any, send: Any) -> None:
+    """Does what the path names; prints markers the tests wait for.
+
+    ``/trailers`` answers with trailers when the scope offers them; ``/barrier?n=N``
+    answers only once N requests are in progress at once (each its own task);
+    ``/wait-disconnect`` waits for ``http.disconnect`` and prints it;
+    ``/hang`` never answers and prints when it is cancelled; ``/echo`` streams
+    the body back; ``/upload`` answers with the body length;
+    ``/download?mib=N`` sends N MiB; ``/slow?ms=N`` answers after N ms;
+    ``/gate`` reads nothing until a ``/open`` request comes, then is ``/upload``.
+    """
+    import asyncio
+
+    global _arrived, _barrier
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    query = scope["query_string"].decode()
+    value = query.partition("=")[2]
+    number = int(value) if value.isdigit() else 0
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+    if path == "/trailers":
+        trailers = "http.response.trailers" in scope.get("extensions", {})
+        await send({**start, "trailers": trailers})
+        await send({"type": "http.response.body", "body": b"payload"})
+        if trailers:
+            await send({"type": "http.response.trailers", "headers": [(b"grpc-status", b"0")]})
+        return
+    if path == "/barrier":
+        if _barrier is None:
+            _barrier = asyncio.Event()
+        _arrived += 1
+        if _arrived >= number:
+            _barrier.set()
+        await _barrier.wait()
+        task = asyncio.current_task()
+        await send(start)
+        await send({"type": "http.response.body", "body": b"%d" % id(task)})
+        return
+    if path in ("/wait-disconnect", "/hang"):
+        print(f"STARTED {path} {query}", flush=True)
+        try:
+            if path == "/hang":
+                await asyncio.Event().wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            print(f"DISCONNECTED {query}", flush=True)
+        except asyncio.CancelledError:
+            print(f"CANCELLED {query}", flush=True)
+            raise
+        return
+    if path == "/echo":
+        await send(start)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            await send({"type": "http.response.body", "body": message.get("body", b""), "more_body": True})
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/open":
+        _gate().set()
+    if path == "/gate":
+        print("GATED", flush=True)
+        await _gate().wait()
+        path = "/upload"
+    if path == "/upload":
+        total = 0
+        while True:
+            message = await receive()
+            total += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send(start)
+        await send({"type": "http.response.body", "body": b"%d" % total})
+        return
+    if path == "/download":
+        chunk = b"x" * 65536
+        await send(start)
+        for _ in range(number * 16):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/slow":
+        await asyncio.sleep(number / 1000)
+    await send(start)
+    await send({"type": "http.response.body", "body": b"ok"})

@@ -411,9 +411,10 @@ class Config:
     limit_h2_control_frames: int = _f(
         1000,
         "HTTP/2 frames that do no work a client may send (PING, SETTINGS, PRIORITY, "
-        "empty DATA or CONTINUATION, unknown types: CVE-2019-9512, -9513, -9515, "
-        "-9518); each request, and each DATA frame either way, earns one back, up to "
-        "this. When none are left: GOAWAY ENHANCE_YOUR_CALM. 1000 outlasts any "
+        "WINDOW_UPDATE, empty DATA or CONTINUATION, unknown types: CVE-2019-9512, "
+        "-9513, -9515, -9518); each request and each DATA frame received earns one "
+        "back, each DATA frame sent two, up to this. When none are left: GOAWAY "
+        "ENHANCE_YOUR_CALM. 1000 outlasts any "
         "browser's or gRPC client's keep-alive pings on a busy connection.",
         flag="--limit-h2-control-frames",
         zero="no limit",

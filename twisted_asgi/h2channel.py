@@ -12,7 +12,7 @@ and received body bytes are acknowledged as the app takes them.
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
@@ -25,12 +25,13 @@ from .http2 import (
     PREFACE,
     ConnectionClosed,
     HTTP2Connection,
+    MalformedStream,
     StreamComplete,
     WriteReady,
     decode_settings,
 )
 from .http11 import error_response
-from .runner import HTTPTask
+from .runner import HTTPStream, HTTPTask
 from .scope import http_scope
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["HTTP2Handler", "HTTP2Server", "install_http2"]
 
 log = Logger(namespace="twisted_asgi.http2")
+
+#: Output held back for one event-loop pass at most this large (see flush_soon).
+_COALESCE_BYTES = 65536
 
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 # Request fields of the HTTP/1.1 request that asked for h2c that mean nothing
@@ -109,7 +113,8 @@ class HTTP2Server:
                 reason = str(exc)
         if reason is not None:
             channel.write(error_response(400, reason, self.config.server_name))
-            channel.transport.loseConnection()
+            transport: Any = channel.transport
+            transport.loseConnection()
             return
         handler = HTTP2Handler(self, channel)
         channel.hand_over(handler)
@@ -151,13 +156,23 @@ class HTTP2Handler:
         self._idle_timer: Any = None
         self._send_timer: Any = None
         self._closing = False
+        self._malformed_logged = False
+        self._flush_call: Any = None
 
     # -- the channel's handler side ------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self.closed or self._closing:
             return
-        self.handle(self.core.receive_data(data))
+        try:
+            events = self.core.receive_data(data)
+        except Exception:
+            # A bug of ours or h2's, never a reason to stop serving others:
+            # logged once with its traceback, and this connection is dropped.
+            log.failure("HTTP/2 input from {client} broke the connection", client=self.client_text())
+            self.abort()
+            return
+        self.handle(events)
         self.flush_output()
         self._check_idle()
 
@@ -208,7 +223,8 @@ class HTTP2Handler:
         """Drop the connection now (graceful shutdown ran out of time)."""
         self.closed = True
         self._cancel_idle(send_timer=True)
-        self.channel.transport.abortConnection()
+        transport: Any = self.channel.transport
+        transport.abortConnection()
         for stream in list(self.streams.values()):
             stream.gone(cancel=True)
 
@@ -223,6 +239,7 @@ class HTTP2Handler:
                 stream = streams.get(event.stream_id)
                 if stream is not None and stream.task is not None:
                     stream.fed += len(event.data)
+                    stream.last_data = self.clock.seconds()
                     stream.task.feed_data(event.data)
                 else:
                     self.core.consumed(event.stream_id, len(event.data))
@@ -231,6 +248,7 @@ class HTTP2Handler:
             elif kind is EndOfMessage:
                 stream = streams.get(event.stream_id)
                 if stream is not None and stream.task is not None:
+                    stream.cancel_body_timer()
                     stream.task.feed_end()
             elif kind is WriteReady:
                 stream = streams.get(event.stream_id)
@@ -243,6 +261,7 @@ class HTTP2Handler:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.complete = True
+                    stream.cancel_body_timer()
                     self._forget(stream)
             elif kind is StreamReset:
                 stream = streams.get(event.stream_id)
@@ -252,6 +271,15 @@ class HTTP2Handler:
                     self._forget(stream)
             elif kind is ConnectionClosed:
                 self._closed_by_core(event)
+            elif kind is MalformedStream and not self._malformed_logged:
+                # Logged once per connection: the reset budget bounds the rest.
+                self._malformed_logged = True
+                log.info(
+                    "HTTP/2 client {client} sent a malformed request on stream {stream}: {reason}; stream reset",
+                    client=self.client_text(),
+                    stream=event.stream_id,
+                    reason=event.reason,
+                )
 
     def _start(self, request: Request) -> None:
         stream_id = request.stream_id
@@ -266,7 +294,11 @@ class HTTP2Handler:
         scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
         self.running += 1
         self._cancel_idle()
-        stream.task = self.factory.runner.start_http(scope, cycle, stream)
+        # H2Stream.write_paused is a read-only property, which the runner's
+        # HTTPStream protocol declares as a plain attribute.
+        stream.task = self.factory.runner.start_http(scope, cycle, cast("HTTPStream", stream))
+        if request.has_body and not request.expect_continue and stream.task is not None:
+            stream.arm_body_timer()
 
     def _closed_by_core(self, event: ConnectionClosed) -> None:
         self._closing = True
@@ -301,13 +333,27 @@ class HTTP2Handler:
         if self._closing and not self.closed:
             self.close_transport()
 
+    def flush_soon(self) -> None:
+        """Write the app's output at the end of this event-loop pass, so that
+        streams answering in the same pass share one write (one system call
+        for many small responses); at once when much is waiting (the
+        transport's backpressure must see it) or the connection is closing."""
+        if self._closing or self.core.output_size() >= _COALESCE_BYTES:
+            self.flush_output()
+        elif self._flush_call is None and not self.closed:
+            self._flush_call = self.clock.callLater(0, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_call = None
+        self.flush_output()
+
     def close_transport(self) -> None:
         """Close after what was written, promptly: over TLS, without waiting
         for the client's close_notify, which a client that broke the protocol
         may never send."""
         self.closed = True
         self._cancel_idle()
-        transport = self.channel.transport
+        transport: Any = self.channel.transport
         transport.unregisterProducer()
         transport.loseConnection()
         lower = getattr(transport, "transport", None)
@@ -367,7 +413,19 @@ class HTTP2Handler:
 class H2Stream:
     """One HTTP/2 stream as its app task sees it: the runner's ``HTTPStream``."""
 
-    __slots__ = ("handler", "stream_id", "request", "task", "fed", "complete", "finished", "started_at", "send_timer")
+    __slots__ = (
+        "handler",
+        "stream_id",
+        "request",
+        "task",
+        "fed",
+        "complete",
+        "finished",
+        "started_at",
+        "send_timer",
+        "body_timer",
+        "last_data",
+    )
 
     def __init__(self, handler: HTTP2Handler, request: Request) -> None:
         self.handler = handler
@@ -382,6 +440,9 @@ class H2Stream:
         self.finished = False
         self.started_at = handler.clock.seconds()
         self.send_timer: Any = None
+        self.body_timer: Any = None
+        #: When body bytes last came (for timeout_request_body).
+        self.last_data = self.started_at
 
     @property
     def write_paused(self) -> bool:
@@ -402,19 +463,18 @@ class H2Stream:
         try:
             events = handler.core.send_body(self.stream_id, event.data, event.more, task.cycle.trailers_wanted)
         finally:
-            handler.flush_output()
+            handler.flush_soon()
         self._after_send(events)
 
     def send_trailers(self, task: HTTPTask, event: Trailers) -> None:
         if self._live(task):
             events = self.handler.core.send_trailers(self.stream_id, event.headers)
-            self.handler.flush_output()
             self._after_send(events)
 
     def _after_send(self, events: list[Any]) -> None:
         handler = self.handler
         handler.handle(events)
-        handler.flush_output()
+        handler.flush_soon()
         timeout = handler.config.timeout_send
         if timeout and self.send_timer is None and handler.core.write_blocked(self.stream_id) and not self.complete:
             # A client that never opens the stream's window holds the app's
@@ -425,6 +485,51 @@ class H2Stream:
         if self._live(task):
             self.handler.core.send_continue(self.stream_id)
             self.handler.flush_output()
+            self.arm_body_timer()  # the client sends its body now
+
+    def arm_body_timer(self) -> None:
+        """Bound the wait for the next body bytes by ``timeout_request_body``,
+        as for HTTP/1.1; time the app itself leaves the body unread (so the
+        client has no window to send) does not count."""
+        timeout = self.handler.config.timeout_request_body
+        if timeout and self.body_timer is None and not self.complete:
+            self.last_data = self.handler.clock.seconds()
+            self.body_timer = self.handler.clock.callLater(timeout, self._body_timed_out)
+
+    def cancel_body_timer(self) -> None:
+        timer, self.body_timer = self.body_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _body_timed_out(self) -> None:
+        self.body_timer = None
+        handler = self.handler
+        core_stream = handler.core.streams.get(self.stream_id)
+        if self.complete or handler.closed or core_stream is None or core_stream.request_complete:
+            return
+        timeout = handler.config.timeout_request_body
+        idle = handler.clock.seconds() - self.last_data
+        if core_stream.unacked or idle < timeout:
+            # The app has not taken what came (the client may have no window
+            # left), or bytes came since: wait on, from the last bytes.
+            self.body_timer = handler.clock.callLater(
+                timeout - idle if idle < timeout else timeout, self._body_timed_out
+            )
+            return
+        log.info(
+            "HTTP/2 client {client} sent no request body on stream {stream} for {timeout}s",
+            client=handler.client_text(),
+            stream=self.stream_id,
+            timeout=timeout,
+        )
+        task = self.task
+        if task is not None and not task.cycle.response_started:
+            events = handler.core.error_response(self.stream_id, 408, "request body timed out")
+        else:
+            events = handler.core.reset(self.stream_id)
+        handler.handle(events)
+        handler.flush_output()
+        self.gone()
 
     def resume_reading(self, task: HTTPTask) -> None:
         """The app took body bytes: acknowledge them (RFC 9113 §6.9)."""
@@ -472,6 +577,7 @@ class H2Stream:
         the task is cancelled at once."""
         self.complete = True
         self.cancel_send_timer()
+        self.cancel_body_timer()
         task = self.task
         if task is not None:
             task.feed_disconnect()

@@ -2,9 +2,10 @@
 
 Bytes in (:meth:`HTTP2Connection.receive_data`) give the neutral events of
 :mod:`~twisted_asgi.events` (:class:`Request` with ``http_version="2"``,
-:class:`Data`, :class:`EndOfMessage`, :class:`StreamReset`) plus three of this
-module (:class:`WriteReady`, :class:`StreamComplete`, :class:`ConnectionClosed`);
-response events in give bytes out (:meth:`data_to_send`). Nothing here reads a
+:class:`Data`, :class:`EndOfMessage`, :class:`StreamReset`) plus four of this
+module (:class:`WriteReady`, :class:`StreamComplete`, :class:`MalformedStream`,
+:class:`ConnectionClosed`); response events in give bytes out
+(:meth:`data_to_send`). Nothing here reads a
 socket, starts a timer or runs an app; :mod:`twisted_asgi.h2channel` does that.
 
 What this module adds to h2:
@@ -19,8 +20,8 @@ What this module adds to h2:
 * abuse budgets from :class:`~twisted_asgi.config.Config`, each ending in GOAWAY
   ENHANCE_YOUR_CALM: stream resets the client causes, its own or ours
   (CVE-2023-44487 rapid reset, CVE-2025-8671 MadeYouReset); frames that do no
-  work (PING, SETTINGS, PRIORITY, empty DATA and CONTINUATION, unknown types;
-  CVE-2019-9512/9515/9518); header blocks larger than the header-list limit,
+  work (PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA and CONTINUATION,
+  unknown types; CVE-2019-9512/9515/9518); header blocks larger than the header-list limit,
   counted frame by frame before h2 buffers them (CVE-2024-27316), and HPACK
   bombs (the decoder's own limit);
 * a graceful GOAWAY that lets open streams finish (h2 itself can send nothing
@@ -44,6 +45,8 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
+import hpack
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from hyperframe.frame import GoAwayFrame, SettingsFrame
@@ -57,6 +60,7 @@ __all__ = [
     "PREFACE",
     "ConnectionClosed",
     "HTTP2Connection",
+    "MalformedStream",
     "StreamComplete",
     "WriteReady",
     "decode_settings",
@@ -79,7 +83,7 @@ _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 # Frame types (RFC 9113 §6) and flags, for the frame-header scan.
-_DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x9
+_DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x9
 _KNOWN_TYPES = frozenset(range(0x0, 0xA))
 _END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
 
@@ -106,6 +110,14 @@ class StreamComplete:
 
 
 @dataclass(slots=True)
+class MalformedStream:
+    """The client sent a malformed request; the stream has been reset (for the log)."""
+
+    stream_id: int
+    reason: str
+
+
+@dataclass(slots=True)
 class ConnectionClosed:
     """The connection is over (GOAWAY sent or received): write what is left, close."""
 
@@ -128,14 +140,81 @@ def decode_settings(value: bytes) -> bytes:
         raise ValueError("HTTP2-Settings is not a list of settings")
     frame = SettingsFrame(0)
     frame.parse_body(memoryview(payload))
-    for code, value in frame.settings.items():
+    for code, setting in frame.settings.items():
         if (
-            (code == SettingCodes.ENABLE_PUSH and value > 1)
-            or (code == SettingCodes.INITIAL_WINDOW_SIZE and value > _MAX_WINDOW)
-            or (code == SettingCodes.MAX_FRAME_SIZE and not 16384 <= value <= 2**24 - 1)
+            (code == SettingCodes.ENABLE_PUSH and setting > 1)
+            or (code == SettingCodes.INITIAL_WINDOW_SIZE and setting > _MAX_WINDOW)
+            or (code == SettingCodes.MAX_FRAME_SIZE and not 16384 <= setting <= 2**24 - 1)
         ):
             raise ValueError("HTTP2-Settings holds a value out of range")  # RFC 9113 §6.5.2
     return payload
+
+
+class _LenientH2Stream(h2.stream.H2Stream):
+    """h2's stream without its content-length check: h2 raises a *connection*
+    error for a body that does not match, where RFC 9113 §8.1.1 makes it a
+    stream error. :class:`HTTP2Connection` checks it instead."""
+
+    def _initialize_content_length(self, headers: Any) -> None:
+        pass
+
+    def _track_content_length(self, length: int, end_stream: bool) -> None:
+        pass
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2's connection, where three stream errors stay stream errors.
+
+    h2 ends the whole connection for each of them; RFC 9113 makes them errors
+    of one stream, which :class:`HTTP2Connection` answers with RST_STREAM:
+
+    * a body that does not match its content-length (§8.1.1), through
+      :class:`_LenientH2Stream`;
+    * a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS (§5.1.2: PROTOCOL_ERROR
+      or REFUSED_STREAM); the stream is decoded (HPACK state is shared) and
+      refused by :class:`HTTP2Connection`;
+    * a stream that depends on itself (§5.3.1), collected in
+      :attr:`self_dependent` after h2 has reset it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Streams reset for depending on themselves during the last read.
+        self.self_dependent: list[int] = []
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> h2.stream.H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = _LenientH2Stream  # same state, two methods replaced
+        return stream
+
+    @property
+    def open_inbound_streams(self) -> int:
+        # h2 reads this only to refuse a stream over the limit, as a connection
+        # error; reading it also makes h2 forget closed streams, so read it.
+        super().open_inbound_streams  # noqa: B018
+        return 0
+
+    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError as exc:
+            # RFC 9113 §4.3: a field block that cannot be decoded is a
+            # COMPRESSION_ERROR; h2 reports PROTOCOL_ERROR. (An HPACK bomb
+            # stays ENHANCE_YOUR_CALM.)
+            if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
+                exc.error_code = ErrorCodes.COMPRESSION_ERROR
+            raise
+
+    def _receive_priority_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        if frame.depends_on == frame.stream_id:
+            stream = self.streams.get(frame.stream_id)
+            if stream is not None and not stream.closed:
+                self._prepare_for_sending(stream.reset_stream(ErrorCodes.PROTOCOL_ERROR))
+                self.self_dependent.append(frame.stream_id)
+                frame.depends_on = 0  # so h2 takes the rest of the frame as it is
+            # On an idle stream h2's connection error stands: there is no
+            # stream to reset (RFC 9113 §6.4 forbids RST_STREAM on idle ones).
+        return super()._receive_priority_frame(frame)
 
 
 class _Stream:
@@ -189,7 +268,7 @@ class HTTP2Connection:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.h2 = h2.connection.H2Connection(
+        self.h2 = _H2Connection(
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,
@@ -219,6 +298,8 @@ class HTTP2Connection:
         #: Streams with response bytes waiting for flow-control window, in turn order.
         self._sending: dict[int, _Stream] = {}
         self._extra = b""
+        #: Output taken from h2 by output_size() and not yet handed out.
+        self._pending = bytearray()
         self._events: list[Any] = []
         #: Stream ids above this are refused (after our graceful GOAWAY).
         self.last_stream_id: int | None = None
@@ -254,6 +335,8 @@ class HTTP2Connection:
         stream.request_complete = True
         self._highest_seen = 1
         request.stream_id = 1
+        # Its response goes out over HTTP/2, and the app answers it as such.
+        request.http_version = "2"
         return [request, EndOfMessage(1)]
 
     def _open_connection_window(self) -> None:
@@ -269,7 +352,7 @@ class HTTP2Connection:
         if self.closed:
             return []
         events = self._events = []
-        cut, reason = self._scan(data)
+        cut, stop = self._scan(data)
         if cut is not None:
             data = data[:cut]
         try:
@@ -281,20 +364,30 @@ class HTTP2Connection:
             events.append(ConnectionClosed(code, f"protocol error: {exc}"))
             return events
         resets = {e.stream_id for e in h2_events if type(e) is h2.events.StreamReset}
+        self_dependent = self.h2.self_dependent
+        if self_dependent:
+            resets.update(self_dependent)
         for event in h2_events:
             if self.closed:
                 break
             self._on_h2_event(event, resets)
-        if reason is not None and not self.closed:
-            self._calm(reason)
+        if self_dependent:
+            # h2 has sent RST_STREAM PROTOCOL_ERROR; the client caused it.
+            for stream_id in self_dependent:
+                self._stream_gone(stream_id)
+                self._charge_reset()
+            self_dependent.clear()
+        if stop is not None and not self.closed:
+            self._end(*stop)
         if not self.closed:
             self._flush()
         return events
 
-    def _scan(self, data: bytes) -> tuple[int | None, str | None]:
+    def _scan(self, data: bytes) -> tuple[int | None, tuple[int, str] | None]:
         """Walk the frame headers in ``data`` before h2 sees the frames, and
         charge the budgets. Returns where to cut ``data`` (the start of the
-        frame that ran a budget out) and why, or ``(None, None)``."""
+        frame that ran a budget out) and the GOAWAY code and reason, or
+        ``(None, None)``."""
         i, n = 0, len(data)
         while i < n:
             if self._preface_left:
@@ -317,14 +410,15 @@ class HTTP2Connection:
             length = int.from_bytes(header[:3], "big")
             kind, flags = header[3], header[4]
             stream_id = int.from_bytes(header[5:9], "big") & _MAX_WINDOW
-            reason = self._charge(length, kind, flags, stream_id)
-            if reason is not None:
-                return max(start, 0), reason
+            stop = self._charge(length, kind, flags, stream_id)
+            if stop is not None:
+                return max(start, 0), stop
             self._skip = length
         return None, None
 
-    def _charge(self, length: int, kind: int, flags: int, stream_id: int) -> str | None:
-        """Budget accounting for one frame header; the reason to stop, or None."""
+    def _charge(self, length: int, kind: int, flags: int, stream_id: int) -> tuple[int, str] | None:
+        """Budget accounting for one frame header; the GOAWAY code and reason
+        to stop with, or None."""
         overhead = False
         if kind == _DATA:
             if flags & _END_STREAM == 0 and (length == 0 or (flags & _PADDED and length <= 256)):
@@ -343,23 +437,29 @@ class HTTP2Connection:
             if self._block is not None:
                 self._block += length
                 if self._block > self._block_cap:
-                    return "header block too large"
+                    return ENHANCE_YOUR_CALM, "header block too large"
                 if flags & _END_HEADERS:
                     self._block = None
             overhead = length == 0
         elif kind in (_PING, _SETTINGS):
             overhead = flags & _ACK == 0
-        elif kind == _PRIORITY or kind not in _KNOWN_TYPES:
+            if kind == _SETTINGS and not overhead and length:
+                # RFC 9113 §6.5 (hyperframe calls it a PROTOCOL_ERROR).
+                return int(ErrorCodes.FRAME_SIZE_ERROR), "SETTINGS ACK with a payload"
+        elif kind in (_PRIORITY, _WINDOW_UPDATE) or kind not in _KNOWN_TYPES:
+            # A WINDOW_UPDATE is work only when it lets response bytes out:
+            # each DATA frame we send earns two back (a stream's and the
+            # connection's update), so a reading client never runs short.
             overhead = True
         if overhead and self._overhead is not None:
             self._overhead -= 1
             if self._overhead < 0:
-                return "too many frames that do no work"
+                return ENHANCE_YOUR_CALM, "too many frames that do no work"
         return None
 
-    def _refund(self) -> None:
-        if self._overhead is not None and self._overhead < self.config.limit_h2_control_frames:
-            self._overhead += 1
+    def _refund(self, count: int = 1) -> None:
+        if self._overhead is not None:
+            self._overhead = min(self._overhead + count, self.config.limit_h2_control_frames)
 
     def _on_h2_event(self, event: Any, resets: set[int]) -> None:
         kind = type(event)
@@ -398,6 +498,14 @@ class HTTP2Connection:
         if self.last_stream_id is not None and stream_id > self.last_stream_id:
             # After our GOAWAY (RFC 9113 §6.8): decoded for HPACK's sake, refused.
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            del self.streams[stream_id]
+            return
+        if len(self.streams) > self.config.limit_concurrent_streams:
+            # RFC 9113 §5.1.2: over our SETTINGS_MAX_CONCURRENT_STREAMS. REFUSED_STREAM
+            # tells the client no work was done and it may retry (§8.7).
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            self.streams.pop(stream_id, None)
+            self._charge_reset()
             return
         try:
             request, size = _parse_request(stream_id, event.headers, event.stream_ended is not None)
@@ -634,7 +742,7 @@ class HTTP2Connection:
                     last = not stream.outbound and stream.end and not stream.trailers
                     h2conn.send_data(stream_id, chunk, end_stream=last)
                     stream.bytes_sent += len(chunk)
-                    self._refund()
+                    self._refund(2)
                     progress = True
                     if stream.outbound:
                         continue
@@ -693,6 +801,7 @@ class HTTP2Connection:
         caused by the client, so it counts against the reset budget."""
         self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
         self._stream_gone(stream_id)
+        self._events.append(MalformedStream(stream_id, reason))
         self._charge_reset()
 
     def _stream_gone(self, stream_id: int) -> None:
@@ -710,19 +819,20 @@ class HTTP2Connection:
         if self._resets is not None:
             self._resets -= 1
             if self._resets < 0:
-                self._calm("too many stream resets")
+                self._end(ENHANCE_YOUR_CALM, "too many stream resets")
 
     def _refund_reset(self) -> None:
         if self._resets is not None and self._resets < self.config.limit_h2_resets:
             self._resets += 1
 
-    def _calm(self, reason: str) -> None:
-        """A budget ran out: GOAWAY ENHANCE_YOUR_CALM (RFC 9113 §5.4.1), the end."""
+    def _end(self, code: int, reason: str) -> None:
+        """A budget ran out (ENHANCE_YOUR_CALM) or the scan found a connection
+        error: GOAWAY (RFC 9113 §5.4.1), the end."""
         if self.closed:
             return
         self.closed = True
-        self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, reason.encode("ascii"))
-        self._events.append(ConnectionClosed(int(ErrorCodes.ENHANCE_YOUR_CALM), reason))
+        self.h2.close_connection(code, reason.encode("ascii"))
+        self._events.append(ConnectionClosed(code, reason))
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -749,9 +859,18 @@ class HTTP2Connection:
         """Streams whose request or response is still in progress."""
         return len(self.streams)
 
+    def output_size(self) -> int:
+        """How many bytes :meth:`data_to_send` would return now."""
+        data = self.h2.data_to_send()
+        if data:
+            self._pending += data
+        return len(self._pending) + len(self._extra)
+
     def data_to_send(self) -> bytes:
         """The bytes to write to the client now."""
         data = self.h2.data_to_send()
+        if self._pending:
+            data, self._pending = bytes(self._pending) + data, bytearray()
         if self._extra:
             data, self._extra = data + self._extra, b""
         return data
