@@ -77,6 +77,9 @@ _REQUEST_LINE_SLACK = 32
 
 _OWS = (b" ", b"\t")
 
+# The request fields the parser itself acts on (one set lookup for all others).
+_FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
+
 # Response framing modes.
 _LENGTH = 0  # Content-Length given by the app
 _CHUNKED = 1  # we chunk (HTTP/1.1, no Content-Length)
@@ -103,6 +106,8 @@ class H11Connection:
         "_head_bytes",
         "_head_raw",
         "_head_section",
+        "_limit_head",
+        "_limit_headers",
         "_idle",
         "_in_head",
         "_in_trailers",
@@ -133,6 +138,9 @@ class H11Connection:
     def __init__(self, config: Config, upgrades: frozenset[bytes] = frozenset()) -> None:
         self._config = config
         self._upgrades = upgrades
+        # Read once per header: kept here rather than looked up on the config.
+        self._limit_head = config.limit_request_head_bytes
+        self._limit_headers = config.limit_request_headers
         self._parser = httptools.HttpRequestParser(self)
         self._events: list = []
         self._url: list[bytes] = []
@@ -255,7 +263,7 @@ class H11Connection:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self._config.limit_request_head_bytes:
+        if self._head_bytes > self._limit_head:
             self._fail("request head too large", 431)
         if b"\x85" in value:
             self._fail("invalid character in header value")
@@ -267,20 +275,21 @@ class H11Connection:
             # Request trailers have no place in ASGI; they are checked and dropped.
             return
         headers = self._headers
-        if len(headers) >= self._config.limit_request_headers:
+        if len(headers) >= self._limit_headers:
             self._fail("too many request headers", 431)
         name = name.lower()
         headers.append((name, value))
-        if name == b"host":
-            self._host_count += 1
-        elif name == b"content-length":
-            self._content_length = value
-        elif name == b"transfer-encoding":
-            self._transfer_encoding = value
-        elif name == b"expect":
-            self._expect = value
-        elif name == b"upgrade":
-            self._upgrade = value
+        if name in _FRAMING_FIELDS:
+            if name == b"host":
+                self._host_count += 1
+            elif name == b"content-length":
+                self._content_length = value
+            elif name == b"transfer-encoding":
+                self._transfer_encoding = value
+            elif name == b"expect":
+                self._expect = value
+            else:
+                self._upgrade = value
 
     def on_headers_complete(self) -> None:
         self._in_head = False
