@@ -301,6 +301,7 @@ def test_unix_socket_scope(tmp_path):
             sock.connect(str(path))
             sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             scope = json.loads(recv_response(sock)[2])
+        assert f"(unix:{path})" in server.read_output()  # the listening line names the path
         assert scope["server"] == [str(path), None]
         assert scope["client"] is None
         assert oct(path.stat().st_mode & 0o777) == "0o660"

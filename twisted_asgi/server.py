@@ -416,4 +416,7 @@ def _describe(port: IListeningPort, scheme: str) -> str:
     if hasattr(host, "port"):
         h = host.host
         return f"{scheme}://[{h}]:{host.port}" if ":" in h else f"{scheme}://{h}:{host.port}"
-    return str(getattr(host, "name", host))
+    name = getattr(host, "name", host)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")  # a unix socket path
+    return f"unix:{name}"
