@@ -274,6 +274,12 @@ def test_ping_answered_with_pong(server):
 # -- protocol violations -------------------------------------------------------------------
 
 
+def raw_header(opcode: int, length_code: int, extended: bytes) -> bytes:
+    """A masked, final frame header with the given 7-bit length code and extended length bytes,
+    whatever payload follows (the mask is all zeros, so a payload after it is sent as is)."""
+    return bytes([0x80 | opcode, 0x80 | length_code]) + extended + b"\x00\x00\x00\x00"
+
+
 @pytest.mark.parametrize(
     ("frames", "code"),
     [
@@ -288,6 +294,14 @@ def test_ping_answered_with_pong(server):
         (client_frame(1, b"cut \xe2\x98", fin=False) + client_frame(0, b""), 1007),
         (client_frame(8, close_payload(1000, b"\xff")), 1007),
         (client_frame(2, b"x" * (1024 * 1024 + 1)), 1009),
+        (raw_header(2, 127, struct.pack("!Q", 1 << 40)), 1009),
+        (raw_header(2, 127, struct.pack("!Q", (1 << 63) + 5)), 1002),
+        (raw_header(1, 126, struct.pack("!H", 5)) + b"hello", 1002),
+        (raw_header(2, 127, struct.pack("!Q", 5)) + b"hello", 1002),
+        (client_frame(9, b"p" * 126), 1002),
+        (client_frame(8, b"\x03"), 1002),
+        (client_frame(8, close_payload(1005)), 1002),
+        (client_frame(8, close_payload(5000)), 1002),
     ],
     ids=[
         "unmasked",
@@ -301,6 +315,14 @@ def test_ping_answered_with_pong(server):
         "truncated-utf8",
         "bad-close-reason",
         "too-big",
+        "64-bit-length-over-limit",
+        "64-bit-length-msb-set",
+        "16-bit-length-not-minimal",
+        "64-bit-length-not-minimal",
+        "long-ping",
+        "close-payload-1-byte",
+        "close-code-1005",
+        "close-code-5000",
     ],
 )
 def test_violations_close_with_right_code(server, frames, code):
@@ -310,7 +332,13 @@ def test_violations_close_with_right_code(server, frames, code):
     try:
         client.send(frames)
         assert client.read_close()[0] == code
-        client.send(client_frame(8, close_payload(1000)))
+        if frames[0] & 0x0F == 8:
+            # The client's (bad) Close frame was its half of the closing handshake:
+            # the server closes TCP at once (RFC 6455 §7.1.1), a reply may meet a reset.
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                client.send(client_frame(8, close_payload(1000)))
+        else:
+            client.send(client_frame(8, close_payload(1000)))
         assert client.at_eof()
     finally:
         client.close()
@@ -344,13 +372,37 @@ def test_reset_mid_frame(server):
     assert_still_serving(server)
 
 
+@pytest.mark.parametrize("partial", [b"", client_frame(2, b"z" * 5000)[:100]], ids=["idle", "mid-frame"])
+def test_reset_noticed_at_once(partial):
+    """A reset (RST) from a client, idle or right behind part of a frame, reaches the app as 1006 at
+    once, and the server then stops without a traceback. (On the default asyncio loop: Twisted's
+    asyncio reactor over uvloop loses such a reset, twisted/twisted#11904, uvloop#552.)"""
+    server = start_server("tests.ws_apps:app")
+    try:
+        ident = new_id()
+        client = RawClient(server.host, server.port, f"/echo?id={ident}")
+        client.send(client_frame(1, b"first"))
+        assert client.read_frame() == (1, b"first")
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+        if partial:
+            client.send(partial)  # the reset follows these bytes at once
+        client.close()
+        assert events(server, ident, timeout=5)[0]["disconnect"] == 1006
+        assert_still_serving(server)
+    finally:
+        assert server.stop() == 0
+    output = server.read_output(0.2)
+    assert "Traceback" not in output, output
+
+
 # -- refused handshakes ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        b"GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n",
         handshake_request(key=b"dG9vIHNob3J0"),
         handshake_request(key=b"not base64 at all!!!!!=="),
         handshake_request(extra=b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from tests.ws_apps import client_frame, close_payload, handshake_request
@@ -383,3 +384,58 @@ def test_queue_pause_and_write_pause_combine(loop):
     assert peer.transport.producerState == "paused"  # the client still reads nothing
     peer.proto.resumeProducing()
     assert peer.transport.producerState == "producing"
+
+
+@pytest.mark.parametrize("reply", [True, False], ids=["client-replies", "client-silent"])
+def test_no_timer_outlives_a_failed_connection(loop, reply):
+    """After a violation (1007) the server closes TCP; once it is gone no WebSocket timer is left
+    (Autobahn's close handshake timer would hold the connection for timeout_ws_close and then log
+    a client 'did not answer' that had long gone)."""
+    received: list = []
+    peer = Peer(recording_app(received), loop, timeout_ws_close=10, timeout_ws_ping_interval=5)
+    framing = peer.proto.handler.framing
+    peer.send(client_frame(1, b"bad \xff"))
+    assert peer.frames()[0][0] == 8
+    assert peer.transport.disconnecting
+    if reply:
+        peer.send(client_frame(8, close_payload(1000)))
+    peer.lose()
+    assert received[-1]["code"] == 1007
+    left = [call for call in peer.clock.getDelayedCalls() if getattr(call.func, "__self__", None) is framing]
+    assert left == []
+
+
+def test_drain_survives_a_socket_that_cannot_be_written(loop):
+    """At shutdown, a WebSocket whose socket raises on write (uvloop's closed poll handle does) is
+    dropped and logged once; every other WebSocket still gets its 1001 Close, and both apps are told."""
+    received: list = []
+    peer = Peer(recording_app(received), loop, timeout_ws_ping_interval=0)
+    other = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 1235)
+    )
+    proto = peer.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1235))
+    proto.makeConnection(other)
+    proto.dataReceived(handshake_request("/"))
+    settle(loop)
+    channels = list(peer.factory.connections)
+    assert len(channels) == 2
+    broken, healthy = channels  # the broken one is drained first
+
+    def fail(data: bytes) -> None:
+        raise RuntimeError("unable to perform operation on <UVPoll closed=True>; the handler is closed")
+
+    broken.handler.write = fail
+    logged: list = []
+    observer = logged.append
+    globalLogPublisher.addObserver(observer)
+    try:
+        peer.factory.drain(25)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert broken.transport.disconnecting
+    healthy_transport = other if healthy is proto else peer.transport
+    assert struct.pack("!H", 1001) in healthy_transport.value().split(b"\r\n\r\n", 1)[1]
+    failures = [event for event in logged if "log_failure" in event]
+    assert len(failures) == 1 and "Could not send the shutdown Close" in failures[0]["log_format"]
+    settle(loop)
+    assert [m["code"] for m in received if m["type"] == "websocket.disconnect"] == [1001, 1001]

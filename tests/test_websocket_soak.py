@@ -7,9 +7,7 @@ import asyncio
 import random
 import resource
 import socket
-import sys
 
-import pytest
 from websockets.asyncio.client import connect
 
 from tests.serving import start_server
@@ -83,7 +81,6 @@ def open_idle(host: str, port: int, n: int, batch: int = 40) -> list[socket.sock
     return sockets
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
 def test_idle_connections_cost_bounded_memory():
     """2,000 idle WebSockets (app awaiting receive) cost the server a bounded amount of RSS each."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

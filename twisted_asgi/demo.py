@@ -12,7 +12,8 @@ from typing import Any
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>twisted-asgi demo</title>
-<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}}pre{{background:#eee;padding:1em;overflow:auto}}</style>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}}
+pre{{background:#eee;padding:1em;overflow:auto}}</style>
 </head><body>
 <h1>twisted-asgi is serving</h1>
 <h2>Your request's ASGI scope</h2>

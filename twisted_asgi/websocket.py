@@ -45,7 +45,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateOfferAccept,
 )
 from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .events import AppError, ClientDisconnected, Request
@@ -151,7 +151,7 @@ class _Settings:
 
     isServer = True
     server = None
-    headers: dict[str, str] = {}  # noqa: RUF012 (read-only; Autobahn's handshake is not used)
+    headers: dict[str, str] = {}  # read-only; Autobahn's handshake is not used
     countConnections = 0
 
     def __init__(self, timers: _ClockTimers) -> None:
@@ -280,8 +280,19 @@ class _Framing(WebSocketServerProtocol):
         WebSocketServerProtocol.onAutoPingTimeout(self)
 
     def onCloseHandshakeTimeout(self) -> None:
-        log.info("WebSocket client {client} did not answer our Close in time", client=self.handler._client_text())
+        if self.state != _CLOSED:
+            log.info("WebSocket client {client} did not answer our Close in time", client=self.handler._client_text())
         WebSocketServerProtocol.onCloseHandshakeTimeout(self)
+
+    def _connectionLost(self, reason: Any) -> None:
+        # Autobahn leaves its close handshake timer running when TCP closes
+        # before the client's Close arrives (it drops TCP itself on a second
+        # violation; clients reset): the timer would keep this connection in
+        # memory for timeout_ws_close and then log a client that is long gone.
+        call, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
+        if call is not None:
+            call.cancel()
+        WebSocketServerProtocol._connectionLost(self, reason)
 
     def _fail_connection(self, code: int = _GOING_AWAY, reason: str = "going away") -> None:
         first = not self.failedByMe and self.state != _CLOSED
@@ -476,7 +487,17 @@ class WebSocketConnection:
         a handshake or denial in progress may finish first."""
         self.draining = True
         if self.state is _OPEN_WS:
-            self._go_away(_GOING_AWAY, "server shutting down")
+            try:
+                self._go_away(_GOING_AWAY, "server shutting down")
+            except Exception:  # noqa: BLE001 (one broken socket must not stop the drain of the others)
+                log.failure(
+                    "Could not send the shutdown Close to WebSocket client {client}; dropping it",
+                    level=LogLevel.error,
+                    client=self._client_text(),
+                )
+                # The app was told (1001) before the write failed; it may finish.
+                self.state = _DONE
+                self.close_transport(abort=True)
 
     def abort(self) -> None:
         """Drop the connection now (graceful shutdown ran out of time)."""
