@@ -374,6 +374,7 @@ class WebSocketConnection:
     __slots__ = (
         "buffer",
         "channel",
+        "closing",
         "denial",
         "discarding",
         "draining",
@@ -411,6 +412,8 @@ class WebSocketConnection:
         self.timer: Any = None
         self.opened_at = server.factory.clock.seconds()
         self.write: Callable[[bytes], None] = channel.write
+        #: The transport's close has begun (it is asked once).
+        self.closing = False
 
     # -- start -------------------------------------------------------------------
 
@@ -596,6 +599,11 @@ class WebSocketConnection:
         self.discarding = True
         if self.task is not None:
             self.task.feed_disconnect(code, reason)
+        # Our Close frame is written: close TCP once it is sent rather than wait
+        # for a reply from a client that just broke the protocol (RFC 6455
+        # §7.1.7 "Fail the WebSocket Connection"; the server closes first, §7.1.1).
+        # Its reply may sit behind bytes we now discard, so it may never be seen.
+        self.close_transport()
 
     def framing_closed(self, code: int | None, reason: str | None) -> None:
         if self.task is not None:
@@ -607,6 +615,9 @@ class WebSocketConnection:
         if abort:
             transport.abortConnection()
             return
+        if self.closing:
+            return
+        self.closing = True
         # Twisted's TLS transport does not begin its close (close_notify, then
         # TCP) while a producer is registered: unregister the channel first,
         # as Autobahn's own adapter does.
@@ -712,6 +723,11 @@ class WebSocketConnection:
         self.discarding = True
         if self.task is not None:
             self.task.feed_disconnect(code, reason)
+        # Our Close frame is written: close TCP once it is sent rather than wait
+        # for a reply from a client that just broke the protocol (RFC 6455
+        # §7.1.7 "Fail the WebSocket Connection"; the server closes first, §7.1.1).
+        # Its reply may sit behind bytes we now discard, so it may never be seen.
+        self.close_transport()
         self._resume(_PAUSE_QUEUE)
         framing = self.framing
         if framing is not None and framing.state == _OPEN:
