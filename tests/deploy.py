@@ -11,7 +11,7 @@ The app :func:`app` runs inside the server under test and routes on the path:
 * a WebSocket: accepts, sends the scope as JSON text, echoes one message, closes.
 
 The helpers start nginx and HAProxy from the configuration files in
-``docs/deploy/`` (the ones the deployment guide shows), adapted to loopback
+``docs/examples/`` (the ones the deployment guide shows), adapted to loopback
 ports and a temporary directory, and stop them by PID.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs" / "deploy"
+DOCS = ROOT / "docs" / "examples"
 
 _held = 0
 
@@ -228,14 +228,14 @@ def require(binary: str) -> str:
 
 
 def start_nginx(tmp: Path, substitutions: list[tuple[str, str]], ports: list[int]) -> Daemon:
-    """nginx with ``docs/deploy/nginx.conf`` (the guide's site configuration)
+    """nginx with ``docs/examples/nginx.conf`` (the guide's site configuration)
     adapted by ``substitutions`` (regex, replacement), inside a main
     configuration that keeps everything in ``tmp`` and runs in the foreground."""
     binary = require("nginx")
     site = (DOCS / "nginx.conf").read_text()
     for pattern, replacement in substitutions:
         site, n = re.subn(pattern, replacement, site)
-        assert n, f"{pattern!r} not found in docs/deploy/nginx.conf"
+        assert n, f"{pattern!r} not found in docs/examples/nginx.conf"
     (tmp / "site.conf").write_text(site)
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp / name).mkdir(exist_ok=True)
@@ -263,12 +263,12 @@ http {{
 
 
 def start_haproxy(tmp: Path, substitutions: list[tuple[str, str]], ports: list[int]) -> Daemon:
-    """HAProxy with ``docs/deploy/haproxy.cfg`` adapted by ``substitutions``, in the foreground."""
+    """HAProxy with ``docs/examples/haproxy.cfg`` adapted by ``substitutions``, in the foreground."""
     binary = require("haproxy")
     config = (DOCS / "haproxy.cfg").read_text()
     for pattern, replacement in substitutions:
         config, n = re.subn(pattern, replacement, config)
-        assert n, f"{pattern!r} not found in docs/deploy/haproxy.cfg"
+        assert n, f"{pattern!r} not found in docs/examples/haproxy.cfg"
     path = tmp / "haproxy.cfg"
     path.write_text(config)
     check = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True)
@@ -298,3 +298,45 @@ def make_certs(tmp: Path) -> dict[str, Path]:
     client.private_key_and_cert_chain_pem.write_to_path(str(paths["client"]))
     paths["server_cert_pem"] = server.cert_chain_pems[0].bytes()  # type: ignore[assignment]
     return paths
+
+
+def start_command(argv: list[str], pass_fds: tuple[int, ...] = (), env: dict[str, str] | None = None) -> Any:
+    """Run ``argv`` (a whole server command line) like :func:`tests.serving.start_server`
+    does, with ``pass_fds`` inherited; return the :class:`tests.serving.Server`
+    once it logged where it listens."""
+    from tests.serving import _LISTEN, Server
+    from tests.serving import ROOT as SERVING_ROOT
+
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SERVING_ROOT), full_env.get("PYTHONPATH")]))
+    full_env["PYTHONUNBUFFERED"] = "1"
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=full_env,
+        cwd=SERVING_ROOT,
+        pass_fds=pass_fds,
+    )
+    server = Server(proc, None, "127.0.0.1")
+    deadline = time.monotonic() + 20
+    while True:
+        found = _LISTEN.findall(server.read_output(0.05))
+        if found:
+            _desc, host, port = found[0]
+            server.host, server.port = host or "127.0.0.1", int(port) if port else None
+            return server
+        if proc.poll() is not None or time.monotonic() > deadline:
+            closing(server, signal.SIGKILL)
+            raise AssertionError(f"server did not start; output:\n{''.join(server.output)}")
+
+
+def systemd_argv(argv: list[str], fd: int, names: str = "twisted-asgi.socket") -> list[str]:
+    """``argv`` run as systemd runs a socket-activated service: the listening
+    socket ``fd`` moved to descriptor 3, ``LISTEN_FDS=1``, ``LISTEN_FDNAMES``
+    (the socket unit's name unless it sets FileDescriptorName=) and
+    ``LISTEN_PID`` the pid of the process that execs ``argv`` (sd_listen_fds(3))."""
+    script = f'export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES="{names}"; exec "$@" 3<&{fd} {fd}<&-'
+    return [require("bash"), "-c", script, "bash", *argv]

@@ -213,3 +213,16 @@ def test_failed_reload_keeps_the_old_certificate(certs, tmp_path):
         sock.close()
         assert scope["tls"]["tls_version"] == 0x0304
         wait_for(lambda: server.proc.poll() is None, 1, "server alive")
+
+
+def test_ipv6_interface(certs):
+    """ssl: with an IPv6 interface (escaped colons) listens on an IPv6 socket and serves TLS there."""
+    endpoint = f"ssl:port=0:interface=\\:\\:1:privateKey={certs['key']}:certKey={certs['cert']}"
+    with serving(APP, endpoint=endpoint) as server:
+        assert server.host == "::1"
+        raw = socket.create_connection(("::1", server.port), timeout=10)
+        sock = client_context(certs["ca"]).wrap_socket(raw, server_hostname="localhost")
+        scope, sock = tls_get(server, None, sock=sock)
+        sock.close()
+        assert scope["scheme"] == "https"
+        assert scope["client"][0] == "::1"

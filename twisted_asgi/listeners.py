@@ -4,6 +4,8 @@ reloadable certificates and client-certificate options (see :mod:`.tls`).
 
 ``proxy:`` wraps any listener: ``proxy:tcp:8000``, ``proxy:unix:/run/app.sock``,
 ``proxy:ssl:port=443:privateKey=k.pem``, ``proxy:systemd:domain=INET:index=0``.
+``haproxy:`` is the same prefix under Twisted's (and Daphne's) name, so
+``haproxy:tcp:8000`` gets this implementation, not Twisted's.
 ``Config.proxy_protocol`` puts it in front of every listener.
 
 Why not Twisted's ``haproxy:`` endpoint: it hands the connection to the
@@ -27,11 +29,35 @@ from zope.interface.declarations import directlyProvides
 
 from .proxy import ProxyHeader, ProxyProtocolError, ProxyProtocolParser, TrustList
 
-__all__ = ["ProxyProtocolFactory", "join_description", "listener_endpoint", "split_description"]
+__all__ = [
+    "PROXY_PREFIXES",
+    "ProxyProtocolFactory",
+    "join_description",
+    "listener_endpoint",
+    "split_description",
+    "split_proxy_prefix",
+    "systemd_endpoint",
+]
 
 log = Logger(namespace="twisted_asgi.proxy")
 
 PROXY_PREFIX = "proxy:"
+#: Every spelling of the PROXY protocol prefix; ``haproxy:`` is Twisted's name for it.
+PROXY_PREFIXES = ("proxy:", "haproxy:")
+
+
+def split_proxy_prefix(description: str) -> tuple[bool, str]:
+    """``"haproxy:tcp:8000"`` -> ``(True, "tcp:8000")``; ``"tcp:8000"`` -> ``(False, "tcp:8000")``.
+
+    :raises ValueError: the prefix is given twice.
+    """
+    for prefix in PROXY_PREFIXES:
+        if description.startswith(prefix):
+            rest = description[len(prefix) :]
+            if rest.startswith(PROXY_PREFIXES):
+                raise ValueError("proxy: given twice")
+            return True, rest
+    return False, description
 
 
 # -- endpoint string grammar (Twisted's: ':' separates, '\\' escapes) ----------------------
@@ -116,15 +142,13 @@ def listener_endpoint(reactor: Any, description: str, config: Any = None) -> Any
     from .server import endpoint_from_string
     from .tls import ssl_endpoint
 
-    proxied = bool(config is not None and config.proxy_protocol)
-    if description.startswith(PROXY_PREFIX):
-        proxied = True
-        description = description[len(PROXY_PREFIX) :]
-        if description.startswith(PROXY_PREFIX):
-            raise ValueError("proxy: given twice")
+    prefixed, description = split_proxy_prefix(description)
+    proxied = prefixed or bool(config is not None and config.proxy_protocol)
     if description.startswith("ssl:"):
         _kind, args, kwargs = split_description(description)
         inner: Any = ssl_endpoint(reactor, args, kwargs)
+    elif description.startswith("systemd:"):
+        inner = systemd_endpoint(reactor, description)
     else:
         inner = endpoint_from_string(reactor, description)
     if not proxied:
@@ -132,6 +156,28 @@ def listener_endpoint(reactor: Any, description: str, config: Any = None) -> Any
     from .config import Config
 
     return ProxyProtocolEndpoint(inner, config if config is not None else Config(), reactor)
+
+
+def systemd_endpoint(reactor: Any, description: str) -> Any:
+    """Twisted's ``systemd:`` endpoint (an adopted socket, its ``fileno``
+    the descriptor systemd passed), with a clear error when systemd passed
+    no such socket.
+
+    Twisted reads ``LISTEN_PID``/``LISTEN_FDS``/``LISTEN_FDNAMES`` once, when
+    :mod:`twisted.internet.endpoints` is imported, and removes the first two
+    from the environment (sd_listen_fds(3) with ``unset_environment``).
+
+    :raises ValueError: no socket with that index or name was passed to this process.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        return serverFromString(reactor, description)
+    except (IndexError, KeyError):
+        raise ValueError(
+            f"{description}: systemd passed no such socket to this process "
+            "(LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES name the sockets of a socket-activated service)"
+        ) from None
 
 
 @implementer(IStreamServerEndpoint)

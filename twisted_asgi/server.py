@@ -309,7 +309,7 @@ class ASGIService(Service):
             log.info(
                 "Listening on {endpoint} ({address})",
                 endpoint=description,
-                address=_describe(port, "https" if description.startswith(("ssl:", "proxy:ssl:", "haproxy:ssl:")) else "http"),
+                address=_describe(port, "https" if _is_tls(description) else "http"),
             )
         if self.tls_listeners:
             _on_sighup(self.reactor, self.reload_tls)
@@ -361,7 +361,8 @@ def endpoint_from_string(reactor: Any, description: str, config: Config | None =
 
     :raises ValueError: the string is malformed or names an unknown endpoint type.
     """
-    if description.startswith(("proxy:", "haproxy:", "ssl:")) or (config is not None and config.proxy_protocol):
+    ours = ("proxy:", "haproxy:", "ssl:", "systemd:")
+    if description.startswith(ours) or (config is not None and config.proxy_protocol):
         from .listeners import listener_endpoint
 
         return listener_endpoint(reactor, description, config)
@@ -391,6 +392,10 @@ def endpoint_from_string(reactor: Any, description: str, config: Config | None =
             family = families[domain]
         return AdoptedStreamServerEndpoint(reactor, fileno, family)
     return serverFromString(reactor, description)
+
+
+def _is_tls(description: str) -> bool:
+    return description.startswith(("ssl:", "proxy:ssl:", "haproxy:ssl:"))
 
 
 def _on_sighup(reactor: Any, action: Callable[[], Any]) -> None:

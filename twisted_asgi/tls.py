@@ -329,7 +329,7 @@ def ssl_endpoint(reactor: Any, args: list[str], kwargs: dict[str, str]) -> TLSSe
 
     :raises ValueError: unknown keys or unusable files, with a one-line reason.
     """
-    from twisted.internet.endpoints import AdoptedStreamServerEndpoint, TCP4ServerEndpoint
+    from twisted.internet.endpoints import AdoptedStreamServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 
     kwargs = dict(kwargs)
     if args:
@@ -362,7 +362,8 @@ def ssl_endpoint(reactor: Any, args: list[str], kwargs: dict[str, str]) -> TLSSe
     else:
         if "port" not in kwargs:
             raise ValueError("ssl: needs port=N (or fileno=N)")
-        inner = TCP4ServerEndpoint(
-            reactor, int(kwargs["port"]), backlog=int(kwargs.get("backlog", 50)), interface=kwargs.get("interface", "")
-        )
+        interface = kwargs.get("interface", "")
+        # An IPv6 interface (written with escaped colons) needs an IPv6 socket.
+        tcp = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+        inner = tcp(reactor, int(kwargs["port"]), backlog=int(kwargs.get("backlog", 50)), interface=interface)
     return TLSServerEndpoint(inner, tls)

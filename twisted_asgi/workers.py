@@ -40,7 +40,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .listeners import PROXY_PREFIX, join_description, split_description
+from .listeners import PROXY_PREFIX, join_description, split_description, split_proxy_prefix, systemd_endpoint
 
 __all__ = ["ENV", "Supervisor", "attach_worker", "bind_listener", "worker_settings"]
 
@@ -70,7 +70,7 @@ class Listener:
 
     def address(self) -> str:
         """``http://host:port`` (or the unix path), as the service logs it."""
-        scheme = "https" if self.description.startswith(("ssl:", PROXY_PREFIX + "ssl:")) else "http"
+        scheme = "https" if split_proxy_prefix(self.description)[1].startswith("ssl:") else "http"
         probe = self.sock if self.sock is not None else socket.socket(fileno=self.fileno)
         try:
             name = probe.getsockname()
@@ -90,10 +90,8 @@ def bind_listener(description: str) -> Listener:
     :raises ValueError: a kind of listener that cannot be shared, or a bad string.
     :raises OSError: the address cannot be bound.
     """
-    prefix = ""
-    rest = description
-    if rest.startswith(PROXY_PREFIX):
-        prefix, rest = PROXY_PREFIX, rest[len(PROXY_PREFIX) :]
+    proxied, rest = split_proxy_prefix(description)
+    prefix = PROXY_PREFIX if proxied else ""
     kind, args, kwargs = split_description(rest)
     if kind in ("tcp", "tcp6", "ssl"):
         kwargs = dict(kwargs)
@@ -146,32 +144,14 @@ def bind_listener(description: str) -> Listener:
             raise
         return Listener(description, sock, sock.fileno(), f"{prefix}fd:fileno={sock.fileno()}:domain=UNIX")
     if kind == "systemd":
-        fileno = _systemd_fd(kwargs)
+        # Twisted reads (and removes) LISTEN_FDS when its endpoints module is
+        # imported, so the descriptor is asked of Twisted's own parser.
+        fileno = systemd_endpoint(None, rest).fileno
         return Listener(description, None, fileno, f"{prefix}fd:fileno={fileno}")
     if kind == "fd":
         fileno = int(kwargs["fileno"])
         return Listener(description, None, fileno, description)
     raise ValueError(f"{kind}: listeners cannot be shared between workers (use tcp:, ssl:, unix:, fd: or systemd:)")
-
-
-def _systemd_fd(kwargs: dict[str, str]) -> int:
-    """The descriptor ``systemd:index=N`` or ``systemd:name=X`` refers to
-    (sd_listen_fds(3): descriptors start at 3, in LISTEN_FDS order)."""
-    if os.environ.get("LISTEN_PID") != str(os.getpid()):
-        raise ValueError("systemd: endpoint but no sockets were passed (LISTEN_PID is not this process)")
-    count = int(os.environ.get("LISTEN_FDS", "0"))
-    if "index" in kwargs:
-        index = int(kwargs["index"])
-    elif "name" in kwargs:
-        names = os.environ.get("LISTEN_FDNAMES", "").split(":")
-        if kwargs["name"] not in names:
-            raise ValueError(f"systemd: no socket named {kwargs['name']!r} in LISTEN_FDNAMES")
-        index = names.index(kwargs["name"])
-    else:
-        raise ValueError("systemd: needs index=N or name=NAME")
-    if not 0 <= index < count:
-        raise ValueError(f"systemd: index {index} but only {count} socket(s) were passed")
-    return 3 + index
 
 
 # -- the supervisor -------------------------------------------------------------------------
@@ -189,10 +169,9 @@ class Worker:
     exited: defer.Deferred = field(default_factory=defer.Deferred)
     became_ready: defer.Deferred = field(default_factory=defer.Deferred)
     start_timer: Any = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
+    #: Kept here: Twisted forgets ``process.pid`` once the process has ended,
+    #: and the death is still to be logged with it.
+    pid: int | None = None
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -285,6 +264,8 @@ class Supervisor(Service):
             env=env,
             childFDs=child_fds,
         )
+        worker.pid = worker.process.pid
+        _watch_exit(self.reactor, worker.process)
         self.workers.append(worker)
         if self.config.timeout_worker_start:
             worker.start_timer = self.reactor.callLater(self.config.timeout_worker_start, self._start_timed_out, worker)
@@ -444,6 +425,34 @@ def _signal(worker: Worker, sig: int) -> None:
 def _cancel(timer: Any) -> None:
     if timer is not None and timer.active():
         timer.cancel()
+
+
+def _watch_exit(reactor: Any, worker_process: Any) -> None:
+    """Reap ``worker_process`` as soon as it ends, through a pidfd (Linux 5.3+).
+
+    Twisted learns of child deaths from SIGCHLD written to
+    ``signal.set_wakeup_fd``; an event loop that takes the wakeup descriptor
+    for itself (uvloop does, when it starts running) leaves Twisted deaf to
+    some of them: a dead worker then stays a zombie, is never replaced, and
+    a stopping supervisor waits for it forever. A pidfd becomes readable when
+    its process ends, whatever happens to signals.
+    """
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    pidfd_open = getattr(os, "pidfd_open", None)
+    pid = worker_process.pid
+    if loop is None or pidfd_open is None or pid is None:
+        return
+    try:
+        fd = pidfd_open(pid)
+    except OSError:
+        return  # an old kernel: SIGCHLD alone
+
+    def ended() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        worker_process.reapProcess()
+
+    loop.add_reader(fd, ended)
 
 
 def _on_signal(sig: int, action: Any) -> None:
