@@ -42,7 +42,9 @@ def connect(app, loop, **config):
     factory.runner._loop = loop
     factory.lifespan_state = {}
     proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
-    transport = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 1234)
+    )
     proto.makeConnection(transport)
     return proto, transport, clock, factory
 
@@ -122,7 +124,7 @@ def test_write_backpressure_pauses_send(loop):
             sent.append(i)
         await send({"type": "http.response.body", "body": b""})
 
-    proto, transport, _clock, _factory = connect(streamer, loop)
+    proto, _transport, _clock, _factory = connect(streamer, loop)
     proto.pauseProducing()
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     settle(loop)
@@ -167,7 +169,7 @@ def test_disconnect_reaches_app_and_send_raises(loop):
         except OSError as exc:
             outcome["error"] = exc
 
-    proto, transport, _clock, _factory = connect(waiter, loop)
+    proto, _transport, _clock, _factory = connect(waiter, loop)
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     settle(loop)
     proto.connectionLost()
@@ -270,6 +272,7 @@ def test_app_close_timeout_zero_never_cancels(loop):
 
 def test_request_body_timeout_with_clock(loop):
     """A body that stops arriving while the app waits for it gets 408 after timeout_request_body."""
+
     async def read_all(scope, receive, send):
         while (await receive()).get("more_body"):
             pass
@@ -339,7 +342,8 @@ def test_send_timeout_drops_client_that_does_not_read(loop):
 
 
 def test_upgrade_hands_over_with_trailing_bytes(loop):
-    """An accepted Upgrade request goes to its handler with the bytes after the head, after earlier pipelined responses."""
+    """An accepted Upgrade request goes to its handler with the bytes after the head,
+    after earlier pipelined responses."""
     handed = []
     proto, transport, _clock, factory = connect(hello, loop)
     factory.register_upgrade(b"websocket", lambda channel, request, rest: handed.append((request.path, rest)))
@@ -380,7 +384,7 @@ def test_hand_over_and_close_leave_no_timer_holding_the_channel(loop):
     connection is lost no timer refers to it (a pending timer kept every closed
     WebSocket and HTTP/2 connection alive until its head timeout fired)."""
     handler = _Handler()
-    proto, transport, clock, factory = connect(hello, loop, timeout_keep_alive=5, timeout_request_head=20)
+    proto, _transport, clock, factory = connect(hello, loop, timeout_keep_alive=5, timeout_request_head=20)
     factory.register_upgrade(b"websocket", lambda channel, request, rest: channel.hand_over(handler))
     proto.conn._upgrades = factory.upgrades
     proto.dataReceived(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
@@ -401,3 +405,50 @@ def test_lost_connection_cancels_its_timers(loop):
         assert clock.getDelayedCalls()
         proto.connectionLost()
         assert clock.getDelayedCalls() == []
+
+
+def test_drain_gives_a_fresh_connection_its_first_request(loop):
+    """A connection accepted just before shutdown, with nothing received yet, may
+    still send one request within the grace; it is answered with connection: close."""
+    proto, transport, clock, _factory = connect(hello, loop)
+    proto.drain()
+    clock.advance(0.5)
+    assert not transport.disconnecting
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"connection: close\r\n" in transport.value()
+    assert transport.disconnecting
+
+
+def test_drain_closes_a_silent_fresh_connection_after_the_grace(loop):
+    """A fresh connection that sends nothing is closed when the one-second grace ends."""
+    proto, transport, clock, _factory = connect(hello, loop)
+    proto.drain()
+    clock.advance(0.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+    assert transport.value() == b""
+
+
+def test_drain_closes_an_idle_keep_alive_connection_at_once(loop):
+    """A connection idle after a response closes as soon as shutdown begins."""
+    proto, transport, _clock, _factory = connect(hello, loop)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    assert not transport.disconnecting
+    proto.drain()
+    assert transport.disconnecting
+
+
+def test_drain_answers_a_request_whose_head_has_begun(loop):
+    """A request half-received when shutdown begins is still answered, then the connection closes."""
+    proto, transport, _clock, _factory = connect(hello, loop)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHo")
+    proto.drain()
+    assert not transport.disconnecting
+    proto.dataReceived(b"st: a\r\n\r\n")
+    settle(loop)
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.disconnecting

@@ -131,6 +131,11 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     return write
 
 
+#: Seconds a connection that has sent nothing yet may still send its first
+#: request once a graceful shutdown began (see :meth:`HTTPChannel.drain`).
+_FRESH_GRACE = 1.0
+
+
 @implementer(IPushProducer)
 class HTTPChannel(Protocol):
     """An HTTP/1.1 connection serving ASGI apps (one request at a time, pipelining queued)."""
@@ -500,15 +505,30 @@ class HTTPChannel(Protocol):
         self.transport.abortConnection()
 
     def drain(self) -> None:
-        """Graceful shutdown: finish the current response, then close; close now if idle."""
+        """Graceful shutdown: finish the current response, then close.
+
+        An idle keep-alive connection closes now (a client retries a request
+        that meets a closed idle connection). A request whose head has begun
+        arriving is answered. A connection accepted just before the listener
+        closed, with nothing received yet, gets a short grace for its first
+        request, which may still be on its way; one that stays silent (a
+        browser's speculative connection) is closed when the grace ends.
+        """
         self.draining = True
         if self.handler is not None:
             self.handler.drain()
             return
-        if self.conn is not None:
-            self.conn.keep_alive = False
-        if self.request is None:
-            self._close()
+        conn = self.conn
+        if conn is not None:
+            conn.keep_alive = False
+        if self.request is not None:
+            return
+        if conn is not None and conn.in_request_head:
+            return  # answered, then closed (keep-alive is off)
+        if conn is not None and conn.fresh and self.requests_served == 0:
+            self._arm(_FRESH_GRACE, _T_IDLE)
+            return
+        self._close()
 
     # -- timers --------------------------------------------------------------
 
