@@ -144,6 +144,8 @@ async def lifespan_raises(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
     await hello(scope, receive, send)
+
+
 NOT_CALLABLE = 42
 
 
@@ -153,7 +155,9 @@ async def stream(scope: dict, receive: Any, send: Any) -> None:
         return
     mib = int(scope["query_string"].decode().partition("=")[2] or 1)
     chunk = b"x" * 65536
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/octet-stream")]}
+    )
     for _ in range(mib * 16):
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
@@ -171,5 +175,7 @@ async def slow_upload(scope: dict, receive: Any, send: Any) -> None:
             break
         await asyncio.sleep(0.0005)
     payload = str(total).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(payload)).encode())]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(payload)).encode())]}
+    )
     await send({"type": "http.response.body", "body": payload})

@@ -131,8 +131,7 @@ def start_server(
     while True:
         text = server.read_output(0.05)
         found = _LISTEN.findall(text)
-        expected = 1 if endpoint is not None else 1
-        if len(found) >= expected:
+        if found:
             for desc, host, port in found:
                 server.addresses.append((desc, host, int(port) if port else None))
             _desc, host, port = found[0]
@@ -154,7 +153,7 @@ def recv_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
     while True:
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
             break

@@ -213,9 +213,7 @@ def http2_client(host: str, port: int, rng: random.Random, tally: Tally, stop: t
                             if event.stream_id in got:
                                 got[event.stream_id] += event.data
                             conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                        elif isinstance(event, h2.events.StreamEnded):
-                            ended.add(event.stream_id)
-                        elif isinstance(event, h2.events.StreamReset):
+                        elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                             ended.add(event.stream_id)
                     sock.sendall(conn.data_to_send())
                 for sid, body in bodies.items():

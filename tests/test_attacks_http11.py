@@ -22,12 +22,18 @@ NORMAL = b"GET /fine HTTP/1.1\r\nHost: a\r\n\r\n"
 def server():
     server = start_server(
         "tests.apps:misbehave",
-        "--limit-request-body", "65536",
-        "--timeout-request-head", "1",
-        "--timeout-request-body", "1",
-        "--timeout-app-close", "1",
-        "--timeout-send", "2",
-        "--timeout-response", "3",
+        "--limit-request-body",
+        "65536",
+        "--timeout-request-head",
+        "1",
+        "--timeout-request-body",
+        "1",
+        "--timeout-app-close",
+        "1",
+        "--timeout-send",
+        "2",
+        "--timeout-response",
+        "3",
     )
     baseline = {"rss": None}
     yield server, baseline

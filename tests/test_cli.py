@@ -37,8 +37,20 @@ def test_twistd_help_documents_options():
     """twistd asgi --help lists the listener, lifespan and limit options."""
     result = run_twistd("asgi", "--help")
     assert result.returncode == 0, result.stderr
-    for flag in ("--endpoint", "--bind", "--port", "--unix-socket", "--fd", "--root-path", "--lifespan",
-                 "--access-log", "--graceful-timeout", "--timeout-keep-alive", "--limit-request-body", "--loop"):
+    for flag in (
+        "--endpoint",
+        "--bind",
+        "--port",
+        "--unix-socket",
+        "--fd",
+        "--root-path",
+        "--lifespan",
+        "--access-log",
+        "--graceful-timeout",
+        "--timeout-keep-alive",
+        "--limit-request-body",
+        "--loop",
+    ):
         assert flag in result.stdout, flag
 
 
@@ -54,11 +66,11 @@ def test_twistd_serves_without_reactor_flag():
 
 def test_twistd_with_asyncio_reactor_flag():
     """twistd --reactor=asyncio asgi app works too."""
-    argv = [TWISTD, "--reactor=asyncio", "-n", "asgi",
-            "-e", "tcp:port=0:interface=127.0.0.1", "tests.apps:hello"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    from tests.serving import Server, _LISTEN
+    argv = [TWISTD, "--reactor=asyncio", "-n", "asgi", "-e", "tcp:port=0:interface=127.0.0.1", "tests.apps:hello"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
+    from tests.serving import _LISTEN, Server
 
     server = Server(proc, None, "127.0.0.1")
     try:
@@ -157,8 +169,14 @@ def test_fd_listener():
     fd = listener.fileno()
     os.set_inheritable(fd, True)
     argv = [sys.executable, "-m", "twisted_asgi", "--fd", str(fd), "tests.apps:hello"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, pass_fds=(fd,),
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        pass_fds=(fd,),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     from tests.serving import Server
 
     server = Server(proc, port, "127.0.0.1")
@@ -178,8 +196,9 @@ def test_daemon_mode_pidfile_logfile_sigterm(tmp_path):
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    result = run_twistd("--pidfile", str(pidfile), "--logfile", str(logfile),
-                     "asgi", "-p", str(port), "tests.apps:hello")
+    result = run_twistd(
+        "--pidfile", str(pidfile), "--logfile", str(logfile), "asgi", "-p", str(port), "tests.apps:hello"
+    )
     assert result.returncode == 0, result.stderr
     deadline = time.monotonic() + 20
     while not (logfile.exists() and "Listening on" in logfile.read_text()):
@@ -200,7 +219,12 @@ def test_daemon_mode_pidfile_logfile_sigterm(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "loop"),
-    [(("--loop", "uvloop"), "uvloop"), (("--loop", "asyncio"), "asyncio"), ((), "asyncio"), (("--loop", "auto"), "uvloop")],
+    [
+        (("--loop", "uvloop"), "uvloop"),
+        (("--loop", "asyncio"), "asyncio"),
+        ((), "asyncio"),
+        (("--loop", "auto"), "uvloop"),
+    ],
 )
 def test_loop_option(args, loop):
     """--loop picks the event loop under the reactor; the default is asyncio's own, auto takes uvloop when installed."""
@@ -229,7 +253,9 @@ def test_access_log_format(tmp_path):
     server = start_server("tests.apps:hello", "--access-log", str(log_path))
     try:
         with server.connect() as sock:
-            sock.sendall(b'GET /a%0Ab?q="x" HTTP/1.1\r\nHost: a\r\nUser-Agent: tester\t"x"\xff\r\nReferer: http://r/\r\n\r\n')
+            sock.sendall(
+                b'GET /a%0Ab?q="x" HTTP/1.1\r\nHost: a\r\nUser-Agent: tester\t"x"\xff\r\nReferer: http://r/\r\n\r\n'
+            )
             recv_response(sock)
     finally:
         server.stop()

@@ -42,8 +42,9 @@ def request(server, raw: bytes):
 
 def test_scope_is_exactly_per_spec(scope_server):
     """The http scope has every key of ASGI www 2.5 with the right values."""
-    status, headers, body = request(
-        scope_server, b"GET /caf%C3%A9/a%2Fb?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nX-Mixed: One\r\nx-mixed: two\r\n\r\n"
+    status, _headers, body = request(
+        scope_server,
+        b"GET /caf%C3%A9/a%2Fb?x=1&y=%20 HTTP/1.1\r\nHost: example.com\r\nX-Mixed: One\r\nx-mixed: two\r\n\r\n",
     )
     assert status == b"HTTP/1.1 200 OK"
     scope = json.loads(body)
@@ -329,11 +330,13 @@ def test_tls_listener_scheme_https(tmp_path):
         context = ssl.create_default_context()
         ca.configure_trust(context)
         context.set_alpn_protocols(["http/1.1"])
-        with socket.create_connection((server.host, server.port), timeout=10) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost") as sock:
-                assert sock.selected_alpn_protocol() == "http/1.1"
-                sock.sendall(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                status, _headers, body = recv_response(sock)
+        with (
+            socket.create_connection((server.host, server.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            assert sock.selected_alpn_protocol() == "http/1.1"
+            sock.sendall(b"GET /secure HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            status, _headers, body = recv_response(sock)
         assert status == b"HTTP/1.1 200 OK"
         scope = json.loads(body)
         assert scope["scheme"] == "https"
@@ -362,18 +365,20 @@ def test_tls_connection_close_closes_the_connection(tmp_path):
         context = ssl.create_default_context()
         ca.configure_trust(context)
         context.set_alpn_protocols(["http/1.1"])
-        with socket.create_connection((server.host, server.port), timeout=10) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost") as sock:
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                data = b""
-                while True:
-                    try:
-                        chunk = sock.recv(65536)
-                    except ssl.SSLEOFError:
-                        break
-                    if not chunk:
-                        break
-                    data += chunk
+        with (
+            socket.create_connection((server.host, server.port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as sock,
+        ):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except ssl.SSLEOFError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
         assert data.startswith(b"HTTP/1.1 200 OK\r\n")
         assert data.endswith(b"Hello, world!\r\n0\r\n\r\n")
     finally:

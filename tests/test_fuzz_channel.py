@@ -8,6 +8,7 @@ into the reactor and the app's tasks all finish.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,11 +30,34 @@ async def echo_app(scope, receive, send):
 
 
 TOKENS = [
-    b"GET / HTTP/1.1\r\n", b"POST /p?q=1 HTTP/1.1\r\n", b"HEAD / HTTP/1.0\r\n", b"PUT /x HTTP/1.1\r\n",
-    b"Host: a\r\n", b"Content-Length: 5\r\n", b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n",
-    b"Connection: close\r\n", b"Expect: 100-continue\r\n", b"Upgrade: websocket\r\nConnection: upgrade\r\n",
-    b"\r\n", b"hello", b"5\r\nhello\r\n", b"0\r\n\r\n", b"\n", b"\r", b"\x00", b"\x85", b" ", b":", b"%",
-    b"X-A: b\r\n", b"GET", b"HTTP/1.1", b"\xff\xfe", b"ffffffff\r\n", b"Trailer: x\r\n",
+    b"GET / HTTP/1.1\r\n",
+    b"POST /p?q=1 HTTP/1.1\r\n",
+    b"HEAD / HTTP/1.0\r\n",
+    b"PUT /x HTTP/1.1\r\n",
+    b"Host: a\r\n",
+    b"Content-Length: 5\r\n",
+    b"Content-Length: 0\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Connection: close\r\n",
+    b"Expect: 100-continue\r\n",
+    b"Upgrade: websocket\r\nConnection: upgrade\r\n",
+    b"\r\n",
+    b"hello",
+    b"5\r\nhello\r\n",
+    b"0\r\n\r\n",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\x85",
+    b" ",
+    b":",
+    b"%",
+    b"X-A: b\r\n",
+    b"GET",
+    b"HTTP/1.1",
+    b"\xff\xfe",
+    b"ffffffff\r\n",
+    b"Trailer: x\r\n",
 ]
 
 streams = st.lists(st.one_of(st.sampled_from(TOKENS), st.binary(max_size=20)), max_size=30).map(b"".join)
@@ -47,7 +71,7 @@ def test_any_bytes_any_split(data, cuts):
     try:
         proto, transport, clock, _factory = connect(echo_app, loop)
         points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
-        for start, end in zip(points, points[1:]):
+        for start, end in itertools.pairwise(points):
             proto.dataReceived(data[start:end])
             settle(loop)
         clock.advance(3600)  # every timeout fires

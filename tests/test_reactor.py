@@ -151,3 +151,19 @@ def test_writer_gets_do_write(reactor_and_pair):
     reactor.addWriter(writer)
     assert loop.run_until_complete(asyncio.wait_for(called, 5)) is True
     assert writer not in reactor.getWriters()
+
+
+def test_reader_whose_descriptor_went_away_is_disconnected(reactor_and_pair):
+    """A ready reader whose fileno() is now -1 is disconnected with ConnectionFdescWentAway, never read."""
+    from twisted.internet.error import ConnectionFdescWentAway
+
+    reactor, loop, a, _b = reactor_and_pair
+    reader = Reader(a, loop)
+    reactor.addReader(reader)
+    fd = a.fileno()
+    reader.fileno = lambda: -1  # type: ignore[method-assign]
+    reactor._ready(reader, True)
+    lost = loop.run_until_complete(asyncio.wait_for(reader.lost, 5))
+    assert lost.check(ConnectionFdescWentAway)
+    assert reader.data == b""
+    loop.remove_reader(fd)

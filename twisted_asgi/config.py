@@ -56,8 +56,7 @@ class Config:
     )
     limit_request_headers: int = _f(
         100,
-        "Most header fields in one request; beyond it the client gets 431. "
-        "100 is Apache's LimitRequestFields default.",
+        "Most header fields in one request; beyond it the client gets 431. 100 is Apache's LimitRequestFields default.",
         flag="--limit-request-headers",
     )
     limit_request_body_bytes: int = _f(
@@ -85,8 +84,7 @@ class Config:
     )
     limit_concurrent_connections: int = _f(
         0,
-        "Open connections at once per process; new ones are closed at once "
-        "beyond it (0: no limit).",
+        "Open connections at once per process; new ones are closed at once beyond it (0: no limit).",
         flag="--limit-concurrency",
         zero="no limit",
     )
@@ -159,8 +157,7 @@ class Config:
     # -- identity and behaviour --------------------------------------------
     server_name: str | None = _f(
         "twisted-asgi",
-        "Value of the Server response header, None to send none. An app's own "
-        "Server header always wins.",
+        "Value of the Server response header, None to send none. An app's own Server header always wins.",
         flag="--server-name",
     )
     send_date: bool = _f(True, "Send a Date header when the app gives none (RFC 9110 §6.6.1).")
@@ -188,8 +185,7 @@ class Config:
     # -- WebSocket (RFC 6455, ASGI www spec 2.5); owned by websocket.py ------
     websocket: bool = _f(
         True,
-        "Serve WebSocket upgrade requests (off: an 'Upgrade: websocket' request "
-        "is served as a plain HTTP request).",
+        "Serve WebSocket upgrade requests (off: an 'Upgrade: websocket' request is served as a plain HTTP request).",
         flag="--no-websocket",
     )
     limit_ws_message_bytes: int = _f(
@@ -226,8 +222,7 @@ class Config:
     )
     timeout_ws_ping_interval: float = _f(
         20.0,
-        "Seconds between the keep-alive pings the server sends on an open "
-        "WebSocket. Daphne's --ping-interval is 20 s.",
+        "Seconds between the keep-alive pings the server sends on an open WebSocket. Daphne's --ping-interval is 20 s.",
         flag="--timeout-ws-ping-interval",
         zero="no pings",
     )
@@ -457,7 +452,9 @@ class Config:
         if not isinstance(self.ws_allowed_origins, tuple) or not all(
             isinstance(o, str) and o for o in self.ws_allowed_origins
         ):
-            raise ConfigError(f"ws_allowed_origins must be a tuple of non-empty strings, not {self.ws_allowed_origins!r}")
+            raise ConfigError(
+                f"ws_allowed_origins must be a tuple of non-empty strings, not {self.ws_allowed_origins!r}"
+            )
         self._validate_deployment()
         self._validate_http2()
 
@@ -483,7 +480,9 @@ class Config:
             except ValueError as exc:
                 raise ConfigError(f"{name}: {exc}") from None
         if self.proxy_headers_style not in ("x-forwarded", "forwarded"):
-            raise ConfigError(f"proxy_headers_style must be 'x-forwarded' or 'forwarded', not {self.proxy_headers_style!r}")
+            raise ConfigError(
+                f"proxy_headers_style must be 'x-forwarded' or 'forwarded', not {self.proxy_headers_style!r}"
+            )
         if self.root_path_header and not all(c.isalnum() or c in "-_" for c in self.root_path_header):
             raise ConfigError(f"root_path_header must be a header name, not {self.root_path_header!r}")
         if self.limit_proxy_protocol_bytes < 232:
@@ -498,9 +497,7 @@ class Config:
 
 def describe_fields() -> list[tuple[str, Any, str, str | None]]:
     """``(name, default, doc, flag)`` for every field, for docs and ``--help``."""
-    return [
-        (f.name, f.default, f.metadata["doc"], f.metadata["flag"]) for f in dataclasses.fields(Config)
-    ]
+    return [(f.name, f.default, f.metadata["doc"], f.metadata["flag"]) for f in dataclasses.fields(Config)]
 
 
 def zero_meaning(name: str) -> str | None:

@@ -73,9 +73,7 @@ def check_headers(headers: Any, what: str) -> Headers:
         for name, value in headers:
             if type(name) is not bytes or type(value) is not bytes:
                 if not isinstance(name, bytes) or not isinstance(value, bytes):
-                    raise AppError(
-                        f"{what} header names and values must be bytes, got {name!r}: {value!r}"
-                    )
+                    raise AppError(f"{what} header names and values must be bytes, got {name!r}: {value!r}")
                 name, value = bytes(name), bytes(value)
             if name not in _GOOD_NAMES:
                 if _TOKEN.match(name) is None:

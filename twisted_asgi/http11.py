@@ -551,7 +551,7 @@ def _split_target(target: bytes, method: bytes) -> tuple[bytes, bytes]:
         # request line gets a 400 (RFC 9112 §3), wherever the '#' is.
         raise ProtocolError("fragment in request target")
     if target[:1] == b"/":
-        path, sep, query = target.partition(b"?")
+        path, _sep, query = target.partition(b"?")
     elif target == b"*" and method == b"OPTIONS":
         return b"*", b""
     else:
@@ -576,8 +576,7 @@ def error_response(status: int, reason: str, server_name: str | None) -> bytes:
     parts += (
         b"date: ",
         http_date(),
-        b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-        % len(body),
+        b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body),
         body,
     )
     return b"".join(parts)

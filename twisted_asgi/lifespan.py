@@ -58,7 +58,7 @@ class Lifespan:
         await self._receive.put({"type": "lifespan.startup"})
         try:
             await asyncio.wait_for(asyncio.shield(self._startup), self.config.timeout_lifespan or None)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise LifespanFailure(f"lifespan startup did not complete within {self.config.timeout_lifespan}s") from None
 
     async def shutdown(self) -> None:
@@ -68,7 +68,7 @@ class Lifespan:
         await self._receive.put({"type": "lifespan.shutdown"})
         try:
             await asyncio.wait_for(asyncio.shield(self._shutdown), self.config.timeout_lifespan or None)  # type: ignore[arg-type]
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("Lifespan shutdown did not complete within {timeout}s", timeout=self.config.timeout_lifespan)
             self._task.cancel()
         except LifespanFailure as exc:

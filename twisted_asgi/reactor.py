@@ -43,7 +43,9 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
             import uvloop
         except ImportError:
             if loop == "uvloop":
-                raise ReactorError("--loop uvloop needs the uvloop package (pip install twisted-asgi[uvloop])") from None
+                raise ReactorError(
+                    "--loop uvloop needs the uvloop package (pip install twisted-asgi[uvloop])"
+                ) from None
     if uvloop is not None:
         event_loop = uvloop.new_event_loop()
     else:
@@ -68,8 +70,9 @@ def _reactor_class() -> type:
     error handling; registration, removal, and everything else stay Twisted's.
     """
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+    from twisted.internet.error import ConnectionFdescWentAway
 
-    class ASGIReactor(AsyncioSelectorReactor):  # type: ignore[misc]
+    class ASGIReactor(AsyncioSelectorReactor):
         def addReader(self, reader: Any) -> None:
             super().addReader(reader)
             fd = self._readers.get(reader)
@@ -85,23 +88,17 @@ def _reactor_class() -> type:
 
         def _ready(self, selectable: Any, read: bool) -> None:
             if selectable.fileno() == -1:
-                self._disconnectSelectable(selectable, _no_fd(), read)
+                self._disconnectSelectable(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
                 return
             try:
                 why = selectable.doRead() if read else selectable.doWrite()
             except Exception as exc:
                 why = exc
-                self._log.failure(None)
+                self._log.failure("Error in {selectable!r}", selectable=selectable)
             if why:
                 self._disconnectSelectable(selectable, why, read)
 
     return ASGIReactor
-
-
-def _no_fd() -> Any:
-    from twisted.internet.main import _NO_FILEDESC
-
-    return _NO_FILEDESC
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:

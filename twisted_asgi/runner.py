@@ -60,7 +60,9 @@ class HTTPStream(Protocol):
 class Runner:
     """Runs ASGI apps as asyncio tasks on the reactor's event loop."""
 
-    def __init__(self, app: Any, config: Config, clock: IReactorTime, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, app: Any, config: Config, clock: IReactorTime, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.app = app
         self.config = config
         self.clock = clock
@@ -258,7 +260,9 @@ class HTTPTask:
     def on_response_timeout(self) -> None:
         self.response_timer = None
         if self.outcome is None:
-            log.warn("ASGI app did not finish its response within {timeout}s", timeout=self.runner.config.timeout_response)
+            log.warn(
+                "ASGI app did not finish its response within {timeout}s", timeout=self.runner.config.timeout_response
+            )
             self.stream.app_timed_out(self)
             if self.task is not None:
                 self.task.cancel()
@@ -310,7 +314,18 @@ class WebSocketTask:
     is not logged; then the app has ``timeout_app_close`` seconds to return.
     """
 
-    __slots__ = ("runner", "scope", "cycle", "stream", "task", "recv_waiter", "drain_waiter", "close_timer", "reading_paused", "outcome")
+    __slots__ = (
+        "runner",
+        "scope",
+        "cycle",
+        "stream",
+        "task",
+        "recv_waiter",
+        "drain_waiter",
+        "close_timer",
+        "reading_paused",
+        "outcome",
+    )
 
     def __init__(self, runner: Runner, scope: dict[str, Any], cycle: Any, stream: WebSocketStream) -> None:
         self.runner = runner

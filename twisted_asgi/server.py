@@ -38,8 +38,10 @@ class _Refused(Protocol):
         self.response = response
 
     def connectionMade(self) -> None:
-        self.transport.write(self.response)
-        self.transport.loseConnection()
+        transport = self.transport
+        assert transport is not None  # set by makeConnection before this call
+        transport.write(self.response)
+        transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         pass
@@ -60,7 +62,9 @@ class ASGIFactory(Factory):
         self.config = config
         self.clock = reactor
         self.reactor = reactor
-        self.runner = Runner(app, config, reactor, reactor_loop(reactor) if hasattr(reactor, "_asyncioEventloop") else None)
+        self.runner = Runner(
+            app, config, reactor, reactor_loop(reactor) if hasattr(reactor, "_asyncioEventloop") else None
+        )
         self.access_log = access_log
         self.connections: set[HTTPChannel] = set()
         #: ``Upgrade`` tokens the channel switches protocol for.
@@ -90,9 +94,7 @@ class ASGIFactory(Factory):
             # Logged once per episode at the limit, not once per refusal: a
             # flood of connections must not become a flood of log lines.
             if not self._refused:
-                log.warn(
-                    "Connection limit ({limit}) reached: new connections get 503 until one closes", limit=limit
-                )
+                log.warn("Connection limit ({limit}) reached: new connections get 503 until one closes", limit=limit)
             self._refused += 1
             return _Refused(error_response(503, "too many connections; try again later", self.config.server_name))
         return HTTPChannel(self)
@@ -124,10 +126,7 @@ class ASGIFactory(Factory):
         protocol, ...) may take the connection over with
         :meth:`HTTPChannel.hand_over` and return True.
         """
-        for sniffer in self.sniffers:
-            if sniffer(channel, data):
-                return True
-        return False
+        return any(sniffer(channel, data) for sniffer in self.sniffers)
 
     def register_upgrade(self, token: bytes, handler: Callable[[HTTPChannel, Request, bytes], None]) -> None:
         """Let ``handler(channel, request, trailing_bytes)`` take over connections
@@ -197,12 +196,14 @@ class AccessLog:
     def open(cls, target: str) -> AccessLog:
         if target == "-":
             return cls(sys.stdout)
-        return cls(open(target, "a", buffering=1, encoding="utf-8"))  # noqa: SIM115
+        return cls(open(target, "a", buffering=1, encoding="utf-8"))
 
     def _write(self, event: dict[str, Any]) -> None:
         self.stream.write(event["access_line"] + "\n")
 
-    def log_http(self, info: ConnectionInfo | None, request: Request | None, status: int, size: int, duration: float) -> None:
+    def log_http(
+        self, info: ConnectionInfo | None, request: Request | None, status: int, size: int, duration: float
+    ) -> None:
         import time
 
         client = info.client[0] if info is not None and info.client else "-"
@@ -225,11 +226,15 @@ class AccessLog:
         )
         self.logger.info("{access_line}", access_line=text)
 
-    def log_websocket(self, info: ConnectionInfo | None, request: Request, kind: str, code: int, duration: float) -> None:
+    def log_websocket(
+        self, info: ConnectionInfo | None, request: Request, kind: str, code: int, duration: float
+    ) -> None:
         """A WebSocket line in the same format: ``kind`` is ``WSCONNECT`` (code 101,
         when the handshake completes) or ``WSDISCONNECT`` (the close code, and
         the seconds the WebSocket was open) in place of the method and status."""
-        shown = Request(request.stream_id, kind.encode("ascii"), request.path, request.query, request.http_version, request.headers)
+        shown = Request(
+            request.stream_id, kind.encode("ascii"), request.path, request.query, request.http_version, request.headers
+        )
         self.log_http(info, shown, code, 0, duration)
 
 
@@ -250,7 +255,9 @@ class ASGIService(Service):
     a port that cannot be bound); the command-line front ends exit with it.
     """
 
-    def __init__(self, app: Any, config: Config, endpoints: list[str], reactor: Any, access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self, app: Any, config: Config, endpoints: list[str], reactor: Any, access_log: AccessLog | None = None
+    ) -> None:
         self.app = app
         self.config = config
         self.endpoint_descriptions = list(endpoints)

@@ -57,7 +57,11 @@ class Options(usage.Options):
         ["no-websocket", None, "Serve no WebSocket: an 'Upgrade: websocket' request is plain HTTP to the app."],
         ["no-ws-compression", None, "Do not negotiate permessage-deflate on WebSockets."],
         ["no-http2", None, "Serve no HTTP/2: no 'h2' in ALPN, no h2c (HTTP/1.1 only)."],
-        ["no-h2c-prior-knowledge", None, "On cleartext listeners, do not take connections that open with the HTTP/2 preface."],
+        [
+            "no-h2c-prior-knowledge",
+            None,
+            "On cleartext listeners, do not take connections that open with the HTTP/2 preface.",
+        ],
         ["no-h2c-upgrade", None, "On cleartext listeners, ignore 'Upgrade: h2c'."],
         [
             "proxy-headers",

@@ -2,4 +2,6 @@
 
 from twisted.application.service import ServiceMaker
 
-twisted_asgi = ServiceMaker("twisted-asgi", "twisted_asgi.tap", "Serve an ASGI application (HTTP/1.1, lifespan).", "asgi")
+twisted_asgi = ServiceMaker(
+    "twisted-asgi", "twisted_asgi.tap", "Serve an ASGI application (HTTP/1.1, lifespan).", "asgi"
+)
