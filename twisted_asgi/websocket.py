@@ -87,6 +87,9 @@ _GOING_AWAY = 1001
 _INTERNAL_ERROR = 1011
 _ABNORMAL = 1006  # RFC 6455 §7.1.5: closed without a Close frame (never sent)
 
+#: Queued frame bytes that are sent at once rather than at the end of the loop pass.
+_FLUSH_AT = 65536
+
 # Why the server stops reading from the client (a bit mask).
 _PAUSE_QUEUE = 1  # the app has limit_ws_queue messages waiting
 _PAUSE_WRITE = 2  # the client does not read what we send
@@ -221,7 +224,7 @@ class _Framing(WebSocketServerProtocol):
         return WebSocketServerProtocol.processData(self)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        self.handler.write(data)
+        self.handler.queue(data)
 
     def _closeConnection(self, abort: bool = False) -> None:
         self.handler.close_transport(abort)
@@ -376,6 +379,8 @@ class WebSocketConnection:
         "channel",
         "closing",
         "denial",
+        "out",
+        "out_size",
         "discarding",
         "draining",
         "framing",
@@ -414,6 +419,9 @@ class WebSocketConnection:
         self.write: Callable[[bytes], None] = channel.write
         #: The transport's close has begun (it is asked once).
         self.closing = False
+        #: Frames written during this event-loop pass, sent together at its end.
+        self.out: list[bytes] | None = None
+        self.out_size = 0
 
     # -- start -------------------------------------------------------------------
 
@@ -609,15 +617,52 @@ class WebSocketConnection:
         if self.task is not None:
             self.task.feed_disconnect(1005 if code is None else code, reason or "")
 
+    def queue(self, data: bytes) -> None:
+        """Write frame bytes, together with the others written in this
+        event-loop pass: an app that echoes the several messages one read
+        brought answers them with one ``send`` instead of one each. From
+        64 KiB on, the batch goes out at once, so the transport still sees
+        (and pushes back on) a large burst."""
+        out = self.out
+        if out is None:
+            self.out = [data]
+            self.out_size = len(data)
+            self.server.factory.runner.loop.call_soon(self.flush)
+            return
+        out.append(data)
+        self.out_size += len(data)
+        if self.out_size >= _FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the frames queued so far."""
+        out = self.out
+        if out is None:
+            return
+        self.out = None
+        try:
+            self.write(out[0] if len(out) == 1 else b"".join(out))
+        except Exception:  # noqa: BLE001 (runs from the event loop: nothing above it would log it well)
+            # A transport that cannot take bytes (uvloop's lost poll handle, see
+            # --loop) is dropped; the app hears of it through connection_lost.
+            log.failure(
+                "Could not write to WebSocket client {client}; dropping it",
+                level=LogLevel.error,
+                client=self._client_text(),
+            )
+            self.close_transport(abort=True)
+
     def close_transport(self, abort: bool = False) -> None:
         """Close the connection once what was written is sent (or at once with ``abort``)."""
         transport = self.channel.transport
         if abort:
+            self.out = None
             transport.abortConnection()
             return
         if self.closing:
             return
         self.closing = True
+        self.flush()
         # Twisted's TLS transport does not begin its close (close_notify, then
         # TCP) while a producer is registered: unregister the channel first,
         # as Autobahn's own adapter does.
