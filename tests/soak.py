@@ -286,11 +286,11 @@ class SoakResult:
     log: str
 
 
-def soak(duration: float, seed: int = 1, warmup: float = 3.0) -> SoakResult:
+def soak(duration: float, seed: int = 1, warmup: float = 3.0, server_args: tuple[str, ...] = ()) -> SoakResult:
     """Start a server, warm it up, run the mixed traffic for ``duration`` s, measure."""
     from tests.serving import recv_response, start_server
 
-    server = start_server("tests.soak:app", "--graceful-timeout", "5")
+    server = start_server("tests.soak:app", "--graceful-timeout", "5", *server_args)
     try:
         warm = Tally()
         traffic(server.host, server.port, warmup, seed + 1000, warm)
@@ -351,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of traffic (default 180)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rss-slack-mib", type=float, default=16.0, help="allowed RSS growth (default 16 MiB)")
+    parser.add_argument("--loop", default="asyncio", help="the server's --loop (asyncio, uvloop)")
     args = parser.parse_args(argv)
-    result = soak(args.duration, args.seed)
+    result = soak(args.duration, args.seed, server_args=("--loop", args.loop))
     print(f"done: {result.tally.done}")
     print(f"aborted: {result.tally.aborted}")
     print(f"RSS {result.baseline_rss} -> {result.end_rss} KiB; fds {result.baseline_fds} -> {result.end_fds}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -53,12 +54,12 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
     asyncio.set_event_loop(event_loop)
     from twisted.internet.main import installReactor
 
-    reactor = _reactor_class()(event_loop)
+    reactor = _reactor_class(uvloop is not None)(event_loop)
     installReactor(reactor)
     return reactor
 
 
-def _reactor_class() -> type:
+def _reactor_class(uv: bool = False) -> type:
     """Twisted's asyncio reactor, with a leaner path from the event loop to a
     ready socket.
 
@@ -98,7 +99,42 @@ def _reactor_class() -> type:
             if why:
                 self._disconnectSelectable(selectable, why, read)
 
-    return ASGIReactor
+    if not uv:
+        return ASGIReactor
+
+    import socket
+
+    from twisted.internet.error import ConnectionLost
+
+    class ASGIUVReactor(ASGIReactor):
+        """On uvloop, a socket error the peer caused (a reset) makes libuv
+        report the poll handle as failed; uvloop then runs the read callback
+        once and closes the handle without telling anyone (uvloop issue 552).
+        When that read still found data, Twisted would keep a connection that
+        is never read again, and the descriptor's dead handle would break the
+        next connection given the same number. So after each read the socket
+        is asked for a pending error, and a connection that has one is
+        disconnected at once, while its handle is still alive."""
+
+        def _ready(self, selectable: Any, read: bool) -> None:
+            if selectable.fileno() == -1:
+                self._disconnectSelectable(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
+                return
+            try:
+                why = selectable.doRead() if read else selectable.doWrite()
+                if not why and read:
+                    sock = getattr(selectable, "socket", None)
+                    if sock is not None:
+                        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        if error:
+                            why = ConnectionLost(os.strerror(error))
+            except Exception as exc:
+                why = exc
+                self._log.failure("Error in {selectable!r}", selectable=selectable)
+            if why:
+                self._disconnectSelectable(selectable, why, read)
+
+    return ASGIUVReactor
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:

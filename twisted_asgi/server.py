@@ -279,11 +279,6 @@ class ASGIService(Service):
         self.loop = reactor_loop(self.reactor)
         asyncio.set_event_loop(self.loop)
         log.info("Twisted's asyncio reactor over the {loop} event loop", loop=loop_name(self.loop))
-        if loop_name(self.loop) == "uvloop":
-            log.warn(
-                "uvloop can lose track of a connection the client resets (uvloop issue 552): "
-                "use --loop asyncio where clients may reset connections"
-            )
         self.factory.runner._loop = self.loop
         self.reactor.callWhenRunning(self._begin)
 
