@@ -351,3 +351,169 @@ def channels_app() -> Any:
             await self.channel_layer.group_discard("room", self.channel_name)
 
     return ProtocolTypeRouter({"websocket": URLRouter([path("chat/", Chat.as_asgi())])})
+
+
+# -- an app that gets the ASGI WebSocket conversation wrong (issue 8) ------------------
+
+
+async def _connected(receive: Any) -> None:
+    message = await receive()
+    assert message["type"] == "websocket.connect", message
+
+
+async def _accepted(receive: Any, send: Any) -> None:
+    await _connected(receive)
+    await send({"type": "websocket.accept"})
+
+
+async def _until_disconnect(receive: Any) -> None:
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+def _mistake_before_accept(message: Any) -> Any:
+    async def run(scope: dict, receive: Any, send: Any) -> None:
+        await _connected(receive)
+        await send(message)
+
+    return run
+
+
+def _mistake_after_accept(message: Any) -> Any:
+    async def run(scope: dict, receive: Any, send: Any) -> None:
+        await _accepted(receive, send)
+        await send(message)
+
+    return run
+
+
+async def _accept_unreceived(scope: dict, receive: Any, send: Any) -> None:
+    # Accept before taking websocket.connect: allowed (the spec asks for an
+    # answer to the connect, not for a receive() first); the connect is then
+    # still the first message, and the client's message follows it.
+    await send({"type": "websocket.accept"})
+    first = await receive()
+    second = await receive()
+    await send({"type": "websocket.send", "text": f"{first['type']} then {second.get('text')}"})
+    await _until_disconnect(receive)
+
+
+async def _send_after_close(scope: dict, receive: Any, send: Any) -> None:
+    await _accepted(receive, send)
+    await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+    await send({"type": "websocket.send", "text": "too late"})
+
+
+async def _long_reason(scope: dict, receive: Any, send: Any) -> None:
+    # Not a mistake: RFC 6455 §5.5 caps the reason at 123 bytes and the server
+    # cuts it there, on a character boundary ("é" is two bytes: 61 fit + 1 byte).
+    await _accepted(receive, send)
+    await send({"type": "websocket.close", "code": 4002, "reason": "é" * 200})
+    await _until_disconnect(receive)
+
+
+_DENIAL_START = {"type": "websocket.http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
+_DENIAL_BODY = {"type": "websocket.http.response.body", "body": b"no"}
+
+
+async def _denial_start_twice(scope: dict, receive: Any, send: Any) -> None:
+    await _connected(receive)
+    await send(_DENIAL_START)
+    await send(_DENIAL_START)
+
+
+async def _denial_body_after_complete(scope: dict, receive: Any, send: Any) -> None:
+    await _connected(receive)
+    await send(_DENIAL_START)
+    await send(_DENIAL_BODY)
+    await send(_DENIAL_BODY)
+
+
+async def _denial_unfinished(scope: dict, receive: Any, send: Any) -> None:
+    await _connected(receive)
+    await send(_DENIAL_START)
+
+
+async def _denial_body_unfinished(scope: dict, receive: Any, send: Any) -> None:
+    await _connected(receive)
+    await send(_DENIAL_START)
+    await send({"type": "websocket.http.response.body", "body": b"partial", "more_body": True})
+
+
+async def _return_without_accept(scope: dict, receive: Any, send: Any) -> None:
+    await _connected(receive)
+
+
+async def _raise_before_accept(scope: dict, receive: Any, send: Any) -> None:
+    await _connected(receive)
+    raise RuntimeError("misbehave: raised before accept")
+
+
+async def _raise_after_accept(scope: dict, receive: Any, send: Any) -> None:
+    await _accepted(receive, send)
+    raise RuntimeError("misbehave: raised after accept")
+
+
+async def _never_answer(scope: dict, receive: Any, send: Any) -> None:
+    # Takes websocket.connect and then waits: only the handshake timeout ends
+    # the handshake; the app then hears websocket.disconnect and returns.
+    await _connected(receive)
+    await _until_disconnect(receive)
+
+
+_ACCEPT = {"type": "websocket.accept"}
+
+#: path (after ``/mis/``) -> what the app does wrong.
+MISTAKES: dict[str, Any] = {
+    # -- before accept
+    "send-before-accept": _mistake_before_accept({"type": "websocket.send", "text": "hi"}),
+    "unknown-type-before-accept": _mistake_before_accept({"type": "websocket.hello"}),
+    "not-a-dict": _mistake_before_accept("websocket.accept"),
+    "no-type": _mistake_before_accept({"subprotocol": None}),
+    "unoffered-subprotocol": _mistake_before_accept({"type": "websocket.accept", "subprotocol": "never-offered"}),
+    "subprotocol-not-str": _mistake_before_accept({"type": "websocket.accept", "subprotocol": b"chat"}),
+    "str-header": _mistake_before_accept({"type": "websocket.accept", "headers": [("x-a", "b")]}),
+    "crlf-header": _mistake_before_accept({"type": "websocket.accept", "headers": [(b"x-a", b"b\r\nx-b: c")]}),
+    "bad-header-name": _mistake_before_accept({"type": "websocket.accept", "headers": [(b"x a", b"b")]}),
+    "headers-not-pairs": _mistake_before_accept({"type": "websocket.accept", "headers": [b"x-a"]}),
+    "protocol-header": _mistake_before_accept(
+        {"type": "websocket.accept", "headers": [(b"sec-websocket-protocol", b"chat")]}
+    ),
+    "server-owned-header": _mistake_before_accept({"type": "websocket.accept", "headers": [(b"upgrade", b"h2c")]}),
+    "denial-body-before-start": _mistake_before_accept(_DENIAL_BODY),
+    "denial-bad-status": _mistake_before_accept({"type": "websocket.http.response.start", "status": 101}),
+    "denial-start-twice": _denial_start_twice,
+    "denial-unfinished": _denial_unfinished,
+    "denial-body-unfinished": _denial_body_unfinished,
+    "return-without-accept": _return_without_accept,
+    "raise-before-accept": _raise_before_accept,
+    "never-answer": _never_answer,
+    # -- after accept
+    "accept-twice": _mistake_after_accept(_ACCEPT),
+    "unknown-type-after-accept": _mistake_after_accept({"type": "websocket.hello"}),
+    "not-a-dict-after-accept": _mistake_after_accept(None),
+    "send-both": _mistake_after_accept({"type": "websocket.send", "text": "a", "bytes": b"a"}),
+    "send-neither": _mistake_after_accept({"type": "websocket.send"}),
+    "text-not-str": _mistake_after_accept({"type": "websocket.send", "text": b"a"}),
+    "text-surrogate": _mistake_after_accept({"type": "websocket.send", "text": "\ud800"}),
+    "bytes-not-bytes": _mistake_after_accept({"type": "websocket.send", "bytes": "a"}),
+    "close-code-not-int": _mistake_after_accept({"type": "websocket.close", "code": "1000"}),
+    "close-code-reserved": _mistake_after_accept({"type": "websocket.close", "code": 1005}),
+    "close-code-out-of-range": _mistake_after_accept({"type": "websocket.close", "code": 5000}),
+    "close-reason-not-str": _mistake_after_accept({"type": "websocket.close", "reason": b"bye"}),
+    "denial-after-accept": _mistake_after_accept(_DENIAL_START),
+    "raise-after-accept": _raise_after_accept,
+    # -- after close
+    "send-after-close": _send_after_close,
+    "denial-body-after-complete": _denial_body_after_complete,
+    # -- allowed, for contrast
+    "accept-before-receive": _accept_unreceived,
+    "long-close-reason": _long_reason,
+}
+
+
+async def misbehave(scope: dict, receive: Any, send: Any) -> None:
+    """WebSocket ``/mis/NAME`` runs ``MISTAKES[NAME]``; everything else is :func:`app`."""
+    if scope["type"] == "websocket" and scope["path"].startswith("/mis/"):
+        return await MISTAKES[scope["path"][len("/mis/") :]](scope, receive, send)
+    return await app(scope, receive, send)

@@ -370,6 +370,8 @@ class WebSocketTask:
             self.outcome = "ok"
             if not cycle.handshake_answered and not cycle.disconnected:
                 log.error("ASGI callable returned without sending handshake.")
+            elif cycle.denial_unfinished and not cycle.disconnected:
+                log.error("ASGI callable returned without completing its denial response.")
         finally:
             timer, self.close_timer = self.close_timer, None
             if timer is not None and timer.active():

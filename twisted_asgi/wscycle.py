@@ -500,3 +500,8 @@ class WebSocketCycle:
     def handshake_answered(self) -> bool:
         """True once the app accepted, denied, or began a denial response."""
         return self.state is not WSState.CONNECTING
+
+    @property
+    def denial_unfinished(self) -> bool:
+        """True while the app's denial response has started but not ended."""
+        return self.state is WSState.DENIAL
