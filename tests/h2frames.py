@@ -4,6 +4,7 @@ back with a deadline."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -206,6 +207,31 @@ class RawClient:
             if time.monotonic() > deadline:
                 raise AssertionError("the server did not close the connection")
             self.read(0.1)
+
+    def wait_tcp_closed(self, timeout: float = 5.0) -> None:
+        """Wait until the server has closed the connection down to TCP: the
+        end of its stream (over TLS: close_notify, or EOF) and then EOF (or a
+        reset) on the socket itself, so that a TLS layer that said goodbye but
+        left the socket open fails."""
+        deadline = time.monotonic() + timeout
+        self.wait_closed(timeout)
+        # The TLS object has seen its end; read the socket underneath it.
+        raw = socket.socket(fileno=os.dup(self.sock.fileno()))
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the server left the TCP connection open")
+                raw.settimeout(left)
+                try:
+                    if not raw.recv(65536):
+                        return
+                except TimeoutError:
+                    raise AssertionError("the server left the TCP connection open") from None
+                except OSError:
+                    return  # reset: closed as well
+        finally:
+            raw.close()
 
     def goaway(self, timeout: float = 10.0) -> GoAwayFrame:
         return self.wait_for(lambda f: isinstance(f, GoAwayFrame), timeout)  # type: ignore[return-value]

@@ -1,32 +1,40 @@
 """Known attacks on HTTP/2 servers, each over loopback against a real server,
 with the safe result expected (RFC 9113 sections and CVEs named per test).
 After each attack the server still answers a normal request and its RSS
-stays bounded."""
+stays bounded; most attacks hit one server for the whole module, whose RSS
+must be back near its baseline at the end. Connection errors, the idle
+timeout and graceful drain are also checked over TLS, where the connection
+must be closed down to TCP."""
 
 from __future__ import annotations
 
+import signal
+import ssl
 import time
 
 import pytest
 from hyperframe.frame import HeadersFrame, RstStreamFrame, WindowUpdateFrame
 
-from tests.deploy import serving
+from tests.deploy import closing, make_certs, serving
 from tests.h2frames import (
     ENHANCE_YOUR_CALM,
     INTERNAL_ERROR,
+    NO_ERROR,
     PROTOCOL_ERROR,
     REFUSED_STREAM,
     RawClient,
     request_headers,
 )
-from tests.test_http2_flow import vm
+from tests.serving import start_server
+from tests.test_http2_e2e import ssl_endpoint, tls_context
+from tests.test_http2_flow import ping_barrier, vm
 
 APP = "tests.h2frames:app"
 
 
-def healthy(server, baseline_kib: int) -> None:
+def healthy(server, baseline_kib: int, tls: ssl.SSLContext | None = None) -> None:
     """The server answers a new connection, and its RSS grew by < 50 MiB."""
-    client = RawClient(server.host, server.port)
+    client = RawClient(server.host, server.port, tls=tls)
     try:
         client.send(client.f.request(1, "/"))
         headers, body, _ = client.response(1)
@@ -36,26 +44,58 @@ def healthy(server, baseline_kib: int) -> None:
     assert vm(server.proc.pid, "VmRSS") - baseline_kib < 50 * 1024
 
 
-@pytest.fixture
-def server():
-    with serving(APP, "--limit-h2-resets", "20", "--timeout-app-close", "30") as server:
+@pytest.fixture(scope="module")
+def shared():
+    """One server for the attacks of this module that need no options of
+    their own; its baseline RSS is taken after a first normal request."""
+    server = start_server(APP, "--limit-h2-resets", "20", "--timeout-app-close", "30")
+    try:
+        server.baseline = 0  # type: ignore[attr-defined]
+        healthy(server, 2**40)
         server.baseline = vm(server.proc.pid, "VmRSS")  # type: ignore[attr-defined]
         yield server
+    finally:
+        closing(server)
 
 
-def hang_streams(client: RawClient, server, ids: list[int], path: str = "/hang") -> None:
+@pytest.fixture
+def server(shared):
+    assert shared.proc.poll() is None, "the shared server died"
+    return shared
+
+
+@pytest.fixture
+def certs(tmp_path):
+    return make_certs(tmp_path)
+
+
+def count_output(server, needle: str, count: int, timeout: float = 10.0) -> str:
+    """Wait until ``needle`` was printed ``count`` times in all; fail if more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        output = "".join(server.output)
+        seen = output.count(needle)
+        assert seen <= count, f"{needle!r} printed {seen} times, not {count}"
+        if seen == count:
+            return output
+        assert time.monotonic() < deadline, f"{needle!r} printed {seen} times, not {count}; output:\n{output}"
+        server.read_output(0.05)
+
+
+def hang_streams(client: RawClient, server, ids: list[int], path: str = "/hang", tag: str = "") -> None:
     """Open streams whose apps do not answer (``/hang``: ever, ``/wait-disconnect``:
-    until the client leaves); return once every app runs."""
+    until the client leaves); return once every app runs. ``tag`` makes the
+    markers unique on a server that serves many tests."""
     for stream_id in ids:
-        client.send(client.f.headers(stream_id, request_headers(f"{path}?id={stream_id}"), end_stream=False))
+        client.send(client.f.headers(stream_id, request_headers(f"{path}?id={tag}{stream_id}"), end_stream=False))
     for stream_id in ids:
-        server.wait_for_output(f"STARTED {path} id={stream_id}")
+        server.wait_for_output(f"STARTED {path} id={tag}{stream_id}\n")
 
 
-def assert_cancelled(server, ids: list[int]) -> None:
+def assert_cancelled(server, ids: list[int], tag: str = "") -> None:
     """Every hanging app was cancelled at once (the app-close timeout is 30 s)."""
     for stream_id in ids:
-        server.wait_for_output(f"CANCELLED id={stream_id}", timeout=5)
+        server.wait_for_output(f"CANCELLED id={tag}{stream_id}\n", timeout=5)
 
 
 def test_rapid_reset_ends_in_goaway_and_cancelled_apps(server):
@@ -65,7 +105,7 @@ def test_rapid_reset_ends_in_goaway_and_cancelled_apps(server):
     client = RawClient(server.host, server.port)
     try:
         hanging = [1, 3, 5]
-        hang_streams(client, server, hanging)
+        hang_streams(client, server, hanging, tag="rapid")
         attack = b"".join(client.f.request(i, "/", end_stream=False) + client.f.rst(i) for i in range(7, 200, 2))
         client.send(attack)
         frame = client.goaway()
@@ -73,7 +113,7 @@ def test_rapid_reset_ends_in_goaway_and_cancelled_apps(server):
         client.wait_closed()
     finally:
         client.close()
-    assert_cancelled(server, hanging)
+    assert_cancelled(server, hanging, tag="rapid")
     healthy(server, server.baseline)
 
 
@@ -85,7 +125,7 @@ def test_made_you_reset_ends_in_goaway(server):
     client = RawClient(server.host, server.port)
     try:
         hanging = [1, 3]
-        hang_streams(client, server, hanging)
+        hang_streams(client, server, hanging, tag="myr")
         attack = b"".join(client.f.request(i, "/slow?ms=5000") + client.f.data(i, b"x") for i in range(5, 200, 2))
         client.send(attack)
         frame = client.goaway()
@@ -93,7 +133,7 @@ def test_made_you_reset_ends_in_goaway(server):
         client.wait_closed()
     finally:
         client.close()
-    assert_cancelled(server, hanging)
+    assert_cancelled(server, hanging, tag="myr")
     healthy(server, server.baseline)
 
 
@@ -185,6 +225,7 @@ def test_streams_beyond_the_limit_are_refused():
     """Streams past SETTINGS_MAX_CONCURRENT_STREAMS get REFUSED_STREAM (RFC
     9113 §5.1.2, §8.7); the connection and its other streams go on."""
     with serving(APP, "--limit-concurrent-streams", "3", "--timeout-app-close", "30") as server:
+        baseline = vm(server.proc.pid, "VmRSS")
         client = RawClient(server.host, server.port)
         try:
             hang_streams(client, server, [1, 3, 5], "/wait-disconnect")
@@ -204,12 +245,14 @@ def test_streams_beyond_the_limit_are_refused():
             assert client.response(9)[1] == b"ok"
         finally:
             client.close()
+        healthy(server, baseline)
 
 
 def test_zero_window_client_times_out():
     """A client that never opens its window holds a response forever; after
     timeout_send the stream is reset and the app told, the connection lives."""
     with serving(APP, "--timeout-send", "1") as server:
+        baseline = vm(server.proc.pid, "VmRSS")
         client = RawClient(server.host, server.port, settings={"initial_window_size": 0})
         try:
             started = time.monotonic()
@@ -223,6 +266,7 @@ def test_zero_window_client_times_out():
             assert client.response(3)[1] == b"ok"
         finally:
             client.close()
+        healthy(server, baseline)
 
 
 MALFORMED = {
@@ -237,6 +281,8 @@ def test_malformed_headers_reset_the_stream(server, case):
     """Uppercase names, connection-specific fields and CR/LF in values make a
     request malformed (RFC 9113 §8.2): RST_STREAM PROTOCOL_ERROR, logged once
     per connection, the app never called, the connection still serves."""
+    needle = "sent a malformed request on stream 1:"
+    before = server.read_output().count(needle)
     client = RawClient(server.host, server.port)
     try:
         for stream_id in (1, 3):
@@ -246,8 +292,9 @@ def test_malformed_headers_reset_the_stream(server, case):
         assert client.response(5)[1] == b"ok"
     finally:
         client.close()
-    output = server.wait_for_output("sent a malformed request on stream 1")
-    assert "on stream 3" not in output
+    output = count_output(server, needle, before + 1)
+    assert "malformed request on stream 3" not in output
+    healthy(server, server.baseline)
 
 
 def test_content_length_mismatch_resets_the_stream(server):
@@ -262,6 +309,7 @@ def test_content_length_mismatch_resets_the_stream(server):
         assert client.response(3)[1] == b"ok"
     finally:
         client.close()
+    healthy(server, server.baseline)
 
 
 def test_protocol_error_gets_goaway_then_prompt_close(server):
@@ -283,6 +331,7 @@ def test_slow_body_gets_408_and_a_slow_app_does_not():
     itself slow to read (the client has no window left) is not counted
     against the client."""
     with serving(APP, "--timeout-request-body", "1") as server:
+        baseline = vm(server.proc.pid, "VmRSS")
         client = RawClient(server.host, server.port)
         try:
             started = time.monotonic()
@@ -306,3 +355,143 @@ def test_slow_body_gets_408_and_a_slow_app_does_not():
             assert headers[b":status"] == b"200" and body == b"65535"
         finally:
             client.close()
+        healthy(server, baseline)
+
+
+# -- closing over TLS (ALPN h2) ---------------------------------------------------------
+# A TLS transport does not close while a producer is registered: every close
+# path of the HTTP/2 handler must unregister it and close the socket itself.
+
+
+@pytest.mark.parametrize("attack", ["protocol error", "rapid reset"])
+def test_tls_connection_error_gets_goaway_then_tcp_close(certs, attack):
+    """A connection error over TLS (RFC 9113 §5.4.1: GOAWAY, then close the
+    TCP connection): DATA on stream 0 (§6.1, PROTOCOL_ERROR), or a rapid
+    reset flood (CVE-2023-44487, ENHANCE_YOUR_CALM) while apps hang. The
+    socket is closed within seconds, the hanging apps are cancelled, and the
+    server serves on."""
+    context = tls_context(certs)
+    with serving(APP, "--limit-h2-resets", "20", "--timeout-app-close", "30", endpoint=ssl_endpoint(certs)) as server:
+        baseline = vm(server.proc.pid, "VmRSS")
+        client = RawClient(server.host, server.port, tls=context)
+        try:
+            if attack == "protocol error":
+                client.send(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")  # DATA, stream 0
+                expected = PROTOCOL_ERROR
+            else:
+                hang_streams(client, server, [1, 3], tag="tls")
+                flood = b"".join(client.f.request(i, "/", end_stream=False) + client.f.rst(i) for i in range(5, 200, 2))
+                client.send(flood)
+                expected = ENHANCE_YOUR_CALM
+            assert client.goaway().error_code == expected
+            client.wait_tcp_closed(timeout=5)
+        finally:
+            client.close()
+        if attack == "rapid reset":
+            assert_cancelled(server, [1, 3], tag="tls")
+        healthy(server, baseline, tls=context)
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["keep-alive", "before the first request"])
+def test_tls_idle_timeout_gets_goaway_then_tcp_close(certs, first):
+    """An idle TLS connection (after a response: the keep-alive timeout;
+    before any request: the head timeout) gets GOAWAY NO_ERROR and is closed
+    down to TCP (RFC 9113 §6.8, §9.1: a server closes idle connections)."""
+    context = tls_context(certs)
+    options = ("--timeout-keep-alive", "0.5", "--timeout-request-head", "0.5")
+    with serving(APP, *options, endpoint=ssl_endpoint(certs)) as server:
+        client = RawClient(server.host, server.port, tls=context)
+        try:
+            if not first:
+                client.send(client.f.request(1, "/"))
+                assert client.response(1)[1] == b"ok"
+            started = time.monotonic()
+            assert client.goaway(timeout=5).error_code == NO_ERROR
+            client.wait_tcp_closed(timeout=5)
+            assert time.monotonic() - started < 5
+        finally:
+            client.close()
+        healthy(server, vm(server.proc.pid, "VmRSS"), tls=context)
+
+
+def test_tls_graceful_drain_closes_each_connection_when_done(certs):
+    """SIGTERM over TLS (RFC 9113 §6.8): both connections get GOAWAY NO_ERROR;
+    the one whose stream finishes is closed down to TCP while the server is
+    still running (the other connection's app still waits), and once that
+    client leaves too, the server exits 0."""
+    context = tls_context(certs)
+    options = ("--graceful-timeout", "20", "--timeout-app-close", "30")
+    with serving(APP, *options, endpoint=ssl_endpoint(certs)) as server:
+        held = RawClient(server.host, server.port, tls=context)
+        done = RawClient(server.host, server.port, tls=context)
+        try:
+            hang_streams(held, server, [1], "/wait-disconnect", tag="drain")
+            done.send(done.f.request(1, "/slow?ms=1000"))
+            ping_barrier(done, b"in-flght")  # the request is in
+            server.proc.send_signal(signal.SIGTERM)
+            frame = done.goaway()
+            assert (frame.error_code, frame.last_stream_id) == (NO_ERROR, 1)
+            headers, body, _ = done.response(1)
+            assert headers[b":status"] == b"200" and body == b"ok"
+            done.wait_tcp_closed(timeout=5)
+            assert server.proc.poll() is None, "the server exited before its last stream ended"
+            assert held.goaway().error_code == NO_ERROR
+        finally:
+            done.close()
+            held.close()
+        assert server.wait(15) == 0
+
+
+def server_socket(server, client: RawClient) -> tuple[int, int] | None:
+    """(state, bytes in the send queue) of the server's end of the client's
+    TCP connection, from /proc/net/tcp; None once it is gone."""
+    local = f"0100007F:{server.port:04X}"
+    remote = f"0100007F:{client.sock.getsockname()[1]:04X}"
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return int(fields[3], 16), int(fields[4].split(":")[0], 16)
+    return None
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "TLS"])
+def test_connection_error_from_a_client_that_reads_nothing_is_dropped(certs, tls):
+    """A client fills the server's send buffers (a download it does not
+    read), then breaks the protocol (RFC 9113 §5.4.1: GOAWAY, then close).
+    Closing waits for the buffers to drain, which they never do: after
+    timeout_send the connection is dropped anyway, so a client cannot hold a
+    closing connection and its buffers forever."""
+    endpoint = ssl_endpoint(certs) if tls else "tcp:port=0:interface=127.0.0.1"
+    context = tls_context(certs) if tls else None
+    with serving(APP, "--timeout-send", "2", endpoint=endpoint) as server:
+        client = RawClient(server.host, server.port, tls=context)
+        try:
+            client.send(client.f.window_update(0, 2**30) + client.f.settings(initial_window_size=2**30))
+            client.send(client.f.request(1, "/download?mib=64"))
+            # Wait until the server's send queue is full (the same for 200 ms):
+            # what the app writes from then on stays in the server's buffers.
+            deadline = time.monotonic() + 10
+            queued = [-1, 0]
+            while queued[-1] != queued[-2] or not queued[-1]:
+                assert time.monotonic() < deadline, "the server never filled its send queue"
+                time.sleep(0.2)
+                queued.append((server_socket(server, client) or (0, 0))[1])
+            client.send(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")  # DATA, stream 0
+            server.wait_for_output("while its connection was closing; dropping it", timeout=10)
+            deadline = time.monotonic() + 5
+            while (server_socket(server, client) or (0x7, 0))[0] == 0x1:  # ESTABLISHED
+                assert time.monotonic() < deadline, "the connection was not dropped"
+                time.sleep(0.02)
+        finally:
+            client.close()
+        healthy(server, vm(server.proc.pid, "VmRSS"), tls=context)
+
+
+def test_memory_back_near_baseline(server):
+    """After every attack on the shared server above, RSS is within 16 MiB of
+    its baseline (taken after its first request) once it served 20 more."""
+    for _ in range(20):
+        healthy(server, server.baseline)
+    grown = vm(server.proc.pid, "VmRSS") - server.baseline
+    assert grown < 16 * 1024, f"RSS grew by {grown} KiB"

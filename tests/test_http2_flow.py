@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from hyperframe.frame import DataFrame, PingFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, PingFrame, SettingsFrame, WindowUpdateFrame
 
 from tests.deploy import serving
 from tests.h2frames import RawClient
@@ -111,6 +111,43 @@ def test_a_stalled_stream_does_not_stall_others():
         finally:
             client.close()
     assert body5 == b"1000000" and body7 == b"ok"
+
+
+def test_negative_stream_window_holds_data_until_positive():
+    """RFC 9113 §6.9.2: lowering SETTINGS_INITIAL_WINDOW_SIZE after the server
+    used a stream's whole window makes that window negative. The server then
+    sends nothing more on the stream, not even after a WINDOW_UPDATE that
+    leaves it negative, while another stream (the connection window allows)
+    is answered; once a larger setting makes it positive, the rest of the
+    body arrives, complete and in order."""
+    size = 2**20
+    with serving(APP) as server:
+        client = RawClient(server.host, server.port)
+        try:
+            client.send(client.f.window_update(0, 10_000_000))  # never the limit here
+            client.send(client.f.request(1, f"/download?mib={size >> 20}"))
+            client.wait_for(lambda f: data_bytes(client, 1) >= 65535)
+            ping_barrier(client, b"barrier1")
+            assert data_bytes(client, 1) == 65535  # the initial window, no more
+            # 0 - (65535 - 1000): the stream window is now -64535.
+            client.send(client.f.settings(initial_window_size=1000))
+            client.send(client.f.window_update(1, 60_000))  # still -4535
+            ping_barrier(client, b"barrier2")
+            assert data_bytes(client, 1) == 65535
+            acks = [f for f in client.frames if isinstance(f, SettingsFrame) and "ACK" in f.flags]
+            assert len(acks) == 2  # the preface's SETTINGS and the lowered one
+            # A new stream starts with the 1000-byte window: its answer fits.
+            client.send(client.f.request(3, "/"))
+            headers, body3, _ = client.response(3)
+            assert headers[b":status"] == b"200" and body3 == b"ok"
+            ping_barrier(client, b"barrier3")
+            assert data_bytes(client, 1) == 65535
+            # -4535 + (2^20 - 1000) is positive: stream 1 resumes (and gets the rest).
+            client.send(client.f.settings(initial_window_size=size))
+            _headers, body1, _ = client.response(1)
+        finally:
+            client.close()
+    assert len(body1) == size and body1 == b"x" * size
 
 
 def vm(pid: int, key: str) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from hyperframe.frame import GoAwayFrame, PingFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from tests.h2frames import (
     COMPRESSION_ERROR,
@@ -270,3 +270,30 @@ def test_invalid_preface_is_a_connection_error():
     conn.data_to_send()
     events = conn.receive_data(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + Frames().settings())
     assert "ConnectionClosed" in kinds(events) and conn.closed
+
+
+def test_negative_window_sends_nothing_until_positive():
+    """6.9.2: a SETTINGS_INITIAL_WINDOW_SIZE lowered below what a stream has
+    used makes its window negative; the server sends no DATA on it (not even
+    when a WINDOW_UPDATE leaves it at zero) until it is positive again, and
+    then exactly what the window allows."""
+    peer = Peer()
+    peer.feed(peer.f.window_update(0, 1_000_000) + peer.f.request(1))
+    peer.conn.send_response(1, 200, [])
+    peer.conn.send_body(1, b"x" * 100_000, False)
+
+    def sent() -> int:
+        return sum(len(f.data) for f in peer.out() if isinstance(f, DataFrame))
+
+    assert sent() == 65535
+    peer.feed(peer.f.settings(initial_window_size=0))  # window -65535
+    assert sent() == 0
+    peer.feed(peer.f.window_update(1, 65535))  # window 0
+    assert sent() == 0
+    peer.feed(peer.f.window_update(1, 10))
+    assert sent() == 10
+    peer.feed(peer.f.settings(initial_window_size=100_000))  # window 100000
+    frames = peer.out()
+    body = [f for f in frames if isinstance(f, DataFrame)]
+    assert sum(len(f.data) for f in body) == 100_000 - 65535 - 10
+    assert "END_STREAM" in body[-1].flags and not any(isinstance(f, GoAwayFrame) for f in frames)

@@ -152,6 +152,8 @@ class HTTP2Handler:
         #: App calls still running (their streams may be gone).
         self.running = 0
         self.closed = False
+        #: The transport told us the connection is gone.
+        self.lost = False
         self.draining = False
         self._idle_timer: Any = None
         self._send_timer: Any = None
@@ -178,6 +180,7 @@ class HTTP2Handler:
 
     def connection_lost(self, reason: Failure) -> None:
         self.closed = True
+        self.lost = True
         self._cancel_idle(send_timer=True)
         for stream in list(self.streams.values()):
             stream.gone()
@@ -359,6 +362,26 @@ class HTTP2Handler:
         lower = getattr(transport, "transport", None)
         if ISSLTransport.providedBy(transport) and lower is not None:
             lower.loseConnection()
+        timeout = self.config.timeout_send
+        if timeout and not self.lost:
+            # loseConnection waits for the write buffer to drain: a client
+            # that reads nothing (it filled our buffers, then broke the
+            # protocol) would hold the connection and its buffer forever.
+            # With the producer gone no pause starts the send timer: start it.
+            self._cancel_idle(send_timer=True)
+            self._send_timer = self.clock.callLater(timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._send_timer = None
+        if self.lost:
+            return
+        log.info(
+            "HTTP/2 client {client} read nothing for {timeout}s while its connection was closing; dropping it",
+            client=self.client_text(),
+            timeout=self.config.timeout_send,
+        )
+        transport: Any = self.channel.transport
+        transport.abortConnection()
 
     def _check_idle(self) -> None:
         """No request in progress: after a drain, close; else the keep-alive
