@@ -452,3 +452,27 @@ def test_drain_answers_a_request_whose_head_has_begun(loop):
     settle(loop)
     assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
     assert transport.disconnecting
+
+
+def test_closing_connection_whose_client_reads_nothing_is_aborted(loop):
+    """A connection closing after its last response, whose client never takes the
+    rest of it, is aborted once timeout_send passes (the close alone waits for ever)."""
+    proto, transport, clock, _factory = connect(hello, loop, timeout_send=2)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    settle(loop)
+    assert transport.disconnecting and not transport.disconnected  # closing, not aborted
+    clock.advance(1.9)
+    assert not transport.disconnected
+    clock.advance(0.2)
+    assert transport.disconnected  # StringTransport.abortConnection
+
+
+def test_closed_connection_leaves_no_send_timer(loop):
+    """When the close completes in time, nothing is left scheduled."""
+    proto, transport, clock, _factory = connect(hello, loop, timeout_send=2)
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    settle(loop)
+    proto.connectionLost()
+    assert clock.getDelayedCalls() == []
+    clock.advance(5)
+    assert not transport.disconnected

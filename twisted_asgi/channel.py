@@ -495,6 +495,11 @@ class HTTPChannel(Protocol):
             # sends close_notify and closes; a TCP one flushes and closes.
             self.transport.unregisterProducer()
             self.transport.loseConnection()
+            # The close waits for the response to be taken: a client that stops
+            # reading would hold the connection for ever without this bound.
+            timeout = self.config.timeout_send
+            if timeout and self._send_timer is None:
+                self._send_timer = self.clock.callLater(timeout, self._on_send_timeout)
 
     def abort(self) -> None:
         """Drop the connection now (graceful shutdown ran out of time)."""
@@ -581,7 +586,17 @@ class HTTPChannel(Protocol):
 
     def _on_send_timeout(self) -> None:
         self._send_timer = None
-        if self.closed or not self.write_paused:
+        if self.closed:
+            # Still here (connectionLost cancels this timer): the client has not
+            # taken the end of the response since the close began.
+            log.info(
+                "Client {client} did not read the end of its response in {timeout}s; dropping the connection",
+                client=self._client_text(),
+                timeout=self.config.timeout_send,
+            )
+            self.transport.abortConnection()
+            return
+        if not self.write_paused:
             return
         log.info(
             "Client {client} read nothing for {timeout}s; dropping the connection",
