@@ -179,3 +179,20 @@ async def slow_upload(scope: dict, receive: Any, send: Any) -> None:
         {"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(payload)).encode())]}
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+async def background(scope: dict, receive: Any, send: Any) -> None:
+    """Answers at once, then goes on working inside the same call, as a
+    framework's background task does: ``?s=N`` seconds, then prints
+    ``BACKGROUND DONE`` (or ``BACKGROUND CANCELLED`` if it is cancelled)."""
+    if scope["type"] != "http":
+        return
+    seconds = float(scope["query_string"].decode().partition("=")[2] or 0.5)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        print("BACKGROUND CANCELLED", flush=True)
+        raise
+    print("BACKGROUND DONE", flush=True)

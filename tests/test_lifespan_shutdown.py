@@ -219,3 +219,39 @@ def test_connection_limit_answers_503_and_logs_once():
         for sock in held:
             sock.close()
         server.stop()
+
+
+def test_shutdown_waits_for_work_after_the_response():
+    """An app call that goes on after its response (a background task) is waited
+    for on SIGTERM, within the graceful timeout, before the server exits 0."""
+    server = start_server("tests.apps:background", "--graceful-timeout", "10")
+    try:
+        with server.connect() as sock:
+            sock.sendall(b"GET /?s=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert recv_response(sock)[2] == b"ok"
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0
+        output = server.read_output()
+        assert "BACKGROUND DONE" in output
+        assert "Waiting up to" in output and "application call(s) to return" in output
+    finally:
+        server.stop()
+
+
+def test_shutdown_cancels_work_past_the_graceful_timeout():
+    """Work after the response that outlasts the graceful timeout is cancelled,
+    logged once, and the server still exits 0 soon after the timeout."""
+    server = start_server("tests.apps:background", "--graceful-timeout", "1")
+    try:
+        with server.connect() as sock:
+            sock.sendall(b"GET /?s=60 HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert recv_response(sock)[2] == b"ok"
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0
+        assert time.monotonic() - started < 8
+        output = server.read_output()
+        assert "BACKGROUND CANCELLED" in output and "BACKGROUND DONE" not in output
+        assert output.count("Cancelling 1 application call(s) still running at shutdown") == 1
+    finally:
+        server.stop()

@@ -67,6 +67,28 @@ class Runner:
         self.config = config
         self.clock = clock
         self._loop = loop
+        #: App calls not yet returned: work after a response (background tasks)
+        #: still runs in them, and a graceful shutdown waits for it.
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def finish(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the app calls still running to
+        return, then cancel the rest (and give them a moment to unwind)."""
+        tasks = [task for task in self.running if not task.done()]
+        if not tasks:
+            return
+        if timeout > 0:
+            log.info(
+                "Waiting up to {timeout:.3g}s for {n} application call(s) to return", timeout=timeout, n=len(tasks)
+            )
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        else:
+            pending = set(tasks)
+        if pending:
+            log.warn("Cancelling {n} application call(s) still running at shutdown", n=len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -137,9 +159,12 @@ class HTTPTask:
         extra event-loop pass (asyncio's eager task start)."""
         runner = self.runner
         if eager and _EAGER:
-            self.task = asyncio.Task(self.run(), loop=runner.loop, eager_start=True)  # type: ignore[call-arg]
+            task = asyncio.Task(self.run(), loop=runner.loop, eager_start=True)  # type: ignore[call-arg]
         else:
-            self.task = runner.loop.create_task(self.run())
+            task = runner.loop.create_task(self.run())
+        self.task = task
+        if not task.done():
+            runner.running.add(task)
         timeout = runner.config.timeout_response
         if timeout and self.outcome is None:
             self.response_timer = runner.clock.callLater(timeout, self.on_response_timeout)
@@ -168,6 +193,7 @@ class HTTPTask:
                 elif not cycle.response_complete:
                     log.error("ASGI callable returned without completing response.")
         finally:
+            self.runner.running.discard(self.task)
             self._cancel_timers()
             self.stream.app_finished(self)
 
@@ -343,6 +369,7 @@ class WebSocketTask:
     def start(self) -> None:
         """Run the app; its first step runs on a later loop pass."""
         self.task = self.runner.loop.create_task(self.run())
+        self.runner.running.add(self.task)
 
     async def run(self) -> None:
         cycle = self.cycle
@@ -373,6 +400,7 @@ class WebSocketTask:
             elif cycle.denial_unfinished and not cycle.disconnected:
                 log.error("ASGI callable returned without completing its denial response.")
         finally:
+            self.runner.running.discard(self.task)
             timer, self.close_timer = self.close_timer, None
             if timer is not None and timer.active():
                 timer.cancel()

@@ -345,7 +345,14 @@ class ASGIService(Service):
                 timeout=self.config.timeout_graceful_shutdown,
                 n=len(self.factory.connections),
             )
-        await self.factory.drain(self.config.timeout_graceful_shutdown)
+        timeout = self.config.timeout_graceful_shutdown
+        began = self.reactor.seconds()
+        await self.factory.drain(timeout)
+        # App calls may go on after their response (background tasks): they
+        # get what is left of the graceful timeout before lifespan shutdown.
+        left = max(0.0, timeout - (self.reactor.seconds() - began)) if timeout else 0.0
+        runner = self.factory.runner
+        await defer.Deferred.fromFuture(self.loop.create_task(runner.finish(left)))
         if self.lifespan is not None and self.lifespan.supported and self.exit_code == 0:
             await defer.Deferred.fromFuture(self.loop.create_task(self.lifespan.shutdown()))
         if self.exit_code == 0:
