@@ -100,8 +100,8 @@ SERVERS: dict[str, ServerSpec] = {
             h2c=True,
             package="twisted-asgi",
         ),
-        # Not in the default set: the same server on uvloop (``--loop uvloop``),
-        # not the default because of uvloop issue 552 (see the --loop help).
+        # The same server with ``--loop uvloop``, the loop uvicorn[standard] runs on
+        # (twisted-asgi's default loop is asyncio's own).
         ServerSpec(
             "twisted-asgi-uvloop",
             "self",
@@ -152,7 +152,7 @@ SERVERS: dict[str, ServerSpec] = {
         ),
     ]
 }
-DEFAULT_SERVERS = ("twisted-asgi", "twisted-bare", "daphne", "uvicorn", "hypercorn", "granian")
+DEFAULT_SERVERS = ("twisted-asgi", "twisted-asgi-uvloop", "twisted-bare", "daphne", "uvicorn", "hypercorn", "granian")
 
 
 # --------------------------------------------------------------------------------------
