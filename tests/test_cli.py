@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +274,29 @@ def test_sigint_and_sigterm_exit_zero():
         server = start_server("tests.apps:hello")
         assert get(server)[2] == b"Hello, world!"
         assert server.stop(sig) == 0
+
+
+def _listen_backlog(port: int) -> int:
+    """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[2])
+
+
+@pytest.mark.parametrize(
+    ("args", "endpoint", "backlog"),
+    [
+        ((), "tcp:port=0:interface=127.0.0.1", 2048),
+        (("--backlog", "7"), "tcp:port=0:interface=127.0.0.1", 7),
+        (("--backlog", "7"), "tcp:port=0:interface=127.0.0.1:backlog=5", 5),
+    ],
+)
+def test_listen_backlog(args, endpoint, backlog):
+    """Listeners queue 2048 connections by default (not Twisted's 50), --backlog
+    changes it, and an endpoint string's own backlog= wins."""
+    server = start_server("tests.apps:hello", *args, endpoint=endpoint)
+    try:
+        expected = min(backlog, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+        assert _listen_backlog(server.port) == expected
+        assert get(server)[2] == b"Hello, world!"
+    finally:
+        server.stop()

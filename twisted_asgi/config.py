@@ -82,6 +82,14 @@ class Config:
         flag="--limit-requests-per-connection",
         zero="no limit",
     )
+    limit_listen_backlog: int = _f(
+        2048,
+        "Connections the kernel may queue on a listener (tcp:, tcp6:, unix:, ssl:) before the "
+        "server accepts them, unless the endpoint string sets backlog=; capped by the kernel "
+        "(net.core.somaxconn). Twisted's own default of 50 drops SYNs under a burst of new "
+        "connections, and a dropped SYN costs its client a second.",
+        flag="--backlog",
+    )
     limit_concurrent_connections: int = _f(
         0,
         "Open connections at once per process; new ones are closed at once beyond it (0: no limit).",

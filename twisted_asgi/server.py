@@ -4,6 +4,7 @@ drain) and the access log."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -361,6 +362,22 @@ class ASGIService(Service):
             clear_exit_signal(self.reactor)
 
 
+_BACKLOG_KINDS = ("tcp:", "tcp6:", "unix:", "ssl:")
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """``description`` with ``backlog=`` added for the endpoint kinds that take
+    one, unless it sets its own (adopted sockets, ``fd:`` and ``systemd:``,
+    keep the backlog they were created with)."""
+    inner = description
+    for prefix in ("proxy:", "haproxy:"):
+        if inner.startswith(prefix):
+            inner = inner[len(prefix) :]
+    if not inner.startswith(_BACKLOG_KINDS) or re.search(r"(?<!\\):backlog=", inner):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
 def endpoint_from_string(reactor: Any, description: str, config: Config | None = None) -> Any:
     """A server endpoint from a Twisted endpoint string, plus ``fd:fileno=N``
     (an inherited, already listening socket; ``domain=INET|INET6|UNIX`` is read
@@ -370,6 +387,8 @@ def endpoint_from_string(reactor: Any, description: str, config: Config | None =
 
     :raises ValueError: the string is malformed or names an unknown endpoint type.
     """
+    if config is not None:
+        description = with_backlog(description, config.limit_listen_backlog)
     ours = ("proxy:", "haproxy:", "ssl:", "systemd:")
     if description.startswith(ours) or (config is not None and config.proxy_protocol):
         from .listeners import listener_endpoint

@@ -83,9 +83,10 @@ class Listener:
         return name if isinstance(name, str) else name.decode("utf-8", "replace")
 
 
-def bind_listener(description: str) -> Listener:
-    """Bind and listen on ``description`` in this process; return the socket
-    and the endpoint string a worker uses for it.
+def bind_listener(description: str, backlog: int = 2048) -> Listener:
+    """Bind and listen on ``description`` in this process, with a listen queue
+    of ``backlog`` unless the string sets ``backlog=``; return the socket and
+    the endpoint string a worker uses for it.
 
     :raises ValueError: a kind of listener that cannot be shared, or a bad string.
     :raises OSError: the address cannot be bound.
@@ -102,7 +103,7 @@ def bind_listener(description: str) -> Listener:
             return Listener(description, None, fileno, description)
         port = int(kwargs.pop("port"))
         interface = kwargs.pop("interface", "")
-        backlog = int(kwargs.pop("backlog", 50))
+        backlog = int(kwargs.pop("backlog", backlog))
         family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
         if kind == "tcp6" and not interface:
             interface = "::"
@@ -126,7 +127,7 @@ def bind_listener(description: str) -> Listener:
         kwargs = dict(kwargs)
         path = args[0] if args else kwargs.pop("address")
         mode = int(kwargs.pop("mode", "666"), 8)
-        backlog = int(kwargs.pop("backlog", 50))
+        backlog = int(kwargs.pop("backlog", backlog))
         kwargs.pop("lockfile", None)
         kwargs.pop("wantPID", None)
         try:
@@ -228,7 +229,7 @@ class Supervisor(Service):
     def _begin(self) -> None:
         try:
             for description in self.endpoint_descriptions:
-                self.listeners.append(bind_listener(description))
+                self.listeners.append(bind_listener(description, self.config.limit_listen_backlog))
         except (OSError, ValueError) as exc:
             self._fatal(f"Cannot listen on {description}: {exc}")
             return
