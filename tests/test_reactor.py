@@ -211,3 +211,33 @@ async def _add_and_wait(reactor, reader):
     await asyncio.sleep(0.05)
     reactor.addReader(reader)
     return await asyncio.wait_for(reader.lost, 5)
+
+
+def test_descriptor_epoll_refuses_is_polled_instead(reactor_and_pair, tmp_path):
+    """A descriptor epoll cannot watch (a regular file) is polled continuously, as
+    in Twisted, and is removed again cleanly."""
+    reactor, _loop, _a, _b = reactor_and_pair
+    path = tmp_path / "plain-file"
+    path.write_bytes(b"x")
+    with path.open("rb") as f:
+
+        class FileReader:
+            def fileno(self) -> int:
+                return f.fileno()
+
+            def logPrefix(self) -> str:
+                return "FileReader"
+
+            def doRead(self) -> None:
+                pass
+
+            def connectionLost(self, reason: object) -> None:
+                pass
+
+        reader = FileReader()
+        reactor.addReader(reader)
+        assert reader in reactor.getReaders()
+        assert reactor._continuousPolling.isReading(reader)
+        reactor.removeReader(reader)
+        assert reader not in reactor.getReaders()
+        reactor._continuousPolling._checkLoop()  # stop its polling timer

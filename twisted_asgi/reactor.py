@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sys
 from typing import Any
@@ -74,18 +75,38 @@ def _reactor_class(uv: bool = False) -> type:
     from twisted.internet.error import ConnectionFdescWentAway
 
     class ASGIReactor(AsyncioSelectorReactor):
+        # Twisted's addReader/addWriter, registering our callback in place of
+        # callWithLogger(..., _readOrWrite, ...), with Twisted's handling of
+        # descriptors epoll refuses (polled continuously instead).
+
         def addReader(self, reader: Any) -> None:
-            super().addReader(reader)
-            fd = self._readers.get(reader)
-            if fd is not None:
-                # Same fd, same events: asyncio only swaps the callback (no syscall).
+            if reader in self._readers or reader in self._continuousPolling._readers:
+                return
+            fd = reader.fileno()
+            try:
                 self._asyncioEventloop.add_reader(fd, self._ready, reader, True)
+                self._readers[reader] = fd
+            except OSError as exc:
+                self._unregisterFDInAsyncio(fd)
+                if exc.errno != errno.EPERM:
+                    raise
+                self._continuousPolling.addReader(reader)
 
         def addWriter(self, writer: Any) -> None:
-            super().addWriter(writer)
-            fd = self._writers.get(writer)
-            if fd is not None:
+            if writer in self._writers or writer in self._continuousPolling._writers:
+                return
+            fd = writer.fileno()
+            try:
                 self._asyncioEventloop.add_writer(fd, self._ready, writer, False)
+                self._writers[writer] = fd
+            except PermissionError:
+                self._unregisterFDInAsyncio(fd)
+                self._continuousPolling.addWriter(writer)
+            except BrokenPipeError:
+                self._unregisterFDInAsyncio(fd)
+            except BaseException:
+                self._unregisterFDInAsyncio(fd)
+                raise
 
         def _ready(self, selectable: Any, read: bool) -> None:
             if selectable.fileno() == -1:
