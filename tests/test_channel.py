@@ -476,3 +476,47 @@ def test_closed_connection_leaves_no_send_timer(loop):
     assert clock.getDelayedCalls() == []
     clock.advance(5)
     assert not transport.disconnected
+
+
+def test_output_pending_reads_twisteds_tcp_buffer():
+    """output_pending is False for a TCP transport whose bytes all went to the
+    kernel, True while some wait in Twisted's buffer, and True for transports it
+    cannot look into (so the close of those is always bounded by a timer)."""
+    import socket
+
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+
+    from twisted_asgi.channel import output_pending
+
+    class Reactor:
+        def addReader(self, reader):
+            pass
+
+        def addWriter(self, writer):
+            pass
+
+        def removeReader(self, reader):
+            pass
+
+        def removeWriter(self, writer):
+            pass
+
+    class Port:
+        _realPortNumber = 80
+        _type = "TCP"
+
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        transport = tcp.Server(a, Protocol(), ("127.0.0.1", 1234), Port(), 1, Reactor())
+        assert not output_pending(transport)
+        transport.write(b"x")
+        assert output_pending(transport)
+        transport.doWrite()
+        assert not output_pending(transport)
+        assert b.recv(10) == b"x"
+    finally:
+        a.close()
+        b.close()
+    assert output_pending(StringTransport())

@@ -136,6 +136,16 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
 _FRESH_GRACE = 1.0
 
 
+def output_pending(transport: Any) -> bool:
+    """Whether ``transport`` still holds bytes it has not handed to the kernel
+    (True when it cannot tell: TLS, or a transport without Twisted's TCP buffer)."""
+    from twisted.internet import tcp
+
+    if type(transport) is tcp.Server and hasattr(transport, "_tempDataLen"):
+        return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+    return True
+
+
 @implementer(IPushProducer)
 class HTTPChannel(Protocol):
     """An HTTP/1.1 connection serving ASGI apps (one request at a time, pipelining queued)."""
@@ -497,8 +507,9 @@ class HTTPChannel(Protocol):
             self.transport.loseConnection()
             # The close waits for the response to be taken: a client that stops
             # reading would hold the connection for ever without this bound.
+            # (Bytes already in the kernel are its business: the socket closes.)
             timeout = self.config.timeout_send
-            if timeout and self._send_timer is None:
+            if timeout and self._send_timer is None and output_pending(self.transport):
                 self._send_timer = self.clock.callLater(timeout, self._on_send_timeout)
 
     def abort(self) -> None:
