@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 
 import pytest
@@ -310,10 +311,9 @@ def test_unix_socket_scope(tmp_path):
         server.stop()
 
 
-def test_tls_listener_scheme_https(tmp_path):
-    """An ssl: endpoint serves HTTP/1.1 over TLS with scheme https in the scope."""
-    import ssl
-
+def start_tls_server(tmp_path, app: str):
+    """A server for ``app`` on an ssl: endpoint with a certificate made for this test,
+    and a client TLS context that trusts it and offers ALPN http/1.1."""
     import trustme
 
     ca = trustme.CA()
@@ -322,14 +322,17 @@ def test_tls_listener_scheme_https(tmp_path):
     cert_path = tmp_path / "cert.pem"
     cert.private_key_pem.write_to_path(str(key_path))
     cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    server = start_server(
-        "tests.apps:scope_echo",
-        endpoint=f"ssl:port=0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}",
-    )
+    server = start_server(app, endpoint=f"ssl:port=0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    context.set_alpn_protocols(["http/1.1"])
+    return server, context
+
+
+def test_tls_listener_scheme_https(tmp_path):
+    """An ssl: endpoint serves HTTP/1.1 over TLS with scheme https in the scope."""
+    server, context = start_tls_server(tmp_path, "tests.apps:scope_echo")
     try:
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
-        context.set_alpn_protocols(["http/1.1"])
         with (
             socket.create_connection((server.host, server.port), timeout=10) as raw,
             context.wrap_socket(raw, server_hostname="localhost") as sock,
@@ -347,24 +350,8 @@ def test_tls_listener_scheme_https(tmp_path):
 
 def test_tls_connection_close_closes_the_connection(tmp_path):
     """Over TLS, 'Connection: close' ends with the server closing (TLS close_notify, then EOF)."""
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    key_path = tmp_path / "key.pem"
-    cert_path = tmp_path / "cert.pem"
-    cert.private_key_pem.write_to_path(str(key_path))
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    server = start_server(
-        "tests.apps:hello",
-        endpoint=f"ssl:port=0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}",
-    )
+    server, context = start_tls_server(tmp_path, "tests.apps:hello")
     try:
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
-        context.set_alpn_protocols(["http/1.1"])
         with (
             socket.create_connection((server.host, server.port), timeout=10) as raw,
             context.wrap_socket(raw, server_hostname="localhost") as sock,
