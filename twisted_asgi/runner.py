@@ -119,8 +119,11 @@ class Runner:
         return task
 
 
-class HTTPTask:
-    """One running app call for one HTTP request."""
+class _AppCall:
+    """What an app call for an HTTP request and for a WebSocket share: the
+    wait for a message in ``receive()``, the wait for the transport in
+    ``send()``, waking the app when the connection is gone, and the timeout
+    for an app that goes on after that."""
 
     __slots__ = (
         "runner",
@@ -131,13 +134,14 @@ class HTTPTask:
         "recv_waiter",
         "drain_waiter",
         "close_timer",
-        "response_timer",
         "reading_paused",
         "outcome",
-        "extra",
     )
 
-    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> None:
+    #: Completes "ASGI app still running {timeout}s after ..." when the app is cancelled.
+    _gone = "its client left"
+
+    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: Any, stream: Any) -> None:
         self.runner = runner
         self.scope = scope
         self.cycle = cycle
@@ -146,10 +150,86 @@ class HTTPTask:
         self.recv_waiter: asyncio.Future | None = None
         self.drain_waiter: asyncio.Future | None = None
         self.close_timer: IDelayedCall | None = None
-        self.response_timer: IDelayedCall | None = None
         self.reading_paused = False
         #: How the app ended: None while running, then "ok", "error", "cancelled".
         self.outcome: str | None = None
+
+    # -- the app's side ----------------------------------------------------
+
+    async def receive(self) -> dict:
+        cycle = self.cycle
+        message = cycle.next_message()
+        while message is None:
+            self._before_wait()
+            if self.reading_paused:
+                self.reading_paused = False
+                self.stream.resume_reading(self)
+            waiter = self.recv_waiter = self.runner.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.recv_waiter = None
+            message = cycle.next_message()
+        if self.reading_paused and not cycle.over_limit:
+            self.reading_paused = False
+            self.stream.resume_reading(self)
+        return message
+
+    def _before_wait(self) -> None:
+        """Called each time ``receive()`` is about to wait for the client."""
+
+    async def _drain(self) -> None:
+        """Wait while the connection cannot take more bytes (``send()``'s back-pressure)."""
+        if self.stream.write_paused and not self.cycle.disconnected:
+            waiter = self.drain_waiter = self.runner.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.drain_waiter = None
+
+    # -- the connection's side ---------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self.recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _gone_now(self, error: str) -> None:
+        """The cycle was told the connection is gone: wake the app, make a
+        waiting ``send()`` raise, and bound how long the app may go on."""
+        self._wake()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientDisconnected(error))
+        timeout = self.runner.config.timeout_app_close
+        if timeout and self.outcome is None and self.task is not None and self.close_timer is None:
+            self.close_timer = self.runner.clock.callLater(timeout, self.cancel)
+
+    def writable(self) -> None:
+        """The connection can take more bytes: release a waiting ``send()``."""
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def cancel(self) -> None:
+        """Cancel the app's task (app-close timeout, shutdown)."""
+        self.close_timer = None
+        if self.task is not None and not self.task.done():
+            log.warn(
+                "ASGI app still running {timeout}s after " + self._gone + "; cancelling it",
+                timeout=self.runner.config.timeout_app_close,
+            )
+            self.task.cancel()
+
+
+class HTTPTask(_AppCall):
+    """One running app call for one HTTP request."""
+
+    __slots__ = ("response_timer", "extra")
+
+    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> None:
+        super().__init__(runner, scope, cycle, stream)
+        self.response_timer: IDelayedCall | None = None
         #: Free slot for the connection's own per-request data (access log, ...).
         self.extra: Any = None
 
@@ -197,27 +277,12 @@ class HTTPTask:
             self._cancel_timers()
             self.stream.app_finished(self)
 
-    async def receive(self) -> dict:
+    def _before_wait(self) -> None:
         cycle = self.cycle
-        message = cycle.next_message()
-        while message is None:
-            if cycle.expect_continue:
-                # RFC 9110 §10.1.1: ask for the body only once the app wants it.
-                cycle.expect_continue = False
-                self.stream.send_continue(self)
-            if self.reading_paused:
-                self.reading_paused = False
-                self.stream.resume_reading(self)
-            waiter = self.recv_waiter = self.runner.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.recv_waiter = None
-            message = cycle.next_message()
-        if self.reading_paused and not cycle.over_limit:
-            self.reading_paused = False
-            self.stream.resume_reading(self)
-        return message
+        if cycle.expect_continue:
+            # RFC 9110 §10.1.1: ask for the body only once the app wants it.
+            cycle.expect_continue = False
+            self.stream.send_continue(self)
 
     async def send(self, message: Any) -> None:
         cycle = self.cycle
@@ -233,12 +298,8 @@ class HTTPTask:
             return
         else:
             stream.send_trailers(self, event)
-        if stream.write_paused and not cycle.disconnected:
-            waiter = self.drain_waiter = self.runner.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.drain_waiter = None
+        if stream.write_paused:
+            await self._drain()
 
     # -- the connection's side ---------------------------------------------
 
@@ -259,29 +320,7 @@ class HTTPTask:
         if self.cycle.disconnected:
             return
         self.cycle.feed_disconnect()
-        self._wake()
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ClientDisconnected("client disconnected"))
-        timeout = self.runner.config.timeout_app_close
-        if timeout and self.outcome is None and self.task is not None and self.close_timer is None:
-            self.close_timer = self.runner.clock.callLater(timeout, self.cancel)
-
-    def writable(self) -> None:
-        """The connection can take more bytes: release a waiting ``send()``."""
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def cancel(self) -> None:
-        """Cancel the app's task (app-close timeout, shutdown)."""
-        self.close_timer = None
-        if self.task is not None and not self.task.done():
-            log.warn(
-                "ASGI app still running {timeout}s after its client left; cancelling it",
-                timeout=self.runner.config.timeout_app_close,
-            )
-            self.task.cancel()
+        self._gone_now("client disconnected")
 
     def on_response_timeout(self) -> None:
         self.response_timer = None
@@ -292,11 +331,6 @@ class HTTPTask:
             self.stream.app_timed_out(self)
             if self.task is not None:
                 self.task.cancel()
-
-    def _wake(self) -> None:
-        waiter = self.recv_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def _cancel_timers(self) -> None:
         for name in ("close_timer", "response_timer"):
@@ -329,7 +363,7 @@ class WebSocketStream(Protocol):
     def app_finished(self, task: WebSocketTask) -> None: ...
 
 
-class WebSocketTask:
+class WebSocketTask(_AppCall):
     """One running app call for one WebSocket, checked by a
     :class:`~twisted_asgi.wscycle.WebSocketCycle`.
 
@@ -340,31 +374,9 @@ class WebSocketTask:
     is not logged; then the app has ``timeout_app_close`` seconds to return.
     """
 
-    __slots__ = (
-        "runner",
-        "scope",
-        "cycle",
-        "stream",
-        "task",
-        "recv_waiter",
-        "drain_waiter",
-        "close_timer",
-        "reading_paused",
-        "outcome",
-    )
+    __slots__ = ()
 
-    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: Any, stream: WebSocketStream) -> None:
-        self.runner = runner
-        self.scope = scope
-        self.cycle = cycle
-        self.stream = stream
-        self.task: asyncio.Task | None = None
-        self.recv_waiter: asyncio.Future | None = None
-        self.drain_waiter: asyncio.Future | None = None
-        self.close_timer: IDelayedCall | None = None
-        self.reading_paused = False
-        #: How the app ended: None while running, then "ok", "error", "cancelled".
-        self.outcome: str | None = None
+    _gone = "its WebSocket closed"
 
     def start(self) -> None:
         """Run the app; its first step runs on a later loop pass."""
@@ -406,24 +418,6 @@ class WebSocketTask:
                 timer.cancel()
             self.stream.app_finished(self)
 
-    async def receive(self) -> dict:
-        cycle = self.cycle
-        message = cycle.next_message()
-        while message is None:
-            if self.reading_paused:
-                self.reading_paused = False
-                self.stream.resume_reading(self)
-            waiter = self.recv_waiter = self.runner.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.recv_waiter = None
-            message = cycle.next_message()
-        if self.reading_paused and not cycle.over_limit:
-            self.reading_paused = False
-            self.stream.resume_reading(self)
-        return message
-
     async def send(self, message: Any) -> None:
         cycle = self.cycle
         if cycle.disconnected:
@@ -431,21 +425,15 @@ class WebSocketTask:
         event = cycle.app_send(message)
         stream = self.stream
         stream.send_ws(self, event)
-        if stream.write_paused and not cycle.disconnected:
-            waiter = self.drain_waiter = self.runner.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self.drain_waiter = None
+        if stream.write_paused:
+            await self._drain()
 
     # -- the connection's side ---------------------------------------------
 
     def feed_message(self, payload: bytes, binary: bool) -> bool:
         """A client message arrived; return True if the connection should stop reading."""
         over = self.cycle.feed_message(payload, binary)
-        waiter = self.recv_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
         if over:
             self.reading_paused = True
         return over
@@ -456,31 +444,7 @@ class WebSocketTask:
         if self.cycle.disconnected:
             return
         self.cycle.feed_disconnect(code, reason)
-        waiter = self.recv_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ClientDisconnected("WebSocket connection is closed"))
-        timeout = self.runner.config.timeout_app_close
-        if timeout and self.outcome is None and self.task is not None and self.close_timer is None:
-            self.close_timer = self.runner.clock.callLater(timeout, self.cancel)
-
-    def writable(self) -> None:
-        """The connection can take more bytes: release a waiting ``send()``."""
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def cancel(self) -> None:
-        """Cancel the app's task (app-close timeout, shutdown)."""
-        self.close_timer = None
-        if self.task is not None and not self.task.done():
-            log.warn(
-                "ASGI app still running {timeout}s after its WebSocket closed; cancelling it",
-                timeout=self.runner.config.timeout_app_close,
-            )
-            self.task.cancel()
+        self._gone_now("WebSocket connection is closed")
 
 
 __all__ += ["WebSocketStream", "WebSocketTask"]
