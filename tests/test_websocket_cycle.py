@@ -170,16 +170,20 @@ def test_close_before_accept_is_deny():
 def test_denial_response_sequence():
     """http.response.start then body messages; the last one (more_body False) closes the cycle."""
     cycle = WebSocketCycle([])
+    assert not cycle.denial_unfinished
     assert cycle.app_send({"type": "websocket.http.response.start", "status": 401, "headers": []}) == DenialStart(
         401, []
     )
+    assert cycle.denial_unfinished  # an app returning now has left its response unfinished
     with pytest.raises(AppError, match=re.escape("websocket.http.response.body")):
         cycle.app_send({"type": "websocket.send", "text": "x"})
     assert cycle.app_send({"type": "websocket.http.response.body", "body": b"a", "more_body": True}) == DenialBody(
         b"a", True
     )
+    assert cycle.denial_unfinished
     assert cycle.app_send({"type": "websocket.http.response.body", "body": bytearray(b"b")}) == DenialBody(b"b", False)
     assert cycle.state is WSState.CLOSED
+    assert not cycle.denial_unfinished
 
 
 def test_send_text_and_bytes():
