@@ -206,7 +206,7 @@ def test_never_answering_app_gets_503(server):
         client.close()
     line = f"WebSocket app did not answer websocket.connect from 127.0.0.1:{port} within 1.0s"
     text = new_output(server, before, line)
-    assert events(text) == [("twisted_asgi.websocket", "info", line)], text
+    assert events(text) == [("twisted_asgi.websocket", "warn", line)], text
     assert "Traceback" not in text
     assert_still_serving(server)
 

@@ -753,7 +753,8 @@ class WebSocketConnection:
     def _handshake_timed_out(self) -> None:
         self.timer = None
         if self.state is _HANDSHAKE:
-            log.info(
+            # The app's fault, not the client's: a warning, as for HTTP's response timeout.
+            log.warn(
                 "WebSocket app did not answer websocket.connect from {client} within {timeout}s",
                 client=self._client_text(),
                 timeout=self.server.config.timeout_ws_handshake,
