@@ -156,6 +156,41 @@ class _AppCall:
 
     # -- the app's side ----------------------------------------------------
 
+    async def run(self) -> None:
+        cycle = self.cycle
+        try:
+            await self.runner.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self.outcome = "cancelled"
+        except Exception as exc:
+            if cycle.disconnected and isinstance(exc, OSError):
+                # ASGI www 2.4: the app let our ClientDisconnected (or its own
+                # socket error) out after the client left; not a server error.
+                self.outcome = "ok"
+            else:
+                self.outcome = "error"
+                self._log_exception(exc)
+        else:
+            self.outcome = "ok"
+            if not cycle.disconnected:
+                self._check_returned()
+        finally:
+            self.runner.running.discard(self.task)
+            self._cancel_timers()
+            self.stream.app_finished(self)
+
+    def _log_exception(self, exc: Exception) -> None:
+        """Log the app's exception (called while it is being handled): once, with its traceback."""
+        log.failure("Exception in ASGI application", Failure())
+
+    def _check_returned(self) -> None:
+        """The app returned with the client still there: log what it left undone."""
+
+    def _cancel_timers(self) -> None:
+        timer, self.close_timer = self.close_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     async def receive(self) -> dict:
         cycle = self.cycle
         message = cycle.next_message()
@@ -174,6 +209,10 @@ class _AppCall:
             self.reading_paused = False
             self.stream.resume_reading(self)
         return message
+
+    async def send(self, message: Any) -> None:
+        """The app's ``send()``: each kind of call has its own."""
+        raise NotImplementedError
 
     def _before_wait(self) -> None:
         """Called each time ``receive()`` is about to wait for the client."""
@@ -251,31 +290,12 @@ class HTTPTask(_AppCall):
 
     # -- the app's side ----------------------------------------------------
 
-    async def run(self) -> None:
+    def _check_returned(self) -> None:
         cycle = self.cycle
-        try:
-            await self.runner.app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            self.outcome = "cancelled"
-        except Exception as exc:
-            if cycle.disconnected and isinstance(exc, OSError):
-                # ASGI www 2.4: the app let our ClientDisconnected (or its own
-                # socket error) out after the client left; not a server error.
-                self.outcome = "ok"
-            else:
-                self.outcome = "error"
-                log.failure("Exception in ASGI application", Failure())
-        else:
-            self.outcome = "ok"
-            if not cycle.disconnected:
-                if not cycle.response_started:
-                    log.error("ASGI callable returned without starting response.")
-                elif not cycle.response_complete:
-                    log.error("ASGI callable returned without completing response.")
-        finally:
-            self.runner.running.discard(self.task)
-            self._cancel_timers()
-            self.stream.app_finished(self)
+        if not cycle.response_started:
+            log.error("ASGI callable returned without starting response.")
+        elif not cycle.response_complete:
+            log.error("ASGI callable returned without completing response.")
 
     def _before_wait(self) -> None:
         cycle = self.cycle
@@ -333,12 +353,10 @@ class HTTPTask(_AppCall):
                 self.task.cancel()
 
     def _cancel_timers(self) -> None:
-        for name in ("close_timer", "response_timer"):
-            timer = getattr(self, name)
-            if timer is not None:
-                setattr(self, name, None)
-                if timer.active():
-                    timer.cancel()
+        super()._cancel_timers()
+        timer, self.response_timer = self.response_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
 
 def app_error_status(task: HTTPTask) -> int:
@@ -383,40 +401,25 @@ class WebSocketTask(_AppCall):
         self.task = self.runner.loop.create_task(self.run())
         self.runner.running.add(self.task)
 
-    async def run(self) -> None:
-        cycle = self.cycle
-        try:
-            await self.runner.app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            self.outcome = "cancelled"
-        except Exception as exc:
-            if cycle.disconnected and isinstance(exc, OSError):
-                self.outcome = "ok"  # ASGI www 2.4: our ClientDisconnected, let out
-            else:
-                self.outcome = "error"
-                hint = None
-                if not cycle.handshake_answered and isinstance(exc, ValueError):
-                    from .django import refusal_message  # imports no Django itself
+    def _log_exception(self, exc: Exception) -> None:
+        hint = None
+        if not self.cycle.handshake_answered and isinstance(exc, ValueError):
+            from .django import refusal_message  # imports no Django itself
 
-                    hint = refusal_message(exc, "websocket")
-                if hint is not None:
-                    # Django's own refusal of WebSocket is a setting, not a crash:
-                    # one line that says how to serve WebSocket, no traceback.
-                    log.error("{hint}", hint=hint)
-                else:
-                    log.failure("Exception in ASGI application", Failure())
+            hint = refusal_message(exc, "websocket")
+        if hint is not None:
+            # Django's own refusal of WebSocket is a setting, not a crash:
+            # one line that says how to serve WebSocket, no traceback.
+            log.error("{hint}", hint=hint)
         else:
-            self.outcome = "ok"
-            if not cycle.handshake_answered and not cycle.disconnected:
-                log.error("ASGI callable returned without sending handshake.")
-            elif cycle.denial_unfinished and not cycle.disconnected:
-                log.error("ASGI callable returned without completing its denial response.")
-        finally:
-            self.runner.running.discard(self.task)
-            timer, self.close_timer = self.close_timer, None
-            if timer is not None and timer.active():
-                timer.cancel()
-            self.stream.app_finished(self)
+            super()._log_exception(exc)
+
+    def _check_returned(self) -> None:
+        cycle = self.cycle
+        if not cycle.handshake_answered:
+            log.error("ASGI callable returned without sending handshake.")
+        elif cycle.denial_unfinished:
+            log.error("ASGI callable returned without completing its denial response.")
 
     async def send(self, message: Any) -> None:
         cycle = self.cycle
