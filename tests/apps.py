@@ -23,13 +23,14 @@ async def hello(scope: dict, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"Hello, world!"})
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with bytes as latin-1 text and tuples as lists, for json.dumps."""
     if isinstance(value, bytes):
         return value.decode("latin-1")
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -47,7 +48,7 @@ async def scope_echo(scope: dict, receive: Any, send: Any) -> None:
     shown["extensions"] = sorted(scope.get("extensions") or {})
     shown["body_length"] = len(body)
     shown["pid"] = os.getpid()
-    payload = json.dumps(_jsonable(shown)).encode()
+    payload = json.dumps(jsonable(shown)).encode()
     await send(
         {
             "type": "http.response.start",

@@ -32,20 +32,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.apps import jsonable
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "examples"
 
 _held = 0
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _shown(scope: dict) -> dict:
@@ -56,7 +48,7 @@ def _shown(scope: dict) -> dict:
         shown["tls"] = dict(extensions["tls"])
         shown["tls"]["client_cert_chain"] = list(shown["tls"]["client_cert_chain"])
     shown["pid"] = os.getpid()
-    return _jsonable(shown)
+    return jsonable(shown)
 
 
 async def app(scope: dict, receive: Any, send: Any) -> None:

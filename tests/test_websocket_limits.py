@@ -10,15 +10,14 @@ import select
 import signal
 import threading
 import time
-import uuid
 import zlib
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.serving import Server, recv_response, start_server
-from tests.ws_apps import RawClient, client_frame, handshake_request
+from tests.serving import recv_response, start_server
+from tests.ws_apps import RawClient, client_frame, events, handshake_request, new_id, open_ws
 
 
 @pytest.fixture(scope="module")
@@ -40,29 +39,6 @@ def tight():
     )
     yield s
     assert s.stop() == 0
-
-
-def open_ws(server: Server, path: str, **kwargs):
-    return connect(f"ws://127.0.0.1:{server.port}{path}", proxy=None, open_timeout=10, close_timeout=5, **kwargs)
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-def events(server: Server, ident: str, n: int = 1, timeout: float = 10.0) -> list:
-    """What the app recorded for ``ident``, once it recorded at least ``n`` things."""
-    deadline = time.monotonic() + timeout
-    while True:
-        server.read_output(0)
-        with server.connect() as sock:
-            sock.sendall(f"GET /events?id={ident} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-            found = json.loads(recv_response(sock)[2])
-        if len(found) >= n:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"app recorded {found} for {ident}, wanted {n} events")
-        time.sleep(0.02)  # polling the server's record, with a deadline
 
 
 def deflate(data: bytes) -> bytes:

@@ -16,6 +16,8 @@ import struct
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.apps import jsonable
+
 #: id -> what the app saw, in order.
 EVENTS: dict[str, list[Any]] = {}
 #: Set by GET /release: lets /slow start reading.
@@ -29,16 +31,6 @@ def _record(scope: dict, event: Any) -> None:
     EVENTS.setdefault(ident, []).append(event)
     # Also on stdout, for tests that read it after the server stopped.
     print(f"ws-event {ident} {json.dumps(event)}", flush=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _release() -> asyncio.Event:
@@ -102,7 +94,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         # The scope as JSON, then echo.
         await receive()
         await send({"type": "websocket.accept"})
-        shown = _jsonable({k: v for k, v in scope.items() if k != "extensions"})
+        shown = jsonable({k: v for k, v in scope.items() if k != "extensions"})
         shown["extensions"] = sorted(scope["extensions"])
         await send({"type": "websocket.send", "text": json.dumps(shown)})
         return await _echo_loop(scope, receive, send)
@@ -517,3 +509,39 @@ async def misbehave(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] == "websocket" and scope["path"].startswith("/mis/"):
         return await MISTAKES[scope["path"][len("/mis/") :]](scope, receive, send)
     return await app(scope, receive, send)
+
+
+# -- client helpers for the end-to-end tests (imports kept local: this module is
+#    also the app the test servers import) ----------------------------------------
+
+
+def open_ws(server: Any, path: str, **kwargs: Any) -> Any:
+    """A ``websockets`` client connection to ``path`` on the test ``server``."""
+    from websockets.sync.client import connect
+
+    return connect(f"ws://127.0.0.1:{server.port}{path}", proxy=None, open_timeout=10, close_timeout=5, **kwargs)
+
+
+def new_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:10]
+
+
+def events(server: Any, ident: str, n: int = 1, timeout: float = 10.0) -> list:
+    """What the app recorded for ``ident``, once it recorded at least ``n`` things."""
+    import time
+
+    from tests.serving import recv_response
+
+    deadline = time.monotonic() + timeout
+    while True:
+        server.read_output(0)  # keep the server's stdout pipe drained
+        with server.connect() as sock:
+            sock.sendall(f"GET /events?id={ident} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            found = json.loads(recv_response(sock)[2])
+        if len(found) >= n:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"app recorded {found} for {ident}, wanted {n} events")
+        time.sleep(0.02)  # polling the server's record, with a deadline
