@@ -53,6 +53,7 @@ from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from .config import Config
 from .events import AppError, Data, EndOfMessage, Headers, Request, StreamReset
+from .hpack_codec import FieldDecoder, StaticEncoder
 from .http11 import http_date
 
 __all__ = [
@@ -72,6 +73,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
 
 _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+_SWEEP_EVERY = 32
 
 # RFC 9113 §8.2.1: field names are lowercase tokens; values have no NUL, CR or
 # LF and no whitespace at either end.
@@ -181,6 +183,8 @@ class _H2Connection(h2.connection.H2Connection):
         super().__init__(*args, **kwargs)
         #: Streams reset for depending on themselves during the last read.
         self.self_dependent: list[int] = []
+        #: h2's stream table size at which closed streams are next swept out.
+        self._sweep_at = 0
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> h2.stream.H2Stream:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
@@ -190,8 +194,13 @@ class _H2Connection(h2.connection.H2Connection):
     @property
     def open_inbound_streams(self) -> int:
         # h2 reads this only to refuse a stream over the limit, as a connection
-        # error; reading it also makes h2 forget closed streams, so read it.
-        super().open_inbound_streams  # noqa: B018
+        # error (HTTP2Connection refuses such streams itself). Reading it also
+        # makes h2 forget closed streams, a walk over its whole stream table:
+        # done once that table has grown by _SWEEP_EVERY since the last walk, so
+        # a closed stream lingers a bounded while and each costs O(1).
+        if len(self.streams) >= self._sweep_at:
+            super().open_inbound_streams  # noqa: B018
+            self._sweep_at = len(self.streams) + _SWEEP_EVERY
         return 0
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
@@ -276,8 +285,16 @@ class HTTP2Connection:
                 validate_inbound_headers=False,
                 # Cookie fields are joined here, where the order of fields is kept.
                 normalize_inbound_headers=False,
+                # Our response head is lowercase, has no connection-specific
+                # fields, and its names and values were checked (cycle.check_headers).
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
             )
         )
+        # Our HPACK coder in place of the hpack package's (see hpack_codec): h2
+        # calls only encode()/decode() and sets the size attributes on them.
+        self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
+        self.h2.decoder = FieldDecoder()  # type: ignore[assignment]
         window = config.limit_h2_stream_window_bytes
         self.h2.local_settings = h2.settings.Settings(
             client=False,

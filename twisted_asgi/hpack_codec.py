@@ -1,0 +1,322 @@
+"""HPACK (RFC 7541) for the server side of HTTP/2: a stateless encoder for
+responses and a decoder for requests, in place of the ``hpack`` package's.
+
+h2's connection takes any object with ``encode(headers) -> bytes`` and a
+``header_table_size`` attribute as its encoder, and one with
+``decode(block, raw=True)`` and three size attributes as its decoder; both are
+set on :class:`~twisted_asgi.http2.HTTP2Connection`'s h2 connection.
+
+The encoder: :class:`StaticEncoder` uses
+the static table and literals only, never the dynamic table (RFC 7541 §2.3.2
+lets an encoder use as little of it as it likes). Each field therefore encodes
+the same way on every connection and every response, so its bytes are kept in
+one bounded table and a response head is, in the common case, a join of bytes
+already made. Huffman coding (Appendix B) is used where it is shorter.
+
+What it costs on the wire: a field the client has seen before takes its literal
+bytes again instead of a one-byte index (a typical response head of five
+fields is about 60 bytes instead of 10-20). What it saves: all per-field work
+of a stateful encoder, which was the largest single cost of an HTTP/2 response.
+
+Fields that may carry secrets (RFC 7541 §7.1.3) go out as "never indexed"
+literals, so that no intermediary puts them in its own table, and are not kept.
+
+The decoder: :class:`FieldDecoder` is the whole of RFC 7541's decoding side
+(dynamic table, size updates, Huffman strings, the header-list limit) in one
+loop over the block, raising the ``hpack`` package's exceptions, which h2 turns
+into connection errors. Huffman strings decode through ``hpack``'s table, and
+their results are kept in one bounded table, as clients send the same values
+again and again.
+
+Imports neither Twisted nor asyncio.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from hpack.exceptions import (
+    HPACKDecodingError,
+    InvalidTableIndex,
+    InvalidTableSizeError,
+    OversizedHeaderListError,
+)
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+
+__all__ = ["FieldDecoder", "StaticEncoder", "encode_integer"]
+
+_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+
+#: Static table (RFC 7541 Appendix A): full matches and names, first index wins.
+_STATIC_FIELD: dict[tuple[bytes, bytes], int] = {}
+_STATIC_NAME: dict[bytes, int] = {}
+for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, 1):
+    _STATIC_FIELD.setdefault((_name, _value), _index)
+    _STATIC_NAME.setdefault(_name, _index)
+del _index, _name, _value
+
+#: Names whose values are never indexed (RFC 7541 §7.1.3); h2 treats the same
+#: request-side names this way, and a response's cookies are as private.
+_SENSITIVE = frozenset({b"authorization", b"proxy-authorization", b"set-cookie", b"cookie"})
+
+#: Encoded fields, shared by every connection (the encoding has no state).
+#: Bounded: values that change per response (content-length, date, etags)
+#: would otherwise grow it without end; when full it starts again.
+_FIELDS: dict[tuple[bytes, bytes], bytes] = {}
+_FIELDS_MAX = 4096
+
+_DEFAULT_TABLE_SIZE = 4096  # RFC 7541 §4.2 / RFC 9113 §6.5.2 initial value
+
+
+def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    """An HPACK integer (RFC 7541 §5.1): ``first`` holds the bits above the
+    ``prefix_bits``-bit prefix."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal(data: bytes) -> bytes:
+    """A string literal (RFC 7541 §5.2), Huffman-coded when that is shorter."""
+    coded = _HUFFMAN.encode(data)
+    if len(coded) < len(data):
+        return encode_integer(len(coded), 7, 0x80) + coded
+    return encode_integer(len(data), 7) + data
+
+
+def _field(name: bytes, value: bytes, never_indexed: bool) -> bytes:
+    """One field: indexed when the static table has it whole, else a literal
+    without indexing (or never indexed), with an indexed name where it can."""
+    if not never_indexed:
+        index = _STATIC_FIELD.get((name, value))
+        if index is not None:
+            return encode_integer(index, 7, 0x80)  # §6.1
+    first = 0x10 if never_indexed else 0x00  # §6.2.3 / §6.2.2
+    index = _STATIC_NAME.get(name)
+    if index is not None:
+        return encode_integer(index, 4, first) + _literal(value)
+    return bytes((first,)) + _literal(name) + _literal(value)
+
+
+class StaticEncoder:
+    """HPACK encoder that never touches the dynamic table (one per connection,
+    in place of h2's ``H2Connection.encoder``).
+
+    h2 hands it fields as byte pairs, names already lowercase (our own response
+    head makes them so; h2's outbound normalisation is off).
+    """
+
+    __slots__ = ("_table_size", "_announced", "_pending")
+
+    def __init__(self) -> None:
+        self._table_size = _DEFAULT_TABLE_SIZE
+        #: The table size the peer's decoder believes we use (RFC 7541 §4.2).
+        self._announced = _DEFAULT_TABLE_SIZE
+        self._pending = False
+
+    @property
+    def header_table_size(self) -> int:
+        """The peer's SETTINGS_HEADER_TABLE_SIZE, the most our table may use."""
+        return self._table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        # The peer lowered the limit below what its decoder believes we use:
+        # the next block must start with a size update (RFC 7541 §4.2), which
+        # says 0, so no later change of the setting needs another.
+        self._table_size = value
+        if value < self._announced:
+            self._pending = True
+
+    def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
+        """The header block for ``headers`` (``huffman`` is accepted for h2's
+        sake; Huffman coding is chosen per string where it is shorter)."""
+        fields = _FIELDS
+        parts: list[bytes] = []
+        if self._pending:
+            parts.append(b"\x20")  # dynamic table size update to 0 (§6.3)
+            self._pending = False
+            self._announced = 0
+        for header in headers:
+            name, value = header
+            if name in _SENSITIVE or (type(header) is not tuple and not getattr(header, "indexable", True)):
+                parts.append(_field(name, value, True))
+                continue
+            key = (name, value)
+            encoded = fields.get(key)
+            if encoded is None:
+                encoded = _field(name, value, False)
+                if len(fields) >= _FIELDS_MAX:
+                    fields.clear()
+                fields[key] = encoded
+            parts.append(encoded)
+        return b"".join(parts)
+
+
+# -- decoding --------------------------------------------------------------------------
+
+_STATIC_TABLE = HeaderTable.STATIC_TABLE
+_STATIC_LENGTH = len(_STATIC_TABLE)
+
+#: Huffman-coded strings already decoded, shared (bounded, like _FIELDS).
+_HUFFMAN_DECODED: dict[bytes, bytes] = {}
+_HUFFMAN_DECODED_MAX = 4096
+
+#: An integer longer than this many continuation bytes is an error (RFC 7541
+#: §5.1 lets a decoder set the limit); 4 hold every value below 2**28.
+_INTEGER_BYTES = 4
+
+
+def _integer(data: bytes, i: int, mask: int) -> tuple[int, int]:
+    """The integer whose prefix is ``data[i] & mask``; the value and the next
+    position."""
+    value = data[i] & mask
+    i += 1
+    if value < mask:
+        return value, i
+    shift = 0
+    while True:
+        if i >= len(data):
+            raise HPACKDecodingError("Truncated HPACK integer")
+        byte = data[i]
+        i += 1
+        value += (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+        if shift >= 7 * _INTEGER_BYTES:
+            raise HPACKDecodingError("HPACK integer representation is too long")
+
+
+def _string(data: bytes, i: int) -> tuple[bytes, int]:
+    """The string literal at ``data[i]`` (RFC 7541 §5.2) and the next position."""
+    huffman = data[i] & 0x80
+    length, i = _integer(data, i, 0x7F)
+    end = i + length
+    if end > len(data):
+        raise HPACKDecodingError("Truncated header block")
+    raw = data[i:end]
+    if not huffman:
+        return raw, end
+    decoded = _HUFFMAN_DECODED.get(raw)
+    if decoded is None:
+        decoded = decode_huffman(raw)
+        if len(_HUFFMAN_DECODED) >= _HUFFMAN_DECODED_MAX:
+            _HUFFMAN_DECODED.clear()
+        _HUFFMAN_DECODED[raw] = decoded
+    return decoded, end
+
+
+class FieldDecoder:
+    """HPACK decoder of one connection (in place of h2's ``H2Connection.decoder``).
+
+    :attr:`max_header_list_size` bounds the decoded list (names, values and 32
+    bytes a field, RFC 9113 §6.5.2) and stops HPACK bombs;
+    :attr:`max_allowed_table_size` is our acknowledged SETTINGS_HEADER_TABLE_SIZE,
+    the most a size update may ask for.
+    """
+
+    __slots__ = ("max_header_list_size", "max_allowed_table_size", "_max", "_size", "_entries")
+
+    def __init__(self) -> None:
+        self.max_header_list_size = 65536
+        self.max_allowed_table_size = _DEFAULT_TABLE_SIZE
+        self._max = _DEFAULT_TABLE_SIZE
+        self._size = 0
+        #: The dynamic table, newest first (RFC 7541 §2.3.2).
+        self._entries: deque[tuple[bytes, bytes]] = deque()
+
+    @property
+    def header_table_size(self) -> int:
+        """The dynamic table's current maximum size."""
+        return self._max
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self._max = value
+        self._evict()
+
+    def _evict(self) -> None:
+        entries = self._entries
+        size = self._size
+        while size > self._max:
+            name, value = entries.pop()
+            size -= len(name) + len(value) + 32
+        self._size = size
+
+    def _entry(self, index: int) -> tuple[bytes, bytes]:
+        if 0 < index <= _STATIC_LENGTH:
+            return _STATIC_TABLE[index - 1]
+        dynamic = index - _STATIC_LENGTH - 1
+        if 0 <= dynamic < len(self._entries):
+            return self._entries[dynamic]
+        raise InvalidTableIndex(f"Invalid table index {index}")
+
+    def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:
+        """The fields of one complete header block, as byte pairs (``raw`` is
+        accepted for h2's sake; names and values stay bytes).
+
+        :raises hpack.HPACKDecodingError: the block is malformed (h2 answers
+            COMPRESSION_ERROR) or larger than the limit when decoded
+            (:class:`~hpack.OversizedHeaderListError`).
+        """
+        data = bytes(data)
+        headers: list[tuple[bytes, bytes]] = []
+        append = headers.append
+        limit = self.max_header_list_size
+        inflated = 0
+        i, n = 0, len(data)
+        while i < n:
+            first = data[i]
+            if first & 0x80:  # indexed field (§6.1)
+                index, i = _integer(data, i, 0x7F)
+                field = self._entry(index)
+            elif first & 0x20 and not first & 0x40:  # dynamic table size update (§6.3)
+                if headers:
+                    raise HPACKDecodingError("Table size update not at the start of the block")
+                size, i = _integer(data, i, 0x1F)
+                if size > self.max_allowed_table_size:
+                    raise InvalidTableSizeError("Encoder exceeded max allowable table size")
+                self.header_table_size = size
+                continue
+            else:  # literal (§6.2): with incremental indexing, without, never indexed
+                indexing = first & 0x40
+                index, i = _integer(data, i, 0x3F if indexing else 0x0F)
+                if index:
+                    name = self._entry(index)[0]
+                else:
+                    if i >= n:
+                        raise HPACKDecodingError("Truncated header block")
+                    name, i = _string(data, i)
+                if i >= n:
+                    raise HPACKDecodingError("Truncated header block")
+                value, i = _string(data, i)
+                field = (name, value)
+                if indexing:
+                    size = len(name) + len(value) + 32
+                    if size > self._max:
+                        self._entries.clear()  # §4.4: an entry larger than the table empties it
+                        self._size = 0
+                    else:
+                        self._entries.appendleft(field)
+                        self._size += size
+                        if self._size > self._max:
+                            self._evict()
+            inflated += len(field[0]) + len(field[1]) + 32
+            if inflated > limit:
+                raise OversizedHeaderListError(f"A header list larger than {limit} has been received")
+            append(field)
+        if self._max > self.max_allowed_table_size:
+            raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
+        return headers
