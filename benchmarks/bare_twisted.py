@@ -1,5 +1,6 @@
-"""A floor, not a server: a bare Twisted protocol on the asyncio reactor that answers
-every request head with the same fixed bytes, without parsing anything.
+"""A floor, not a server: a bare Twisted protocol on the asyncio reactor (over uvloop
+when it is installed, as twisted-asgi's default is) that answers every request head
+with the same fixed bytes, without parsing anything.
 
 It shows, in the same run, how much of twisted-asgi's CPU per request is the reactor's own
 per-event cost (read, write, loop iteration) rather than ours.  Only for the HTTP/1.1
@@ -20,7 +21,12 @@ END_OF_HEAD = b"\r\n\r\n"
 
 def main(port: int) -> None:
     """Listen on 127.0.0.1:``port`` with Twisted's defaults until SIGTERM."""
-    asyncioreactor.install()
+    try:
+        import uvloop
+    except ImportError:
+        asyncioreactor.install()
+    else:
+        asyncioreactor.install(uvloop.new_event_loop())
     from twisted.internet import endpoints, protocol, reactor
 
     class Bare(protocol.Protocol):

@@ -191,7 +191,7 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
         "in ``benchmarks/``: every scenario against every server in one run, interleaved",
         "(A B C A B C), each server started fresh for each measurement, pinned to one core with",
         "the load generator on the other, on loopback. *twisted-bare* is the floor, not a server:",
-        "a bare Twisted protocol on the asyncio reactor answering fixed bytes without parsing",
+        "a bare Twisted protocol on the asyncio reactor over uvloop, answering fixed bytes without parsing",
         "(``benchmarks/bare_twisted.py``), measured in the keep-alive scenarios only.",
         "",
     ]

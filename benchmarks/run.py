@@ -100,13 +100,13 @@ SERVERS: dict[str, ServerSpec] = {
             h2c=True,
             package="twisted-asgi",
         ),
-        # The same server with ``--loop uvloop``, the loop uvicorn[standard] runs on
-        # (twisted-asgi's default loop is asyncio's own).
+        # The same server on asyncio's own event loop (its default, --loop auto,
+        # is uvloop, the loop uvicorn[standard] runs on too).
         ServerSpec(
-            "twisted-asgi-uvloop",
+            "twisted-asgi-asyncio",
             "self",
-            f"{_TA} --loop uvloop --bind 127.0.0.1 --port {{port}} {{app}}",
-            tls=f"{_TA} --loop uvloop {_TA_TLS} {{app}}",
+            f"{_TA} --loop asyncio --bind 127.0.0.1 --port {{port}} {{app}}",
+            tls=f"{_TA} --loop asyncio {_TA_TLS} {{app}}",
             h2c=True,
             package="twisted-asgi",
         ),
@@ -152,7 +152,7 @@ SERVERS: dict[str, ServerSpec] = {
         ),
     ]
 }
-DEFAULT_SERVERS = ("twisted-asgi", "twisted-asgi-uvloop", "twisted-bare", "daphne", "uvicorn", "hypercorn", "granian")
+DEFAULT_SERVERS = ("twisted-asgi", "twisted-asgi-asyncio", "twisted-bare", "daphne", "uvicorn", "hypercorn", "granian")
 
 
 # --------------------------------------------------------------------------------------

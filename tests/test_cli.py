@@ -223,12 +223,13 @@ def test_daemon_mode_pidfile_logfile_sigterm(tmp_path):
     [
         (("--loop", "uvloop"), "uvloop"),
         (("--loop", "asyncio"), "asyncio"),
-        ((), "asyncio"),
+        ((), "uvloop"),
         (("--loop", "auto"), "uvloop"),
     ],
 )
 def test_loop_option(args, loop):
-    """--loop picks the event loop under the reactor; the default is asyncio's own, auto takes uvloop when installed."""
+    """--loop picks the event loop under the reactor; the default, auto, takes uvloop (a dependency)
+    when it can be imported."""
     server = start_server("tests.apps:hello", *args)
     try:
         assert get(server)[2] == b"Hello, world!"

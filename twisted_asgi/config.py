@@ -182,9 +182,10 @@ class Config:
         flag="--lifespan",
     )
     loop: str = _f(
-        "asyncio",
-        "Event loop under the asyncio reactor: 'asyncio', 'uvloop', or 'auto' (uvloop when it is installed, "
-        "else asyncio). uvloop takes about a tenth less CPU per request; under it the reactor checks each "
+        "auto",
+        "Event loop under the asyncio reactor: 'auto' (uvloop when it is installed, as it is with "
+        "twisted-asgi on CPython for Linux and macOS, else asyncio's own), 'uvloop' or 'asyncio'. "
+        "uvloop takes about a tenth less CPU per request; under it the reactor checks each "
         "socket for a pending error after a read, since uvloop closes the poll of a socket a client "
         "reset without telling Twisted (uvloop issue 552).",
         flag="--loop",

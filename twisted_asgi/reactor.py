@@ -123,7 +123,7 @@ def _reactor_class(uv: bool = False) -> type:
     if not uv:
         return ASGIReactor
 
-    import socket
+    from socket import SO_ERROR, SOL_SOCKET
 
     from twisted.internet.error import ConnectionLost
 
@@ -143,10 +143,10 @@ def _reactor_class(uv: bool = False) -> type:
                 return
             try:
                 why = selectable.doRead() if read else selectable.doWrite()
-                if not why and read:
+                if read and not why:
                     sock = getattr(selectable, "socket", None)
                     if sock is not None:
-                        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                        error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
                         if error:
                             why = ConnectionLost(os.strerror(error))
             except Exception as exc:

@@ -88,9 +88,9 @@ class Options(usage.Options):
         [
             "loop",
             None,
-            "asyncio",
-            "Event loop under the asyncio reactor: asyncio, uvloop (about a tenth less CPU per request), "
-            "or auto (uvloop if installed).",
+            "auto",
+            "Event loop under the asyncio reactor: auto (uvloop if installed, else asyncio), "
+            "uvloop (about a tenth less CPU per request) or asyncio.",
         ],
         ["access-log", None, None, "Write an access log line per request to FILE ('-' for standard output)."],
         ["app-dir", None, ".", "Directory put first on sys.path before importing the application."],

@@ -623,6 +623,12 @@ class WebSocketConnection:
         brought answers them with one ``send`` instead of one each. From
         64 KiB on, the batch goes out at once, so the transport still sees
         (and pushes back on) a large burst."""
+        if self.closing:
+            # The close has begun: nothing may wait for a later loop pass, which
+            # can come after the transport is gone (on uvloop, I/O callbacks
+            # run before those of call_soon).
+            self.write(data)
+            return
         out = self.out
         if out is None:
             self.out = [data]
@@ -769,15 +775,15 @@ class WebSocketConnection:
         self.discarding = True
         if self.task is not None:
             self.task.feed_disconnect(code, reason)
+        framing = self.framing
+        if framing is not None and framing.state == _OPEN:
+            framing.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
         # Our Close frame is written: close TCP once it is sent rather than wait
         # for a reply from a client that just broke the protocol (RFC 6455
         # §7.1.7 "Fail the WebSocket Connection"; the server closes first, §7.1.1).
         # Its reply may sit behind bytes we now discard, so it may never be seen.
         self.close_transport()
         self._resume(_PAUSE_QUEUE)
-        framing = self.framing
-        if framing is not None and framing.state == _OPEN:
-            framing.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
 
     def _lifetime_over(self) -> None:
         self.timer = None
