@@ -197,3 +197,14 @@ async def background(scope: dict, receive: Any, send: Any) -> None:
         print("BACKGROUND CANCELLED", flush=True)
         raise
     print("BACKGROUND DONE", flush=True)
+
+
+async def gc_frozen(scope: dict, receive: Any, send: Any) -> None:
+    """Answers with how many objects the server froze out of garbage collection."""
+    if scope["type"] != "http":
+        return
+    import gc
+
+    body = b"%d" % gc.get_freeze_count()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})

@@ -301,3 +301,12 @@ def test_listen_backlog(args, endpoint, backlog):
         assert get(server)[2] == b"Hello, world!"
     finally:
         server.stop()
+
+
+def test_startup_state_is_frozen_out_of_garbage_collection():
+    """Once listening, what was built at startup is left out of later collections (gc.freeze)."""
+    server = start_server("tests.apps:gc_frozen")
+    try:
+        assert int(get(server)[2]) > 10_000  # modules, Twisted, the app: far more than a handful
+    finally:
+        assert server.stop() == 0

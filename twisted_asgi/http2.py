@@ -78,7 +78,15 @@ _SWEEP_EVERY = 32
 # RFC 9113 §8.2.1: field names are lowercase tokens; values have no NUL, CR or
 # LF and no whitespace at either end.
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_SP_HT = (0x20, 0x09)
+# Field names already found valid: clients send the same few on every request.
+# Bounded, so names a client makes up cannot grow it without end.
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_MAX = 512
+_COMMON_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE"})
+
+
+_CTL = b"\r\n\x00"
 # RFC 9113 §8.2.2: connection-specific fields make a request malformed.
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
@@ -905,6 +913,8 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
     cookie_at = -1
     content_length: int | None = None
     size = 0
+    has_host = expect_continue = False
+    good_names = _GOOD_NAMES
     for name, value in headers:
         size += len(name) + len(value) + 32
         if name[:1] == b":":
@@ -914,17 +924,28 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
                 raise ValueError(f"pseudo-header {name!r} not allowed in a request")
             if name in pseudo:
                 raise ValueError(f"duplicate {name!r}")
-            if _BAD_VALUE.search(value):
+            if len(value.translate(None, _CTL)) != len(value) or (
+                value and (value[0] in _SP_HT or value[-1] in _SP_HT)
+            ):
                 raise ValueError(f"invalid value for {name!r}")
             pseudo[name] = value
             continue
-        if _NAME.match(name) is None:
-            raise ValueError(f"invalid field name {name!r}")
-        if _BAD_VALUE.search(value):
+        if name not in good_names:
+            if _NAME.match(name) is None:
+                raise ValueError(f"invalid field name {name!r}")
+            if len(good_names) < _GOOD_NAMES_MAX:
+                good_names.add(name)
+        # RFC 9113 §8.2.1: no NUL, CR or LF, no whitespace at either end
+        # (translate() is the quickest scan for three bytes).
+        if len(value.translate(None, _CTL)) != len(value) or (value and (value[0] in _SP_HT or value[-1] in _SP_HT)):
             raise ValueError(f"invalid value for {name!r}")
         if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
             raise ValueError(f"connection-specific field {name!r}")
-        if name == b"cookie":
+        if name == b"host":
+            has_host = True
+        elif name == b"expect" and value.lower() == b"100-continue":
+            expect_continue = True
+        elif name == b"cookie":
             # RFC 9113 §8.2.3: crumbs are joined with "; " for a generic
             # application, which an ASGI app is.
             if cookie_at < 0:
@@ -939,7 +960,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
     if cookies:
         fields.insert(cookie_at, (b"cookie", b"; ".join(cookies)))
     method = pseudo.get(b":method")
-    if not method or _NAME.match(method.lower()) is None:
+    if not method or (method not in _COMMON_METHODS and _NAME.match(method.lower()) is None):
         raise ValueError("missing or invalid :method")
     authority = pseudo.get(b":authority")
     if method == b"CONNECT":
@@ -958,7 +979,9 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
             path, _, query = target.partition(b"?")
     if authority is not None:
         # ASGI www spec: ":authority" becomes "host", first, replacing any host.
-        fields = [(b"host", authority), *(f for f in fields if f[0] != b"host")]
+        if has_host:
+            fields = [f for f in fields if f[0] != b"host"]
+        fields.insert(0, (b"host", authority))
     if ended and content_length:
         raise ValueError("content-length without a body")
     request = Request(
@@ -969,7 +992,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
         "2",
         fields,
         True,
-        not ended and any(n == b"expect" and v.lower() == b"100-continue" for n, v in fields),
+        not ended and expect_continue,
         None,
         content_length,
         not ended,

@@ -4,6 +4,7 @@ drain) and the access log."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import sys
 from collections.abc import Callable
@@ -316,6 +317,11 @@ class ASGIService(Service):
             )
         if self.tls_listeners:
             _on_sighup(self.reactor, self.reload_tls)
+        # What exists now (modules, the app, its startup state) lives as long as
+        # the process: leave it out of every later garbage collection, which
+        # would otherwise walk it again and again while serving (HTTP/2 makes
+        # many short-lived objects: about 6% of its CPU per request).
+        gc.freeze()
         self.ready.callback(self.ports)
 
     def reload_tls(self) -> int:
