@@ -296,3 +296,34 @@ def test_decoder_fails_where_hpack_fails_on_random_bytes(blocks):
 def test_encoder_round_trips_through_hpack(fields):
     fields = [(n.lower(), v) for n, v in fields]
     assert [tuple(f) for f in hpack.Decoder().decode(StaticEncoder().encode(fields), raw=True)] == fields
+
+
+def test_long_fields_and_strings_are_not_kept():
+    """The shared tables hold short strings only: a client's (or an app's)
+    long values could otherwise fill them with megabytes."""
+    hpack_codec._FIELDS.clear()
+    hpack_codec._HUFFMAN_DECODED.clear()
+    long_value = b"v" * 1000
+    StaticEncoder().encode([(b"x-long", long_value), (b"x-short", b"1")])
+    assert set(hpack_codec._FIELDS) == {(b"x-short", b"1")}
+    client = hpack.Encoder()  # Huffman-codes both values
+    block = client.encode([(b"x-long", b"w" * 1000), (b"x-short", b"abc")])
+    assert FieldDecoder().decode(block) == [(b"x-long", b"w" * 1000), (b"x-short", b"abc")]
+    assert all(len(raw) <= hpack_codec._HUFFMAN_KEPT_BYTES for raw in hpack_codec._HUFFMAN_DECODED)
+    assert b"abc" in hpack_codec._HUFFMAN_DECODED.values()
+
+
+def test_request_field_names_remembered_only_when_short():
+    from twisted_asgi import http2
+
+    http2._GOOD_NAMES.clear()
+    long_name = b"x-" + b"a" * 100
+    fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b"x-b", b"1"), (long_name, b"2")]
+    request, _ = http2._parse_request(1, fields, True)
+    assert request.headers == [(b"x-b", b"1"), (long_name, b"2")]
+    assert sorted(http2._GOOD_NAMES) == [b"x-b"]
+    with pytest.raises(ValueError, match="invalid field name"):
+        http2._parse_request(3, [*fields[:3], (b"X-B", b"1")], True)  # uppercase: malformed (RFC 9113 §8.2.1)
+    for value in (b" 1", b"1\t", b"a\rb", b"a\nb", b"a\x00b"):
+        with pytest.raises(ValueError, match="invalid value"):
+            http2._parse_request(5, [*fields[:3], (b"x-b", value)], True)

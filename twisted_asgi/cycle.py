@@ -78,7 +78,7 @@ def check_headers(headers: Any, what: str) -> Headers:
             if name not in _GOOD_NAMES:
                 if _TOKEN.match(name) is None:
                     raise AppError(f"Invalid HTTP header name {name!r} in {what}")
-                if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+                if len(_GOOD_NAMES) < _GOOD_NAMES_MAX and len(name) <= 64:
                     _GOOD_NAMES.add(name)
             if b"\r" in value or b"\n" in value or b"\x00" in value:
                 raise AppError(f"Invalid HTTP header value {value!r} for {name!r} in {what}")

@@ -64,10 +64,13 @@ del _index, _name, _value
 _SENSITIVE = frozenset({b"authorization", b"proxy-authorization", b"set-cookie", b"cookie"})
 
 #: Encoded fields, shared by every connection (the encoding has no state).
-#: Bounded: values that change per response (content-length, date, etags)
-#: would otherwise grow it without end; when full it starts again.
+#: Bounded in count (values that change per response, such as content-length,
+#: date or etags, would otherwise grow it without end; when full it starts
+#: again) and in field size (a long value rarely repeats, and 4,096 of them
+#: could hold megabytes).
 _FIELDS: dict[tuple[bytes, bytes], bytes] = {}
 _FIELDS_MAX = 4096
+_FIELD_KEPT_BYTES = 256
 
 _DEFAULT_TABLE_SIZE = 4096  # RFC 7541 §4.2 / RFC 9113 §6.5.2 initial value
 
@@ -157,9 +160,10 @@ class StaticEncoder:
             encoded = fields.get(key)
             if encoded is None:
                 encoded = _field(name, value, False)
-                if len(fields) >= _FIELDS_MAX:
-                    fields.clear()
-                fields[key] = encoded
+                if len(name) + len(value) <= _FIELD_KEPT_BYTES:
+                    if len(fields) >= _FIELDS_MAX:
+                        fields.clear()
+                    fields[key] = encoded
             parts.append(encoded)
         return b"".join(parts)
 
@@ -169,9 +173,12 @@ class StaticEncoder:
 _STATIC_TABLE = HeaderTable.STATIC_TABLE
 _STATIC_LENGTH = len(_STATIC_TABLE)
 
-#: Huffman-coded strings already decoded, shared (bounded, like _FIELDS).
+#: Huffman-coded strings already decoded, shared by every connection. Bounded
+#: like _FIELDS, in count and in string size: the strings are the client's, and
+#: 4,096 long ones could hold megabytes.
 _HUFFMAN_DECODED: dict[bytes, bytes] = {}
 _HUFFMAN_DECODED_MAX = 4096
+_HUFFMAN_KEPT_BYTES = 128
 
 #: An integer longer than this many continuation bytes is an error (RFC 7541
 #: §5.1 lets a decoder set the limit); 4 hold every value below 2**28.
@@ -209,6 +216,8 @@ def _string(data: bytes, i: int) -> tuple[bytes, int]:
     raw = data[i:end]
     if not huffman:
         return raw, end
+    if length > _HUFFMAN_KEPT_BYTES:
+        return decode_huffman(raw), end
     decoded = _HUFFMAN_DECODED.get(raw)
     if decoded is None:
         decoded = decode_huffman(raw)

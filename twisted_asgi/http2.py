@@ -80,9 +80,11 @@ _SWEEP_EVERY = 32
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 _SP_HT = (0x20, 0x09)
 # Field names already found valid: clients send the same few on every request.
-# Bounded, so names a client makes up cannot grow it without end.
+# Bounded in count and name length, so names a client makes up cannot grow it
+# without end.
 _GOOD_NAMES: set[bytes] = set()
 _GOOD_NAMES_MAX = 512
+_GOOD_NAME_BYTES = 64
 _COMMON_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE"})
 
 
@@ -933,7 +935,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
         if name not in good_names:
             if _NAME.match(name) is None:
                 raise ValueError(f"invalid field name {name!r}")
-            if len(good_names) < _GOOD_NAMES_MAX:
+            if len(good_names) < _GOOD_NAMES_MAX and len(name) <= _GOOD_NAME_BYTES:
                 good_names.add(name)
         # RFC 9113 §8.2.1: no NUL, CR or LF, no whitespace at either end
         # (translate() is the quickest scan for three bytes).
