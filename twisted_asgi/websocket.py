@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import autobahn.websocket.protocol
 from autobahn.websocket.compress import (
     PerMessageDeflate,
     PerMessageDeflateOffer,
@@ -64,6 +65,10 @@ from .wscycle import (
     origin_matcher,
     parse_handshake,
 )
+from .wsmask import install as _install_masker
+
+# Small client frames are unmasked by twisted_asgi.wsmask (see there).
+_install_masker(autobahn.websocket.protocol)
 
 if TYPE_CHECKING:
     from .channel import HTTPChannel
