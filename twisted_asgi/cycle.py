@@ -56,10 +56,11 @@ _EXPECTED = {
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 # Header names already found valid: apps send the same few names on every
-# response, and a set lookup is cheaper than the regular expression. Bounded,
-# so names an app makes up per request cannot grow it without end.
+# response, and a set lookup is cheaper than the regular expression. Bounded in
+# count and name length, so names an app makes up cannot grow it without end.
 _GOOD_NAMES: set[bytes] = set()
 _GOOD_NAMES_MAX = 512
+_GOOD_NAME_BYTES = 64
 
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -78,7 +79,7 @@ def check_headers(headers: Any, what: str) -> Headers:
             if name not in _GOOD_NAMES:
                 if _TOKEN.match(name) is None:
                     raise AppError(f"Invalid HTTP header name {name!r} in {what}")
-                if len(_GOOD_NAMES) < _GOOD_NAMES_MAX and len(name) <= 64:
+                if len(_GOOD_NAMES) < _GOOD_NAMES_MAX and len(name) <= _GOOD_NAME_BYTES:
                     _GOOD_NAMES.add(name)
             if b"\r" in value or b"\n" in value or b"\x00" in value:
                 raise AppError(f"Invalid HTTP header value {value!r} for {name!r} in {what}")

@@ -78,6 +78,7 @@ _SWEEP_EVERY = 32
 # RFC 9113 §8.2.1: field names are lowercase tokens; values have no NUL, CR or
 # LF and no whitespace at either end.
 _NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
+_CTL = b"\r\n\x00"
 _SP_HT = (0x20, 0x09)
 # Field names already found valid: clients send the same few on every request.
 # Bounded in count and name length, so names a client makes up cannot grow it
@@ -86,9 +87,6 @@ _GOOD_NAMES: set[bytes] = set()
 _GOOD_NAMES_MAX = 512
 _GOOD_NAME_BYTES = 64
 _COMMON_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE"})
-
-
-_CTL = b"\r\n\x00"
 # RFC 9113 §8.2.2: connection-specific fields make a request malformed.
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
@@ -919,6 +917,12 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
     good_names = _GOOD_NAMES
     for name, value in headers:
         size += len(name) + len(value) + 32
+        # RFC 9113 §8.2.1: no NUL, CR or LF, no whitespace at either end
+        # (translate() is the quickest scan for three bytes). Reported after
+        # the checks of the name, as those come first below.
+        bad_value = len(value.translate(None, _CTL)) != len(value) or (
+            value and (value[0] in _SP_HT or value[-1] in _SP_HT)
+        )
         if name[:1] == b":":
             if fields or cookies:
                 raise ValueError("pseudo-header after a regular field")
@@ -926,9 +930,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
                 raise ValueError(f"pseudo-header {name!r} not allowed in a request")
             if name in pseudo:
                 raise ValueError(f"duplicate {name!r}")
-            if len(value.translate(None, _CTL)) != len(value) or (
-                value and (value[0] in _SP_HT or value[-1] in _SP_HT)
-            ):
+            if bad_value:
                 raise ValueError(f"invalid value for {name!r}")
             pseudo[name] = value
             continue
@@ -937,9 +939,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
                 raise ValueError(f"invalid field name {name!r}")
             if len(good_names) < _GOOD_NAMES_MAX and len(name) <= _GOOD_NAME_BYTES:
                 good_names.add(name)
-        # RFC 9113 §8.2.1: no NUL, CR or LF, no whitespace at either end
-        # (translate() is the quickest scan for three bytes).
-        if len(value.translate(None, _CTL)) != len(value) or (value and (value[0] in _SP_HT or value[-1] in _SP_HT)):
+        if bad_value:
             raise ValueError(f"invalid value for {name!r}")
         if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
             raise ValueError(f"connection-specific field {name!r}")
