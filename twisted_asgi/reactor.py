@@ -71,10 +71,16 @@ def _reactor_class(uv: bool = False) -> type:
     the socket's ``doRead``/``doWrite`` is called directly, with Twisted's own
     error handling; registration, removal, and everything else stay Twisted's.
     """
+    from socket import SO_ERROR, SOL_SOCKET
+
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-    from twisted.internet.error import ConnectionFdescWentAway
+    from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
 
     class ASGIReactor(AsyncioSelectorReactor):
+        #: Ask the socket for a pending error after each read (uvloop, see
+        #: ASGIUVReactor).
+        _check_reset = False
+
         # Twisted's addReader/addWriter, registering our callback in place of
         # callWithLogger(..., _readOrWrite, ...), with Twisted's handling of
         # descriptors epoll refuses (polled continuously instead).
@@ -114,6 +120,12 @@ def _reactor_class(uv: bool = False) -> type:
                 return
             try:
                 why = selectable.doRead() if read else selectable.doWrite()
+                if read and not why and self._check_reset:
+                    sock = getattr(selectable, "socket", None)
+                    if sock is not None:
+                        error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
+                        if error:
+                            why = ConnectionLost(os.strerror(error))
             except Exception as exc:
                 why = exc
                 self._log.failure("Error in {selectable!r}", selectable=selectable)
@@ -122,10 +134,6 @@ def _reactor_class(uv: bool = False) -> type:
 
     if not uv:
         return ASGIReactor
-
-    from socket import SO_ERROR, SOL_SOCKET
-
-    from twisted.internet.error import ConnectionLost
 
     class ASGIUVReactor(ASGIReactor):
         """On uvloop, a socket error the peer caused (a reset) makes libuv
@@ -137,23 +145,7 @@ def _reactor_class(uv: bool = False) -> type:
         is asked for a pending error, and a connection that has one is
         disconnected at once, while its handle is still alive."""
 
-        def _ready(self, selectable: Any, read: bool) -> None:
-            if selectable.fileno() == -1:
-                self._disconnectSelectable(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
-                return
-            try:
-                why = selectable.doRead() if read else selectable.doWrite()
-                if read and not why:
-                    sock = getattr(selectable, "socket", None)
-                    if sock is not None:
-                        error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
-                        if error:
-                            why = ConnectionLost(os.strerror(error))
-            except Exception as exc:
-                why = exc
-                self._log.failure("Error in {selectable!r}", selectable=selectable)
-            if why:
-                self._disconnectSelectable(selectable, why, read)
+        _check_reset = True
 
     return ASGIUVReactor
 
