@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -47,9 +48,11 @@ import h2.exceptions
 import h2.settings
 import h2.stream
 import hpack
+from h2.connection import ConnectionInputs
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from hyperframe.frame import GoAwayFrame, SettingsFrame
+from h2.stream import StreamInputs
+from hyperframe.frame import GoAwayFrame, RstStreamFrame, SettingsFrame
 
 from .config import Config
 from .events import AppError, Data, EndOfMessage, Headers, Request, StreamReset
@@ -96,6 +99,9 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x9
 _KNOWN_TYPES = frozenset(range(0x0, 0xA))
 _END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
+# A frame header (RFC 9113 §4.1): 24-bit length (as 16 + 8 bits), type, flags,
+# stream id (its reserved bit zero).
+_FRAME_HEADER = struct.Struct(">HBBBL")
 
 
 # -- events of this module -------------------------------------------------------------
@@ -221,6 +227,107 @@ class _H2Connection(h2.connection.H2Connection):
             if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
                 exc.error_code = ErrorCodes.COMPRESSION_ERROR
             raise
+
+    def _receive_frame(self, frame: Any) -> list[Any]:
+        # h2's own, less its first line: a trace-level log call whose argument,
+        # repr(frame), was built for every frame received (six Python calls
+        # formatting the frame, its flags and its payload) and then dropped by
+        # h2's no-op logger. The rest is h2's: a frame on a stream the client
+        # reset is a stream error, on one that ended otherwise a connection
+        # error (tests/test_http2_send.py compares the two on each case).
+        events: list[Any]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+    # -- sending a response: h2's send_headers/send_data, less the general work --
+    #
+    # h2's public calls build frame objects, re-encode and classify the header
+    # list, and log at debug level on every call; for a response on a stream the
+    # client opened, whose fields are already lowercase bytes and checked
+    # (HTTP2Connection._head), all that is left is what changes h2's state: the
+    # connection's and the stream's state machines, the flow-control windows,
+    # and the frame bytes appended to h2's output buffer. Those are the same h2
+    # attributes h2 itself updates (h2 4.2 to 4.4 alike); tests/test_http2_send.py
+    # checks byte for byte and state for state that these two calls match h2's.
+
+    def send_response_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        """``send_headers`` for a final response head or trailers (never 1xx)."""
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        stream = self._get_stream_by_id(stream_id)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        block = self.encoder.encode(headers)
+        flags = _END_STREAM if end_stream else 0
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        elif machine.trailers_sent:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
+        stream.request_method = None  # as h2 records it: a response names no method
+        out = self._data_to_send
+        size = self.max_outbound_frame_size
+        n = len(block)
+        if n <= size:
+            out += _FRAME_HEADER.pack(n >> 8, n & 0xFF, _HEADERS, flags | _END_HEADERS, stream_id)
+            out += block
+            return
+        # Too long for one frame: HEADERS, then CONTINUATION frames (RFC 9113 §6.10).
+        out += _FRAME_HEADER.pack(size >> 8, size & 0xFF, _HEADERS, flags, stream_id)
+        out += block[:size]
+        for start in range(size, n, size):
+            part = block[start : start + size]
+            last = start + size >= n
+            m = len(part)
+            out += _FRAME_HEADER.pack(m >> 8, m & 0xFF, _CONTINUATION, _END_HEADERS if last else 0, stream_id)
+            out += part
+
+    def send_response_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> None:
+        """``send_data`` without padding."""
+        stream = self._get_stream_by_id(stream_id)
+        n = len(data)
+        if n > 0 and (n > self.outbound_flow_control_window or n > stream.outbound_flow_control_window):
+            window = min(self.outbound_flow_control_window, stream.outbound_flow_control_window)
+            raise h2.exceptions.FlowControlError(f"Cannot send {n} bytes, flow control window is {window}")
+        if n > self.max_outbound_frame_size:
+            raise h2.exceptions.FrameTooLargeError(
+                f"Cannot send frame size {n}, max frame size is {self.max_outbound_frame_size}"
+            )
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_DATA)
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+        out = self._data_to_send
+        out += _FRAME_HEADER.pack(n >> 8, n & 0xFF, _DATA, _END_STREAM if end_stream else 0, stream_id)
+        out += data
+        stream.outbound_flow_control_window -= n
+        self.outbound_flow_control_window -= n
+
+    def send_window(self, stream_id: int) -> int:
+        """The bytes one DATA frame of the stream may carry now (``local_flow_control_window``
+        capped by the peer's frame size); negative after a window shrank."""
+        stream = self._get_stream_by_id(stream_id)
+        return min(self.outbound_flow_control_window, stream.outbound_flow_control_window, self.max_outbound_frame_size)
 
     def _receive_priority_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         if frame.depends_on == frame.stream_id:
@@ -748,13 +855,13 @@ class HTTP2Connection:
                 if stream.head is not None:
                     head, stream.head = stream.head, None
                     end = stream.end and not stream.queued and not stream.trailers
-                    h2conn.send_headers(stream_id, head, end_stream=end)
+                    h2conn.send_response_headers(stream_id, head, end)
                     progress = True
                     if end:
                         self._sent_all(stream_id, stream)
                         continue
                 if stream.outbound:
-                    window = min(h2conn.local_flow_control_window(stream_id), h2conn.max_outbound_frame_size)
+                    window = h2conn.send_window(stream_id)
                     if window <= 0:
                         continue  # may be negative after a SETTINGS change (RFC 9113 §6.9.2)
                     chunk = stream.outbound[0]
@@ -765,7 +872,7 @@ class HTTP2Connection:
                         stream.outbound.popleft()
                     stream.queued -= len(chunk)
                     last = not stream.outbound and stream.end and not stream.trailers
-                    h2conn.send_data(stream_id, chunk, end_stream=last)
+                    h2conn.send_response_data(stream_id, chunk, last)
                     stream.bytes_sent += len(chunk)
                     self._refund(2)
                     progress = True
@@ -775,11 +882,11 @@ class HTTP2Connection:
                         self._sent_all(stream_id, stream)
                         continue
                 if stream.trailers:
-                    h2conn.send_headers(stream_id, stream.trailers, end_stream=True)
+                    h2conn.send_response_headers(stream_id, stream.trailers, True)
                     progress = True
                     self._sent_all(stream_id, stream)
                 elif stream.end:
-                    h2conn.send_data(stream_id, b"", end_stream=True)
+                    h2conn.send_response_data(stream_id, b"", True)
                     progress = True
                     self._sent_all(stream_id, stream)
                 else:
