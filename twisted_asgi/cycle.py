@@ -64,6 +64,11 @@ _GOOD_NAME_BYTES = 64
 
 _DISCONNECT = {"type": "http.disconnect"}
 
+# Single bytes are looked for as ints (``13 in value``): CPython's ``b"\r" in value``
+# first tries the needle as an integer, and builds and drops a formatted
+# TypeError on every call, about ten times the cost.
+_CR, _LF, _NUL = 0x0D, 0x0A, 0x00
+
 
 def check_headers(headers: Any, what: str) -> Headers:
     """Validate app-given header pairs; return them as a list of byte tuples."""
@@ -81,7 +86,7 @@ def check_headers(headers: Any, what: str) -> Headers:
                     raise AppError(f"Invalid HTTP header name {name!r} in {what}")
                 if len(_GOOD_NAMES) < _GOOD_NAMES_MAX and len(name) <= _GOOD_NAME_BYTES:
                     _GOOD_NAMES.add(name)
-            if b"\r" in value or b"\n" in value or b"\x00" in value:
+            if _CR in value or _LF in value or _NUL in value:
                 raise AppError(f"Invalid HTTP header value {value!r} for {name!r} in {what}")
             out.append((name, value))
     except (TypeError, ValueError):

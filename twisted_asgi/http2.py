@@ -1082,7 +1082,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
             raise ValueError("missing :scheme or :path")  # RFC 9113 §8.3.1
         if target == b"*" and method == b"OPTIONS":
             path, query = b"*", b""
-        elif target[:1] != b"/" or b"#" in target:
+        elif target[:1] != b"/" or 0x23 in target:  # b"#" as an int: bytes `in` bytes raises and drops a TypeError
             raise ValueError("invalid :path")
         else:
             path, _, query = target.partition(b"?")

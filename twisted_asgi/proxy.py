@@ -185,7 +185,8 @@ class ProxyHeaders:
         """
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         lookalikes = self._lookalikes
-        if any(b"_" in name and name in lookalikes for name, _ in headers):
+        # 0x5F is b"_": an int needle is cheaper (see cycle.py on `in`).
+        if any(0x5F in name and name in lookalikes for name, _ in headers):
             headers = [(n, v) for n, v in headers if n not in lookalikes]
             scope["headers"] = headers
         if not trusted:
