@@ -168,6 +168,7 @@ class HTTPChannel(Protocol):
         self.draining = False
         self.closed = False
         self._timer: Any = None
+        self._timer_at = 0.0
         self._deadline: float | None = None
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
@@ -557,18 +558,20 @@ class HTTPChannel(Protocol):
 
     def _arm(self, seconds: float, kind: str) -> None:
         """Set the connection's one deadline. Cheap: the reactor timer is only
-        rescheduled when it fires early or is missing."""
+        rescheduled when it would fire too late or is missing."""
         self._timer_kind = kind
         if not seconds:
             self._deadline = None
             return
-        deadline = self.clock.seconds() + seconds
-        self._deadline = deadline
-        timer = self._timer
-        if timer is None or not timer.active():
+        deadline = self._deadline = self.clock.seconds() + seconds
+        # _timer is None whenever it is not pending (fired or cancelled), and
+        # _timer_at is when it fires: no need to ask the DelayedCall either.
+        if self._timer is None:
             self._timer = self.clock.callLater(seconds, self._on_timer)
-        elif timer.getTime() > deadline:
-            timer.reset(seconds)
+            self._timer_at = deadline
+        elif self._timer_at > deadline:
+            self._timer.reset(seconds)
+            self._timer_at = deadline
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -578,6 +581,7 @@ class HTTPChannel(Protocol):
         now = self.clock.seconds()
         if now < deadline:
             self._timer = self.clock.callLater(deadline - now, self._on_timer)
+            self._timer_at = deadline
             return
         self._deadline = None
         kind = self._timer_kind

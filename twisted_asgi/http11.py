@@ -42,6 +42,16 @@ __all__ = ["H11Connection", "http_date", "status_line"]
 # Statuses whose responses never carry a body (RFC 9110 §6.4.1).
 _NO_BODY_STATUSES = frozenset({204, 304})
 
+# The response fields the server itself acts on, by lower-case name.
+_F_CONTENT_LENGTH, _F_TRANSFER_ENCODING, _F_CONNECTION, _F_SERVER, _F_DATE = range(1, 6)
+_RESPONSE_FIELDS = {
+    b"content-length": _F_CONTENT_LENGTH,
+    b"transfer-encoding": _F_TRANSFER_ENCODING,
+    b"connection": _F_CONNECTION,
+    b"server": _F_SERVER,
+    b"date": _F_DATE,
+}
+
 _STATUS_LINES: dict[int, bytes] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
 }
@@ -59,9 +69,12 @@ def status_line(status: int) -> bytes:
 _date_cache: list = [0, b""]
 
 
+_time = time.time
+
+
 def http_date() -> bytes:
     """The current IMF-fixdate for the ``Date`` header, computed once per second."""
-    now = int(time.time())
+    now = int(_time())
     if now != _date_cache[0]:
         _date_cache[0] = now
         _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
@@ -115,7 +128,7 @@ class H11Connection:
         "_limit_head",
         "_limit_headers",
         "_idle",
-        "_in_head",
+        "in_request_head",
         "_in_trailers",
         "_maybe_trailers",
         "_body_bytes",
@@ -134,6 +147,8 @@ class H11Connection:
         "_mode",
         "_remaining",
         "_pending_head",
+        "_server_line",
+        "_send_date",
         "keep_alive",
         "response_started",
         "response_complete",
@@ -155,7 +170,8 @@ class H11Connection:
         self._head_raw = 0
         self._head_section = 0
         self._idle = True  # between requests: the next byte begins a head
-        self._in_head = False
+        #: True while a request head has started but is not complete.
+        self.in_request_head = False
         self._in_trailers = False
         self._maybe_trailers = False
         self._body_bytes = 0
@@ -174,6 +190,9 @@ class H11Connection:
         self._mode = _NONE
         self._remaining = 0
         self._pending_head = b""
+        #: The ``server`` field line sent unless the app gives its own (b"": none).
+        self._server_line = b"server: %s\r\n" % config.server_name.encode("latin-1") if config.server_name else b""
+        self._send_date = config.send_date
         self.keep_alive = True
         self.response_started = False
         self.response_complete = False
@@ -185,12 +204,7 @@ class H11Connection:
     @property
     def fresh(self) -> bool:
         """True until the first request head has begun."""
-        return self._stream_id == 0 and not self._in_head
-
-    @property
-    def in_request_head(self) -> bool:
-        """True while a request head has started but is not complete."""
-        return self._in_head
+        return self._stream_id == 0 and not self.in_request_head
 
     def receive_data(self, data: bytes) -> list:
         """Parse ``data``; return the events it completes.
@@ -228,7 +242,7 @@ class H11Connection:
                 if self._error is not None:
                     raise self._error from None
                 raise ProtocolError(f"malformed request: {exc}") from None
-            if (self._in_head or self._maybe_trailers) and section == self._head_section:
+            if (self.in_request_head or self._maybe_trailers) and section == self._head_section:
                 # httptools buffers a header until it ends, so count raw bytes too:
                 # an endless header is refused after at most one read past the limit.
                 # Only a read that began inside this head counts: one that also
@@ -247,7 +261,7 @@ class H11Connection:
         raise self._error
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self.in_request_head = True
         self._idle = False
         self._url = []
         self._headers = []
@@ -298,7 +312,7 @@ class H11Connection:
                 self._upgrade = value
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_request_head = False
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -430,30 +444,32 @@ class H11Connection:
         """
         keep_alive = self.keep_alive and request.keep_alive
         content_length: bytes | None = None
-        out: list[bytes] = [status_line(status)]
+        out: list[bytes] = [_STATUS_LINES.get(status) or status_line(status)]
         have_server = have_date = False
         for name, value in headers:
-            lname = name.lower()
-            if lname == b"content-length":
+            # One dict lookup tells an ordinary field from the five the server looks at.
+            special = _RESPONSE_FIELDS.get(name.lower())
+            if special is None:
+                out += (name, b": ", value, b"\r\n")
+            elif special == _F_CONTENT_LENGTH:
                 content_length = value.strip()
-                continue
-            elif lname == b"transfer-encoding":
-                # ASGI: the server owns Transfer-Encoding and ignores the app's.
-                continue
-            elif lname == b"connection":
+            elif special == _F_CONNECTION:
                 if value.lower().find(b"close") >= 0:  # not `in`: see _NEL
                     keep_alive = False
-                continue
-            elif lname == b"server":
+            elif special == _F_SERVER:
                 have_server = True
-            elif lname == b"date":
+                out += (name, b": ", value, b"\r\n")
+            elif special == _F_DATE:
                 have_date = True
-            out += (name, b": ", value, b"\r\n")
-        config = self._config
-        if not have_server and config.server_name:
-            out += (b"server: ", config.server_name.encode("latin-1"), b"\r\n")
-        if not have_date and config.send_date:
-            out += (b"date: ", http_date(), b"\r\n")
+                out += (name, b": ", value, b"\r\n")
+            # else Transfer-Encoding: ASGI says the server owns it and ignores the app's.
+        if not have_server and self._server_line:
+            out.append(self._server_line)
+        if not have_date and self._send_date:
+            now = int(_time())
+            if now != _date_cache[0]:
+                http_date()
+            out += (b"date: ", _date_cache[1], b"\r\n")
         if status in _NO_BODY_STATUSES or request.method == b"HEAD":
             mode = _NONE
             if content_length is not None and status != 204:

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .config import Config
-from .cycle import HTTPCycle
+from .cycle import HTTPCycle, SendState
 from .events import AppError, Body, ClientDisconnected, Response
 
 __all__ = ["HTTPStream", "HTTPTask", "Runner"]
@@ -134,6 +134,7 @@ class _AppCall:
         "recv_waiter",
         "drain_waiter",
         "close_timer",
+        "response_timer",
         "reading_paused",
         "outcome",
     )
@@ -150,6 +151,8 @@ class _AppCall:
         self.recv_waiter: asyncio.Future | None = None
         self.drain_waiter: asyncio.Future | None = None
         self.close_timer: IDelayedCall | None = None
+        #: HTTP only: the timer of ``timeout_response``.
+        self.response_timer: IDelayedCall | None = None
         self.reading_paused = False
         #: How the app ended: None while running, then "ok", "error", "cancelled".
         self.outcome: str | None = None
@@ -176,7 +179,8 @@ class _AppCall:
                 self._check_returned()
         finally:
             self.runner.running.discard(self.task)
-            self._cancel_timers()
+            if self.close_timer is not None or self.response_timer is not None:
+                self._cancel_timers()
             self.stream.app_finished(self)
 
     def _log_exception(self, exc: Exception) -> None:
@@ -187,9 +191,10 @@ class _AppCall:
         """The app returned with the client still there: log what it left undone."""
 
     def _cancel_timers(self) -> None:
-        timer, self.close_timer = self.close_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timer in (self.close_timer, self.response_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.close_timer = self.response_timer = None
 
     async def receive(self) -> dict:
         cycle = self.cycle
@@ -264,11 +269,21 @@ class _AppCall:
 class HTTPTask(_AppCall):
     """One running app call for one HTTP request."""
 
-    __slots__ = ("response_timer", "extra")
+    __slots__ = ("extra",)
 
     def __init__(self, runner: Runner, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> None:
-        super().__init__(runner, scope, cycle, stream)
+        # _AppCall.__init__ written out: one call less on every request.
+        self.runner = runner
+        self.scope = scope
+        self.cycle = cycle
+        self.stream = stream
+        self.task: asyncio.Task | None = None
+        self.recv_waiter: asyncio.Future | None = None
+        self.drain_waiter: asyncio.Future | None = None
+        self.close_timer: IDelayedCall | None = None
         self.response_timer: IDelayedCall | None = None
+        self.reading_paused = False
+        self.outcome: str | None = None
         #: Free slot for the connection's own per-request data (access log, ...).
         self.extra: Any = None
 
@@ -277,10 +292,11 @@ class HTTPTask(_AppCall):
         inside the caller: an app that answers without waiting never costs an
         extra event-loop pass (asyncio's eager task start)."""
         runner = self.runner
+        loop = runner._loop or runner.loop
         if eager and _EAGER:
-            task = asyncio.Task(self.run(), loop=runner.loop, eager_start=True)  # type: ignore[call-arg]
+            task = asyncio.Task(self.run(), loop=loop, eager_start=True)  # type: ignore[call-arg]
         else:
-            task = runner.loop.create_task(self.run())
+            task = loop.create_task(self.run())
         self.task = task
         if not task.done():
             runner.running.add(task)
@@ -291,10 +307,12 @@ class HTTPTask(_AppCall):
     # -- the app's side ----------------------------------------------------
 
     def _check_returned(self) -> None:
-        cycle = self.cycle
-        if not cycle.response_started:
+        state = self.cycle.state
+        if state is SendState.DONE:
+            return
+        if state is SendState.START:
             log.error("ASGI callable returned without starting response.")
-        elif not cycle.response_complete:
+        else:
             log.error("ASGI callable returned without completing response.")
 
     def _before_wait(self) -> None:
@@ -351,12 +369,6 @@ class HTTPTask(_AppCall):
             self.stream.app_timed_out(self)
             if self.task is not None:
                 self.task.cancel()
-
-    def _cancel_timers(self) -> None:
-        super()._cancel_timers()
-        timer, self.response_timer = self.response_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
 
 def app_error_status(task: HTTPTask) -> int:

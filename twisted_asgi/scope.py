@@ -72,17 +72,18 @@ def decode_path(raw_path: bytes) -> str:
 
 def http_scope(request: Request, info: ConnectionInfo) -> dict[str, Any]:
     """The ``http`` scope for ``request`` arriving on a connection described by ``info``."""
-    scope = info.http_template().copy()
+    scope = (info._http_template or info.http_template()).copy()
     # The mutable values are the app's to change, per request (the scope is
     # one request's, ASGI www spec "HTTP Connection Scope"): copy them.
     scope["asgi"] = scope["asgi"].copy()
     scope["extensions"] = scope["extensions"].copy()
     scope["http_version"] = request.http_version
     scope["method"] = request.method.decode("ascii")
+    raw_path = request.path
+    path = raw_path.decode("ascii") if 0x25 not in raw_path and raw_path.isascii() else decode_path(raw_path)
     root_path = info.root_path
-    path = decode_path(request.path)
     scope["path"] = root_path + path if root_path else path
-    scope["raw_path"] = request.path
+    scope["raw_path"] = raw_path
     scope["query_string"] = request.query
     scope["headers"] = request.headers
     if info.state is not None:
