@@ -294,7 +294,9 @@ class HTTPChannel(Protocol):
             request = self.request
             if kind is Data or kind is EndOfMessage:
                 if request is not None and event.stream_id == request.stream_id:
-                    self._body_event(kind, event)
+                    # A request without a body began complete: its end changes nothing.
+                    if request.has_body or kind is Data:
+                        self._body_event(kind, event)
                     continue
                 if event.stream_id <= self._finished_stream:
                     continue  # end of a bodiless request already answered
@@ -356,7 +358,7 @@ class HTTPChannel(Protocol):
             self._timer_kind = _T_NONE
         cycle = HTTPCycle(self.config.limit_receive_buffer_bytes, request.has_body, request.expect_continue)
         scope = http_scope(request, self.info)  # type: ignore[arg-type]
-        task = self.task = self.factory.runner.http_task(scope, cycle, self)
+        task = self.task = HTTPTask(self.factory.runner, scope, cycle, self)
         task.start()
 
     def _next(self) -> None:
@@ -366,7 +368,8 @@ class HTTPChannel(Protocol):
         self._finished_stream = self.request.stream_id  # type: ignore[union-attr]
         self.request = None
         self.task = None
-        self._resume(_PAUSE_BODY)
+        if self.paused:
+            self._resume(_PAUSE_BODY)
         pending = self.pending
         if pending:
             self.pending = deque()

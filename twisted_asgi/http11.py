@@ -346,12 +346,16 @@ class H11Connection:
         upgrade = None
         if self._upgrade is not None and parser.should_upgrade():
             upgrade = self._upgrade.strip().lower()
-        target = b"".join(self._url)
-        try:
-            path, query = _split_target(target, method)
-        except ProtocolError as exc:
-            # Raised inside an httptools callback: keep the reason, not httptools' own.
-            self._fail(exc.reason, exc.status)
+        url = self._url
+        target = url[0] if len(url) == 1 else b"".join(url)
+        if target[:1] == b"/" and _HASH not in target:
+            path, _sep, query = target.partition(b"?")  # origin-form, the usual one
+        else:
+            try:
+                path, query = _split_target(target, method)
+            except ProtocolError as exc:
+                # Raised inside an httptools callback: keep the reason, not httptools' own.
+                self._fail(exc.reason, exc.status)
         self._stream_id += 1
         self._events.append(
             Request(
