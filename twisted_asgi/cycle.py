@@ -193,10 +193,10 @@ class HTTPCycle:
                 if not isinstance(body, (bytes, bytearray, memoryview)):
                     raise AppError(f"'body' of http.response.body must be bytes, got {type(body).__name__}")
                 body = bytes(body)
-            more = bool(message.get("more_body", False))
-            if not more:
-                self.state = _TRAILERS if self.trailers_wanted else _DONE
-            return Body(body, more)
+            if message.get("more_body", False):
+                return Body(body, True)
+            self.state = _TRAILERS if self.trailers_wanted else _DONE
+            return Body(body, False)
         if state is _START:
             status = message.get("status")
             if type(status) is not int and isinstance(status, int) and not isinstance(status, bool):
@@ -204,10 +204,10 @@ class HTTPCycle:
             if type(status) is not int or not 200 <= status <= 599:
                 raise AppError(f"'status' of http.response.start must be an int from 200 to 599, got {status!r}")
             headers = check_headers(message.get("headers"), "http.response.start")
-            self.trailers_wanted = bool(message.get("trailers", False))
+            trailers = self.trailers_wanted = bool(message.get("trailers", False))
             self.state = _BODY
             self.status = status
-            return Response(status, headers, self.trailers_wanted)
+            return Response(status, headers, trailers)
         # TRAILERS
         headers = check_headers(message.get("headers"), "http.response.trailers")
         if not message.get("more_trailers", False):

@@ -138,6 +138,7 @@ class H11Connection:
         "_transfer_encoding",
         "_expect",
         "_upgrade",
+        "_framing",
         "_upgrades",
         "_stream_id",
         "_manual_body",
@@ -181,6 +182,8 @@ class H11Connection:
         self._transfer_encoding: bytes | None = None
         self._expect: bytes | None = None
         self._upgrade: bytes | None = None
+        #: A framing field other than Host was in this head.
+        self._framing = False
         self._stream_id = 0
         self._manual_body = 0
         #: True once a request switched protocols; no more HTTP/1.1 parsing.
@@ -270,10 +273,12 @@ class H11Connection:
         self._head_section += 1
         self._body_bytes = 0
         self._host_count = 0
-        self._content_length = None
-        self._transfer_encoding = None
-        self._expect = None
-        self._upgrade = None
+        if self._framing:
+            self._framing = False
+            self._content_length = None
+            self._transfer_encoding = None
+            self._expect = None
+            self._upgrade = None
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -302,7 +307,9 @@ class H11Connection:
         if name in _FRAMING_FIELDS:
             if name == b"host":
                 self._host_count += 1
-            elif name == b"content-length":
+                return
+            self._framing = True
+            if name == b"content-length":
                 self._content_length = value
             elif name == b"transfer-encoding":
                 self._transfer_encoding = value
@@ -324,28 +331,28 @@ class H11Connection:
         if method == b"CONNECT":
             self._fail("CONNECT is not supported", 501)
         content_length: int | None = None
-        has_body = False
-        if self._transfer_encoding is not None:
-            if version == "1.0":
-                # RFC 9112 §6.1: Transfer-Encoding in 1.0 means the framing is faulty.
-                self._fail("Transfer-Encoding in an HTTP/1.0 request")
-            if self._transfer_encoding.strip().lower() != b"chunked":
-                self._fail("only the chunked transfer coding is supported", 501)
-            has_body = True
-        elif self._content_length is not None:
-            content_length = int(self._content_length)  # llhttp checked the digits
-            has_body = content_length > 0
-            limit = self._config.limit_request_body_bytes
-            if limit and content_length > limit:
-                self._fail("request body too large", 413)
-        expect_continue = False
-        if self._expect is not None:
-            if self._expect.strip().lower() != b"100-continue":
-                self._fail("unsupported expectation", 417)
-            expect_continue = version == "1.1" and has_body
+        has_body = expect_continue = False
         upgrade = None
-        if self._upgrade is not None and parser.should_upgrade():
-            upgrade = self._upgrade.strip().lower()
+        if self._framing:  # any of Content-Length, Transfer-Encoding, Expect, Upgrade
+            if self._transfer_encoding is not None:
+                if version == "1.0":
+                    # RFC 9112 §6.1: Transfer-Encoding in 1.0 means the framing is faulty.
+                    self._fail("Transfer-Encoding in an HTTP/1.0 request")
+                if self._transfer_encoding.strip().lower() != b"chunked":
+                    self._fail("only the chunked transfer coding is supported", 501)
+                has_body = True
+            elif self._content_length is not None:
+                content_length = int(self._content_length)  # llhttp checked the digits
+                has_body = content_length > 0
+                limit = self._config.limit_request_body_bytes
+                if limit and content_length > limit:
+                    self._fail("request body too large", 413)
+            if self._expect is not None:
+                if self._expect.strip().lower() != b"100-continue":
+                    self._fail("unsupported expectation", 417)
+                expect_continue = version == "1.1" and has_body
+            if self._upgrade is not None and parser.should_upgrade():
+                upgrade = self._upgrade.strip().lower()
         url = self._url
         target = url[0] if len(url) == 1 else b"".join(url)
         if target[:1] == b"/" and _HASH not in target:
