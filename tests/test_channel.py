@@ -520,3 +520,47 @@ def test_output_pending_reads_twisteds_tcp_buffer():
         a.close()
         b.close()
     assert output_pending(StringTransport())
+
+
+def test_connection_timers_run_on_the_event_loop_and_are_cancelled(loop):
+    """On Twisted's asyncio reactor the channel's timers are the event loop's own
+    (factory.call_later is loop.call_later): the head timer is pending from the
+    start, a sooner keep-alive deadline replaces it (cancelled, not left in the
+    loop's heap), the keep-alive timeout closes the idle connection, and a lost
+    connection leaves no live timer behind."""
+    from twisted_asgi.reactor import _reactor_class
+
+    reactor = _reactor_class(False)(loop)
+    factory = ASGIFactory(hello, Config(timeout_request_head=20, timeout_keep_alive=0.2), reactor)
+    assert factory.call_later == loop.call_later
+    factory.lifespan_state = {}
+
+    def live() -> list:
+        return [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+
+    def open_connection():
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 80), peerAddress=IPv4Address("TCP", "127.0.0.1", 1234)
+        )
+        proto.makeConnection(transport)
+        return proto, transport
+
+    before = len(live())
+    proto, transport = open_connection()
+    (head_timer,) = live()[before:]
+    assert 19 < head_timer.when() - loop.time() <= 20
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    settle(loop)
+    assert transport.value().endswith(b"hi")
+    assert head_timer.cancelled()  # the keep-alive deadline is sooner: a new timer
+    assert not transport.disconnecting
+    loop.run_until_complete(asyncio.sleep(0.3))
+    assert transport.disconnecting  # closed by the keep-alive timer, on the loop
+    proto.connectionLost()  # what the transport reports once it has closed
+    assert len(live()) == before  # the close's send bound went with it
+
+    proto, transport = open_connection()
+    assert len(live()) == before + 1
+    proto.connectionLost()
+    assert len(live()) == before

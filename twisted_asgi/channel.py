@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
@@ -88,6 +89,22 @@ def connection_info(transport: Any, root_path: str, config: Any = None) -> Conne
     return info
 
 
+_TCP_BUFFER_FIELDS = ("_tempDataLen", "dataBuffer", "offset", "_writeDisconnected", "socket")
+# Per transport class: whether it is a Twisted TCP connection with the write
+# buffer fields above (instances get them in FileDescriptor.__init__).
+_tcp_buffer_classes: dict[type, bool] = {}
+
+
+def _has_tcp_buffer(transport: Any) -> bool:
+    cls = type(transport)
+    known = _tcp_buffer_classes.get(cls)
+    if known is None:
+        known = isinstance(transport, tcp.Connection) and all(hasattr(transport, n) for n in _TCP_BUFFER_FIELDS)
+        if len(_tcp_buffer_classes) < 64:
+            _tcp_buffer_classes[cls] = known
+    return known
+
+
 def direct_writer(transport: Any) -> Callable[[bytes], None]:
     """``transport.write``, but sending straight to the socket while Twisted's
     write buffer is empty.
@@ -100,12 +117,8 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     Twisted's transport internals; for any transport without them (TLS, a
     future Twisted) it returns plain ``transport.write``.
     """
-    from twisted.internet import tcp
-
     plain_write: Callable[[bytes], None] = transport.write
-    if not isinstance(transport, tcp.Connection) or not all(
-        hasattr(transport, name) for name in ("_tempDataLen", "dataBuffer", "offset", "_writeDisconnected", "socket")
-    ):
+    if not _has_tcp_buffer(transport):
         return plain_write
     sock = transport.socket
 
@@ -139,9 +152,7 @@ _FRESH_GRACE = 1.0
 def output_pending(transport: Any) -> bool:
     """Whether ``transport`` still holds bytes it has not handed to the kernel
     (True when it cannot tell: TLS, or a transport without Twisted's TCP buffer)."""
-    from twisted.internet import tcp
-
-    if type(transport) is tcp.Server and hasattr(transport, "_tempDataLen"):
+    if type(transport) is tcp.Server and _has_tcp_buffer(transport):
         return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
     return True
 
@@ -154,6 +165,7 @@ class HTTPChannel(Protocol):
         self.factory = factory
         self.config = factory.config
         self.clock = factory.clock
+        self._call_later = factory.call_later
         self.conn: H11Connection | None = None
         self.info: ConnectionInfo | None = None
         #: The request being answered, and its app task.
@@ -251,13 +263,12 @@ class HTTPChannel(Protocol):
         if self.handler is not None:
             self.handler.pause_producing()
         elif self.config.timeout_send and self._send_timer is None:
-            self._send_timer = self.clock.callLater(self.config.timeout_send, self._on_send_timeout)
+            self._send_timer = self._call_later(self.config.timeout_send, self._on_send_timeout)
 
     def resumeProducing(self) -> None:
         self.write_paused = False
         if self._send_timer is not None:
-            if self._send_timer.active():
-                self._send_timer.cancel()
+            self._send_timer.cancel()
             self._send_timer = None
         if self.handler is not None:
             self.handler.resume_producing()
@@ -514,7 +525,7 @@ class HTTPChannel(Protocol):
             # (Bytes already in the kernel are its business: the socket closes.)
             timeout = self.config.timeout_send
             if timeout and self._send_timer is None and output_pending(self.transport):
-                self._send_timer = self.clock.callLater(timeout, self._on_send_timeout)
+                self._send_timer = self._call_later(timeout, self._on_send_timeout)
 
     def abort(self) -> None:
         """Drop the connection now (graceful shutdown ran out of time)."""
@@ -553,9 +564,10 @@ class HTTPChannel(Protocol):
     # -- timers --------------------------------------------------------------
 
     def _cancel_timers(self) -> None:
+        # Either timer is None unless pending: each callback clears its own first.
         self._deadline = None
         for timer in (self._timer, self._send_timer):
-            if timer is not None and timer.active():
+            if timer is not None:
                 timer.cancel()
         self._timer = self._send_timer = None
 
@@ -570,10 +582,11 @@ class HTTPChannel(Protocol):
         # _timer is None whenever it is not pending (fired or cancelled), and
         # _timer_at is when it fires: no need to ask the DelayedCall either.
         if self._timer is None:
-            self._timer = self.clock.callLater(seconds, self._on_timer)
+            self._timer = self._call_later(seconds, self._on_timer)
             self._timer_at = deadline
         elif self._timer_at > deadline:
-            self._timer.reset(seconds)
+            self._timer.cancel()
+            self._timer = self._call_later(seconds, self._on_timer)
             self._timer_at = deadline
 
     def _on_timer(self) -> None:
@@ -583,7 +596,7 @@ class HTTPChannel(Protocol):
             return
         now = self.clock.seconds()
         if now < deadline:
-            self._timer = self.clock.callLater(deadline - now, self._on_timer)
+            self._timer = self._call_later(deadline - now, self._on_timer)
             self._timer_at = deadline
             return
         self._deadline = None

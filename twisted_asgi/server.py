@@ -64,9 +64,14 @@ class ASGIFactory(Factory):
         self.config = config
         self.clock = reactor
         self.reactor = reactor
-        self.runner = Runner(
-            app, config, reactor, reactor_loop(reactor) if hasattr(reactor, "_asyncioEventloop") else None
-        )
+        loop = reactor_loop(reactor) if hasattr(reactor, "_asyncioEventloop") else None
+        self.runner = Runner(app, config, reactor, loop)
+        #: Schedules a connection's own timers (request head, keep-alive, send):
+        #: ``call_later(seconds, f)`` returns a handle with ``cancel()``. On the
+        #: asyncio reactor it is the event loop's own (one C timer on uvloop, no
+        #: DelayedCall and no linear search of Twisted's heap when a deadline
+        #: moves sooner); on any other clock (a test's) its ``callLater``.
+        self.call_later: Callable[..., Any] = loop.call_later if loop is not None else reactor.callLater
         self.access_log = access_log
         self.connections: set[HTTPChannel] = set()
         #: ``Upgrade`` tokens the channel switches protocol for.
