@@ -564,3 +564,29 @@ def test_connection_timers_run_on_the_event_loop_and_are_cancelled(loop):
     assert len(live()) == before + 1
     proto.connectionLost()
     assert len(live()) == before
+
+
+def test_closed_connection_is_freed_without_the_cycle_collector(loop):
+    """A connection that served a request and closed leaves no reference cycle
+    (the parser holds its H11Connection's callbacks; the app's task holds its
+    channel): reference counting frees it at once, so a stream of short
+    connections does not feed the cyclic garbage collector."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        proto, transport, _clock, _factory = connect(hello, loop)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        settle(loop)
+        assert transport.disconnecting
+        ref = weakref.ref(proto)
+        proto.connectionLost()
+        transport.protocol = None  # as tcp.Connection.connectionLost does
+        del proto, transport
+        settle(loop)
+        assert ref() is None
+        assert gc.collect() == 0  # nothing of it was left in a cycle
+    finally:
+        gc.enable()

@@ -253,7 +253,13 @@ class HTTPChannel(Protocol):
         task = self.task
         if task is not None:
             task.feed_disconnect()
+            # The task points back here (its stream); with the links cut, the
+            # connection is freed by reference counting, not left to the
+            # cyclic garbage collector.
+            self.task = None
         self.pending.clear()
+        if self.conn is not None:
+            self.conn.release()
         self.factory.connection_closed(self)
 
     # -- IPushProducer: the transport tells us when to stop writing ---------------

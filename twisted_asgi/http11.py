@@ -202,6 +202,13 @@ class H11Connection:
         self.bytes_sent = 0
         self.status = 0
 
+    def release(self) -> None:
+        """The connection is over: drop the parser, which holds this object's
+        callbacks (a reference cycle), so both are freed at once. Nothing may
+        be received after this."""
+        self._parser = None  # type: ignore[assignment]
+        self._events = []
+
     # -- receiving -----------------------------------------------------------
 
     @property
