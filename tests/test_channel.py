@@ -590,3 +590,136 @@ def test_closed_connection_is_freed_without_the_cycle_collector(loop):
         assert gc.collect() == 0  # nothing of it was left in a cycle
     finally:
         gc.enable()
+
+
+def test_streamed_chunks_leave_in_few_gathering_writes(loop):
+    """Body chunks an app sends without waiting are held and sent together in
+    gathering writes (sendmsg), not one system call per chunk; the client gets
+    every byte, in order, correctly framed."""
+    import socket
+
+    from twisted.internet import tcp
+
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    count = 20
+
+    async def stream(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(count):
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    class CountingSocket:
+        def __init__(self, sock):
+            self.sock = sock
+            self.calls: list[str] = []
+
+        def send(self, data):
+            self.calls.append("send")
+            return self.sock.send(data)
+
+        def sendmsg(self, pieces):
+            self.calls.append("sendmsg")
+            return self.sock.sendmsg(pieces)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    class Reactor:
+        def addReader(self, reader):
+            pass
+
+        def addWriter(self, writer):
+            pass
+
+        def removeReader(self, reader):
+            pass
+
+        def removeWriter(self, writer):
+            pass
+
+    class Port:
+        _realPortNumber = 80
+        _type = "TCP"
+
+    clock = FakeReactor()
+    factory = ASGIFactory(stream, Config(), clock)
+    factory.runner._loop = loop
+    factory.lifespan_state = {}
+    # Buffers large enough for the whole response: every byte leaves in our
+    # own writes (none in Twisted's doWrite of a remainder).
+    listener = socket.create_server(("127.0.0.1", 0))
+    b = socket.socket()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    b.connect(listener.getsockname())
+    a, _ = listener.accept()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    listener.close()
+    received = bytearray()
+    try:
+        a.setblocking(False)
+        proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        transport = tcp.Server(a, proto, ("127.0.0.1", 1234), Port(), 1, Reactor())
+        counting = transport.socket = CountingSocket(a)
+        proto.makeConnection(transport)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        b.settimeout(5)
+        expected_len = None
+        for _ in range(1000):
+            settle(loop)
+            clock.advance(0)  # the end of the loop pass: held bytes go out
+            transport.doWrite()  # what Twisted's buffer took, if the kernel's was full
+            try:
+                received += b.recv(1 << 22)
+            except BlockingIOError:
+                pass
+            if received.endswith(b"\r\n0\r\n\r\n"):
+                expected_len = len(received)
+                break
+        assert expected_len is not None, bytes(received[:200])
+    finally:
+        a.close()
+        b.close()
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding: chunked" in head
+    assert body == (b"10000\r\n" + chunk + b"\r\n") * count + b"0\r\n\r\n"
+    # 1.25 MiB in 20 chunks: two gathering writes (at 1 MiB held, and the rest),
+    # plus what Twisted's buffer sends of a remainder the kernel did not take
+    # at once; one send per chunk would be 21 calls.
+    assert counting.calls.count("sendmsg") == 2, counting.calls
+    assert len(counting.calls) <= 5, counting.calls
+
+
+def test_direct_sequence_writer_keeps_order_on_partial_sends():
+    """A gathering write the kernel takes only part of leaves the rest, from the
+    right piece and offset, to Twisted's buffer; later writes queue behind it."""
+    import socket
+
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_asgi.channel import direct_sequence_writer, direct_writer
+
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    transport = tcp.Connection(ours, Protocol(), reactor=MemoryReactor())
+    transport.connected = True
+    write_sequence = direct_sequence_writer(transport)
+    write = direct_writer(transport)
+    assert write_sequence is not None
+    pieces = [bytes([i]) * (1000 + 7919 * i) for i in range(1, 60)]  # ~14 MiB in pieces of odd sizes
+    write_sequence(pieces)
+    assert transport._tempDataLen > 0  # the rest went to Twisted's buffer
+    write(b"AFTER")
+    expected = b"".join(pieces) + b"AFTER"
+    received = bytearray()
+    peer.settimeout(5)
+    while len(received) < len(expected):
+        transport.doWrite()
+        received += peer.recv(1 << 20)
+    assert bytes(received) == expected
+    assert direct_sequence_writer(StringTransport()) is None
+    ours.close()
+    peer.close()

@@ -1017,3 +1017,54 @@ def test_garbage_after_valid_requests_keeps_them(prefix, junk, cuts):
     fed = feed(split(data + junk, cuts))
     complete = [e for e in fed.events if type(e) is Request and e.stream_id <= len(expected)]
     assert [r.path for r in complete] == [e.path for e in expected]
+
+
+@given(
+    version=st.sampled_from(["1.1", "1.0"]),
+    method=st.sampled_from(["GET", "HEAD"]),
+    status=st.sampled_from([200, 204, 304]),
+    length=st.sampled_from([None, "exact"]),
+    sizes=st.lists(st.sampled_from([0, 1, 100, 4095, 4096, 70000]), min_size=1, max_size=5),
+    trailers=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_send_body_pieces_are_send_body_in_pieces(version, method, status, length, sizes, trailers):
+    """send_body_pieces gives, joined, exactly the bytes send_body gives, and
+    leaves the connection in the same state, for every framing (chunked with
+    and without trailers, Content-Length, close-delimited, no body) and chunk
+    size on both sides of the size that is framed without a copy."""
+    raw = f"{method} / HTTP/{version}\r\nHost: a\r\n\r\n".encode()
+    bodies = [bytes([65 + i % 26]) * n for i, n in enumerate(sizes)]
+    headers = [(b"content-length", str(sum(sizes)).encode())] if length else []
+    outs = []
+    states = []
+    for use_pieces in (False, True):
+        conn = H11Connection(Config())
+        (request, _end) = conn.receive_data(raw)
+        conn.start_response(request, status, list(headers))
+        out = []
+        for i, body in enumerate(bodies):
+            more = i < len(bodies) - 1
+            if use_pieces:
+                pieces = conn.send_body_pieces(body, more, trailers)
+                assert all(type(p) is bytes and p for p in pieces)
+                out.append(b"".join(pieces))
+            else:
+                out.append(conn.send_body(body, more, trailers))
+        outs.append(out)
+        states.append((conn.bytes_sent, conn.response_complete, conn.keep_alive, conn.head_on_wire))
+    assert outs[0] == outs[1]
+    assert states[0] == states[1]
+
+
+def test_send_body_pieces_do_not_copy_a_large_chunk():
+    """A chunk of 4 KiB or more is one of the pieces itself, not copied into a frame."""
+    conn = H11Connection(Config())
+    (request, _end) = conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn.start_response(request, 200, [])
+    chunk = b"x" * 4096
+    pieces = conn.send_body_pieces(chunk, True)
+    assert pieces[1] is chunk and pieces[0].endswith(b"\r\n1000\r\n") and pieces[2] == b"\r\n"
+    last = conn.send_body_pieces(chunk, False)
+    assert last == [b"1000\r\n", chunk, b"\r\n0\r\n\r\n"] and last[1] is chunk
+    assert conn.response_complete

@@ -99,6 +99,10 @@ _HASH = 0x23  # "#"
 # The request fields the parser itself acts on (one set lookup for all others).
 _FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 
+# Body chunks at least this long are framed as separate pieces (see
+# send_body_pieces) rather than copied into one bytes object.
+_FRAME_WITHOUT_COPY = 4096
+
 # Response framing modes.
 _LENGTH = 0  # Content-Length given by the app
 _CHUNKED = 1  # we chunk (HTTP/1.1, no Content-Length)
@@ -557,6 +561,21 @@ class H11Connection:
         if not more and not trailers:
             self.response_complete = True
         return out
+
+    def send_body_pieces(self, data: bytes, more: bool, trailers: bool = False) -> list[bytes]:
+        """:meth:`send_body`'s bytes as pieces for one gathering write: a large
+        chunk is framed without being copied."""
+        n = len(data)
+        if self._mode == _CHUNKED and n >= _FRAME_WITHOUT_COPY:
+            head = self._pending_head
+            self._pending_head = b""
+            self.bytes_sent += n
+            if more or trailers:
+                return [b"%s%x\r\n" % (head, n), data, b"\r\n"]
+            self.response_complete = True
+            return [b"%s%x\r\n" % (head, n), data, b"\r\n0\r\n\r\n"]
+        out = self.send_body(data, more, trailers)
+        return [out] if out else []
 
     def send_trailers(self, headers: Headers) -> bytes:
         """Bytes that end a chunked body with ``headers`` as trailer fields.

@@ -72,6 +72,10 @@ class ASGIFactory(Factory):
         #: DelayedCall and no linear search of Twisted's heap when a deadline
         #: moves sooner); on any other clock (a test's) its ``callLater``.
         self.call_later: Callable[..., Any] = loop.call_later if loop is not None else reactor.callLater
+        #: ``call_soon(f)``: run ``f`` once the event loop's current pass is done.
+        self.call_soon: Callable[..., Any] = (
+            loop.call_soon if loop is not None else (lambda f, *args: reactor.callLater(0, f, *args))
+        )
         self.access_log = access_log
         self.connections: set[HTTPChannel] = set()
         #: ``Upgrade`` tokens the channel switches protocol for.
