@@ -104,6 +104,19 @@ def _has_tcp_buffer(transport: Any) -> bool:
     return known
 
 
+def _kernel_next(transport: Any) -> bool:
+    """Whether bytes written to ``transport`` (a Twisted TCP connection) may go
+    straight to its socket: nothing waits in Twisted's buffer, and the
+    connection is open for writing."""
+    return (
+        not transport._tempDataLen
+        and len(transport.dataBuffer) == transport.offset
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+    )
+
+
 def direct_writer(transport: Any) -> Callable[[bytes], None]:
     """``transport.write``, but sending straight to the socket while Twisted's
     write buffer is empty.
@@ -122,13 +135,7 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     sock = transport.socket
 
     def write(data: bytes) -> None:
-        if (
-            not transport._tempDataLen
-            and len(transport.dataBuffer) == transport.offset
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnected
-        ):
+        if _kernel_next(transport):
             try:
                 sent = sock.send(data)
             except (BlockingIOError, InterruptedError):
@@ -153,13 +160,7 @@ def direct_sequence_writer(transport: Any) -> Callable[[list[bytes]], None] | No
     plain_write: Callable[[bytes], None] = transport.write
 
     def write_sequence(pieces: list[bytes]) -> None:
-        if (
-            not transport._tempDataLen
-            and len(transport.dataBuffer) == transport.offset
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnected
-        ):
+        if _kernel_next(transport):
             try:
                 sent = sock.sendmsg(pieces)
             except (BlockingIOError, InterruptedError):
@@ -507,10 +508,9 @@ class HTTPChannel(Protocol):
         if task is not self.task or self.closed:
             return
         conn = self.conn
-        held = self._held
         pieces: list[bytes] | None = None
         try:
-            if not self._can_gather or (not held and not event.more):
+            if not self._can_gather or (not self._held and not event.more):
                 # Nothing to gather with (a TLS transport buffers itself), or a
                 # last body with nothing held before it: one plain write.
                 data = conn.send_body(event.data, event.more, task.cycle.trailers_wanted)  # type: ignore[union-attr]
@@ -522,14 +522,10 @@ class HTTPChannel(Protocol):
         if pieces is None:
             if data:
                 self.write(data)
-        elif conn.response_complete:  # type: ignore[union-attr]
-            if held:
-                held.extend(pieces)
-                self._flush()
-            else:
-                self._write_pieces(pieces)
         else:
             self._hold(pieces)
+            if conn.response_complete:  # type: ignore[union-attr]
+                self._flush()
         if conn.response_complete:  # type: ignore[union-attr]
             self._response_complete()
 

@@ -488,10 +488,7 @@ class H11Connection:
         if not have_server and self._server_line:
             out.append(self._server_line)
         if not have_date and self._send_date:
-            now = int(_time())
-            if now != _date_cache[0]:
-                http_date()
-            out += (b"date: ", _date_cache[1], b"\r\n")
+            out += (b"date: ", http_date(), b"\r\n")
         if status in _NO_BODY_STATUSES or request.method == b"HEAD":
             mode = _NONE
             if content_length is not None and status != 204:
