@@ -205,6 +205,45 @@ def output_pending(transport: Any) -> bool:
 class HTTPChannel(Protocol):
     """An HTTP/1.1 connection serving ASGI apps (one request at a time, pipelining queued)."""
 
+    # Slots: past about thirty instance attributes CPython (3.11) stops sharing
+    # the keys of instance dictionaries and every ``self.x`` becomes a generic
+    # dictionary lookup (3% more instructions per request); slots are also
+    # smaller per connection. Twisted's own attributes (transport, connected)
+    # stay in the instance dictionary.
+    __slots__ = (
+        "factory",
+        "config",
+        "clock",
+        "_call_later",
+        "_call_soon",
+        "conn",
+        "info",
+        "request",
+        "task",
+        "pending",
+        "pending_bytes",
+        "paused",
+        "write_paused",
+        "requests_served",
+        "draining",
+        "closed",
+        "write",
+        "_timer",
+        "_timer_at",
+        "_deadline",
+        "_timer_kind",
+        "_started_at",
+        "_send_timer",
+        "_can_gather",
+        "_write_sequence",
+        "_held",
+        "_held_bytes",
+        "_flush_scheduled",
+        "_discard_left",
+        "_finished_stream",
+        "handler",
+    )
+
     def __init__(self, factory: ASGIFactory) -> None:
         self.factory = factory
         self.config = factory.config
