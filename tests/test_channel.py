@@ -36,6 +36,29 @@ async def hello(scope, receive, send):
     await send({"type": "http.response.body", "body": b"hi"})
 
 
+class _NullReactor:
+    """Enough of a reactor for a tcp.Server driven by hand (no event loop)."""
+
+    def addReader(self, reader):
+        pass
+
+    def addWriter(self, writer):
+        pass
+
+    def removeReader(self, reader):
+        pass
+
+    def removeWriter(self, writer):
+        pass
+
+
+class _Port:
+    """Enough of a listening port for a tcp.Server."""
+
+    _realPortNumber = 80
+    _type = "TCP"
+
+
 def connect(app, loop, **config):
     clock = FakeReactor()
     factory = ASGIFactory(app, Config(**config), clock)
@@ -489,27 +512,10 @@ def test_output_pending_reads_twisteds_tcp_buffer():
 
     from twisted_asgi.channel import output_pending
 
-    class Reactor:
-        def addReader(self, reader):
-            pass
-
-        def addWriter(self, writer):
-            pass
-
-        def removeReader(self, reader):
-            pass
-
-        def removeWriter(self, writer):
-            pass
-
-    class Port:
-        _realPortNumber = 80
-        _type = "TCP"
-
     a, b = socket.socketpair()
     try:
         a.setblocking(False)
-        transport = tcp.Server(a, Protocol(), ("127.0.0.1", 1234), Port(), 1, Reactor())
+        transport = tcp.Server(a, Protocol(), ("127.0.0.1", 1234), _Port(), 1, _NullReactor())
         assert not output_pending(transport)
         transport.write(b"x")
         assert output_pending(transport)
@@ -625,23 +631,6 @@ def test_streamed_chunks_leave_in_few_gathering_writes(loop):
         def __getattr__(self, name):
             return getattr(self.sock, name)
 
-    class Reactor:
-        def addReader(self, reader):
-            pass
-
-        def addWriter(self, writer):
-            pass
-
-        def removeReader(self, reader):
-            pass
-
-        def removeWriter(self, writer):
-            pass
-
-    class Port:
-        _realPortNumber = 80
-        _type = "TCP"
-
     clock = FakeReactor()
     factory = ASGIFactory(stream, Config(), clock)
     factory.runner._loop = loop
@@ -659,7 +648,7 @@ def test_streamed_chunks_leave_in_few_gathering_writes(loop):
     try:
         a.setblocking(False)
         proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
-        transport = tcp.Server(a, proto, ("127.0.0.1", 1234), Port(), 1, Reactor())
+        transport = tcp.Server(a, proto, ("127.0.0.1", 1234), _Port(), 1, _NullReactor())
         counting = transport.socket = CountingSocket(a)
         proto.makeConnection(transport)
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
