@@ -69,12 +69,9 @@ def status_line(status: int) -> bytes:
 _date_cache: list = [0, b""]
 
 
-_time = time.time
-
-
 def http_date() -> bytes:
     """The current IMF-fixdate for the ``Date`` header, computed once per second."""
-    now = int(_time())
+    now = int(time.time())
     if now != _date_cache[0]:
         _date_cache[0] = now
         _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")

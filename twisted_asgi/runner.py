@@ -106,11 +106,6 @@ class Runner:
         task.start(eager=False)
         return task
 
-    def http_task(self, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> HTTPTask:
-        """An app call for one HTTP request, not yet started: record it, then
-        call :meth:`HTTPTask.start` (which may run the app's first step at once)."""
-        return HTTPTask(self, scope, cycle, stream)
-
     def start_websocket(self, scope: dict[str, Any], cycle: Any, stream: WebSocketStream) -> WebSocketTask:
         """Start the app on one WebSocket (its first step runs on a later loop
         pass, so the caller records the handle before ``stream`` is called)."""
@@ -269,23 +264,7 @@ class _AppCall:
 class HTTPTask(_AppCall):
     """One running app call for one HTTP request."""
 
-    __slots__ = ("extra",)
-
-    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> None:
-        # _AppCall.__init__ written out: one call less on every request.
-        self.runner = runner
-        self.scope = scope
-        self.cycle = cycle
-        self.stream = stream
-        self.task: asyncio.Task | None = None
-        self.recv_waiter: asyncio.Future | None = None
-        self.drain_waiter: asyncio.Future | None = None
-        self.close_timer: IDelayedCall | None = None
-        self.response_timer: IDelayedCall | None = None
-        self.reading_paused = False
-        self.outcome: str | None = None
-        #: Free slot for the connection's own per-request data (access log, ...).
-        self.extra: Any = None
+    __slots__ = ()
 
     def start(self, eager: bool = True) -> None:
         """Run the app. With ``eager`` on Python 3.12+, its first step runs now,
