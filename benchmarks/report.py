@@ -207,7 +207,8 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
             ".. warning::",
             "",
             f"   A short run ({params['rounds']} round(s) of {params['duration_s']} s, below the default 3 x 10 s):",
-            "   the figures are preliminary; the min–max spread is not known from one round.",
+            "   the figures are preliminary"
+            + ("; the min–max spread is not known from one round." if params["rounds"] < 2 else "."),
             "",
         ]
     out += _title("Running it", "-")

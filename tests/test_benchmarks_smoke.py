@@ -139,6 +139,28 @@ def test_generated_page(smoke: tuple[dict, str]) -> None:
     assert "| HTTP/1.1 keep-alive hello (wrk)" in page
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("rounds", "duration", "expected", "absent"),
+    [
+        (1, 10, "the min–max spread is not known from one round", None),
+        (5, 6, "A short run (5 round(s) of 6 s", "not known from one round"),
+        (3, 10, None, "A short run"),
+    ],
+)
+def test_short_run_warning(
+    smoke: tuple[dict, str], rounds: int, duration: int, expected: str | None, absent: str | None
+) -> None:
+    """A run shorter than the default is flagged, and the spread is called unknown only for one round."""
+    document = json.loads(json.dumps(smoke[0]))
+    document["parameters"].update(rounds=rounds, duration_s=duration, smoke=False)
+    page = report.render_rst(document)
+    if expected is not None:
+        assert expected in page
+    if absent is not None:
+        assert absent not in page
+
+
 def _document(cells: dict[str, dict[str, dict[str, float]]]) -> dict:
     """A results document with the given medians (scenario -> server -> figure -> value)."""
     servers = sorted({server for per in cells.values() for server in per})
