@@ -11,7 +11,7 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -503,3 +503,124 @@ def test_large_burst_is_not_held_back(loop):
     settle(loop)
     assert len(writes) == 2 and writes[0] > 65536  # two frames at once, then the third
     assert [len(payload) for _opcode, payload in peer.frames()] == [40000, 40000, 40000]
+
+
+def _mirror_app(received: list) -> Any:
+    """Records every event and echoes each message as it came (text as text, bytes as bytes)."""
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif message["type"] == "websocket.receive":
+                if message.get("bytes") is not None:
+                    await send({"type": "websocket.send", "bytes": message["bytes"]})
+                else:
+                    await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                return
+
+    return app
+
+
+_payloads = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=60).map(lambda text: text.encode("utf-8", "surrogatepass")),
+    st.sampled_from([125, 126, 127, 4095, 4096, 4097]).map(lambda n: b"p" * n),
+)
+# Mostly what the fast path takes (whole masked data frames), with everything it must not.
+_whole_frames = st.builds(client_frame, opcode=st.sampled_from([1, 2]), payload=_payloads)
+_other_frames = st.one_of(
+    st.builds(
+        client_frame,
+        opcode=st.sampled_from([0, 1, 2, 3, 8, 9, 10]),
+        payload=_payloads,
+        fin=st.booleans(),
+        rsv=st.sampled_from([0, 0, 4, 1]),
+        mask=st.booleans(),
+    ),
+    st.sampled_from(
+        [
+            bytes([0x82, 0xFE, 0, 5]) + b"\0\0\0\0hello",  # 16-bit length, not minimal
+            bytes([0x82, 0xFF]) + struct.pack("!Q", 5) + b"\0\0\0\0hello",  # 64-bit length, not minimal
+            client_frame(1, b"\xc3\x28"),  # invalid UTF-8
+            client_frame(1, b"ok\xe2\x82"),  # UTF-8 cut in a code point
+        ]
+    ),
+)
+_mixed_frames = st.one_of(_whole_frames, _whole_frames, _whole_frames, _other_frames)
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    frames=st.lists(_mixed_frames, max_size=10),
+    split=st.sampled_from([1, 2, 3, 7, 64, 1000, 100000]),
+    message_limit=st.sampled_from([1024 * 1024, 3000, 100]),
+    frame_limit=st.sampled_from([1024 * 1024, 3000, 100]),
+    compression=st.booleans(),
+)
+@example(frames=[client_frame(2, b"x" * 120)], split=1000, message_limit=3000, frame_limit=100, compression=False)
+@example(frames=[client_frame(1, b"x" * 120)], split=1000, message_limit=100, frame_limit=3000, compression=False)
+@example(
+    frames=[client_frame(1, "é".encode()), client_frame(1, b"\xc3\x28")],
+    split=1000,
+    message_limit=3000,
+    frame_limit=3000,
+    compression=False,
+)
+def test_fast_frames_agree_with_autobahn(loop, frames, split, message_limit, frame_limit, compression):
+    """Whole small data frames are handled by our fast path, everything else by
+    Autobahn; with the fast path off (Autobahn for every frame) any mix of frames,
+    split anywhere, gives the app the same events and the client the same bytes,
+    including the close code of every frame that breaks the protocol or a limit."""
+    data = b"".join(frames)
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if compression else b""
+
+    def run() -> tuple[list, bytes, bool]:
+        received: list = []
+        peer = Peer(
+            _mirror_app(received),
+            loop,
+            extra=offer,
+            timeout_ws_ping_interval=0,
+            limit_ws_message_bytes=message_limit,
+            limit_ws_frame_bytes=frame_limit,
+        )
+        for at in range(0, len(data), split):
+            peer.proto.dataReceived(data[at : at + split])
+        settle(loop)
+        closing = peer.transport.disconnecting
+        peer.lose()
+        # What followed the 101 (whose accept key differs: the request's key is random).
+        return received, peer.transport.value().split(b"\r\n\r\n", 1)[1], closing
+
+    from twisted_asgi.websocket import _Framing
+
+    fast = run()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Framing, "fast_frames", False)
+        slow = run()
+    assert fast == slow
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_data_frame_stands_in_for_pong(loop, fast, monkeypatch):
+    """A client that sends data while a ping is out is alive (Autobahn's
+    autoPingRestartOnAnyTraffic), on the fast path as on Autobahn's."""
+    from twisted_asgi.websocket import _Framing
+
+    monkeypatch.setattr(_Framing, "fast_frames", fast)
+    received: list = []
+    peer = Peer(recording_app(received), loop, timeout_ws_ping_interval=5, timeout_ws_ping=2)
+    peer.clock.advance(5)
+    assert [opcode for opcode, _ in peer.frames()] == [9]  # the ping
+    peer.send(client_frame(2, b"busy"))
+    peer.clock.advance(3)  # past the ping's timeout
+    settle(loop)
+    assert not peer.transport.disconnecting
+    assert received[-1] == {"type": "websocket.receive", "bytes": b"busy"}
+    peer.clock.advance(2.5)  # a new ping was scheduled from the data
+    assert [opcode for opcode, _ in peer.frames()] == [9]

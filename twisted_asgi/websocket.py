@@ -10,8 +10,12 @@ CVE-2026-44546 came from doing that).
 
 Autobahn does only what follows the 101: framing, unmasking, UTF-8 validation,
 reassembly of fragments, permessage-deflate (RFC 7692), size limits, pings and
-the closing handshake. The seam is one subclass of Autobahn's
-framework-neutral ``WebSocketServerProtocol`` (:class:`_Framing`) that
+the closing handshake. (Except the common case: a whole small message in one
+masked, uncompressed frame is taken from Autobahn's buffer by
+:meth:`_Framing.processData`, and an app's message on a connection without
+compression is framed by :meth:`WebSocketConnection.send_ws`, each in a few
+lines where Autobahn spends about a hundred.) The seam is one subclass of
+Autobahn's framework-neutral ``WebSocketServerProtocol`` (:class:`_Framing`) that
 
 * is put straight into the OPEN state after our 101 (what Autobahn's own
   ``succeedHandshake`` does after it wrote its response);
@@ -36,6 +40,7 @@ or undecompressable data, 1009 beyond ``limit_ws_message_bytes`` /
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +70,9 @@ from .wscycle import (
     origin_matcher,
     parse_handshake,
 )
+from .wsmask import SMALL_FRAME as _SMALL_FRAME
 from .wsmask import install as _install_masker
+from .wsmask import unmask as _unmask
 
 # Small client frames are unmasked by twisted_asgi.wsmask (see there).
 _install_masker(autobahn.websocket.protocol)
@@ -101,6 +108,29 @@ _PAUSE_WRITE = 2  # the client does not read what we send
 
 _DEFLATE_WINDOW_BITS = 12
 _DEFLATE_MEM_LEVEL = 5
+
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
+
+
+def _valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 as RFC 3629 defines it (what RFC 6455 §8.1 asks of text)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def frame_head(opcode: int, length: int) -> bytes:
+    """The header of an unmasked, unfragmented, uncompressed server frame
+    (RFC 6455 §5.2): FIN, ``opcode``, and the payload ``length`` in its
+    shortest encoding."""
+    if length < 126:
+        return bytes((0x80 | opcode, length))
+    if length < 65536:
+        return _HEAD16.pack(0x80 | opcode, 126, length)
+    return _HEAD64.pack(0x80 | opcode, 127, length)
 
 
 class _AutobahnLog:
@@ -221,11 +251,56 @@ class _Framing(WebSocketServerProtocol):
 
     # -- Autobahn's adapter hooks ------------------------------------------------
 
+    #: Whether whole small data frames skip Autobahn's frame machinery (see
+    #: :meth:`processData`); off only to test that both ways agree.
+    fast_frames = True
+
     def processData(self) -> bool:
-        # Stop between frames while the app's queue is full: the rest stays in
-        # Autobahn's buffer, so at most one message goes over the bound.
-        if self.handler.read_paused and self.current_frame is None:
-            return False
+        if self.current_frame is None:
+            # Stop between frames while the app's queue is full: the rest stays in
+            # Autobahn's buffer, so at most one message goes over the bound.
+            if self.handler.read_paused:
+                return False
+            # The common frame, handled here in one step: a whole message in one
+            # frame (FIN, no RSV bits: not compressed), binary or text, masked,
+            # shorter than SMALL_FRAME, already all in the buffer, arriving
+            # between messages on an open connection, within the size limits, and
+            # for text valid UTF-8. Autobahn would parse its header into a
+            # FrameHeader, make a masker and pass the payload through six hooks;
+            # what it would conclude is the same (tests/test_websocket_shell.py
+            # feeds random frames both ways and compares). Anything else, including
+            # every frame it would fail, is left to Autobahn.
+            data = self.data
+            size = len(data)
+            if size >= 6 and self.fast_frames and self.state == _OPEN and not self.inside_message:
+                b0 = data[0]
+                b1 = data[1]
+                if (b0 == 0x82 or b0 == 0x81) and b1 >= 0x80:
+                    n = b1 - 0x80
+                    start = 6
+                    if n >= 126:
+                        if n == 126 and size >= 8:
+                            n = (data[2] << 8) | data[3]
+                            start = 8
+                            if n < 126:
+                                n = _SMALL_FRAME  # not minimally encoded: Autobahn fails it
+                        else:
+                            n = _SMALL_FRAME  # a 64-bit length, or its 16 bits not here yet
+                    end = start + n
+                    if (
+                        n < _SMALL_FRAME
+                        and end <= size
+                        and not 0 < self.maxFramePayloadSize < n
+                        and not 0 < self.maxMessagePayloadSize < n
+                    ):
+                        payload = _unmask(data[start:end], data[start - 4 : start])
+                        binary = b0 == 0x82
+                        if binary or payload.isascii() or _valid_utf8(payload):
+                            self.data = data[end:]
+                            if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
+                                self._cancelAutoPingTimeoutCall()  # any traffic will do
+                            self.handler.message_received(payload, binary)
+                            return end < size
         return WebSocketServerProtocol.processData(self)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
@@ -539,10 +614,22 @@ class WebSocketConnection:
                 # Dropped (ping timeout) a moment before the transport says so.
                 task.feed_disconnect(_ABNORMAL)
                 raise ClientDisconnected("WebSocket connection is closed")
+            data = event.data
+            if framing._perMessageCompress is None and framing.fast_frames:
+                # What Autobahn's sendMessage would send (our options: no
+                # fragmenting, no masking): one frame, written here.
+                n = len(data)
+                head = frame_head(2 if event.binary else 1, n)
+                if n < _SMALL_FRAME:
+                    self.queue(head + data)
+                else:
+                    self.queue(head)
+                    self.queue(data)
+                return
             # The message limits bound what clients send, not what the app sends.
             framing.maxMessagePayloadSize = 0
             try:
-                framing.sendMessage(event.data, event.binary)
+                framing.sendMessage(data, event.binary)
             finally:
                 del framing.maxMessagePayloadSize
         elif kind is Close:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SMALL_FRAME", "FrameMasker", "install"]
+__all__ = ["SMALL_FRAME", "FrameMasker", "install", "unmask"]
 
 #: Frames shorter than this are unmasked here; longer ones by Autobahn's masker.
 SMALL_FRAME = 4096
@@ -56,10 +56,19 @@ class FrameMasker:
         if shift:
             mask = mask[shift:] + mask[:shift]
         self._ptr += n
-        key = mask * ((n + 3) >> 2)
-        if len(key) != n:
-            key = key[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+        return unmask(data, mask)
+
+
+def unmask(data: bytes, key: bytes) -> bytes:
+    """``data`` XORed with the 4-byte ``key``, the key's first byte on ``data``'s first
+    (a whole frame's payload; masking and unmasking are the same operation)."""
+    n = len(data)
+    if not n:
+        return b""
+    key = key * ((n + 3) >> 2)
+    if len(key) != n:
+        key = key[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 def install(protocol_module: Any) -> bool:
