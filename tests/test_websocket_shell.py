@@ -444,14 +444,20 @@ def test_drain_survives_a_socket_that_cannot_be_written(loop):
     assert [m["code"] for m in received if m["type"] == "websocket.disconnect"] == [1001, 1001]
 
 
-def _echo_app() -> Any:
+def _mirror_app(received: list) -> Any:
+    """Records every event and echoes each message as it came (text as text, bytes as bytes)."""
+
     async def app(scope: dict, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
+            received.append(message)
             if message["type"] == "websocket.connect":
                 await send({"type": "websocket.accept"})
             elif message["type"] == "websocket.receive":
-                await send({"type": "websocket.send", "bytes": message["bytes"]})
+                if message.get("bytes") is not None:
+                    await send({"type": "websocket.send", "bytes": message["bytes"]})
+                else:
+                    await send({"type": "websocket.send", "text": message["text"]})
             else:
                 return
 
@@ -461,7 +467,7 @@ def _echo_app() -> Any:
 def test_echoes_of_one_read_leave_in_one_write(loop):
     """Four messages in one read, echoed by the app, go back to the client in one
     transport write (one send), not four; the frames are intact and in order."""
-    peer = Peer(_echo_app(), loop, timeout_ws_ping_interval=0)
+    peer = Peer(_mirror_app([]), loop, timeout_ws_ping_interval=0)
     channel = next(iter(peer.factory.connections))
     writes: list[bytes] = []
     original = channel.handler.write
@@ -503,26 +509,6 @@ def test_large_burst_is_not_held_back(loop):
     settle(loop)
     assert len(writes) == 2 and writes[0] > 65536  # two frames at once, then the third
     assert [len(payload) for _opcode, payload in peer.frames()] == [40000, 40000, 40000]
-
-
-def _mirror_app(received: list) -> Any:
-    """Records every event and echoes each message as it came (text as text, bytes as bytes)."""
-
-    async def app(scope: dict, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            received.append(message)
-            if message["type"] == "websocket.connect":
-                await send({"type": "websocket.accept"})
-            elif message["type"] == "websocket.receive":
-                if message.get("bytes") is not None:
-                    await send({"type": "websocket.send", "bytes": message["bytes"]})
-                else:
-                    await send({"type": "websocket.send", "text": message["text"]})
-            else:
-                return
-
-    return app
 
 
 _payloads = st.one_of(
