@@ -116,6 +116,8 @@ def test_wheel_ships_the_plugin_but_not_twisteds_init(installed: Installed) -> N
     for name in ("twisted_asgi/__init__.py", "twisted_asgi/demo.py", "twisted_asgi/tap.py", "twisted_asgi/py.typed"):
         assert name in names, name
     assert not [n for n in names if n.startswith(("tests/", "twisted_plugins/", "docs/", "benchmarks/"))]
+    # The BSD licence travels with the wheel (setup.cfg license_files).
+    assert [n for n in names if n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")], names
 
 
 def test_installed_package_is_the_venvs_own(installed: Installed) -> None:
