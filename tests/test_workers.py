@@ -117,6 +117,32 @@ def test_killed_worker_is_replaced_and_loses_only_what_it_held(tmp_path, loop):
         assert closing(server) == 0
 
 
+@LOOPS
+def test_killing_workers_repeatedly_leaves_a_clean_log(loop):
+    """Workers killed again and again (SIGKILL, then SIGTERM) are each reaped once and
+    replaced, and the log says so in one line each, without a traceback.
+
+    Source: issue 16, item 2 (operator test: "Failed to reap None ... TypeError"
+    when the pidfd watcher and Twisted's SIGCHLD handler both reaped a worker)."""
+    with serving(APP, "--workers", "2", "--timeout-worker-restart", "0.05", "--loop", loop) as server:
+        pids = wait_serving(server, 2)
+        alive = set(pids)
+        killed = []
+        for round_ in range(6):
+            victim = min(alive)
+            os.kill(victim, signal.SIGKILL if round_ % 2 == 0 else signal.SIGTERM)
+            killed.append(victim)
+            pids = wait_serving(server, 1, after=len(pids))
+            alive = (alive - {victim}) | {pids[-1]}
+            assert get_json(server.host, server.port)["pid"] in alive
+        assert closing(server) == 0
+        output = server.read_output()
+    for victim in killed:
+        assert output.count(f"Worker {victim} ") >= 2, output  # serving, then its end
+    for bad in ("Traceback", "Unhandled Error", "Failed to reap", "TypeError"):
+        assert bad not in output, output
+
+
 def test_sighup_rolling_restart_refuses_nobody():
     """SIGHUP replaces both workers one at a time while a client keeps sending requests:
     no connection is refused, no request fails, new pids answer. (A connection an old

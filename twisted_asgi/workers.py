@@ -451,7 +451,10 @@ def _watch_exit(reactor: Any, worker_process: Any) -> None:
     def ended() -> None:
         loop.remove_reader(fd)
         os.close(fd)
-        worker_process.reapProcess()
+        # Twisted's own SIGCHLD handler may have reaped it first (its pid is
+        # then None): one reaper, no second waitpid.
+        if worker_process.pid is not None:
+            worker_process.reapProcess()
 
     loop.add_reader(fd, ended)
 
