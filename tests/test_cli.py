@@ -55,6 +55,27 @@ def test_twistd_help_documents_options():
         assert flag in result.stdout, flag
 
 
+@pytest.mark.parametrize("program", ["twistd asgi", "python -m twisted_asgi", "twisted-asgi"])
+def test_version_names_twisted_asgi_and_what_it_runs_on(program):
+    """--version prints twisted-asgi's version first, then Twisted's, h2's, Autobahn's,
+    pyOpenSSL's and the event loop's, for each way of running the server.
+
+    Source: issue 16, item 14 (newcomer test: --version printed only Twisted's version)."""
+    import twisted_asgi
+
+    if program == "twistd asgi":
+        result = run_twistd("asgi", "--version")
+    elif program == "twisted-asgi":
+        result = run_cli("--version", program=str(Path(TWISTD).parent / "twisted-asgi"))
+    else:
+        result = run_cli("-m", "twisted_asgi", "--version")
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first == f"twisted-asgi {twisted_asgi.__version__}"
+    for name in ("Twisted ", "h2 ", "autobahn ", "pyOpenSSL ", "uvloop ", "Python "):
+        assert name in second, second
+
+
 def test_twistd_serves_without_reactor_flag():
     """twistd -n asgi app serves on the asyncio reactor with no --reactor flag."""
     server = start_server("tests.apps:hello", command="twistd")

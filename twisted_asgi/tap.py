@@ -40,12 +40,27 @@ def _config_parameters() -> list[list[Any]]:
     return params
 
 
+def version_text() -> str:
+    """``twisted-asgi X.Y.Z`` and, on a second line, the versions of what it runs on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    parts = []
+    for name in ("Twisted", "h2", "autobahn", "pyOpenSSL", "httptools", "uvloop"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    return f"twisted-asgi {__version__}\n{', '.join(parts)}; Python {sys.version.split()[0]}"
+
+
 class Options(usage.Options):
     """Command-line options of ``twistd asgi`` and ``python -m twisted_asgi``."""
 
     synopsis = "[options] module:application"
     longdesc = (
-        "Serve an ASGI application (HTTP/1.1 and ASGI lifespan) on one or more Twisted "
+        "Serve an ASGI application (HTTP/1.1, HTTP/2, WebSocket, TLS, ASGI lifespan) on one or more Twisted "
         "endpoints. The application is 'module:attribute' (attribute defaults to "
         "'application'), e.g. 'myproject.asgi:application'. Without any listener "
         f"option the server listens on {DEFAULT_ENDPOINT}."
@@ -136,6 +151,11 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["endpoints"] = []
+
+    def opt_version(self) -> None:
+        """Print twisted-asgi's version and those it runs on, then exit."""
+        print(version_text())
+        sys.exit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         # Kept for --workers: each worker is started with these same options.

@@ -3,5 +3,5 @@
 from twisted.application.service import ServiceMaker
 
 twisted_asgi = ServiceMaker(
-    "twisted-asgi", "twisted_asgi.tap", "Serve an ASGI application (HTTP/1.1, lifespan).", "asgi"
+    "twisted-asgi", "twisted_asgi.tap", "Serve an ASGI application (HTTP/1.1, HTTP/2, WebSocket, TLS).", "asgi"
 )
