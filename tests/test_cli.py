@@ -298,6 +298,38 @@ def test_sigint_and_sigterm_exit_zero():
         assert server.stop(sig) == 0
 
 
+@pytest.mark.parametrize("command", ["module", "twistd"])
+def test_sighup_never_stops_a_single_process_server(command, tmp_path):
+    """SIGHUP to a single-process server without TLS listeners logs that there is
+    nothing to reload; the server keeps serving, and a request in flight at the
+    time is answered.
+
+    Source: issue 16, item 1 (operator test: SIGHUP, systemd's ExecReload, made
+    a plain server exit 129 with no log line and an empty reply)."""
+    import threading
+
+    from tests.deploy import http_get, wait_for
+
+    server = start_server("tests.deploy:app", command=command)
+    try:
+        answer: list = []
+        worker = threading.Thread(
+            target=lambda: answer.append(http_get(server.host, server.port, f"/hold?dir={tmp_path}", timeout=30))
+        )
+        worker.start()
+        wait_for(lambda: list(tmp_path.glob("started-*")), 10, "the held request to start")
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_output("SIGHUP: nothing to reload")
+        (tmp_path / "release").write_text("")
+        worker.join(30)
+        assert answer and answer[0][0] == 200
+        assert server.proc.poll() is None
+        assert get(server)[0].startswith(b"HTTP/1.1 200")
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in "".join(server.output)
+
+
 def _listen_backlog(port: int) -> int:
     """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout

@@ -291,6 +291,9 @@ class ASGIService(Service):
         asyncio.set_event_loop(self.loop)
         log.info("Twisted's asyncio reactor over the {loop} event loop", loop=loop_name(self.loop))
         self.factory.runner._loop = self.loop
+        # SIGHUP is the reload signal (systemd's ExecReload, nginx): it must never
+        # stop a server, whether or not it has certificates to reload.
+        _on_sighup(self.reactor, self.reload)
         self.reactor.callWhenRunning(self._begin)
 
     def _begin(self) -> None:
@@ -324,14 +327,25 @@ class ASGIService(Service):
                 endpoint=description,
                 address=_describe(port, "https" if _is_tls(description) else "http"),
             )
-        if self.tls_listeners:
-            _on_sighup(self.reactor, self.reload_tls)
         # What exists now (modules, the app, its startup state) lives as long as
         # the process: leave it out of every later garbage collection, which
         # would otherwise walk it again and again while serving (HTTP/2 makes
         # many short-lived objects: about 6% of its CPU per request).
         gc.freeze()
         self.ready.callback(self.ports)
+
+    def reload(self) -> None:
+        """SIGHUP in a single process: reload the TLS listeners' certificates and
+        say what was reloaded; the server goes on serving either way."""
+        if not self.tls_listeners:
+            log.info("SIGHUP: nothing to reload (no ssl: listener); still serving")
+            return
+        reloaded = self.reload_tls()
+        log.info(
+            "SIGHUP: reloaded the certificates of {reloaded} of {total} TLS listener(s); still serving",
+            reloaded=reloaded,
+            total=len(self.tls_listeners),
+        )
 
     def reload_tls(self) -> int:
         """Reload every TLS listener's certificates (SIGHUP); open connections
