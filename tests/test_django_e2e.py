@@ -250,6 +250,34 @@ def test_default_websocket_refused_with_500_and_a_hint(site):
     assert request(site, "/sync/")[0] == 200
 
 
+def test_stock_handler_with_the_setting_hints_at_the_adapter():
+    """Serving Django's own handler (the project template's asgi.py) with
+    TWISTED_ASGI_APPLICATIONS set: the WebSocket refusal's hint says which
+    entry point to serve, not to set the setting that is already set.
+
+    Source: issue 16, item 11 (newcomer test with the stock mysite.asgi:application)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_server(
+        "testsite.stock_asgi:application",
+        "--app-dir",
+        str(PROJECT),
+        env={"DJANGO_SETTINGS_MODULE": "testsite.settings_ws", "TESTSITE_STATIC_URLS": "1"},
+    )
+    try:
+        with pytest.raises(InvalidStatus) as info:
+            connect(f"ws://127.0.0.1:{server.port}/ws/echo/", open_timeout=10)
+        assert info.value.response.status_code == 500
+        output = server.wait_for_output(REFUSAL_WS)
+        line = next(line for line in output.splitlines() if REFUSAL_WS in line)
+        assert "does not read that setting" in line
+        assert "twisted_asgi.django.get_asgi_application()" in line and "--django" in line
+        assert "get_asgi_application(websocket=" not in line
+    finally:
+        assert server.stop() == 0
+
+
 # -- overrides from settings --------------------------------------------------------
 
 

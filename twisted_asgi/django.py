@@ -75,6 +75,15 @@ def refusal_message(exc: BaseException, scope_type: str | None = None) -> str | 
     if refused is None or (scope_type is not None and refused != scope_type):
         return None
     text = str(exc)
+    if _configured_override(refused):
+        # The setting names an app for this type, yet Django itself was asked:
+        # the application served is Django's own handler, which never reads it.
+        return (
+            f"{text} {SETTING} names an app for {refused!r} scopes, but the application served is Django's "
+            "own handler (django.core.asgi), which does not read that setting. Serve the twisted-asgi adapter "
+            "instead: application = twisted_asgi.django.get_asgi_application() in asgi.py, or "
+            "'twistd asgi --django SETTINGS' with no application argument."
+        )
     if refused == "websocket":
         return (
             f"{text} The WebSocket handshake was answered with 500. To serve WebSocket, give the Django adapter "
@@ -87,6 +96,20 @@ def refusal_message(exc: BaseException, scope_type: str | None = None) -> str | 
             f"connections on shutdown), set {SETTING} = {{'lifespan': 'twisted_asgi.django.lifespan_handler'}}."
         )
     return f"{text} To serve {refused!r} scopes, give the Django adapter an ASGI app for them in {SETTING}."
+
+
+def _configured_override(scope_type: str) -> bool:
+    """Whether Django's settings are configured with a ``TWISTED_ASGI_APPLICATIONS``
+    entry for ``scope_type`` (never raises: this only chooses a log line)."""
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return False
+        value = getattr(settings, SETTING, None)
+    except Exception:  # noqa: BLE001 - Django missing or settings broken: no override to speak of
+        return False
+    return isinstance(value, Mapping) and bool(value.get(scope_type))
 
 
 class DjangoApplication:
