@@ -99,18 +99,22 @@ def start_server(
     env: dict[str, str] | None = None,
     wait: bool = True,
     cwd: str | os.PathLike | None = None,
+    app_first: bool = False,
 ) -> Server:
     """Start a server for ``app``; return once it listens (unless ``wait`` is False).
 
-    ``command`` is ``"module"`` (python -m twisted_asgi) or ``"twistd"``.
+    ``command`` is ``"module"`` (python -m twisted_asgi) or ``"twistd"``;
+    ``app_first`` puts the application before the options, as uvicorn users type it.
     """
     if command == "twistd":
         argv = [TWISTD, "-n", "asgi"]
     else:
         argv = [sys.executable, "-m", "twisted_asgi"]
+    if app_first:
+        argv.append(app)
     if endpoint is not None:
         argv += ["-e", endpoint]
-    argv += [*args, app]
+    argv += [*args] if app_first else [*args, app]
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     full_env["PYTHONUNBUFFERED"] = "1"

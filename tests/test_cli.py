@@ -330,6 +330,21 @@ def test_sighup_never_stops_a_single_process_server(command, tmp_path):
     assert "Traceback" not in "".join(server.output)
 
 
+@pytest.mark.parametrize("command", ["module", "twistd"])
+def test_options_after_the_application(command):
+    """``python -m twisted_asgi app --option value`` (and twistd's) takes the options
+    that follow the application, as docs/websocket.rst and uvicorn users write them.
+
+    Source: issue 16, item 17 (docs command failed with "Wrong number of arguments.")."""
+    server = start_server("tests.apps:hello", "--server-name", "after-app", command=command, app_first=True)
+    try:
+        status, headers, body = get(server)
+        assert body == b"Hello, world!"
+        assert headers[b"server"] == b"after-app"
+    finally:
+        assert server.stop() == 0
+
+
 def _listen_backlog(port: int) -> int:
     """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout

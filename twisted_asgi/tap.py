@@ -7,6 +7,7 @@ options have been parsed (so ``--loop`` and twistd's own ``--reactor`` are known
 from __future__ import annotations
 
 import atexit
+import getopt
 import importlib
 import os
 import sys
@@ -160,7 +161,24 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # Kept for --workers: each worker is started with these same options.
         self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)
+        super().parseOptions(self.options_first(self.argv))
+
+    def options_first(self, argv: list[str]) -> list[str]:
+        """``argv`` with every option moved before the application, so that
+        ``app:application --port 8000`` works as uvicorn users type it (Twisted's
+        parser stops at the first argument that is not an option). A malformed
+        command line is left as it is, for the parser to report."""
+        try:
+            opts, args = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.GetoptError:
+            return argv
+        ordered: list[str] = []
+        for opt, value in opts:
+            if opt.startswith("--"):
+                ordered.append(f"{opt}={value}" if f"{opt[2:]}=" in self.longOpt else opt)
+            else:
+                ordered += [opt, value] if f"{opt[1]}:" in self.shortOpt else [opt]
+        return [*ordered, "--", *args] if args else ordered
 
     def opt_endpoint(self, description: str) -> None:
         """A Twisted server endpoint string to listen on; repeatable
