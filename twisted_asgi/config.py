@@ -365,10 +365,14 @@ class Config:
         flag="--no-h2c-prior-knowledge",
     )
     h2c_upgrade: bool = _f(
-        True,
-        "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c' "
-        "and one HTTP2-Settings header to HTTP/2 (RFC 7540 §3.2).",
-        flag="--no-h2c-upgrade",
+        False,
+        "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c', "
+        "one HTTP2-Settings header and a Connection header listing both "
+        "(RFC 7540 §3.2) to HTTP/2. Off: RFC 9113 §3.1 deprecates it, and behind "
+        "a proxy that forwards Upgrade (nginx set up for WebSocket, HAProxy) the "
+        "101 turns the proxy into a blind tunnel whose later requests it never "
+        "sees (request smuggling past its rules); prior knowledge stays on.",
+        flag="--h2c-upgrade",
     )
     limit_concurrent_streams: int = _f(
         100,
