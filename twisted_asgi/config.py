@@ -367,11 +367,12 @@ class Config:
     h2c_upgrade: bool = _f(
         False,
         "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c', "
-        "one HTTP2-Settings header and a Connection header listing both "
-        "(RFC 7540 §3.2) to HTTP/2. Off: RFC 9113 §3.1 deprecates it, and behind "
-        "a proxy that forwards Upgrade (nginx set up for WebSocket, HAProxy) the "
-        "101 turns the proxy into a blind tunnel whose later requests it never "
-        "sees (request smuggling past its rules); prior knowledge stays on.",
+        "one HTTP2-Settings header and a Connection header naming both to HTTP/2 "
+        "(RFC 7540 §3.2); on a connection switched from a trusted proxy, streams "
+        "after the first keep its client, scheme and server. Off by default: RFC "
+        "9113 §3.1 deprecates it, and behind a proxy that forwards the offer "
+        "(HAProxy does) the 101 makes the proxy a blind tunnel for requests it "
+        "never sees, past its rules. Prior knowledge is not affected.",
         flag="--h2c-upgrade",
     )
     limit_concurrent_streams: int = _f(
