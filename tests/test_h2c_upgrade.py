@@ -62,20 +62,23 @@ def offer(
 
 class UpgradedClient(RawClient):
     """:class:`tests.h2frames.RawClient` on a socket that a ``101`` has just
-    switched to HTTP/2 (``rest``: the bytes read after the 101's head)."""
+    switched to HTTP/2 (``rest``: the bytes read after the 101's head). It
+    sends the client preface, unless ``sent`` is the :class:`Frames` that
+    already sent it with the offer."""
 
-    def __init__(self, sock: socket.socket, rest: bytes) -> None:
+    def __init__(self, sock: socket.socket, rest: bytes, sent: Frames | None = None) -> None:
         self.sock = sock
-        self.f = Frames()
+        self.f = sent or Frames()
         self.buffer = bytearray(rest)
         self.closed = False
         self.decoder = hpack.Decoder()
+        if sent is None:
+            self.send(self.f.preface())  # the client's preface comes first (RFC 7540 §3.5)
         self.frames = parse_frames(self.buffer)
         for frame in self.frames:
             if isinstance(frame, HeadersFrame):
                 frame.fields = self.decoder.decode(frame.data, raw=True)  # type: ignore[attr-defined]
         self._ack_settings(self.frames)
-        self.send(self.f.preface())
 
 
 def read_head(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, bytes]:
@@ -137,6 +140,25 @@ def test_connection_must_name_http2_settings():
             sock.sendall(offer(connection="HTTP2-Settings,Upgrade"))
             head, _rest = read_head(sock)
     assert head.startswith(b"HTTP/1.1 101 "), head
+
+
+def test_streams_sent_with_the_offer_do_not_believe_proxy_headers():
+    """With --h2c-upgrade and the peer a trusted proxy, HTTP/2 frames sent in
+    the same write as the offer (read before the 101 is even sent) are not
+    believed either: stream 3's forged X-Forwarded-* give way to what stream
+    1's said. Source: issue 15, item 1 (outside attack)."""
+    args = ("--h2c-upgrade", "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1")
+    frames = Frames()
+    first_request = offer().replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n")
+    with serving(APP, *args) as server, server.connect() as sock:
+        sock.sendall(first_request + frames.preface() + frames.request(3, "/scope", **FORGED))
+        head, rest = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        client = UpgradedClient(sock, rest, sent=frames)
+        first = json.loads(client.response(1)[1])
+        later = json.loads(client.response(3)[1])
+    assert first["client"][0] == later["client"][0] == "198.51.100.1"
+    assert later["scheme"] == "http" and later["server"] == first["server"]
 
 
 @pytest.mark.parametrize(
