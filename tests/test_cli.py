@@ -378,3 +378,23 @@ def test_startup_state_is_frozen_out_of_garbage_collection():
         assert int(get(server)[2]) > 10_000  # modules, Twisted, the app: far more than a handful
     finally:
         assert server.stop() == 0
+
+
+def test_h2c_upgrade_is_opt_in():
+    """``Upgrade: h2c`` is off unless --h2c-upgrade (documented in --help with
+    its risk); --no-h2c-upgrade, the old way to turn it off, is still accepted
+    and changes nothing; both together are a one-line usage error.
+    Source: issue 15, item 1."""
+    from twisted_asgi.tap import Options, config_from_options
+
+    options = Options()
+    assert config_from_options(options).h2c_upgrade is False
+    options["no-h2c-upgrade"] = True
+    assert config_from_options(options).h2c_upgrade is False
+    options["no-h2c-upgrade"], options["h2c-upgrade"] = False, True
+    assert config_from_options(options).h2c_upgrade is True
+    result = run_cli("-m", "twisted_asgi", "--h2c-upgrade", "--no-h2c-upgrade", "tests.apps:hello")
+    assert result.returncode != 0 and "contradict" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    help_text = " ".join(run_cli("-m", "twisted_asgi", "--help").stdout.split())
+    assert "--h2c-upgrade" in help_text and "smuggle" in help_text

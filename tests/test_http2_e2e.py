@@ -95,9 +95,10 @@ def _upgrade_request(body: bytes = b"") -> bytes:
 
 
 def test_h2c_upgrade_without_body():
-    """``Upgrade: h2c`` on a bodiless request: 101, then the request is
-    answered as stream 1 over HTTP/2 (RFC 7540 §3.2), its scope http_version "2"."""
-    with serving("tests.apps:scope_echo") as server:
+    """With --h2c-upgrade, ``Upgrade: h2c`` on a bodiless request: 101, then the
+    request is answered as stream 1 over HTTP/2 (RFC 7540 §3.2), its scope
+    http_version "2"."""
+    with serving("tests.apps:scope_echo", "--h2c-upgrade") as server:
         sock = server.connect()
         try:
             sock.sendall(_upgrade_request())
@@ -123,8 +124,8 @@ def test_h2c_upgrade_without_body():
 
 def test_h2c_upgrade_with_body_is_served_as_http11():
     """A request with a body that offers h2c is answered over HTTP/1.1 (the
-    upgrade is only taken for bodiless requests)."""
-    with serving("tests.apps:scope_echo") as server:
+    upgrade, even with --h2c-upgrade, is only taken for bodiless requests)."""
+    with serving("tests.apps:scope_echo", "--h2c-upgrade") as server:
         sock = server.connect()
         try:
             sock.sendall(_upgrade_request(b"hello"))
@@ -218,9 +219,10 @@ def test_response_trailers(certs):
 
 
 def test_curl_http2_over_tls_and_cleartext(certs):
-    """curl speaks HTTP/2 to us by ALPN, by prior knowledge and by h2c upgrade."""
+    """curl speaks HTTP/2 to us by ALPN, by prior knowledge and (with
+    --h2c-upgrade) by h2c upgrade."""
     curl = tool("curl")
-    with serving(APP, endpoint=ssl_endpoint(certs)) as tls_server, serving(APP) as plain:
+    with serving(APP, endpoint=ssl_endpoint(certs)) as tls_server, serving(APP, "--h2c-upgrade") as plain:
         base = f"http://127.0.0.1:{plain.port}"
         runs = {
             "alpn": [
@@ -287,8 +289,9 @@ def test_no_http2_offers_only_http11(certs):
 
 
 def test_cleartext_ways_can_be_switched_off():
-    """--no-h2c-upgrade serves an ``Upgrade: h2c`` request as HTTP/1.1;
-    --no-h2c-prior-knowledge answers the preface as a bad HTTP/1.1 request."""
+    """By default (and with --no-h2c-upgrade, kept for old command lines) an
+    ``Upgrade: h2c`` request is served as HTTP/1.1; --no-h2c-prior-knowledge
+    answers the preface as a bad HTTP/1.1 request."""
     with serving("tests.apps:scope_echo", "--no-h2c-upgrade") as server:
         sock = server.connect()
         try:

@@ -365,10 +365,15 @@ class Config:
         flag="--no-h2c-prior-knowledge",
     )
     h2c_upgrade: bool = _f(
-        True,
-        "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c' "
-        "and one HTTP2-Settings header to HTTP/2 (RFC 7540 §3.2).",
-        flag="--no-h2c-upgrade",
+        False,
+        "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c', "
+        "one HTTP2-Settings header and a Connection header naming both to HTTP/2 "
+        "(RFC 7540 §3.2); on a connection switched from a trusted proxy, streams "
+        "after the first keep its client, scheme and server. Off by default: RFC "
+        "9113 §3.1 deprecates it, and behind a proxy that forwards the offer "
+        "(HAProxy does) the 101 makes the proxy a blind tunnel for requests it "
+        "never sees, past its rules. Prior knowledge is not affected.",
+        flag="--h2c-upgrade",
     )
     limit_concurrent_streams: int = _f(
         100,

@@ -12,6 +12,7 @@ and received body bytes are acknowledged as the app takes them.
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.interfaces import ISSLTransport
@@ -99,13 +100,13 @@ class HTTP2Server:
         handler.data_received(data)
 
     def upgrade(self, channel: HTTPChannel, request: Request, trailing: bytes) -> None:
-        """The ``Upgrade: h2c`` handler: ``101``, then the request is stream 1."""
+        """The ``Upgrade: h2c`` handler (only with ``h2c_upgrade`` on): ``101``,
+        then the request is stream 1. The HTTP/1.1 parser passes only offers
+        with one ``HTTP2-Settings`` header that ``Connection`` names."""
         settings = [v for n, v in request.headers if n == b"http2-settings"]
         reason = None
         if channel.info is not None and channel.info.tls:
             reason = "h2c upgrade over TLS"  # RFC 7540 §3.3: TLS uses ALPN
-        elif len(settings) != 1:
-            reason = "h2c upgrade needs one HTTP2-Settings header"  # RFC 7540 §3.2.1
         else:
             try:
                 payload = decode_settings(settings[0])
@@ -129,11 +130,31 @@ class HTTP2Server:
             handler.close_transport()
             return
         handler.handle(events)
+        _pin_proxy_identity(channel, request)
         handler.flush_output()
         if channel.draining:
             handler.drain()
         if trailing:
             handler.data_received(trailing)
+
+
+def _pin_proxy_identity(channel: HTTPChannel, request: Request) -> None:
+    """After an h2c upgrade from a trusted proxy, stop believing proxy headers.
+
+    The proxy saw the HTTP/1.1 request that became stream 1 (its proxy headers
+    made that stream's scope); after the ``101`` it is a blind tunnel, so every
+    later stream's ``X-Forwarded-*``/``Forwarded`` come from the client
+    unchecked. Later streams get stream 1's client, scheme and server instead
+    (the tunnel is that client's connection to the proxy); the configured
+    ``root_path`` stays, as the proxy stripped no prefix from their paths.
+    """
+    info = channel.info
+    if info is None or info.proxy_headers is None or not info.proxy_trusted:
+        return
+    first = http_scope(request, info)  # what stream 1 was given
+    template = dict(info.http_template())
+    template.update(client=first["client"], server=first["server"], scheme=first["scheme"])
+    channel.info = replace(info, proxy_trusted=False, _http_template=template)
 
 
 class HTTP2Handler:

@@ -416,9 +416,10 @@ class H11Connection:
         request = self._events[-2]  # [..., Request, EndOfMessage]
         rest = data[offset:]
         token = request.upgrade
-        # h2c with a body is served as HTTP/1.1 (the server may ignore an
-        # Upgrade, RFC 9110 §7.8): curl --http2 offers it on every request.
-        if token in self._upgrades and not (token == b"h2c" and request.has_body):
+        # An h2c offer that is not exactly RFC 7540 §3.2's is served as HTTP/1.1
+        # (the server may ignore an Upgrade, RFC 9110 §7.8): curl --http2 offers
+        # it on every request, bodies included.
+        if token in self._upgrades and (token != b"h2c" or _h2c_offer(request)):
             if request.has_body:
                 # The refused request must not reach the shell with the error's
                 # events, which are only those of the requests before it.
@@ -595,6 +596,24 @@ class H11Connection:
         self.status = 0
         self._mode = _NONE
         self._pending_head = b""
+
+
+def _h2c_offer(request: Request) -> bool:
+    """Whether ``request`` offers h2c exactly as RFC 7540 §3.2 and §3.2.1 say:
+    no body, exactly one ``HTTP2-Settings`` header, and ``Connection`` listing
+    both ``Upgrade`` and ``HTTP2-Settings`` (a proxy that forwards the offer
+    without naming HTTP2-Settings as hop-by-hop, as nginx set up for WebSocket
+    does, is not switched)."""
+    if request.has_body:
+        return False
+    settings = 0
+    tokens: set[bytes] = set()
+    for name, value in request.headers:
+        if name == b"http2-settings":
+            settings += 1
+        elif name == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return settings == 1 and b"upgrade" in tokens and b"http2-settings" in tokens
 
 
 def _split_target(target: bytes, method: bytes) -> tuple[bytes, bytes]:

@@ -78,7 +78,14 @@ class Options(usage.Options):
             None,
             "On cleartext listeners, do not take connections that open with the HTTP/2 preface.",
         ],
-        ["no-h2c-upgrade", None, "On cleartext listeners, ignore 'Upgrade: h2c'."],
+        [
+            "h2c-upgrade",
+            None,
+            "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c' to HTTP/2. Off by "
+            "default: behind a proxy that forwards Upgrade it lets clients smuggle requests past the "
+            "proxy's rules (see the HTTP/2 page of the documentation).",
+        ],
+        ["no-h2c-upgrade", None, "The default (ignore 'Upgrade: h2c'); kept so older command lines still work."],
         [
             "proxy-headers",
             None,
@@ -203,6 +210,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["loop"] not in ("auto", "asyncio", "uvloop"):
             raise usage.UsageError(f"--loop must be auto, asyncio or uvloop, not {self['loop']!r}")
+        if self["h2c-upgrade"] and self["no-h2c-upgrade"]:
+            raise usage.UsageError("--h2c-upgrade and --no-h2c-upgrade contradict each other")
         if self["lifespan"] not in ("auto", "on", "off"):
             raise usage.UsageError(f"--lifespan must be auto, on or off, not {self['lifespan']!r}")
         from .reactor import ReactorError, install_asyncio_reactor
@@ -224,7 +233,7 @@ def config_from_options(options: Options) -> Config:
         "ws_compression": not options["no-ws-compression"],
         "http2": not options["no-http2"],
         "h2c_prior_knowledge": not options["no-h2c-prior-knowledge"],
-        "h2c_upgrade": not options["no-h2c-upgrade"],
+        "h2c_upgrade": bool(options["h2c-upgrade"]),
         "ws_allowed_origins": tuple(options.get("ws-allowed-origins") or ()),
         "proxy_headers": bool(options["proxy-headers"]),
         "proxy_headers_style": options["proxy-headers-style"],
