@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 import json
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 _ICON = (
     "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'>"
