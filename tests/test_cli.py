@@ -345,6 +345,38 @@ def test_options_after_the_application(command):
         assert server.stop() == 0
 
 
+@pytest.mark.parametrize("extra", [(), ("--workers", "2")], ids=["single", "workers"])
+def test_daemon_that_cannot_listen_exits_non_zero_with_one_line(extra, tmp_path):
+    """twistd in daemon mode on a port in use exits non-zero at once, with one line
+    on stderr naming the listener and the reason, and leaves no daemon behind.
+
+    Source: issue 16, item 3 (operator test: the daemon's parent exited 0 and
+    "Address already in use" was only in the log file)."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [TWISTD, "--pidfile", str(tmp_path / "d.pid"), "--logfile", str(tmp_path / "d.log")]
+            + ["asgi", "-p", str(port), *extra, "tests.apps:hello"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        busy.close()
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in lines[0] or f"port={port}" in lines[0], lines[0]
+    assert "in use" in lines[0], lines[0]
+    assert not (tmp_path / "d.pid").exists()
+
+
 def _listen_backlog(port: int) -> int:
     """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout

@@ -282,6 +282,8 @@ class ASGIService(Service):
         self._stopping = False
         #: Listeners whose TLS certificates SIGHUP reloads.
         self.tls_listeners: list[Any] = []
+        #: Sockets bound ahead of start-up by :meth:`bind_now`, by endpoint string.
+        self.bound: dict[str, Any] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -313,12 +315,19 @@ class ASGIService(Service):
         if self._stopping:
             return
         for description in self.endpoint_descriptions:
+            early = self.bound.pop(description, None)
             try:
-                endpoint = endpoint_from_string(self.reactor, description, self.config)
+                target = early.worker_description if early is not None else description
+                endpoint = endpoint_from_string(self.reactor, target, self.config)
                 port = await endpoint.listen(self.factory)
             except Exception as exc:
                 self._fatal(f"Cannot listen on {description}: {exc}")
                 return
+            finally:
+                if early is not None:
+                    # Twisted's adopting endpoint closes the descriptor it was given
+                    # (the port keeps a copy): the socket object must not close it again.
+                    early.sock.detach()
             self.ports.append(port)
             if hasattr(endpoint, "reload"):
                 self.tls_listeners.append(endpoint)
@@ -333,6 +342,30 @@ class ASGIService(Service):
         # many short-lived objects: about 6% of its CPU per request).
         gc.freeze()
         self.ready.callback(self.ports)
+
+    def bind_now(self) -> None:
+        """Bind and listen on every listener now, before twistd detaches, so that a
+        port in use fails the command itself; connections queue in the kernel until
+        start-up (lifespan) is done. Kinds that are not bound here (``fd:``,
+        ``systemd:``, already listening) are listened on at start-up as before.
+
+        :raises OSError: an address cannot be bound (nothing stays bound then).
+        """
+        from .workers import bind_listener
+
+        try:
+            for description in self.endpoint_descriptions:
+                try:
+                    listener = bind_listener(description, self.config.limit_listen_backlog)
+                except ValueError:
+                    continue  # a kind bound at start-up only
+                if listener.sock is not None:
+                    self.bound[description] = listener
+        except OSError as exc:
+            for listener in self.bound.values():
+                listener.sock.close()
+            self.bound.clear()
+            raise OSError(exc.errno, f"cannot listen on {description}: {exc.strerror or exc}") from None
 
     def reload(self) -> None:
         """SIGHUP in a single process: reload the TLS listeners' certificates and

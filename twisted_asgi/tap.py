@@ -365,6 +365,14 @@ def build_service(options: Options, reactor: Any = None) -> Any:
 def makeService(options: Options) -> Any:
     """twistd's entry point: the service that serves the app."""
     service = build_service(options)
+    parent = getattr(options, "parent", None)
+    if parent is not None and not parent.get("nodaemon", True):
+        # twistd detaches next and its parent exits 0 once the service object
+        # exists: bind now, so a port in use fails the command, on its stderr.
+        try:
+            service.bind_now()
+        except OSError as exc:
+            raise SystemExit(f"twistd asgi: {exc.strerror}") from None
     atexit.register(_exit_with_code, service)
     return service
 

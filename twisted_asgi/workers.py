@@ -226,13 +226,35 @@ class Supervisor(Service):
         super().startService()
         self.reactor.callWhenRunning(self._begin)
 
-    def _begin(self) -> None:
+    def bind_now(self) -> None:
+        """Bind every listener now (before twistd detaches), so that a port in use
+        fails the command itself.
+
+        :raises OSError: an address cannot be bound; ValueError is left to start-up.
+        """
         try:
             for description in self.endpoint_descriptions:
                 self.listeners.append(bind_listener(description, self.config.limit_listen_backlog))
-        except (OSError, ValueError) as exc:
-            self._fatal(f"Cannot listen on {description}: {exc}")
-            return
+        except ValueError:
+            self._close_listeners()
+        except OSError as exc:
+            self._close_listeners()
+            raise OSError(exc.errno, f"cannot listen on {description}: {exc.strerror or exc}") from None
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            if listener.sock is not None:
+                listener.sock.close()
+        self.listeners = []
+
+    def _begin(self) -> None:
+        if not self.listeners:
+            try:
+                for description in self.endpoint_descriptions:
+                    self.listeners.append(bind_listener(description, self.config.limit_listen_backlog))
+            except (OSError, ValueError) as exc:
+                self._fatal(f"Cannot listen on {description}: {exc}")
+                return
         for listener in self.listeners:
             log.info("Listening on {endpoint} ({address})", endpoint=listener.description, address=listener.address())
         _on_signal(signal.SIGHUP, lambda: self.reactor.callFromThread(self.rolling_restart))
