@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from twisted_asgi.config import Config, ConfigError
 from twisted_asgi.proxy import (
+    BELIEVABLE,
     ProxyHeader,
     ProxyHeaders,
     ProxyProtocolError,
@@ -80,9 +81,10 @@ def scope(headers, kind="http", client=("10.0.0.2", 5555), root_path=""):
     }
 
 
-def applied(headers, trusted=True, style="x-forwarded", allow="10.0.0.0/8", **kw):
+def applied(headers, trusted=True, style="x-forwarded", allow="10.0.0.0/8", believe=BELIEVABLE, **kw):
+    """``headers`` applied to a scope; everything believable is believed unless ``believe`` says otherwise."""
     s = scope(headers, **kw)
-    ProxyHeaders(TrustList(allow), style, "x-forwarded-prefix").apply(s, trusted)
+    ProxyHeaders(TrustList(allow), style, "x-forwarded-prefix", believe).apply(s, trusted)
     return s
 
 
@@ -241,7 +243,7 @@ def test_root_path_header_rejects_bad_values():
 def test_custom_root_path_header():
     """The prefix header's name is configurable (e.g. X-Script-Name)."""
     s = scope([("x-script-name", "/app")])
-    ProxyHeaders(TrustList("10.0.0.0/8"), "x-forwarded", "X-Script-Name").apply(s, True)
+    ProxyHeaders(TrustList("10.0.0.0/8"), "x-forwarded", "X-Script-Name", "prefix").apply(s, True)
     assert s["root_path"] == "/app"
 
 
