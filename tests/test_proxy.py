@@ -347,6 +347,26 @@ def test_prefix_must_be_a_normalised_absolute_path(value):
     assert all(0x20 <= ord(c) < 0x7F for c in reports[0])  # escaped, one line
 
 
+def test_one_log_line_per_request():
+    """A request with a bad X-Forwarded-For, host and prefix gives one report naming all three, escaped.
+
+    Source: issue 15, item 5 (outside attack)."""
+    reports = []
+    headers = [
+        ("x-forwarded-for", "fe80::1%\x1b"),
+        ("x-forwarded-host", "a b"),
+        ("x-forwarded-prefix", "//evil.example"),
+    ]
+    ProxyHeaders(TrustList("10.0.0.0/8"), "x-forwarded", "x-forwarded-prefix", BELIEVABLE, reports.append).apply(
+        scope(headers), True
+    )
+    assert len(reports) == 1
+    assert all(what in reports[0] for what in ("X-Forwarded-For", "forwarded host", "URL prefix"))
+    assert "\\x1b" in reports[0] and "\x1b" not in reports[0]
+    ProxyHeaders(TrustList("10.0.0.0/8"), report=reports.append).apply(scope(FORGED), True)
+    assert len(reports) == 1  # nothing wrong, nothing reported
+
+
 def test_prefix_good_values():
     """Ordinary prefixes pass, decoded, without their trailing slash; '/' is the empty prefix."""
     assert normalised_prefix(["/app"]) == "/app"

@@ -219,7 +219,7 @@ class ProxyHeaders:
     because it does not parse.
     """
 
-    __slots__ = ("trust", "style", "prefix_header", "believe", "report", "_lookalikes")
+    __slots__ = ("trust", "style", "prefix_header", "believe", "report", "_lookalikes", "_ignored_now")
 
     def __init__(
         self,
@@ -235,10 +235,13 @@ class ProxyHeaders:
         self.trust = trust
         self.style = style
         self.report = report
-        self.prefix_header = prefix_header.strip().lower().encode("latin-1") if "prefix" in self.believe else b""
+        configured = prefix_header.strip().lower().encode("latin-1")
+        self.prefix_header = configured if "prefix" in self.believe else b""
+        #: What :meth:`apply` ignored in the request at hand (reported as one line).
+        self._ignored_now: list[str] = []
         honoured = {_XFF, _XFP, _XFH, _XFPORT, _FORWARDED, b"x-real-ip", b"x-script-name", b"x-forwarded-prefix"}
-        if self.prefix_header:
-            honoured.add(self.prefix_header)
+        if configured:
+            honoured.add(configured)
         #: Names that turn into a honoured header when '_' is read as '-'.
         self._lookalikes = frozenset(n.replace(b"-", b"_") for n in honoured)
 
@@ -264,6 +267,8 @@ class ProxyHeaders:
                 values.setdefault(name, []).append(value)
         if not values:
             return
+        ignored = self._ignored_now
+        ignored.clear()
         hop = self._forwarded_hop(values) if self.style == "forwarded" else self._x_forwarded_hop(values)
         if hop is not None:
             self._apply_hop(scope, hop)
@@ -278,6 +283,9 @@ class ProxyHeaders:
                     path = path[len(old_root) :]
                 scope["root_path"] = prefix
                 scope["path"] = prefix + path
+        if ignored and self.report is not None:
+            # One line per request, whatever it got wrong.
+            self.report(f"Ignored from a trusted proxy, not valid: {'; '.join(ignored)}")
 
     # -- the two header families ------------------------------------------------
 
@@ -377,10 +385,9 @@ class ProxyHeaders:
             scope["server"] = (scope["server"][0], forced_port)
 
     def _ignored(self, what: str, raw: bytes) -> None:
-        report = self.report
-        if report is not None:
-            shown = ascii(raw.decode("latin-1")[:80])  # escaped: no control byte reaches the log
-            report(f"Ignored {what} {shown} from a trusted proxy: not a valid value")
+        if self.report is not None:
+            # !a (ascii()): escaped, so no control byte of the client's reaches the log.
+            self._ignored_now.append(f"{what} {raw.decode('latin-1')[:80]!a}")
 
 
 _WANTED = frozenset({_XFF, _XFP, _XFH, _XFPORT, _FORWARDED})
