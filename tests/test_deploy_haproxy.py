@@ -30,19 +30,27 @@ SERVER_LINE = "send-proxy-v2 proto h2 check inter 2s"
 
 
 @contextlib.contextmanager
-def behind_haproxy(tmp: Path, endpoint: str, server_options: str | None = None) -> Iterator[tuple[object, int]]:
-    """The server on ``endpoint`` behind HAProxy; ``server_options`` replaces
-    the guide's options on the ``server`` line. Yields (server, haproxy port)."""
-    with serving(APP, "--proxy-protocol-allow-ips", BALANCER, endpoint=endpoint) as server:
+def behind_haproxy(
+    tmp: Path,
+    endpoint: str,
+    server_options: str | None = None,
+    args: tuple[str, ...] = (),
+    substitutions: tuple[tuple[str, str], ...] = (),
+) -> Iterator[tuple[object, int]]:
+    """The server on ``endpoint`` (with ``args``) behind HAProxy; ``server_options``
+    replaces the guide's options on the ``server`` line, ``substitutions`` (regex,
+    replacement) change the rest. Yields (server, haproxy port)."""
+    with serving(APP, "--proxy-protocol-allow-ips", BALANCER, *args, endpoint=endpoint) as server:
         port = free_port()
-        substitutions = [
+        substitutions = (
             (r"bind :80", f"bind {BALANCER}:{port}"),
             (r"server app1 127\.0\.0\.1:8000", f"server app1 127.0.0.1:{server.port}"),
             (r"(?m)^global\n", f"global\n    stats socket {tmp}/haproxy.sock level admin\n"),
-        ]
+            *substitutions,
+        )
         if server_options is not None:
-            substitutions.append((SERVER_LINE.replace(" ", r"\s+"), server_options))
-        haproxy = start_haproxy(tmp, substitutions, [port])
+            substitutions += ((SERVER_LINE.replace(" ", r"\s+"), server_options),)
+        haproxy = start_haproxy(tmp, list(substitutions), [port])
         try:
             yield server, port
         finally:
@@ -196,3 +204,74 @@ def test_draining_server_fails_health_checks_while_finishing_requests(tmp_path):
                 (hold / "release").write_text("")
             assert held.result(timeout=30)[0] == 200
         assert server.wait(30) == 0
+
+
+# -- a client's own proxy headers (issue 15, item 5) ------------------------------------------
+
+FORGED = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "evil.example:8443",
+    "X-Forwarded-Port": "8443",
+    "X-Forwarded-Prefix": "//evil.example",
+    "Forwarded": "for=203.0.113.9;proto=https;host=evil.example",
+}
+ALL_BELIEVED = (
+    "--proxy-headers",
+    "--forwarded-allow-ips",
+    BALANCER,
+    "--proxy-headers-trust",
+    "for,proto,host,port,prefix",
+)
+
+
+def _untouched(scope: dict, port: int, server: list) -> None:
+    """The scope of a request sent by :func:`http_get` from CLIENT to HAProxy on ``port`` with FORGED,
+    as it must be when no forged value had any effect."""
+    assert scope["client"][0] == CLIENT
+    assert scope["server"] == server
+    assert scope["root_path"] == "" and scope["path"] == "/scope"
+    headers = dict(scope["headers"])
+    assert headers["host"] == f"{BALANCER}:{port}"
+
+
+def test_client_proxy_headers_through_the_guides_haproxy_change_nothing(tmp_path):
+    """Through the guide's HAProxy (PROXY v2, h2c), a client's own X-Forwarded-*/Forwarded headers are
+    dropped by HAProxy and change nothing, even with every proxy header trusted.
+
+    Source: issue 15, item 5 (outside attack)."""
+    endpoint = "haproxy:tcp:port=0:interface=127.0.0.1"
+    with behind_haproxy(tmp_path, endpoint, args=ALL_BELIEVED) as (_server, port):
+        scope = get_json(BALANCER, port, "/scope", headers=FORGED, source=CLIENT)
+        _untouched(scope, port, [BALANCER, port])
+        assert scope["scheme"] == "http" and scope["http_version"] == "2"
+        assert not [n for n, _ in scope["headers"] if "forwarded" in n]
+        assert "evil.example" not in json.dumps(scope)
+
+
+# The attack's configuration: HTTP/1.1 to the server, no PROXY header, only
+# "option forwardfor" (HAProxy appends the client to X-Forwarded-For and
+# passes every other header of the client's on).
+FORWARDFOR_ONLY = (
+    (r"(?m)^    http-request del-header .*\n", ""),
+    (r"(?m)^backend twisted_asgi\n", "backend twisted_asgi\n    option forwardfor\n"),
+)
+
+
+@pytest.mark.parametrize("trust", [(), ("--proxy-headers-trust", "for")])
+def test_client_proxy_headers_through_haproxy_with_only_forwardfor(tmp_path, trust):
+    """Behind HAProxy with only "option forwardfor", a client's own X-Forwarded-Host, -Port, -Prefix and -For
+    change nothing with the default trust set; with "for" alone, -Proto does not set the scheme either.
+
+    Source: issue 15, item 5 (outside attack: the attack's HAProxy configuration)."""
+    endpoint = "tcp:port=0:interface=127.0.0.1"
+    args = ("--proxy-headers", "--forwarded-allow-ips", BALANCER, *trust)
+    with behind_haproxy(tmp_path, endpoint, "", args, FORWARDFOR_ONLY) as (server, port):
+        scope = get_json(BALANCER, port, "/scope", headers=FORGED, source=CLIENT)
+        _untouched(scope, port, [BALANCER, server.port])
+        # HAProxy appended the client it saw; the forged hop to its left is not believed.
+        assert [v for n, v in scope["headers"] if n == "x-forwarded-for"] == ["203.0.113.9", CLIENT]
+        if trust:
+            assert scope["scheme"] == "http"
+        # With the default set (for, proto) the client's X-Forwarded-Proto gets through this
+        # HAProxy: the deployment guide says to overwrite it or to trust "for" alone.

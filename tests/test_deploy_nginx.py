@@ -30,7 +30,9 @@ def stack(tmp_path_factory):
     """The server behind nginx: yields (server, nginx http port, nginx https port, certs)."""
     tmp = tmp_path_factory.mktemp("nginx")
     certs = make_certs(tmp)
-    with serving(APP, "--proxy-headers", "--forwarded-allow-ips", NGINX) as server:
+    # As the deployment guide runs it behind this nginx.conf: every header nginx sets is believed.
+    trust = ("--proxy-headers-trust", "for,proto,host,port,prefix")
+    with serving(APP, "--proxy-headers", "--forwarded-allow-ips", NGINX, *trust) as server:
         http_port, https_port = free_port(), free_port()
         nginx = start_nginx(
             tmp,
@@ -77,6 +79,36 @@ def test_client_claims_through_nginx_change_nothing(stack):
     assert scope["server"] == [NGINX, http_port]
     # nginx appended the client it saw; the forged hop to its left is not believed.
     assert dict(scope["headers"])["x-forwarded-for"] == f"203.0.113.9, {CLIENT}"
+
+
+@pytest.mark.parametrize("location", ["/scope", "/app/scope"])
+def test_client_proxy_headers_through_the_guides_nginx_change_nothing(stack, location):
+    """With every proxy header trusted, a client's own X-Forwarded-Host, -Port, -Prefix, -Proto, -For and
+    Forwarded reach the app without effect through the guide's nginx.conf, in both of its locations:
+    nginx overwrites or drops each one.
+
+    Source: issue 15, item 5 (outside attack)."""
+    _server, http_port, _https, _certs = stack
+    forged = {
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "evil.example:8443",
+        "X-Forwarded-Port": "8443",
+        "X-Forwarded-Prefix": "//evil.example",
+        "Forwarded": "for=203.0.113.9;proto=https;host=evil.example",
+    }
+    scope = get_json(NGINX, http_port, location, headers=forged, source=CLIENT)
+    assert scope["client"][0] == CLIENT
+    assert scope["scheme"] == "http"
+    assert scope["server"] == [NGINX, http_port]
+    headers = dict(scope["headers"])
+    assert headers["host"] == f"{NGINX}:{http_port}"
+    assert headers["x-forwarded-host"] == NGINX and headers["x-forwarded-port"] == str(http_port)
+    assert "forwarded" not in headers
+    expected_root = "/app" if location.startswith("/app/") else ""
+    assert scope["root_path"] == expected_root and scope["path"] == expected_root + "/scope"
+    assert headers.get("x-forwarded-prefix", "") == expected_root
+    assert "evil.example" not in json.dumps(scope)
 
 
 def test_stripped_prefix_becomes_root_path(stack):

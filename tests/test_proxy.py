@@ -13,11 +13,15 @@ from hypothesis import strategies as st
 
 from twisted_asgi.config import Config, ConfigError
 from twisted_asgi.proxy import (
+    BELIEVABLE,
+    DEFAULT_BELIEVED,
     ProxyHeader,
     ProxyHeaders,
     ProxyProtocolError,
     ProxyProtocolParser,
     TrustList,
+    client_ip,
+    normalised_prefix,
     parse_forwarded,
 )
 
@@ -80,9 +84,10 @@ def scope(headers, kind="http", client=("10.0.0.2", 5555), root_path=""):
     }
 
 
-def applied(headers, trusted=True, style="x-forwarded", allow="10.0.0.0/8", **kw):
+def applied(headers, trusted=True, style="x-forwarded", allow="10.0.0.0/8", believe=BELIEVABLE, **kw):
+    """``headers`` applied to a scope; everything believable is believed unless ``believe`` says otherwise."""
     s = scope(headers, **kw)
-    ProxyHeaders(TrustList(allow), style, "x-forwarded-prefix").apply(s, trusted)
+    ProxyHeaders(TrustList(allow), style, "x-forwarded-prefix", believe).apply(s, trusted)
     return s
 
 
@@ -241,8 +246,203 @@ def test_root_path_header_rejects_bad_values():
 def test_custom_root_path_header():
     """The prefix header's name is configurable (e.g. X-Script-Name)."""
     s = scope([("x-script-name", "/app")])
-    ProxyHeaders(TrustList("10.0.0.0/8"), "x-forwarded", "X-Script-Name").apply(s, True)
+    ProxyHeaders(TrustList("10.0.0.0/8"), "x-forwarded", "X-Script-Name", "prefix").apply(s, True)
     assert s["root_path"] == "/app"
+
+
+# -- what is believed (issue 15, item 5) -----------------------------------------------------
+
+FORGED = [
+    ("host", "real"),
+    ("x-forwarded-for", "203.0.113.9"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-host", "evil.example:8443"),
+    ("x-forwarded-port", "8443"),
+    ("x-forwarded-prefix", "/evil"),
+]
+
+
+def test_default_believes_for_and_proto_only():
+    """By default a trusted peer sets client and scheme; X-Forwarded-Host, -Port and -Prefix change nothing.
+
+    Source: issue 15, item 5 (outside attack)."""
+    s = applied(FORGED, believe=DEFAULT_BELIEVED)
+    assert s["client"] == ("203.0.113.9", 0) and s["scheme"] == "https"
+    assert s["server"] == ("10.0.0.9", 8000)
+    assert s["root_path"] == "" and s["path"] == "/x"
+    assert (b"host", b"real") in s["headers"]
+    assert Config().proxy_headers_trust == DEFAULT_BELIEVED == ("for", "proto")
+
+
+def test_only_named_headers_are_believed():
+    """Each name in the trust set unlocks its own header only, in both header families.
+
+    Source: issue 15, item 5 (outside attack)."""
+    s = applied(FORGED, believe=("host",))
+    assert s["server"] == ("evil.example", 8443) and s["client"] == ("10.0.0.2", 5555)
+    assert s["scheme"] == "http" and s["root_path"] == ""
+    s = applied(FORGED, believe=("port",))
+    assert s["server"] == ("10.0.0.9", 8443) and (b"host", b"real") in s["headers"]
+    s = applied(FORGED, believe=("prefix",))
+    assert s["root_path"] == "/evil" and s["server"] == ("10.0.0.9", 8000) and s["scheme"] == "http"
+    forwarded = [("forwarded", 'for=203.0.113.9;proto=https;host="evil.example"')]
+    s = applied(forwarded, style="forwarded", believe=DEFAULT_BELIEVED)
+    assert s["client"] == ("203.0.113.9", 0) and s["scheme"] == "https" and s["server"] == ("10.0.0.9", 8000)
+    s = applied(forwarded, style="forwarded", believe=("host",))
+    assert s["client"] == ("10.0.0.2", 5555) and s["scheme"] == "http" and s["server"] == ("evil.example", 80)
+    assert applied(FORGED, believe=())["client"] == ("10.0.0.2", 5555)
+
+
+def test_trust_set_validation():
+    """The trust set takes a comma list or a tuple of known names; anything else is a ConfigError."""
+    assert Config(proxy_headers_trust=("for", "host", "prefix")).proxy_headers_trust == ("for", "host", "prefix")
+    with pytest.raises(ConfigError, match=r"proxy_headers_trust.*'scheme'"):
+        Config(proxy_headers_trust=("for", "scheme"))
+    with pytest.raises(ConfigError, match="proxy_headers_trust"):
+        Config(proxy_headers_trust="for,proto")  # type: ignore[arg-type]
+    assert ProxyHeaders(TrustList("unix"), believe="For, prefix").believe == {"for", "prefix"}
+
+
+PREFIX_ATTACKS = [
+    "//evil.example",
+    "//evil.example/",
+    "/\\evil.com",
+    "/\\/evil.com",
+    "/%2Fevil.example",
+    "/%2f%2fevil.example",
+    "/%5Cevil.com",
+    "/app//x",
+    "/app/./x",
+    "/app/../x",
+    "/%2e%2e/x",
+    "/app%00",
+    "/app%0d%0aSet-Cookie:x",
+    "/app\x1b[31m",
+    "/app%1b",
+    "/%252F%252Fevil.example",
+    "/a b",
+    "/a%20b",
+    "/a?b",
+    "/a#b",
+    "/caf%C3%A9",
+    "/caf%E9",
+    "app",
+    "",
+    "http://evil.example/",
+    "///",
+]
+
+
+@pytest.mark.parametrize("value", PREFIX_ATTACKS)
+def test_prefix_must_be_a_normalised_absolute_path(value):
+    """A prefix with '//', a backslash, dot segments, control bytes or any of them percent-encoded is ignored.
+
+    Source: issue 15, item 5 (outside attack)."""
+    assert normalised_prefix([value]) is None
+    reports = []
+    s = scope([("x-forwarded-prefix", value)])
+    ProxyHeaders(TrustList("10.0.0.0/8"), "x-forwarded", "x-forwarded-prefix", "prefix", reports.append).apply(s, True)
+    assert s["root_path"] == "" and s["path"] == "/x"
+    assert len(reports) == 1 and "URL prefix" in reports[0]
+    assert all(0x20 <= ord(c) < 0x7F for c in reports[0])  # escaped, one line
+
+
+def test_one_log_line_per_request():
+    """A request with a bad X-Forwarded-For, host and prefix gives one report naming all three, escaped.
+
+    Source: issue 15, item 5 (outside attack)."""
+    reports = []
+    headers = [
+        ("x-forwarded-for", "fe80::1%\x1b"),
+        ("x-forwarded-host", "a b"),
+        ("x-forwarded-prefix", "//evil.example"),
+    ]
+    ProxyHeaders(TrustList("10.0.0.0/8"), "x-forwarded", "x-forwarded-prefix", BELIEVABLE, reports.append).apply(
+        scope(headers), True
+    )
+    assert len(reports) == 1
+    assert all(what in reports[0] for what in ("X-Forwarded-For", "forwarded host", "URL prefix"))
+    assert "\\x1b" in reports[0] and "\x1b" not in reports[0]
+    ProxyHeaders(TrustList("10.0.0.0/8"), report=reports.append).apply(scope(FORGED), True)
+    assert len(reports) == 1  # nothing wrong, nothing reported
+
+
+def test_prefix_good_values():
+    """Ordinary prefixes pass, decoded, without their trailing slash; '/' is the empty prefix."""
+    assert normalised_prefix(["/app"]) == "/app"
+    assert normalised_prefix(["/app/"]) == "/app"
+    assert normalised_prefix(["/a/b-c_d.e~f"]) == "/a/b-c_d.e~f"
+    assert normalised_prefix(["/%61pp"]) == "/app"
+    assert normalised_prefix(["/"]) == ""
+    assert normalised_prefix(["/evil", "/app"]) == "/app"  # the last member: the nearest proxy's
+    assert normalised_prefix([]) is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from("/\\%.?# 2e5cFfaA\x00\x1b\n\xe9"), max_size=24))
+def test_any_accepted_prefix_is_normalised(value):
+    """Whatever the header says, a prefix that is taken is a normalised absolute path (or empty).
+
+    Source: issue 15, item 5 (outside attack)."""
+    prefix = normalised_prefix([value])
+    if prefix is None or prefix == "":
+        return
+    assert prefix.startswith("/") and not prefix.endswith("/")
+    segments = prefix[1:].split("/")
+    assert all(seg not in ("", ".", "..") for seg in segments)
+    assert all(0x21 <= ord(c) <= 0x7E and c not in "\\%?#" for c in prefix)
+    assert "//" not in prefix
+
+
+# -- addresses (issue 15, item 8) -------------------------------------------------------------
+
+
+def test_client_ip_refuses_scope_ids():
+    """An IPv6 scope id makes a claimed address no address; plain IPv4 and IPv6 pass.
+
+    Source: issue 15, item 8 (outside attack)."""
+    assert client_ip("fe80::1%eth0") is None
+    assert client_ip('fe80::1%\x1b"x\ny') is None
+    assert client_ip("fe80::1") is not None and client_ip("192.0.2.1") is not None
+    assert client_ip("1.2.3.4 ") is None and client_ip("01.2.3.4") is None
+
+
+@pytest.mark.parametrize(
+    "headers,style",
+    [
+        ([("x-forwarded-for", 'fe80::1%evil"x')], "x-forwarded"),
+        ([("x-forwarded-for", "[fe80::1%eth0]:80")], "x-forwarded"),
+        ([("x-forwarded-for", "fe80::1%\x1b[2J")], "x-forwarded"),
+        ([("forwarded", 'for="[fe80::1%25eth0]:80"')], "forwarded"),
+        ([("forwarded", 'for="[fe80::1%\\"x]"')], "forwarded"),
+    ],
+)
+def test_addresses_with_scope_ids_are_ignored(headers, style):
+    """X-Forwarded-For or for= with an IPv6 scope id from a trusted peer is ignored: the peer stays the client.
+
+    Source: issue 15, item 8 (outside attack)."""
+    reports = []
+    s = scope(headers)
+    ProxyHeaders(TrustList("10.0.0.0/8"), style, "", DEFAULT_BELIEVED, reports.append).apply(s, True)
+    assert s["client"] == ("10.0.0.2", 5555)
+    assert all(0x20 <= ord(c) < 0x7F for r in reports for c in r)
+
+
+# -- unix peers (issue 15, item 9) -----------------------------------------------------------------
+
+
+def test_unix_means_a_unix_listener():
+    """'unix' trusts an addressless peer only on a unix-socket listener, not one a PROXY header made addressless.
+
+    Source: issue 15, item 9 (outside attack)."""
+    trust = TrustList("127.0.0.1,unix")
+    assert trust.trusts_peer(None, unix_listener=True)
+    assert not trust.trusts_peer(None, unix_listener=False)
+    assert trust.trusts_peer(("127.0.0.1", 5), unix_listener=False)
+    assert trust.trusts_peer(("127.0.0.1", 5), unix_listener=True)
+    assert not trust.trusts_peer(("192.0.2.1", 5), unix_listener=True)
+    assert not TrustList("127.0.0.1").trusts_peer(None, unix_listener=True)
+    assert TrustList("*").trusts_peer(None, unix_listener=False)
 
 
 # -- PROXY protocol ------------------------------------------------------------------------
@@ -344,6 +544,14 @@ BAD = [
     v2(family=0x41, addresses=b"\x00" * 12),  # unknown family
     v2(family=0x11, addresses=b"\x00" * 11),  # address block too short
     b"\r\n\r\n\x00\r\nQUIX\n\x21\x11\x00\x0c",
+    # Issue 15, item 8: an IPv6 scope id (any text but '%', to ipaddress) or a
+    # control byte anywhere in the line.
+    b'PROXY TCP6 fe80::1%\x1b"x fe80::2 1 2\r\n',
+    b"PROXY TCP6 fe80::1%eth0 fe80::2 1 2\r\n",
+    b"PROXY TCP6 fe80::1%a\nb ::1 1 2\r\n",
+    b"PROXY TCP6 ::1 fe80::2%x 1 2\r\n",
+    b"PROXY TCP4 192.0.2.1 192.0.2.2 1 443\x1b\r\n",
+    b"PROXY UNKNOWN \x1b[2J\r\n",
 ]
 
 

@@ -190,3 +190,23 @@ def test_endpoint_strings(tmp_path):
     with pytest.raises(ValueError, match="clientCert must be"):
         endpoint_from_string(reactor, f"ssl:0:privateKey={certs['key']}:caCerts={certs['ca']}:clientCert=maybe")
     assert split_description(r"unix:/a\:b:mode=600") == ("unix", ["/a:b"], {"mode": "600"})
+
+
+def test_unix_claim_is_trusted_only_on_a_unix_listener(loop):
+    """A PROXY v2 unix-family header makes a client without address; X-Forwarded-For is then believed
+    on a unix-socket listener with 'unix' trusted, never on a TCP one.
+
+    Source: issue 15, item 9 (outside attack)."""
+    from tests.test_proxy import v2
+
+    header = v2(family=0x31, addresses=b"/run/haproxy.sock".ljust(108, b"\x00") + b"\x00" * 108)
+    request = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+    trust = {"proxy_headers": True, "forwarded_allow_ips": ("127.0.0.1", "unix")}
+    proto, transport, _clock, _factory = proxied(loop, **trust)
+    proto.dataReceived(header + request)
+    settle(loop)
+    assert body(transport) == {"client": None, "server": ["10.0.0.9", 8000], "scheme": "http"}
+    proto, transport, _clock, _factory = proxied(loop, peer=None, allow="unix", **trust)
+    proto.dataReceived(header + request)
+    settle(loop)
+    assert body(transport)["client"] == ["203.0.113.7", 0]

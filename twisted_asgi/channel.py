@@ -23,7 +23,7 @@ from zope.interface import implementer
 from .cycle import HTTPCycle
 from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
 from .http11 import H11Connection, error_response
-from .proxy import proxy_headers
+from .proxy import proxy_headers_for
 from .runner import HTTPTask
 from .scope import ConnectionInfo, http_scope
 
@@ -82,10 +82,15 @@ def connection_info(transport: Any, root_path: str, config: Any = None) -> Conne
 
         info.extensions["tls"] = tls_extension(transport)
     if config is not None and config.proxy_headers:
-        resolver = proxy_headers(config.forwarded_allow_ips, config.proxy_headers_style, config.root_path_header)
+        resolver = proxy_headers_for(config, _proxy_report)
         info.proxy_headers = resolver
-        info.proxy_trusted = resolver.trust.trusts(info.client[0] if info.client else None)
+        # "unix" trusts a unix-socket listener, not a PROXY header claiming a unix client.
+        info.proxy_trusted = resolver.trust.trusts_peer(info.client, isinstance(host, UNIXAddress))
     return info
+
+
+def _proxy_report(message: str) -> None:
+    log.info("{message}", message=message)
 
 
 _TCP_BUFFER_FIELDS = ("_tempDataLen", "dataBuffer", "offset", "_writeDisconnected", "socket")

@@ -301,6 +301,16 @@ class Config:
         "empty to read none.",
         flag="--root-path-header",
     )
+    proxy_headers_trust: tuple[str, ...] = _f(
+        ("for", "proto"),
+        "What a trusted proxy's headers may set: 'for' (the client), 'proto' "
+        "(the scheme), 'host' (X-Forwarded-Host, host=), 'port' (X-Forwarded-Port) "
+        "and 'prefix' (root_path_header). uvicorn's default, for and proto: "
+        "common proxy configurations pass a client's own X-Forwarded-Host and "
+        "-Prefix through (issue 15, item 5); name host, port or prefix only when "
+        "the proxy overwrites that header.",
+        flag="--proxy-headers-trust",
+    )
     proxy_protocol: bool = _f(
         False,
         "Every listener expects a PROXY protocol (v1 or v2) header from the load "
@@ -497,6 +507,14 @@ class Config:
             raise ConfigError(
                 f"proxy_headers_style must be 'x-forwarded' or 'forwarded', not {self.proxy_headers_style!r}"
             )
+        from .proxy import parse_believed
+
+        try:
+            if not isinstance(self.proxy_headers_trust, tuple):
+                raise ValueError(f"not a tuple of strings: {self.proxy_headers_trust!r}")
+            parse_believed(self.proxy_headers_trust)
+        except ValueError as exc:
+            raise ConfigError(f"proxy_headers_trust: {exc}") from None
         if self.root_path_header and not all(c.isalnum() or c in "-_" for c in self.root_path_header):
             raise ConfigError(f"root_path_header must be a header name, not {self.root_path_header!r}")
         if self.limit_proxy_protocol_bytes < 232:

@@ -298,6 +298,11 @@ class ProxiedConnection(Protocol):
         real_peer, real_host = self.transport.getPeer(), self.transport.getHost()
         if header.use_socket_addresses:
             self._peer, self._host = real_peer, real_host
+        elif header.family == "UNIX":
+            # A client on one of the balancer's unix sockets: no address, and
+            # the header's paths are the balancer's. Our own socket stays the
+            # host, so "unix" in a trust list keeps meaning a unix listener of ours.
+            self._peer, self._host = UNIXAddress(None), real_host
         else:
             self._peer = _twisted_address(header.source, real_peer)
             self._host = _twisted_address(header.destination, real_host)

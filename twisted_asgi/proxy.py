@@ -12,6 +12,17 @@ Rules for this module:
   removed from the scope so that apps which fold ``-`` into ``_`` (CGI, Django's
   ``request.META``) cannot be fooled by them either.
 * Values that do not parse are ignored, never passed on half-understood.
+  A client address is an IP address as :mod:`ipaddress` reads it, without an
+  IPv6 scope id (``fe80::1%eth0``: the zone is the sender's interface, and its
+  text is anything but ``%``, so it could carry quotes, escapes or line ends
+  into logs); it is put in the scope in canonical form.
+* Only the headers named in the configuration's trust set are believed:
+  ``for`` and ``proto`` by default (as uvicorn does); ``host``, ``port`` and
+  ``prefix`` only when named, since common proxy configurations pass a
+  client's own ``X-Forwarded-Host`` and ``-Prefix`` through untouched.
+* A URL prefix (the scope's ``root_path``) is a normalised absolute path, or
+  it is ignored: an app that redirects to ``root_path + "/login"`` must never
+  produce ``//evil.example/login``.
 
 Imports neither Twisted nor asyncio.
 """
@@ -21,24 +32,40 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
 __all__ = [
+    "BELIEVABLE",
+    "DEFAULT_BELIEVED",
     "DEFAULT_TRUSTED",
     "ProxyHeader",
     "ProxyHeaders",
     "ProxyProtocolError",
     "ProxyProtocolParser",
     "TrustList",
+    "client_ip",
+    "normalised_prefix",
+    "parse_believed",
     "parse_forwarded",
     "proxy_headers",
+    "proxy_headers_for",
 ]
 
 #: Loopback and unix-socket peers: processes on this host.
 DEFAULT_TRUSTED: tuple[str, ...] = ("127.0.0.0/8", "::1", "unix")
+
+#: What a trusted proxy's headers may set: the client (``for``: X-Forwarded-For,
+#: ``for=``), the scheme (``proto``: X-Forwarded-Proto, ``proto=``), the host
+#: (``host``: X-Forwarded-Host, ``host=``), the port (``port``:
+#: X-Forwarded-Port) and the URL prefix (``prefix``: the root-path header).
+BELIEVABLE: tuple[str, ...] = ("for", "proto", "host", "port", "prefix")
+#: Believed unless configured otherwise: uvicorn's set. A proxy must overwrite
+#: (not pass through) every header whose name is believed.
+DEFAULT_BELIEVED: tuple[str, ...] = ("for", "proto")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -97,6 +124,19 @@ class TrustList:
             self._cache[host] = result
         return result
 
+    def trusts_peer(self, client: tuple[str, Any] | None, unix_listener: bool) -> bool:
+        """Whether a connection's peer is trusted: ``client`` is its
+        ``(host, port)`` or None when it has no address; ``unix_listener``
+        whether the connection came in on a unix socket of ours.
+
+        ``unix`` names unix-socket *listeners*. A peer without an address on
+        any other listener (a PROXY v2 header from a TCP peer that claims a
+        unix-socket client) is trusted by no one but ``*``.
+        """
+        if client is None:
+            return self.everyone or (self.unix and unix_listener)
+        return self.trusts(client[0])
+
     def trusts_address(self, address: _Address) -> bool:
         """Whether the parsed IP ``address`` is trusted."""
         return self.everyone or self._contains(address)
@@ -113,10 +153,24 @@ class TrustList:
 
 
 def _ip(text: str) -> _Address | None:
+    """An address the kernel reported (a scope id is allowed: it is ours)."""
     try:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+def client_ip(text: str) -> _Address | None:
+    """An address a peer *claims* for someone else (X-Forwarded-For, ``for=``,
+    a PROXY v1 line): an IPv4 or IPv6 address without a scope id, else None.
+
+    :mod:`ipaddress` takes anything but ``%`` after an IPv6 ``%`` as the zone,
+    ESC, quotes and line ends included; a remote client's zone means nothing
+    here, so an address with one is no address.
+    """
+    if "%" in text:
+        return None
+    return _ip(text)
 
 
 # -- proxy headers -----------------------------------------------------------------
@@ -160,19 +214,37 @@ class ProxyHeaders:
     passes the other through from the client untouched. ``prefix_header`` names
     the header that carries the URL prefix the proxy stripped (the scope's
     ``root_path``), or is empty for none.
+
+    ``believe`` names what the headers may set (see :data:`BELIEVABLE`);
+    the rest of what a trusted peer says is ignored, as a proxy that does not
+    overwrite a header passes the client's own copy on. ``report`` is called
+    with one line (the value escaped) when a trusted peer's value is ignored
+    because it does not parse.
     """
 
-    __slots__ = ("trust", "style", "prefix_header", "_lookalikes")
+    __slots__ = ("trust", "style", "prefix_header", "believe", "report", "_lookalikes", "_ignored_now")
 
-    def __init__(self, trust: TrustList, style: str = "x-forwarded", prefix_header: str = "") -> None:
+    def __init__(
+        self,
+        trust: TrustList,
+        style: str = "x-forwarded",
+        prefix_header: str = "",
+        believe: Any = DEFAULT_BELIEVED,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         if style not in ("x-forwarded", "forwarded"):
             raise ValueError(f"proxy header style must be 'x-forwarded' or 'forwarded', not {style!r}")
+        self.believe = frozenset(parse_believed(believe))
         self.trust = trust
         self.style = style
-        self.prefix_header = prefix_header.strip().lower().encode("latin-1")
+        self.report = report
+        configured = prefix_header.strip().lower().encode("latin-1")
+        self.prefix_header = configured if "prefix" in self.believe else b""
+        #: What :meth:`apply` ignored in the request at hand (reported as one line).
+        self._ignored_now: list[str] = []
         honoured = {_XFF, _XFP, _XFH, _XFPORT, _FORWARDED, b"x-real-ip", b"x-script-name", b"x-forwarded-prefix"}
-        if self.prefix_header:
-            honoured.add(self.prefix_header)
+        if configured:
+            honoured.add(configured)
         #: Names that turn into a honoured header when '_' is read as '-'.
         self._lookalikes = frozenset(n.replace(b"-", b"_") for n in honoured)
 
@@ -198,18 +270,25 @@ class ProxyHeaders:
                 values.setdefault(name, []).append(value)
         if not values:
             return
+        ignored = self._ignored_now
+        ignored.clear()
         hop = self._forwarded_hop(values) if self.style == "forwarded" else self._x_forwarded_hop(values)
         if hop is not None:
             self._apply_hop(scope, hop)
         if prefix_header and prefix_header in values:
-            prefix = _prefix(values[prefix_header])
-            if prefix is not None:
+            prefix = normalised_prefix(_split_list(values[prefix_header])[-1:])
+            if prefix is None:
+                self._ignored("URL prefix", values[prefix_header][-1])
+            else:
                 old_root = scope["root_path"]
                 path = scope["path"]
                 if old_root and path.startswith(old_root):
                     path = path[len(old_root) :]
                 scope["root_path"] = prefix
                 scope["path"] = prefix + path
+        if ignored and self.report is not None:
+            # One line per request, whatever it got wrong.
+            self.report(f"Ignored from a trusted proxy, not valid: {'; '.join(ignored)}")
 
     # -- the two header families ------------------------------------------------
 
@@ -218,13 +297,17 @@ class ProxyHeaders:
         port: int | None = None
         index = -1
         count = 0
-        if _XFF in values:
+        believe = self.believe
+        if _XFF in values and "for" in believe:
             entries = _split_list(values[_XFF])
             count = len(entries)
-            index, node, port = self._client_entry([_node(e) for e in entries])
-        proto = _aligned(values.get(_XFP), index, count)
-        host = _aligned(values.get(_XFH), index, count)
-        server_port = _aligned(values.get(_XFPORT), index, count)
+            nodes = [_node(e) for e in entries]
+            index, node, port = self._client_entry(nodes)
+            if index is None and node is None:
+                self._ignored("X-Forwarded-For", values[_XFF][-1])
+        proto = _aligned(values.get(_XFP), index, count) if "proto" in believe else None
+        host = _aligned(values.get(_XFH), index, count) if "host" in believe else None
+        server_port = _aligned(values.get(_XFPORT), index, count) if "port" in believe else None
         if node is None and proto is None and host is None and server_port is None:
             return None
         forced = int(server_port) if server_port is not None and server_port.isdigit() else None
@@ -238,16 +321,22 @@ class ProxyHeaders:
         elements = parse_forwarded(b",".join(values[_FORWARDED]))
         if not elements:
             return None
-        nodes = []
-        for element in elements:
-            raw = element.get("for")
-            nodes.append(_node(raw) if raw is not None else (None, None))
-        index, node, port = self._client_entry(nodes)
+        believe = self.believe
+        index: Any = None
+        node: str | None = None
+        port: int | None = None
+        if "for" in believe:
+            nodes = []
+            for element in elements:
+                raw = element.get("for")
+                nodes.append(_node(raw) if raw is not None else (None, None))
+            index, node, port = self._client_entry(nodes)
         # Without a usable for= chain, proto= and host= still come from the
         # element our own proxy added (the last one).
         element = elements[index if index is not None else -1]
-        proto = element.get("proto")
-        return _Hop(node, port, proto.lower() if proto else None, element.get("host"))
+        proto = element.get("proto") if "proto" in believe else None
+        host = element.get("host") if "host" in believe else None
+        return _Hop(node, port, proto.lower() if proto else None, host)
 
     def _client_entry(self, nodes: list[tuple[str | None, int | None]]) -> tuple[Any, str | None, int | None]:
         """The rightmost hop that is not a trusted proxy: walking from the
@@ -261,7 +350,7 @@ class ProxyHeaders:
             if host is None:
                 return None, None, None
             chosen = i
-            address = _ip(host)
+            address = client_ip(host)
             if address is None or not self.trust.trusts_address(address):
                 break
         if chosen is None:
@@ -273,7 +362,7 @@ class ProxyHeaders:
 
     def _apply_hop(self, scope: dict[str, Any], hop: _Hop) -> None:
         forced_port = hop.server_port
-        if hop.node is not None and _ip(hop.node) is not None:
+        if hop.node is not None and client_ip(hop.node) is not None:
             scope["client"] = (hop.node, hop.port or 0)
         secure: bool | None = None
         if hop.proto is not None and hop.proto in _SCHEMES:
@@ -285,6 +374,8 @@ class ProxyHeaders:
         if secure is None:
             secure = scope["scheme"] in ("https", "wss")
         host_port = _host(hop.host) if hop.host is not None else None
+        if host_port is None and hop.host is not None:
+            self._ignored("forwarded host", hop.host.encode("latin-1", "replace"))
         if host_port is not None:
             name, port = host_port
             if port is None:
@@ -296,14 +387,56 @@ class ProxyHeaders:
         elif forced_port is not None and scope.get("server"):
             scope["server"] = (scope["server"][0], forced_port)
 
+    def _ignored(self, what: str, raw: bytes) -> None:
+        if self.report is not None:
+            # !a (ascii()): escaped, so no control byte of the client's reaches the log.
+            self._ignored_now.append(f"{what} {raw.decode('latin-1')[:80]!a}")
+
 
 _WANTED = frozenset({_XFF, _XFP, _XFH, _XFPORT, _FORWARDED})
 
 
+def parse_believed(names: Any) -> tuple[str, ...]:
+    """``"for,proto,host"`` or a sequence of names -> the names, checked
+    against :data:`BELIEVABLE`.
+
+    :raises ValueError: a name is not one of them.
+    """
+    if isinstance(names, str):
+        names = names.split(",")
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name not in BELIEVABLE:
+            raise ValueError(f"not one of {', '.join(BELIEVABLE)}: {raw!r}")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
 @lru_cache(maxsize=16)
-def proxy_headers(allow: tuple[str, ...], style: str, prefix_header: str) -> ProxyHeaders:
+def proxy_headers(
+    allow: tuple[str, ...],
+    style: str,
+    prefix_header: str,
+    believe: tuple[str, ...] = DEFAULT_BELIEVED,
+    report: Callable[[str], None] | None = None,
+) -> ProxyHeaders:
     """A shared :class:`ProxyHeaders` for one configuration (parsed once per process)."""
-    return ProxyHeaders(TrustList(allow), style, prefix_header)
+    return ProxyHeaders(TrustList(allow), style, prefix_header, believe, report)
+
+
+def proxy_headers_for(config: Any, report: Callable[[str], None] | None = None) -> ProxyHeaders:
+    """The shared :class:`ProxyHeaders` for a :class:`~twisted_asgi.config.Config`."""
+    return proxy_headers(
+        config.forwarded_allow_ips,
+        config.proxy_headers_style,
+        config.root_path_header,
+        config.proxy_headers_trust,
+        report,
+    )
 
 
 def _split_list(raw_values: list[bytes]) -> list[str]:
@@ -357,7 +490,7 @@ def _node(text: str) -> tuple[str | None, int | None]:
         host = text
     if port is not None and not 0 <= port < 65536:
         return None, None
-    address = _ip(host)
+    address = client_ip(host)
     if address is not None:
         return str(address), port
     if host == "unknown" or (host.startswith("_") and _TOKEN.fullmatch(host)):
@@ -397,16 +530,46 @@ def _replace_host(headers: list[tuple[bytes, bytes]], value: bytes) -> list[tupl
     return out
 
 
-def _prefix(raw_values: list[bytes]) -> str | None:
-    members = _split_list(raw_values)
+# A normalised absolute path, percent-decoded: segments of printable ASCII
+# other than '/', '\\', '%', '?', '#' and space (RFC 3986 pchar, decoded, less
+# what would make the path mean something else), never '.' or '..'.
+_PREFIX_SEGMENT = re.compile(r"[!-~]+")
+_PREFIX_REFUSED = frozenset("\\%?#")
+
+
+def normalised_prefix(members: list[str]) -> str | None:
+    """The URL prefix a proxy named (the last of ``members``) as the scope's
+    ``root_path``, or None when it is not a normalised absolute path.
+
+    The value is percent-decoded once (ASGI's ``root_path`` is decoded, like
+    ``path``) and the result is checked: one leading ``/``, no empty segment
+    (``//evil.example`` is a protocol-relative URL to an app that redirects
+    to its root path), no ``\\`` (browsers read ``/\\evil.com`` as
+    ``//evil.com``), no ``.``/``..`` segment, no ``%`` left (a double-encoded
+    value), ``?``, ``#``, space, control or non-ASCII character. One trailing
+    ``/`` is dropped (``/app/`` is ``/app``); ``/`` alone is the empty prefix.
+    """
     if not members:
         return None
-    text = unquote(members[-1], errors="replace")
-    if not text.startswith("/") or _CONTROL.search(text) or "?" in text or "#" in text:
+    raw = members[-1]
+    try:
+        text = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
         return None
-    if "/../" in text + "/" or "/./" in text + "/":
+    if text == "/":
+        return ""
+    if text.endswith("/"):
+        text = text[:-1]
+    if not text.startswith("/"):
         return None
-    return text.rstrip("/")
+    for segment in text[1:].split("/"):
+        if (
+            segment in ("", ".", "..")
+            or _PREFIX_SEGMENT.fullmatch(segment) is None
+            or not _PREFIX_REFUSED.isdisjoint(segment)
+        ):
+            return None
+    return text
 
 
 def parse_forwarded(raw: bytes) -> list[dict[str, str]]:
@@ -570,6 +733,10 @@ class ProxyProtocolParser:
             text = line.decode("ascii")
         except UnicodeDecodeError:
             raise ProxyProtocolError("PROXY v1 line is not ASCII") from None
+        if not text.isprintable():
+            # §2.1: words of printable ASCII separated by single spaces; a
+            # control byte (ESC, a bare LF) is never part of a valid line.
+            raise ProxyProtocolError(f"PROXY v1 line with a control character: {text[:60]!r}")
         parts = text.split(" ")
         if len(parts) < 2 or parts[0] != "PROXY":
             raise ProxyProtocolError("malformed PROXY v1 line")
@@ -639,7 +806,8 @@ class ProxyProtocolParser:
 
 
 def _v1_address(host: str, port: str, family: str) -> tuple[str, int]:
-    address = _ip(host)
+    # client_ip: no IPv6 scope id (fe80::1%<anything>) is an address of a client.
+    address = client_ip(host)
     if address is None or (address.version == 4) != (family == "TCP4"):
         raise ProxyProtocolError(f"PROXY v1 {family} line with a bad address {host[:46]!r}")
     # §2.1: ports are decimal 0..65535, no sign, no leading zeros (other than "0").

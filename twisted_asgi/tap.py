@@ -132,6 +132,13 @@ class Options(usage.Options):
             "Header a trusted proxy puts the stripped URL prefix in (becomes root_path); '' for none.",
         ],
         [
+            "proxy-headers-trust",
+            None,
+            None,
+            "Comma-separated list of what a trusted proxy's headers may set: for, proto, host, port, "
+            "prefix [default: for,proto]. Name one only when the proxy overwrites that header.",
+        ],
+        [
             "proxy-protocol-allow-ips",
             None,
             None,
@@ -241,7 +248,7 @@ def config_from_options(options: Options) -> Config:
         "proxy_protocol": bool(options["proxy-protocol"]),
         "workers": options["workers"],
     }
-    for name in ("forwarded_allow_ips", "proxy_protocol_allow_ips"):
+    for name in ("forwarded_allow_ips", "proxy_protocol_allow_ips", "proxy_headers_trust"):
         if options[name.replace("_", "-")] is not None:
             values[name] = tuple(p.strip() for p in options[name.replace("_", "-")].split(",") if p.strip())
     for name, _default, _doc, flag in describe_fields():
