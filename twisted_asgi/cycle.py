@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from .events import AppError, Body, Headers, Response, Trailers
-from .fieldrules import VALUE_FORBIDDEN, is_token
+from .fieldrules import VALUE_MARKS, is_token
 
 __all__ = ["HTTPCycle", "SendState", "check_headers"]
 
@@ -82,7 +82,7 @@ def check_headers(headers: Any, what: str) -> Headers:
                     raise AppError(f"Invalid HTTP header name {name!r} in {what}")
                 if len(_GOOD_NAMES) < _GOOD_NAMES_MAX and len(name) <= _GOOD_NAME_BYTES:
                     _GOOD_NAMES.add(name)
-            if len(value.translate(None, VALUE_FORBIDDEN)) != len(value):
+            if 0 in value.translate(VALUE_MARKS):  # forbidden bytes become NUL
                 raise AppError(f"Invalid HTTP header value {value!r} for {name!r} in {what}")
             out.append((name, value))
     except (TypeError, ValueError):

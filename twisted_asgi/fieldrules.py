@@ -5,8 +5,12 @@ WebSocket handshake (parsed by http11) and the app's own response fields
 (:mod:`~twisted_asgi.cycle`) all take their byte rules from here, so a byte one
 protocol refuses is refused by all (DESIGN.md, principle 9).
 
-The rules, as ``bytes.translate(None, deletechars)`` tables: a string is valid
-when deleting the forbidden bytes leaves it as long as it was.
+Each rule is a set of forbidden bytes (``*_FORBIDDEN``, for reading and for
+tests) and a ``bytes.translate()`` table made from it (``*_MARKS``) that turns
+every forbidden byte into NUL, itself forbidden everywhere, and keeps the rest: a
+string is valid when ``0 not in s.translate(MARKS)``. That is two passes in C
+over a prebuilt table, quicker than ``translate(None, deletechars)``, which
+builds its table on every call, or a regular expression.
 
 * **Field names** are tokens (RFC 9110 §5.1, §5.6.2); HTTP/2 adds that they are
   lower case (RFC 9113 §8.2.1).
@@ -37,10 +41,15 @@ from __future__ import annotations
 
 __all__ = [
     "LOWER_TCHAR",
+    "LOWER_TOKEN_MARKS",
     "REQUEST_VALUE_FORBIDDEN",
+    "REQUEST_VALUE_MARKS",
     "TARGET_FORBIDDEN",
+    "TARGET_MARKS",
     "TCHAR",
+    "TOKEN_MARKS",
     "VALUE_FORBIDDEN",
+    "VALUE_MARKS",
     "is_lower_token",
     "is_token",
     "request_value_ok",
@@ -62,33 +71,49 @@ VALUE_FORBIDDEN = bytes(range(0x00, 0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
 #: (0x85), which ``str.splitlines()`` treats as a line break.
 REQUEST_VALUE_FORBIDDEN = VALUE_FORBIDDEN + b"\x85"
 
-# The ASCII part of TARGET_FORBIDDEN; target_ok() refuses every non-ASCII byte first.
-_TARGET_ASCII_FORBIDDEN = bytes(range(0x00, 0x21)) + b"#\x7f"
 #: Bytes no request target or ``:path`` may hold (RFC 9112 §3.2, RFC 3986 §3):
 #: controls, SP, DEL, ``#`` (a fragment) and everything from 0x80 up.
-TARGET_FORBIDDEN = _TARGET_ASCII_FORBIDDEN + bytes(range(0x80, 0x100))
+TARGET_FORBIDDEN = bytes(range(0x00, 0x21)) + b"#\x7f" + bytes(range(0x80, 0x100))
+
+
+def _marks(forbidden: bytes) -> bytes:
+    """The translate() table that turns each byte of ``forbidden`` into NUL and keeps the rest."""
+    assert 0 in forbidden  # NUL must itself be forbidden, or a NUL would pass as a mark
+    return bytes(0 if byte in forbidden else byte for byte in range(256))
+
+
+#: :data:`VALUE_FORBIDDEN` as a translate() table (forbidden bytes become NUL).
+VALUE_MARKS = _marks(VALUE_FORBIDDEN)
+#: :data:`REQUEST_VALUE_FORBIDDEN` as a translate() table.
+REQUEST_VALUE_MARKS = _marks(REQUEST_VALUE_FORBIDDEN)
+#: :data:`TARGET_FORBIDDEN` as a translate() table.
+TARGET_MARKS = _marks(TARGET_FORBIDDEN)
+#: Every byte but :data:`TCHAR` becomes NUL.
+TOKEN_MARKS = _marks(bytes(b for b in range(256) if b not in TCHAR))
+#: Every byte but :data:`LOWER_TCHAR` becomes NUL.
+LOWER_TOKEN_MARKS = _marks(bytes(b for b in range(256) if b not in LOWER_TCHAR))
 
 
 def is_token(name: bytes) -> bool:
     """True if ``name`` is a token (RFC 9110 §5.6.2): a valid field name or method."""
-    return bool(name) and not name.translate(None, TCHAR)
+    return bool(name) and 0 not in name.translate(TOKEN_MARKS)
 
 
 def is_lower_token(name: bytes) -> bool:
     """True if ``name`` is a lower-case token: a valid HTTP/2 field name (RFC 9113 §8.2.1)."""
-    return bool(name) and not name.translate(None, LOWER_TCHAR)
+    return bool(name) and 0 not in name.translate(LOWER_TOKEN_MARKS)
 
 
 def value_ok(value: bytes) -> bool:
     """True if ``value`` holds no byte RFC 9110 §5.5 forbids in a field value."""
-    return len(value.translate(None, VALUE_FORBIDDEN)) == len(value)
+    return 0 not in value.translate(VALUE_MARKS)
 
 
 def request_value_ok(value: bytes) -> bool:
     """True if ``value`` may be a request field value: :func:`value_ok`, and no NEL."""
-    return len(value.translate(None, REQUEST_VALUE_FORBIDDEN)) == len(value)
+    return 0 not in value.translate(REQUEST_VALUE_MARKS)
 
 
 def target_ok(target: bytes) -> bool:
     """True if ``target`` holds only bytes a request target may hold (see :data:`TARGET_FORBIDDEN`)."""
-    return target.isascii() and len(target.translate(None, _TARGET_ASCII_FORBIDDEN)) == len(target)
+    return 0 not in target.translate(TARGET_MARKS)
