@@ -171,12 +171,29 @@ def test_header_name_not_a_token(name):
     )
 
 
-@pytest.mark.parametrize("value", [b"a\rb", b"a\nb", b"a\x00b", b"a\r\nSet-Cookie: evil=1", b"\n"])
-def test_header_value_with_cr_lf_nul(value):
-    """A header value with CR, LF or NUL (header injection) is refused (RFC 9110 §5.5)."""
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"a\rb", b"a\nb", b"a\x00b", b"a\r\nSet-Cookie: evil=1", b"\n",
+        # Every other control byte but HTAB, and DEL (issue 15, item 12).
+        b"a\x0bb", b"a\x0cb", b"a\x01b", b"a\x1bb", b"a\x1cb", b"a\x1fb", b"a\x7fb", b"\x08",
+    ],
+)  # fmt: skip
+def test_header_value_with_a_control_byte(value):
+    """A header value with CR, LF, NUL or any other control byte but HTAB, or
+    DEL, is refused (RFC 9110 §5.5): header injection through an app.
+    Source: issue 15, item 12 (outside attack), for the bytes beyond CR, LF, NUL."""
     assert send_error(HTTPCycle(100), {**START, "headers": [(b"x-a", value)]}) == (
         f"Invalid HTTP header value {value!r} for b'x-a' in http.response.start"
     )
+
+
+@pytest.mark.parametrize("value", [b"a\tb", b"caf\xe9", b"a\x85b", b"\xa0", b""])
+def test_header_value_with_htab_or_obs_text(value):
+    """HTAB, obs-text (NEL included: only request values refuse it) and empty
+    values pass unchanged (RFC 9110 §5.5). Source: issue 15, item 12 (outside attack)."""
+    event = HTTPCycle(100).app_send({**START, "headers": [(b"x-a", value)]})
+    assert event.headers == [(b"x-a", value)]
 
 
 @pytest.mark.parametrize("headers", [5, [(b"a",)], [(b"a", b"b", b"c")], [b"abc"], [None]])

@@ -616,6 +616,38 @@ def test_transfer_coding_other_than_chunked_is_501(coding):
     assert status == 501 and events == []
 
 
+REPEATED_FIELDS = [
+    (b"Transfer-Encoding", b"gzip", b"chunked"),
+    (b"Transfer-Encoding", b"identity", b"Chunked"),
+    (b"Transfer-Encoding", b"chunked", b"chunked"),
+    (b"Transfer-Encoding", b"chunked", b"identity"),
+    (b"Expect", b"foo", b"100-continue"),
+    (b"Expect", b"100-continue", b"100-continue"),
+    (b"Upgrade", b"h2c", b"websocket"),
+]
+
+
+@pytest.mark.parametrize(("name", "first", "second"), REPEATED_FIELDS)
+def test_a_framing_field_on_two_lines_is_one_list(name, first, second):
+    """``Transfer-Encoding``, ``Expect`` and ``Upgrade`` on two lines are judged
+    as the one-line list (RFC 9110 §5.3): the same error (501 for "gzip" then
+    "chunked", which got 200 before) or the same request, whole and byte by
+    byte. Source: issue 15, item 10 (outside attack)."""
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n"
+    body = b"Content-Length: 2\r\n\r\nab" if name != b"Transfer-Encoding" else b"\r\n2\r\nab\r\n0\r\n\r\n"
+    one = feed_both(head + b"%s: %s, %s\r\n" % (name, first, second) + body)
+    two = feed_both(head + b"%s: %s\r\n%s: %s\r\n" % (name, first, name, second) + body)
+    assert one.error == two.error
+    assert one.error is not None or name == b"Upgrade"
+    if name == b"Transfer-Encoding" and first == b"gzip":
+        assert two.error is not None and two.error[0] == 501
+    for a, b in zip(one.events, two.events, strict=True):
+        if isinstance(a, Request):
+            a.headers = b.headers = []
+        assert a == b
+    assert (one.upgraded, one.trailing_data) == (two.upgraded, two.trailing_data)
+
+
 @pytest.mark.parametrize("version", [b"2.0", b"0.9"])
 def test_other_http_version_is_505(version):
     """HTTP/2.0 (or 0.9) in an HTTP/1 request line gets 505 (RFC 9110 §15.6.6)."""

@@ -22,7 +22,7 @@ PACKAGE = ROOT / "twisted_asgi"
 FORBIDDEN = frozenset({"twisted", "asyncio", "autobahn", "django"})
 
 # The core named in DESIGN.md; optional modules join when they exist.
-CORE = ["config", "events", "scope", "cycle", "http11"]
+CORE = ["config", "events", "fieldrules", "scope", "cycle", "http11"]
 OPTIONAL = ["http2", "proxy", "wscycle"]
 MODULES = CORE + [name for name in OPTIONAL if (PACKAGE / f"{name}.py").exists()]
 

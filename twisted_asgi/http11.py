@@ -11,8 +11,12 @@ this module enforces what llhttp leaves to the server:
 
 * a single, present ``Host`` on HTTP/1.1 (RFC 9112 §3.2),
 * only ``chunked`` as a transfer coding, never on HTTP/1.0 (RFC 9112 §6.1),
-* no NEL (0x85) in field values: Python's ``str.splitlines`` breaks lines on it,
-  which is how header injection reached apps before,
+  however many ``Transfer-Encoding`` lines carry it: repeated fields are one
+  list (RFC 9110 §5.3), and so are repeated ``Expect`` and ``Upgrade`` lines,
+* the byte rules of :mod:`~twisted_asgi.fieldrules` that llhttp does not apply
+  itself: no NEL (0x85) in field values (Python's ``str.splitlines`` breaks
+  lines on it, which is how header injection reached apps before) and no ``#``
+  in the request target; llhttp refuses every ASCII byte those rules forbid,
 * HTTP/1.0 and HTTP/1.1 only (505 otherwise),
 * the head, header count and body limits of :class:`~twisted_asgi.config.Config`.
 
@@ -36,6 +40,7 @@ from .events import (
     ProtocolError,
     Request,
 )
+from .fieldrules import REQUEST_VALUE_FORBIDDEN
 
 __all__ = ["H11Connection", "http_date", "status_line"]
 
@@ -90,8 +95,15 @@ _OWS = (b" ", b"\t")
 # Single bytes are looked for as ints (``13 in value``): CPython's ``b"\r" in value``
 # first tries the needle as an integer, and builds and drops a formatted
 # TypeError on every call, about ten times the cost.
-_NEL = 0x85
 _HASH = 0x23  # "#"
+
+# The request field value rule of fieldrules, as llhttp leaves it to us: llhttp
+# refuses every ASCII byte the rule forbids (tests/test_byte_rules.py checks each
+# byte), so only the rule's non-ASCII bytes are looked for here. There is one,
+# NEL (a line break to str.splitlines()): a single `in` test per value, the
+# cheapest scan there is on the hottest path. Unpacking fails at import if the
+# rule ever gains another non-ASCII byte, so this check cannot fall behind it.
+(_NEL,) = REQUEST_VALUE_FORBIDDEN.translate(None, bytes(range(0x80)))
 
 # The request fields the parser itself acts on (one set lookup for all others).
 _FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
@@ -317,14 +329,20 @@ class H11Connection:
                 self._host_count += 1
                 return
             self._framing = True
+            # RFC 9110 §5.3: a field on several lines is one comma-separated
+            # list, so "gzip" then "chunked" is judged as "gzip, chunked".
+            # (llhttp refuses a second Content-Length itself.)
             if name == b"content-length":
                 self._content_length = value
             elif name == b"transfer-encoding":
-                self._transfer_encoding = value
+                te = self._transfer_encoding
+                self._transfer_encoding = value if te is None else te + b", " + value
             elif name == b"expect":
-                self._expect = value
+                expect = self._expect
+                self._expect = value if expect is None else expect + b", " + value
             else:
-                self._upgrade = value
+                upgrade = self._upgrade
+                self._upgrade = value if upgrade is None else upgrade + b", " + value
 
     def on_headers_complete(self) -> None:
         self.in_request_head = False
@@ -474,7 +492,7 @@ class H11Connection:
             elif special == _F_CONTENT_LENGTH:
                 content_length = value.strip()
             elif special == _F_CONNECTION:
-                if value.lower().find(b"close") >= 0:  # not `in`: see _NEL
+                if value.lower().find(b"close") >= 0:  # not `in`: see _HASH
                     keep_alive = False
             elif special == _F_SERVER:
                 have_server = True

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import struct
 from collections import deque
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame, SettingsFrame
 
 from .config import Config
 from .events import AppError, Data, EndOfMessage, Headers, Request, StreamReset
+from .fieldrules import REQUEST_VALUE_MARKS, is_lower_token, is_token, target_ok
 from .hpack_codec import FieldDecoder, StaticEncoder
 from .http11 import http_date
 
@@ -78,10 +78,9 @@ ENHANCE_YOUR_CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
 _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
 _SWEEP_EVERY = 32
 
-# RFC 9113 §8.2.1: field names are lowercase tokens; values have no NUL, CR or
-# LF and no whitespace at either end.
-_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
-_CTL = b"\r\n\x00"
+# RFC 9113 §8.2.1: field names are lowercase tokens; values hold no byte the
+# shared rules forbid (twisted_asgi.fieldrules: the control bytes but HTAB, DEL,
+# and NEL, exactly what HTTP/1.1 refuses) and no whitespace at either end.
 _SP_HT = (0x20, 0x09)
 # Field names already found valid: clients send the same few on every request.
 # Bounded in count and name length, so names a client makes up cannot grow it
@@ -616,10 +615,11 @@ class HTTP2Connection:
             self._stream_gone(event.stream_id)
             self._charge_reset()
         elif kind is h2.events.TrailersReceived:
-            # Request trailers have no place in ASGI; a pseudo-header there is
-            # malformed (RFC 9113 §8.1).
-            if any(name[:1] == b":" for name, _ in event.headers):
-                self._malformed(event.stream_id, "pseudo-header in trailers")
+            # Request trailers have no place in ASGI, but they are checked as
+            # HTTP/1.1 checks them: by the byte rules, and no pseudo-header (RFC 9113 §8.1).
+            reason = _trailers_error(event.headers)
+            if reason is not None:
+                self._malformed(event.stream_id, reason)
         elif kind is h2.events.ConnectionTerminated:
             self.closed = True
             events.append(ConnectionClosed(int(event.error_code or 0), "client sent GOAWAY"))
@@ -1008,6 +1008,19 @@ class HTTP2Connection:
         return data
 
 
+def _trailers_error(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why a request's trailer section is malformed, or None if it is not
+    (RFC 9113 §8.1, §8.2.1, and the byte rules of fieldrules)."""
+    for name, value in headers:
+        if name[:1] == b":":
+            return "pseudo-header in trailers"
+        if not is_lower_token(name):
+            return f"invalid field name {name!r} in trailers"
+        if 0 in value.translate(REQUEST_VALUE_MARKS) or (value and (value[0] in _SP_HT or value[-1] in _SP_HT)):
+            return f"invalid value for {name!r} in trailers"
+    return None
+
+
 def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> tuple[Request, int]:
     """The :class:`Request` a HEADERS block stands for, and its header-list size
     (RFC 9113 §6.5.2: names, values and 32 bytes a field).
@@ -1024,12 +1037,10 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
     good_names = _GOOD_NAMES
     for name, value in headers:
         size += len(name) + len(value) + 32
-        # RFC 9113 §8.2.1: no NUL, CR or LF, no whitespace at either end
-        # (translate() is the quickest scan for three bytes). Reported after
-        # the checks of the name, as those come first below.
-        bad_value = len(value.translate(None, _CTL)) != len(value) or (
-            value and (value[0] in _SP_HT or value[-1] in _SP_HT)
-        )
+        # RFC 9113 §8.2.1 with the shared byte rules (fieldrules: forbidden
+        # bytes become NUL), no whitespace at either end. Reported after the
+        # checks of the name, as those come first below.
+        bad_value = 0 in value.translate(REQUEST_VALUE_MARKS) or (value and (value[0] in _SP_HT or value[-1] in _SP_HT))
         if name[:1] == b":":
             if fields or cookies:
                 raise ValueError("pseudo-header after a regular field")
@@ -1042,7 +1053,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
             pseudo[name] = value
             continue
         if name not in good_names:
-            if _NAME.match(name) is None:
+            if not is_lower_token(name):
                 raise ValueError(f"invalid field name {name!r}")
             if len(good_names) < _GOOD_NAMES_MAX and len(name) <= _GOOD_NAME_BYTES:
                 good_names.add(name)
@@ -1069,7 +1080,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
     if cookies:
         fields.insert(cookie_at, (b"cookie", b"; ".join(cookies)))
     method = pseudo.get(b":method")
-    if not method or (method not in _COMMON_METHODS and _NAME.match(method.lower()) is None):
+    if not method or (method not in _COMMON_METHODS and not is_token(method)):
         raise ValueError("missing or invalid :method")
     authority = pseudo.get(b":authority")
     if method == b"CONNECT":
@@ -1082,7 +1093,9 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
             raise ValueError("missing :scheme or :path")  # RFC 9113 §8.3.1
         if target == b"*" and method == b"OPTIONS":
             path, query = b"*", b""
-        elif target[:1] != b"/" or 0x23 in target:  # b"#" as an int: bytes `in` bytes raises and drops a TypeError
+        elif target[:1] != b"/" or not target_ok(target):
+            # The request-target rules of HTTP/1.1 (fieldrules): no SP, HTAB,
+            # control byte, DEL, byte from 0x80 up or "#" (RFC 9113 §8.3.1).
             raise ValueError("invalid :path")
         else:
             path, _, query = target.partition(b"?")
