@@ -229,3 +229,79 @@ def test_two_foreground_twistd_servers_in_one_directory(tmp_path):
                     if proc.poll() is None:
                         proc.kill()
                         proc.wait()
+
+
+_ENDPOINT = re.compile(r"(?:(?:proxy|haproxy):)?(?:tcp6?|ssl|unix|systemd|fd):[^\s`'\"]+")
+# Placeholders the docs use in endpoint strings, and what a test puts there.
+_PLACEHOLDERS = {"NAME": "web", "PORT": "8443", "=N": "=3"}
+
+
+def _documented_endpoints() -> list[str]:
+    """Every whole endpoint string on a docs page, an example file or the README
+    (``...`` abbreviations left out; placeholders filled in)."""
+    texts = [path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.rst"))]
+    texts += [path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs" / "examples").iterdir())]
+    texts.append((ROOT / "README.md").read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for text in texts:
+        for match in _ENDPOINT.findall(text):
+            if "..." in match:
+                continue
+            value = match.rstrip(".,;:)")
+            for placeholder, filled in _PLACEHOLDERS.items():
+                value = value.replace(placeholder, filled)
+            found.add(value)
+    return sorted(found)
+
+
+def test_every_endpoint_string_in_the_docs_is_accepted(tmp_path):
+    """Each endpoint string the docs show builds a listener, with systemd's socket
+    passed as systemd passes it (descriptor 3, LISTEN_FDNAMES=web).
+
+    Source: issue 16, item 9 (``systemd:name=web`` from the deployment guide
+    failed: Twisted's systemd: endpoint needs domain=)."""
+    from tests.deploy import systemd_argv
+
+    endpoints = _documented_endpoints()
+    assert any(e.startswith("systemd:") for e in endpoints) and any("name=web" in e for e in endpoints)
+    certs = make_certs(tmp_path)
+    for name in ("key.pem", "cert.pem"):
+        (tmp_path / name).write_bytes(certs["key" if name == "key.pem" else "cert"].read_bytes())
+    (tmp_path / "clients-ca.pem").write_bytes(certs["ca"].read_bytes())
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import sys, json\n"
+        "from twisted_asgi.reactor import install_asyncio_reactor\n"
+        "install_asyncio_reactor()\n"
+        "from twisted.internet import reactor\n"
+        "from twisted_asgi.config import Config\n"
+        "from twisted_asgi.server import endpoint_from_string\n"
+        "bad = {}\n"
+        "for description in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        endpoint_from_string(reactor, description, Config())\n"
+        "    except Exception as exc:\n"
+        "        bad[description] = f'{type(exc).__name__}: {exc}'\n"
+        "print(json.dumps(bad))\n"
+    )
+    import json
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(1)
+    try:
+        argv = systemd_argv([sys.executable, str(script), json.dumps(endpoints)], listening.fileno(), names="web")
+        result = subprocess.run(
+            argv,
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            pass_fds=(listening.fileno(),),
+        )
+    finally:
+        listening.close()
+    assert result.returncode == 0, result.stderr
+    bad = json.loads(result.stdout.strip().splitlines()[-1])
+    assert bad == {}, "\n".join(f"{k}: {v}" for k, v in bad.items())
