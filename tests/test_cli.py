@@ -377,6 +377,60 @@ def test_daemon_that_cannot_listen_exits_non_zero_with_one_line(extra, tmp_path)
     assert not (tmp_path / "d.pid").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-e", "tcp:port=abc"], "bad endpoint 'tcp:port=abc': port must be a whole number, not 'abc'"),
+        (["-e", "tcp:8000:backlog=x"], "backlog must be a whole number, not 'x'"),
+        (["-e", "ssl:8443"], "ssl: needs privateKey=KEY.pem"),
+        (["-e", "unix:/nonexistent/dir/x.sock"], "the directory /nonexistent/dir for the socket does not exist"),
+        (["-e", "systemd:name=web"], "systemd: needs domain=INET, INET6 or UNIX"),
+        (["-p", "abc"], "--port must be a whole number, not 'abc'"),
+        (["--timeout-keep-alive", "soon"], "--timeout-keep-alive must be a number, not 'soon'"),
+        (["--limit-request-body=big"], "--limit-request-body must be a whole number, not 'big'"),
+    ],
+)
+@pytest.mark.parametrize("program", ["python -m twisted_asgi", "twistd asgi"])
+def test_startup_errors_name_the_option_and_the_problem(program, args, expected):
+    """A bad option value or endpoint string is one line (plus 'Try --help' for
+    usage errors) naming the option and what is wrong, never a Python internal
+    ('invalid literal for int()', a missing positional argument, a default file
+    the user never typed), and the command exits non-zero.
+
+    Source: issue 16, item 20 (newcomer test of weak start-up errors)."""
+    if program == "twistd asgi":
+        result = run_twistd("-n", "--pidfile=", "asgi", *args, "tests.apps:hello")
+    else:
+        result = run_cli("-m", "twisted_asgi", *args, "tests.apps:hello")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, result.stderr
+    assert expected in lines[0], lines[0]
+    assert lines[0].startswith(("python -m twisted_asgi:", "twistd asgi:")), lines[0]
+    for internal in ("invalid literal", "positional argument", "server.pem", "Parameter type", ".lock"):
+        assert internal not in result.stderr
+    if len(lines) == 2:
+        assert lines[1].startswith("Try '")
+    assert result.stdout.count("\n") < 3  # twistd printed no --help page
+
+
+def test_import_error_shows_where_in_the_users_code(tmp_path):
+    """An application whose import raises: the exception, then the user's file,
+    line and code from the traceback (not the import machinery's).
+
+    Source: issue 16, item 20."""
+    (tmp_path / "broken_app.py").write_text(
+        "import os\n\n\ndef setup():\n    raise RuntimeError('no database')\n\n\nsetup()\n"
+    )
+    result = run_cli("-m", "twisted_asgi", "--app-dir", str(tmp_path), "broken_app:app")
+    assert result.returncode != 0
+    text = result.stderr
+    assert "importing 'broken_app' failed: RuntimeError: no database" in text
+    assert f'File "{tmp_path / "broken_app.py"}", line 5, in setup' in text
+    assert "raise RuntimeError('no database')" in text
+    assert "importlib" not in text and "Traceback" not in text
+
+
 def _listen_backlog(port: int) -> int:
     """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout

@@ -280,6 +280,9 @@ class ASGIService(Service):
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
         self._stopping = False
+        #: The app completed lifespan startup: it gets lifespan shutdown, even
+        #: when the server stops on a fatal error (a port that cannot be bound).
+        self._app_started = False
         #: Listeners whose TLS certificates SIGHUP reloads.
         self.tls_listeners: list[Any] = []
         #: Sockets bound ahead of start-up by :meth:`bind_now`, by endpoint string.
@@ -310,6 +313,7 @@ class ASGIService(Service):
                 return
             if self.lifespan.supported:
                 self.factory.lifespan_state = self.lifespan.state
+                self._app_started = True
         if self.lifespan is None or not self.lifespan.supported:
             self.factory.lifespan_state = {}
         if self._stopping:
@@ -416,7 +420,7 @@ class ASGIService(Service):
         left = max(0.0, timeout - (self.reactor.seconds() - began)) if timeout else 0.0
         runner = self.factory.runner
         await defer.Deferred.fromFuture(self.loop.create_task(runner.finish(left)))
-        if self.lifespan is not None and self.lifespan.supported and self.exit_code == 0:
+        if self.lifespan is not None and self.lifespan.supported and self._app_started:
             await defer.Deferred.fromFuture(self.loop.create_task(self.lifespan.shutdown()))
         if self.exit_code == 0:
             # A graceful stop on SIGTERM/SIGINT is a success: twistd would otherwise

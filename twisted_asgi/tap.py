@@ -10,6 +10,7 @@ import atexit
 import getopt
 import importlib
 import os
+import re
 import sys
 from typing import Any
 
@@ -175,7 +176,49 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # Kept for --workers: each worker is started with these same options.
         self.argv = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(self.options_first(self.argv))
+        try:
+            super().parseOptions(self.options_first(self.argv))
+        except usage.UsageError as exc:
+            message = self.usage_problem(exc)
+            if getattr(self, "parent", None) is not None:
+                # Under twistd, which would print its whole --help first: one line.
+                print(f"twistd asgi: {message}\nTry 'twistd asgi --help'.", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise usage.UsageError(message) from None
+
+    def usage_problem(self, exc: usage.UsageError) -> str:
+        """A usage error in the user's terms: the option and what it takes."""
+        text = str(exc)
+        prefix = "Parameter type enforcement failed: "
+        if not text.startswith(prefix):
+            return text
+        detail = text[len(prefix) :]
+        quoted = re.search(r"'(.*)'$", detail)
+        if quoted is None:
+            return detail
+        value = quoted.group(1)
+        kind = "a whole number" if "int()" in detail else "a number"
+        option = self._option_given(value)
+        if option is None:
+            return f"{kind} was expected, not {value!r}"
+        return f"--{option} must be {kind}, not {value!r}"
+
+    def _option_given(self, value: str) -> str | None:
+        """The long name of the option that was given ``value`` on the command line."""
+        argv = self.argv
+        for index, arg in enumerate(argv):
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            if arg == "--" or not arg.startswith("-"):
+                continue
+            if arg.startswith("--"):
+                name, equals, given = arg[2:].partition("=")
+                if (equals and given == value) or (not equals and following == value):
+                    return str(self.synonyms.get(name, name))
+            else:
+                letter, attached = arg[1:2], arg[2:]
+                if attached == value or (not attached and following == value):
+                    return str(self.synonyms.get(letter, letter))
+        return None
 
     def options_first(self, argv: list[str]) -> list[str]:
         """``argv`` with every option moved before the application, so that
@@ -285,6 +328,56 @@ def endpoints_from_options(options: Options) -> list[str]:
     return endpoints or [DEFAULT_ENDPOINT]
 
 
+def endpoint_problem(description: str, exc: BaseException | None = None) -> str | None:
+    """What is wrong with an endpoint string, said in the user's terms: for the
+    exception Twisted's parser raised (``exc``), or, without one, for a string it
+    accepted that cannot work (``None``: nothing seen)."""
+    from .listeners import split_description, split_proxy_prefix
+
+    rest = split_proxy_prefix(description)[1]
+    try:
+        kind, args, kwargs = split_description(rest)
+    except ValueError:
+        return str(exc) if exc is not None else None
+    if exc is not None:
+        text = str(exc)
+        number = re.search(r"invalid literal for int\(\) with base 10: '(.*)'", text)
+        if number is not None:
+            named = [key for key, value in kwargs.items() if value == number.group(1)]
+            if not named and args and args[0] == number.group(1):
+                named = ["port"]
+            what = named[0] if named else "a value"
+            return f"{what} must be a whole number, not {number.group(1)!r}"
+        if kind == "systemd" and "domain" not in kwargs:
+            return "systemd: needs domain=INET, INET6 or UNIX (e.g. systemd:domain=INET:index=0)"
+        if kind == "ssl" and "privateKey" not in kwargs and "fileno" not in kwargs:
+            return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem when the certificate is in another file)"
+        return text
+    if kind == "ssl" and "privateKey" not in kwargs:
+        return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem when the certificate is in another file)"
+    if kind == "unix":
+        path = args[0] if args else kwargs.get("address", "")
+        directory = os.path.dirname(os.path.abspath(path)) if path else ""
+        if directory and not os.path.isdir(directory):
+            return f"the directory {directory} for the socket does not exist"
+    return None
+
+
+def _user_frames(exc: BaseException, limit: int = 3) -> str:
+    """The last ``limit`` frames of ``exc``'s traceback that are not the import
+    machinery's or ours, as indented text (the user's file and line)."""
+    import traceback
+
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in frame.filename and not frame.filename.endswith(os.path.join("twisted_asgi", "tap.py"))
+    ]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        frames.append(traceback.FrameSummary(exc.filename, exc.lineno or 0, "<module>", line=exc.text or ""))
+    return "".join(traceback.format_list(frames[-limit:])).rstrip()
+
+
 def load_app(path: str, factory: bool = False, app_dir: str | None = ".") -> Any:
     """Import ``module:attribute`` (attribute defaults to ``application``).
 
@@ -303,9 +396,9 @@ def load_app(path: str, factory: bool = False, app_dir: str | None = ".") -> Any
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from None
-        raise AppLoadError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+        raise AppLoadError(_import_failed(module_name, exc)) from None
     except Exception as exc:
-        raise AppLoadError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from None
+        raise AppLoadError(_import_failed(module_name, exc)) from None
     app: Any = module
     try:
         for part in attribute.split("."):
@@ -316,10 +409,19 @@ def load_app(path: str, factory: bool = False, app_dir: str | None = ".") -> Any
         try:
             app = app()
         except Exception as exc:
-            raise AppLoadError(f"application factory {path!r} failed: {type(exc).__name__}: {exc}") from None
+            where = _user_frames(exc)
+            raise AppLoadError(
+                f"application factory {path!r} failed: {type(exc).__name__}: {exc}" + (f"\n{where}" if where else "")
+            ) from None
     if not callable(app):
         raise AppLoadError(f"{path!r} is not callable (got {type(app).__name__})")
     return app
+
+
+def _import_failed(module_name: str, exc: BaseException) -> str:
+    """The import error, then where in the user's code it happened."""
+    where = _user_frames(exc)
+    return f"importing {module_name!r} failed: {type(exc).__name__}: {exc}" + (f"\n{where}" if where else "")
 
 
 def build_service(options: Options, reactor: Any = None) -> Any:
@@ -347,7 +449,12 @@ def build_service(options: Options, reactor: Any = None) -> Any:
             if not description.startswith("fd:"):  # fd: is checked when adopted
                 endpoint_from_string(reactor, description)
         except Exception as exc:
-            raise SystemExit(f"twistd asgi: bad endpoint {description!r}: {exc}") from None
+            raise SystemExit(
+                f"twistd asgi: bad endpoint {description!r}: {endpoint_problem(description, exc)}"
+            ) from None
+        problem = endpoint_problem(description)
+        if problem is not None:
+            raise SystemExit(f"twistd asgi: bad endpoint {description!r}: {problem}")
     try:
         if options["django"]:
             from .django import load_project
