@@ -366,8 +366,7 @@ class _Framing(WebSocketServerProtocol):
             self._max_message_size_exceeded(
                 total,
                 self.maxMessagePayloadSize,
-                f"received WebSocket message size {total} exceeds payload limit of "
-                f"{self.maxMessagePayloadSize} octets",
+                f"received WebSocket message size {total} exceeds payload limit of {self.maxMessagePayloadSize} octets",
             )
         elif 0 < self.maxFramePayloadSize < length:
             self.wasMaxFramePayloadSizeExceeded = True
