@@ -76,18 +76,20 @@ def test_empty_continuation_flood_closes_1009_early(server):
         client.sock.settimeout(10)
         deadline = time.monotonic() + 10
         while sent < total and time.monotonic() < deadline:
-            readable, _w, _x = select.select([client.sock], [], [], 0)
-            if readable:
-                break  # the server answered (its Close)
             try:
                 client.sock.sendall(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 break
             sent += len(chunk)
+            # Up to a second for the server's answer (its Close) before the next 10,000 frames.
+            readable, _w, _x = select.select([client.sock], [], [], 1.0)
+            if readable:
+                break
         code, reason = client.read_close()
         assert code == 1009
         assert reason == f"received WebSocket message in more than {CAP} frames".encode()
-        assert sent < total // 10, f"the server read {sent} bytes of empty frames before closing"
+        # One chunk is enough to pass the cap; a loaded machine may let a few more go first.
+        assert sent < total // 100, f"the client sent {sent} bytes of empty frames before the server closed"
         assert len(log_lines(server, client, "failed with 1009")) == 1
     finally:
         client.close()

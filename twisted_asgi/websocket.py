@@ -9,10 +9,10 @@ re-serialised for another parser (DESIGN, "Parse once"; Daphne's
 CVE-2026-44546 came from doing that).
 
 Autobahn does only what follows the 101: framing, unmasking, UTF-8 validation,
-permessage-deflate (RFC 7692), size limits, pings and the closing handshake.
-The data of a fragmented message is gathered here, with its frames counted
-(:meth:`_Framing._onMessageBegin`). (Except the common case: a whole small message in one
-masked, uncompressed frame is taken from Autobahn's buffer by
+permessage-deflate (RFC 7692), size limits, pings and the closing handshake;
+the data of a fragmented message is gathered here, with its frames counted
+(:meth:`_Framing._onMessageBegin`). (Except the common case: a whole small
+message in one masked, uncompressed frame is taken from Autobahn's buffer by
 :meth:`_Framing.processData`, and an app's message on a connection without
 compression is framed by :meth:`WebSocketConnection.send_ws`, each in a few
 lines where Autobahn spends about a hundred.) The seam is one subclass of
@@ -36,7 +36,8 @@ Close codes the server sends (the docs' WebSocket page lists them too):
 ``websocket.close``, 1001 on graceful shutdown and at the end of
 ``timeout_ws_lifetime``, 1002 on a protocol violation, 1007 on invalid UTF-8
 or undecompressable data, 1009 beyond ``limit_ws_message_bytes`` /
-``limit_ws_frame_bytes`` / ``limit_ws_fragments``, 1011 when the app raised after accept.
+``limit_ws_frame_bytes`` / ``limit_ws_fragments``, 1011 when the app raised
+after accept.
 """
 
 from __future__ import annotations
@@ -328,7 +329,7 @@ class _Framing(WebSocketServerProtocol):
     # onMessage* methods, which keep one bytes object per frame (and a list per
     # frame) until the message ends, without counting frames: an endless run of
     # empty continuation frames grew a list of references and never reached
-    # the size limit, and each 1-byte fragment cost some 50 bytes. Here a
+    # the size limit, and each 1-byte fragment cost about 56 bytes. Here a
     # piece of at least _PIECE bytes (an unmasked or inflated part of a frame)
     # is kept as it is, and shorter ones are appended to one bytearray, so the
     # memory of a message is its size plus at most a few percent, however it is
