@@ -8,7 +8,8 @@
    a free loopback port, with the message and frame limits raised above the
    16 MiB of the testsuite's largest messages (cases 9.x; by default the
    server closes with 1009 beyond 1 MiB, which the suite would count as a
-   failure of an echo server);
+   failure of an echo server), and the frames per message to the 65,537 of
+   its most fragmented one (cases 9.3.1 and 9.4.1; 1024 by default);
 3. runs ``wstest -m fuzzingclient`` with the cases of ``fuzzingclient.json``;
 4. stops the server, which must exit 0 with no traceback in its output;
 5. summarises the report (``summary.py``) and exits 1 if any case FAILED.
@@ -38,6 +39,10 @@ import summary  # noqa: E402 (the sibling script, importable once HERE is on the
 
 # The largest message of the testsuite is 16 MiB (cases 9.1.6, 9.2.6).
 LIMIT = str(20 * 1024 * 1024)
+# Cases 9.3.1 and 9.4.1 send a 4 MiB message in 64-byte fragments, and the testsuite's client
+# ends it with an empty final frame: 65,537 frames, where the server's default
+# --limit-ws-fragments (1024) would, correctly, close with 1009.
+FRAGMENTS = str(4 * 1024 * 1024 // 64 + 1)
 LISTENING = re.compile(r"Listening on \S+ \(http://([0-9.]+):(\d+)\)")
 PYENV_PY27 = Path("/root/.pyenv/versions/2.7.18/bin/python")
 
@@ -94,6 +99,8 @@ def start_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
         LIMIT,
         "--limit-ws-frame",
         LIMIT,
+        "--limit-ws-fragments",
+        FRAGMENTS,
         "twisted_asgi.demo:app",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

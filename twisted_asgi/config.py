@@ -213,6 +213,24 @@ class Config:
         flag="--limit-ws-frame",
         zero="no limit",
     )
+    limit_ws_fragments: int = _f(
+        1024,
+        "Most frames in one WebSocket message a client may send, counting the "
+        "first and every continuation frame, empty ones too; beyond it the "
+        "server closes with 1009 (message too big: RFC 6455 §7.4.1 keeps 1008 "
+        "for when no more suitable code such as 1009 applies, and §10.4 names "
+        "'a long stream of small frames that are a part of a fragmented "
+        "message' beside the big frame as what such limits are for). RFC 6455 "
+        "sets no number; 1024 is chosen here, not taken from a peer: it lets a "
+        "client send the default 1 MiB message in 1 KiB fragments (a 4 MiB one "
+        "in 4 KiB fragments), and ends an endless run of empty continuation frames "
+        "after about 6 KiB of them. A count rather than a floor on bytes per "
+        "frame: a message's memory no longer depends on how it is fragmented, "
+        "so what is left to bound is the work per frame and how long a message "
+        "may stay open without growing.",
+        flag="--limit-ws-fragments",
+        zero="no limit",
+    )
     limit_ws_queue: int = _f(
         32,
         "WebSocket messages received but not yet taken by the app; at this "

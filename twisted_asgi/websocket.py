@@ -9,9 +9,10 @@ re-serialised for another parser (DESIGN, "Parse once"; Daphne's
 CVE-2026-44546 came from doing that).
 
 Autobahn does only what follows the 101: framing, unmasking, UTF-8 validation,
-reassembly of fragments, permessage-deflate (RFC 7692), size limits, pings and
-the closing handshake. (Except the common case: a whole small message in one
-masked, uncompressed frame is taken from Autobahn's buffer by
+permessage-deflate (RFC 7692), size limits, pings and the closing handshake;
+the data of a fragmented message is gathered here, with its frames counted
+(:meth:`_Framing._onMessageBegin`). (Except the common case: a whole small
+message in one masked, uncompressed frame is taken from Autobahn's buffer by
 :meth:`_Framing.processData`, and an app's message on a connection without
 compression is framed by :meth:`WebSocketConnection.send_ws`, each in a few
 lines where Autobahn spends about a hundred.) The seam is one subclass of
@@ -35,7 +36,8 @@ Close codes the server sends (the docs' WebSocket page lists them too):
 ``websocket.close``, 1001 on graceful shutdown and at the end of
 ``timeout_ws_lifetime``, 1002 on a protocol violation, 1007 on invalid UTF-8
 or undecompressable data, 1009 beyond ``limit_ws_message_bytes`` /
-``limit_ws_frame_bytes``, 1011 when the app raised after accept.
+``limit_ws_frame_bytes`` / ``limit_ws_fragments``, 1011 when the app raised
+after accept.
 """
 
 from __future__ import annotations
@@ -108,6 +110,11 @@ _PAUSE_WRITE = 2  # the client does not read what we send
 
 _DEFLATE_WINDOW_BITS = 12
 _DEFLATE_MEM_LEVEL = 5
+
+#: A piece of a message at least this long is kept as it arrived; shorter
+#: ones are joined into one bytearray (see :meth:`_Framing._onMessageBegin`):
+#: a kept piece costs its 33-byte header and an 8-byte list slot, under 1%.
+_PIECE = 4096
 
 _HEAD16 = struct.Struct("!BBH")
 _HEAD64 = struct.Struct("!BBQ")
@@ -318,27 +325,101 @@ class _Framing(WebSocketServerProtocol):
     def _onOpen(self) -> None:
         pass
 
+    # A message's data is gathered here rather than by Autobahn's
+    # onMessage* methods, which keep one bytes object per frame (and a list per
+    # frame) until the message ends, without counting frames: an endless run of
+    # empty continuation frames grew a list of references and never reached
+    # the size limit, and each 1-byte fragment cost about 56 bytes. Here a
+    # piece of at least _PIECE bytes (an unmasked or inflated part of a frame)
+    # is kept as it is, and shorter ones are appended to one bytearray, so the
+    # memory of a message is its size plus at most a few percent, however it is
+    # fragmented; and the frames of a message are counted (empty ones too)
+    # against maxMessageFrames. RFC 6455 §10.4 names both attacks: "a single
+    # big frame" and "a long stream of small frames that are a part of a
+    # fragmented message".
+
+    #: Most data frames in one message (``limit_ws_fragments``; 0: no limit).
+    maxMessageFrames = 0
+    #: The frames of the message being received so far.
+    message_frames = 0
+    #: Its pieces of at least _PIECE bytes, and runs of shorter ones, in order;
+    #: None outside a message and once the connection failed.
+    message_parts: list[bytes | bytearray] | None = None
+    #: Shorter pieces that came after the last of message_parts.
+    message_tail: bytearray | None = None
+
     def _onMessageBegin(self, isBinary: bool) -> None:
-        self.onMessageBegin(isBinary)
+        self.message_is_binary = isBinary
+        self.message_data_total_length = 0  # Autobahn's onFrameData reads and adds to it
+        self.message_frames = 0
+        self.message_parts = []
+        self.message_tail = None
 
     def _onMessageFrameBegin(self, length: int) -> None:
-        self.onMessageFrameBegin(length)
+        # Autobahn's onMessageFrameBegin (the same size checks, in the same
+        # order) without its per-frame list, and with the frame count.
+        frames = self.message_frames = self.message_frames + 1
+        total = self.message_data_total_length = self.message_data_total_length + length
+        if self.failedByMe:
+            return
+        if 0 < self.maxMessagePayloadSize < total:
+            self.wasMaxMessagePayloadSizeExceeded = True
+            self._max_message_size_exceeded(
+                total,
+                self.maxMessagePayloadSize,
+                f"received WebSocket message size {total} exceeds payload limit of {self.maxMessagePayloadSize} octets",
+            )
+        elif 0 < self.maxFramePayloadSize < length:
+            self.wasMaxFramePayloadSizeExceeded = True
+            self._max_message_size_exceeded(
+                length,
+                self.maxFramePayloadSize,
+                f"received WebSocket frame size {length} exceeds payload limit of {self.maxFramePayloadSize} octets",
+            )
+        elif 0 < self.maxMessageFrames < frames:
+            # 1009 like the two size limits: RFC 6455 §7.4.1 keeps 1008 for
+            # when "there is no other more suitable status code (e.g., 1003 or
+            # 1009)", and §10.4 puts this limit beside theirs.
+            self._max_message_size_exceeded(
+                frames,
+                self.maxMessageFrames,
+                f"received WebSocket message in more than {self.maxMessageFrames} frames",
+            )
 
     def _onMessageFrameData(self, payload: bytes) -> None:
-        self.onMessageFrameData(payload)
+        parts = self.message_parts
+        if parts is None or self.failedByMe:
+            return
+        if len(payload) >= _PIECE:
+            tail = self.message_tail
+            if tail is not None:
+                parts.append(tail)
+                self.message_tail = None
+            parts.append(payload)
+        elif payload:
+            tail = self.message_tail
+            if tail is None:
+                self.message_tail = bytearray(payload)
+            else:
+                tail += payload
 
     def _onMessageFrameEnd(self) -> None:
-        self.onMessageFrameEnd()
-
-    def _onMessageFrame(self, payload: list[bytes]) -> None:
-        self.onMessageFrame(payload)
+        pass  # the frame's data is already in the message
 
     def _onMessageEnd(self) -> None:
-        data = self.message_data
-        self.message_data = None
-        if not self.failedByMe and data is not None:
-            payload = data[0] if len(data) == 1 else b"".join(data)
-            self.handler.message_received(payload, self.message_is_binary)
+        parts, tail = self.message_parts, self.message_tail
+        self.message_parts = self.message_tail = None
+        if self.failedByMe or parts is None:
+            return
+        if tail is not None:
+            parts.append(tail)
+        if not parts:
+            payload = b""
+        elif len(parts) == 1:
+            payload = bytes(parts[0])  # the same object when it is bytes
+        else:
+            payload = b"".join(parts)
+        self.handler.message_received(payload, self.message_is_binary)
 
     def _onPing(self, payload: bytes) -> None:
         self.onPing(payload)  # answers with a pong while open
@@ -379,6 +460,8 @@ class _Framing(WebSocketServerProtocol):
 
     def _fail_connection(self, code: int = _GOING_AWAY, reason: str = "going away") -> None:
         first = not self.failedByMe and self.state != _CLOSED
+        # What the unfinished message gathered goes now, not when TCP closes.
+        self.message_parts = self.message_tail = None
         WebSocketServerProtocol._fail_connection(self, code, reason)
         if first:
             self.handler.failed(code, reason)
@@ -396,6 +479,7 @@ def _framing_class(config: Any, clock: Any) -> type[_Framing]:
         "applyMask": True,
         "maxFramePayloadSize": config.limit_ws_frame_bytes,
         "maxMessagePayloadSize": config.limit_ws_message_bytes,
+        "maxMessageFrames": config.limit_ws_fragments,
         "autoFragmentSize": 0,
         # Send a Close with the reason's code (1002, 1007, 1009) instead of
         # dropping TCP (RFC 6455 §7.1.7 allows either; the code helps clients).
