@@ -343,6 +343,8 @@ class HTTPChannel(Protocol):
         self._cancel_timers()
         if self.handler is not None:
             self.handler.connection_lost(reason)
+            # The handler points back here: cut the cycle (as for self.task below).
+            self.handler = None
             self.factory.connection_closed(self)
             return
         task = self.task
@@ -395,6 +397,8 @@ class HTTPChannel(Protocol):
         self._can_gather = False
         self.handler = handler
         self._cancel_timers()
+        if self.conn is not None:
+            self.conn.release()  # its parser holds its callbacks (a cycle)
         self.conn = None
         self._resume(_PAUSE_BODY | _PAUSE_PIPELINE)
 

@@ -1,0 +1,264 @@
+"""HTTP/2 output backpressure and freeing a closed HTTP/2 connection, from outside.
+
+A client that opens its windows wide (SETTINGS_INITIAL_WINDOW_SIZE and the
+connection window), asks for large responses on many streams and reads
+nothing must not make the server hold every response: each app's ``send()``
+waits while the connection's output is not written, as on HTTP/1.1, and
+once the client leaves every stream, task and connection object is freed by
+reference counting. The served app (``app`` below) runs with the cyclic
+garbage collector off, counts the bytes its ``send()`` calls got out, and
+reports the HTTP/2 objects still alive. Source: issue 15, item 2 (outside
+attack).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import ssl
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from tests.deploy import get_json, make_certs, serving
+from tests.h2frames import Frames, RawClient
+from tests.test_http2_e2e import ssl_endpoint, tls_context
+from tests.test_http2_flow import vm
+
+APP = "tests.test_http2_backpressure:app"
+MIB = 1 << 20
+#: The client's windows: as wide as HTTP/2 allows (RFC 9113 §6.9.1).
+WIDE = 2**31 - 1
+#: Streams per connection: the server's default limit_concurrent_streams.
+STREAMS = 100
+#: Connections of the chunked attack.
+CHUNKED = 10
+#: Body bytes: a 1 MiB body every response shares (so the app's own memory
+#: stays flat), and 251 bytes more so that a stream can start at its own offset.
+BLOCK = bytes(range(251)) * (MIB // 251 + 2)
+
+
+@functools.lru_cache(maxsize=4096)
+def piece(start: int, end: int) -> bytes:
+    """``BLOCK[start:end]``, one copy shared by every stream that sends it."""
+    return BLOCK[start:end]
+
+
+# -- the served app (runs in the server process) ----------------------------------
+
+#: Apps started and finished (sent all), send() calls waiting now, body bytes
+#: whose send() returned, apps that met a disconnect.
+_stats = {"started": 0, "finished": 0, "waiting": 0, "out": 0, "disconnected": 0}
+_HTTP2_TYPES = ("HTTP2Handler", "H2Stream", "HTTP2Connection")
+
+
+def _alive() -> dict[str, int]:
+    """HTTP/2 objects still tracked (gc is off: cycles would stay here), and
+    app tasks of HTTP/2 streams."""
+    counts = dict.fromkeys((*_HTTP2_TYPES, "HTTPTask"), 0)
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in _HTTP2_TYPES:
+            counts[name] += 1
+        elif name == "HTTPTask" and type(obj.stream).__name__ == "H2Stream":
+            counts[name] += 1
+    return counts
+
+
+async def app(scope: dict, receive: Any, send: Any) -> None:
+    """``/body?kib=N&chunk=C&shift=S``: N KiB of BLOCK from offset S (the shared
+    block itself when S is 0 and C is N), in ``send()`` calls of C KiB;
+    ``/stats``: the counters, the objects alive, whether gc is on.
+    Lifespan startup turns the cyclic garbage collector off for good."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                gc.disable()
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/stats":
+        body = json.dumps({**_stats, "alive": _alive(), "gc": gc.isenabled()}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    query = {k: int(v[0]) for k, v in parse_qs(scope["query_string"].decode()).items()}
+    size = query.get("kib", 1024) * 1024
+    chunk = query.get("chunk", size // 1024) * 1024
+    shift = query.get("shift", 0)
+    length = (b"content-length", b"%d" % size)
+    _stats["started"] += 1
+    await send({"type": "http.response.start", "status": 200, "headers": [length]})
+    try:
+        for start in range(0, size, chunk):
+            end = min(start + chunk, size)
+            _stats["waiting"] += 1
+            try:
+                await send(
+                    {"type": "http.response.body", "body": piece(shift + start, shift + end), "more_body": end < size}
+                )
+            finally:
+                _stats["waiting"] -= 1
+            _stats["out"] += end - start
+    except OSError:  # ClientDisconnected: the client left (ASGI www spec 2.4)
+        _stats["disconnected"] += 1
+    else:
+        _stats["finished"] += 1
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def certs(tmp_path):
+    return make_certs(tmp_path)
+
+
+def start(certs: dict | None, *args: str) -> Any:
+    """The app's server, cleartext or TLS; its ``stats_port`` serves /stats in
+    cleartext HTTP/1.1 either way."""
+    extra = ("-e", "tcp:port=0:interface=127.0.0.1") if certs else ()
+    endpoint = ssl_endpoint(certs) if certs else "tcp:port=0:interface=127.0.0.1"
+    return serving(APP, *extra, *args, endpoint=endpoint)
+
+
+def stats(server: Any) -> dict:
+    port = server.addresses[-1][2]
+    return get_json(server.host, port, "/stats", headers={"Connection": "close"})
+
+
+def greedy_client(server: Any, tls: ssl.SSLContext | None) -> RawClient:
+    """A client that opens every window as wide as it may and reads nothing
+    (its socket's receive buffer small, so the server's buffers fill)."""
+    client = RawClient(server.host, server.port, tls=tls, settings={"initial_window_size": WIDE})
+    client.send(client.f.window_update(0, WIDE - 65535))
+    return client
+
+
+def poll(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def rss(server: Any) -> int:
+    return vm(server.proc.pid, "VmRSS")
+
+
+def warm_up(server: Any, tls: ssl.SSLContext | None) -> None:
+    """One read response of each kind, so the baseline has every module and
+    buffer a first response brings."""
+    client = RawClient(server.host, server.port, tls=tls, settings={"initial_window_size": WIDE})
+    try:
+        client.send(client.f.window_update(0, WIDE - 65535))
+        client.send(client.f.request(1, "/body?kib=1024") + client.f.request(3, "/body?kib=256&chunk=64"))
+        assert len(client.response(1)[1]) == MIB and len(client.response(3)[1]) == 256 * 1024
+    finally:
+        client.close()
+
+
+def attack(server: Any, tls: ssl.SSLContext | None, target: str, connections: int = 3) -> tuple[list, dict]:
+    """``connections`` greedy clients, each opening STREAMS streams on ``target``;
+    returns them and the app's counters once every app has started and waits
+    in send() or has sent all, the same in two polls in a row."""
+    before = stats(server)
+    clients = []
+    for _ in range(connections):
+        client = greedy_client(server, tls)
+        client.send(b"".join(client.f.request(i, target) for i in range(1, 2 * STREAMS, 2)))
+        clients.append(client)
+    total = connections * STREAMS
+    last: list[dict] = [{}]
+
+    def settled() -> dict | None:
+        now = stats(server)
+        started = now["started"] - before["started"]
+        finished = now["finished"] - before["finished"]
+        steady = started == total and now["waiting"] + finished == total and now == last[0]
+        last[0] = now
+        return now if steady else None
+
+    now = poll(settled, 30, "every app to wait in send() or finish")
+    return clients, {k: now[k] - before[k] for k in ("started", "finished", "out")} | {"waiting": now["waiting"]}
+
+
+def close_all(clients: list) -> None:
+    for client in clients:
+        client.close()
+
+
+def assert_freed(server: Any, baseline: int) -> None:
+    """No HTTP/2 object of the closed connections is left (gc is off in the
+    server), and RSS is back within 16 MiB of ``baseline`` within 10 s."""
+    last: list[dict] = [{}]
+
+    def freed() -> bool:
+        last[0] = stats(server)
+        return not any(last[0]["alive"].values())
+
+    try:
+        poll(freed, 10, "every HTTP/2 object to be freed")
+    finally:
+        print("after close:", last[0])
+    assert last[0]["gc"] is False
+    poll(lambda: rss(server) - baseline < 16 * 1024, 10, "RSS back within 16 MiB of its baseline")
+
+
+# -- the attacks --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "TLS"])
+def test_unread_large_responses_keep_rss_bounded_and_are_freed(certs, tls):
+    """Three clients open their windows wide, each asks for a 1 MiB response
+    on 100 streams and reads nothing: every app's send() waits, the server's
+    RSS grows by less than 64 MiB (before the fix it held every response:
+    about 300 MiB), and once the clients close, every HTTP2Handler, H2Stream
+    and HTTPTask is freed without the cycle collector (it is off) and RSS is
+    back within 16 MiB of its baseline within 10 s. Source: issue 15, item 2
+    (outside attack)."""
+    context = tls_context(certs) if tls else None
+    with start(certs if tls else None) as server:
+        warm_up(server, context)
+        baseline = rss(server)
+        clients, counts = attack(server, context, "/body?kib=1024")
+        try:
+            grown = rss(server) - baseline
+            print("RSS grown KiB", grown, counts)
+            assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
+            assert counts["waiting"] > 3 * STREAMS * 0.8, counts
+        finally:
+            close_all(clients)
+        assert_freed(server, baseline)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "TLS"])
+def test_unread_streamed_chunks_wait_in_send(certs, tls):
+    """The same three clients on streams that send 1 MiB in 64 KiB chunks:
+    each app's send() waits once the connection's output is unwritten, so
+    the bytes the apps got out stay near what the socket buffers hold
+    (before the fix every stream had a chunk buffered: 100 x 64 KiB per
+    connection more), RSS grows by less than 64 MiB, and everything is freed
+    after the close. Source: issue 15, item 2 (outside attack)."""
+    context = tls_context(certs) if tls else None
+    with start(certs if tls else None) as server:
+        warm_up(server, context)
+        baseline = rss(server)
+        clients, counts = attack(server, context, "/body?kib=1024&chunk=64", connections=CHUNKED)
+        try:
+            grown = rss(server) - baseline
+            print("RSS grown KiB", grown, counts)
+            assert grown < 64 * 1024, f"RSS grew by {grown} KiB"
+        finally:
+            close_all(clients)
+        assert_freed(server, baseline)
