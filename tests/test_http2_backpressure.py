@@ -13,6 +13,7 @@ attack).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import json
@@ -22,11 +23,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from hyperframe.frame import DataFrame
 
+from tests import test_channel as shell
 from tests.deploy import get_json, make_certs, serving
-from tests.h2frames import RawClient
+from tests.h2frames import Frames, RawClient, parse_frames
+from tests.test_http2_driver import Peer
 from tests.test_http2_e2e import ssl_endpoint, tls_context
 from tests.test_http2_flow import vm
+from twisted_asgi.http2 import OUTPUT_AHEAD
 
 APP = "tests.test_http2_backpressure:app"
 MIB = 1 << 20
@@ -295,3 +300,164 @@ def test_a_client_that_starts_reading_gets_every_byte(certs, tls):
             client.close()
         after = stats(server)
         assert after["finished"] - before["finished"] == len(shifts) and after["disconnected"] == 0
+
+
+# -- in process: the output bound, turns, waking, the send timeout, freeing ------------
+
+loop = shell.loop  # the asyncio loop fixture of the shell tests
+
+
+def test_core_frames_at_most_output_ahead_and_streams_take_turns():
+    """Sans-IO: with the client's windows wide open, three 1 MiB responses are
+    framed at most OUTPUT_AHEAD (plus a frame) ahead of what the shell took;
+    each stream keeps its bytes queued (write_blocked: its send() waits);
+    every later flush gives every unfinished stream a turn; nothing is framed
+    while the output is paused; every byte goes out once, in order. Source:
+    issue 15, item 2."""
+    peer = Peer()
+    ids = (1, 3, 5)
+    peer.feed(
+        peer.f.settings(initial_window_size=WIDE)
+        + peer.f.window_update(0, WIDE - 65535)
+        + b"".join(peer.f.request(i) for i in ids)
+    )
+    peer.out()
+    conn = peer.conn
+    for i in ids:
+        conn.send_response(i, 200, [])
+        conn.send_body(i, BLOCK[i : i + MIB], more=False)
+        assert conn.write_blocked(i)
+    bodies = {i: bytearray() for i in ids}
+
+    def take() -> set[int]:
+        raw = conn.data_to_send()
+        assert len(raw) < OUTPUT_AHEAD + 2 * 16384
+        served = set()
+        for frame in parse_frames(bytearray(raw)):
+            if isinstance(frame, DataFrame):
+                bodies[frame.stream_id] += frame.data
+                served.add(frame.stream_id)
+        return served
+
+    assert take() == {1}  # the first response filled the output bound alone
+    conn.output_paused = True
+    conn.flush()
+    assert not conn.data_to_send()
+    conn.output_paused = False
+    while any(conn.write_blocked(i) for i in ids):
+        unfinished = {i for i in ids if len(bodies[i]) < MIB}
+        conn.flush()
+        served = take()
+        assert unfinished <= served, f"streams {unfinished - served} had no turn"
+    assert {i: bytes(b) for i, b in bodies.items()} == {i: BLOCK[i : i + MIB] for i in ids}
+
+
+#: How each in-process app's send() ended, by path.
+ends: dict[str, str] = {}
+
+
+async def _waiting_app(scope: dict, receive: Any, send: Any) -> None:
+    """Sends 1 MiB in one send(); records in ``ends`` how its send() ended."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    name = scope["path"]
+    try:
+        await send({"type": "http.response.body", "body": BLOCK[:MIB]})
+    except OSError as exc:
+        ends[name] = type(exc).__name__
+        ends[name + " then"] = (await receive())["type"]
+    except asyncio.CancelledError:
+        ends[name] = "cancelled"
+        raise
+    else:
+        ends[name] = "sent"
+
+
+def h2_connect(loop: asyncio.AbstractEventLoop, app: Any, *paths: str, **config: Any) -> tuple:
+    """An in-process HTTP/2 connection over StringTransport whose transport
+    has paused the server (it buffers what the client does not read), with
+    a stream per path from a client whose windows are wide open."""
+    ends.clear()
+    proto, transport, clock, factory = shell.connect(app, loop, **config)
+    f = Frames()
+    proto.dataReceived(f.preface(initial_window_size=WIDE) + f.window_update(0, WIDE - 65535))
+    proto.pauseProducing()
+    proto.dataReceived(b"".join(f.request(2 * n + 1, path) for n, path in enumerate(paths)))
+    shell.settle(loop)
+    return proto, transport, clock, factory, f
+
+
+def test_a_reset_stream_wakes_its_waiting_send_and_the_transport_resumes_the_rest(loop):
+    """While the transport has paused the server, both streams' send() wait
+    and no body bytes are written; the client resets one: its send() raises
+    ClientDisconnected and its app then gets http.disconnect; when the
+    transport resumes, the other stream's 1 MiB goes out whole and its
+    send() returns. Source: issue 15, item 2."""
+    proto, transport, _clock, _factory, f = h2_connect(loop, _waiting_app, "/a", "/b")
+    assert ends == {}
+    written = len(transport.value())
+    assert written < 1024  # SETTINGS, WINDOW_UPDATE: no body while paused
+    proto.dataReceived(f.rst(1))
+    shell.settle(loop)
+    assert ends == {"/a": "ClientDisconnected", "/a then": "http.disconnect"}
+    proto.resumeProducing()
+    shell.settle(loop)
+    assert ends["/b"] == "sent"
+    frames = parse_frames(bytearray(transport.value()))
+    assert b"".join(fr.data for fr in frames if isinstance(fr, DataFrame) and fr.stream_id == 3) == BLOCK[:MIB]
+
+
+def test_send_timeout_drops_a_connection_that_never_drains(loop):
+    """A transport that stays paused (the client reads nothing) for
+    timeout_send: the connection is aborted and the apps waiting in send()
+    end. Source: issue 15, item 2."""
+    proto, transport, clock, _factory, _f = h2_connect(loop, _waiting_app, "/a", "/b", timeout_send=5)
+    clock.advance(4.9)
+    assert not transport.disconnected
+    clock.advance(0.2)
+    assert transport.disconnected  # StringTransport: abortConnection
+    proto.connectionLost()
+    shell.settle(loop)
+    assert set(ends) >= {"/a", "/b"}
+
+
+@pytest.mark.parametrize("ending", ["client-left", "send-timeout"])
+def test_closed_connection_is_freed_by_reference_counting(loop, ending):
+    """With the cycle collector off, an HTTP/2 connection with streams that
+    completed, one the client reset and ones waiting in send() is closed
+    (the client leaves, or timeout_send drops it): no HTTPChannel,
+    HTTP2Handler, H2Stream, HTTP2Connection or HTTPTask of it survives, and
+    a collection finds nothing. Source: issue 15, item 2."""
+    names = ("HTTPChannel", "HTTP2Handler", "H2Stream", "HTTP2Connection", "HTTPTask")
+
+    def alive() -> dict[str, int]:
+        counts = dict.fromkeys(names, 0)
+        for obj in gc.get_objects():
+            if type(obj).__name__ in counts:
+                counts[type(obj).__name__] += 1
+        return counts
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert not any(alive().values())
+        proto, transport, clock, _factory, f = h2_connect(loop, _waiting_app, "/a", "/b", "/c", timeout_send=5)
+        proto.dataReceived(f.rst(3))
+        proto.resumeProducing()  # /a and /c complete
+        proto.dataReceived(f.request(7, "/d") + f.request(9, "/e"))
+        proto.pauseProducing()
+        shell.settle(loop)
+        assert alive()["H2Stream"] >= 2
+        if ending == "send-timeout":
+            clock.advance(5)
+            assert transport.disconnected
+        # What Twisted's TCP transport does when the connection is gone.
+        proto.connectionLost()
+        transport.protocol = transport.producer = None
+        shell.settle(loop)
+        assert ends["/d"] in ("ClientDisconnected", "cancelled")
+        del proto, transport
+        shell.settle(loop)
+        assert alive() == dict.fromkeys(names, 0)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
