@@ -24,6 +24,11 @@ from urllib.parse import parse_qs
 
 import pytest
 from hyperframe.frame import DataFrame
+from twisted.internet import ssl as twisted_ssl
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import connectedServerAndClient
 
 from tests import test_channel as shell
 from tests.deploy import get_json, make_certs, serving
@@ -31,7 +36,10 @@ from tests.h2frames import Frames, RawClient, parse_frames
 from tests.test_http2_driver import Peer
 from tests.test_http2_e2e import ssl_endpoint, tls_context
 from tests.test_http2_flow import vm
+from twisted_asgi.config import Config
 from twisted_asgi.http2 import OUTPUT_AHEAD
+from twisted_asgi.server import ASGIFactory
+from twisted_asgi.tls import ReloadableTLS, TLSOptions
 
 APP = "tests.test_http2_backpressure:app"
 MIB = 1 << 20
@@ -304,6 +312,20 @@ def test_a_client_that_starts_reading_gets_every_byte(certs, tls):
 
 # -- in process: the output bound, turns, waking, the send timeout, freeing ------------
 
+_NAMES = ("HTTPChannel", "HTTP2Handler", "H2Stream", "HTTP2Connection", "HTTPTask")
+
+
+def alive() -> dict[str, int]:
+    """How many connection objects the interpreter tracks (with the cycle
+    collector off, those left in a reference cycle stay counted)."""
+    counts = dict.fromkeys(_NAMES, 0)
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in counts:
+            counts[name] += 1
+    return counts
+
+
 loop = shell.loop  # the asyncio loop fixture of the shell tests
 
 
@@ -427,15 +449,6 @@ def test_closed_connection_is_freed_by_reference_counting(loop, ending):
     (the client leaves, or timeout_send drops it): no HTTPChannel,
     HTTP2Handler, H2Stream, HTTP2Connection or HTTPTask of it survives, and
     a collection finds nothing. Source: issue 15, item 2."""
-    names = ("HTTPChannel", "HTTP2Handler", "H2Stream", "HTTP2Connection", "HTTPTask")
-
-    def alive() -> dict[str, int]:
-        counts = dict.fromkeys(names, 0)
-        for obj in gc.get_objects():
-            if type(obj).__name__ in counts:
-                counts[type(obj).__name__] += 1
-        return counts
-
     gc.collect()
     gc.disable()
     try:
@@ -459,5 +472,82 @@ def test_closed_connection_is_freed_by_reference_counting(loop, ending):
         shell.settle(loop)
         assert alive() == before
         assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("ending", ["close_notify", "tcp-close"])
+def test_closed_tls_connection_is_freed_by_reference_counting(loop, certs, ending):
+    """The same over TLS (Twisted's TLS protocol over an in-memory transport,
+    ALPN h2, the server's own TLS context): with the cycle collector off, a
+    stream that completed, one reset and one waiting in send() while the
+    transport is paused; the client leaves (with close_notify, or by closing
+    TCP only); no connection object survives, and a collection finds none of
+    them (nor, after close_notify, either side's TLS protocol). Source: issue
+    15, item 2."""
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        ends.clear()
+        clock = shell.FakeReactor()
+        factory = ASGIFactory(_waiting_app, Config(), clock)
+        factory.runner._loop = loop
+        factory.lifespan_state = {}
+        context = ReloadableTLS(TLSOptions(str(certs["key"]), str(certs["cert"])))
+        trust = twisted_ssl.Certificate.loadPEM(certs["ca"].read_bytes())
+        options = twisted_ssl.optionsForClientTLS("localhost", trustRoot=trust, acceptableProtocols=[b"h2"])
+        address = IPv4Address("TCP", "127.0.0.1", 1234)
+        client, server, pump = connectedServerAndClient(
+            lambda: TLSMemoryBIOFactory(context, False, factory, clock=clock).buildProtocol(address),
+            lambda: TLSMemoryBIOFactory(options, True, Factory.forProtocol(Protocol), clock=clock).buildProtocol(
+                address
+            ),
+            clock=clock,
+        )
+        pumps = [pump]
+
+        def run() -> None:
+            for _ in range(3):
+                pumps[0].flush()
+                shell.settle(loop)
+
+        f = Frames()
+        client.write(f.preface(initial_window_size=WIDE) + f.window_update(0, WIDE - 65535) + f.request(1, "/a"))
+        run()
+        assert client.negotiatedProtocol == b"h2" and ends == {"/a": "sent"}
+        server.wrappedProtocol.pauseProducing()  # the client stopped reading
+        client.write(f.request(3, "/b") + f.request(5, "/c"))
+        run()
+        assert ends == {"/a": "sent"} and alive()["H2Stream"] - before["H2Stream"] == 2
+        client.write(f.rst(3))
+        run()
+        assert ends["/b"] == "ClientDisconnected" and "/c" not in ends
+        if ending == "close_notify":
+            client.loseConnection()
+        else:
+            client.transport.loseConnection()
+        run()
+        assert ends["/c"] == "ClientDisconnected"
+        # What Twisted's TCP transport does when the connection is gone.
+        for io in (pump.serverIO, pump.clientIO):
+            io.protocol = io.producer = None
+        pumps.clear()
+        del client, server, pump
+        shell.settle(loop)
+        assert alive() == before
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            left = {type(obj).__name__ for obj in gc.garbage}
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        # (The client's certificate check leaves cycles of pyOpenSSL's own; a
+        # TLS error on a bare TCP close leaves Twisted's Failure, whose frames
+        # hold both TLS protocols, to the collector.)
+        assert not left & set(_NAMES)
+        if ending == "close_notify":
+            assert not left & {"BufferingTLSTransport", "TLSMemoryBIOProtocol"}
     finally:
         gc.enable()

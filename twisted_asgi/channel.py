@@ -341,6 +341,10 @@ class HTTPChannel(Protocol):
         self.closed = True
         # A pending timer holds this channel (and all it refers to) until it fires.
         self._cancel_timers()
+        if ISSLTransport.providedBy(self.transport):
+            # Twisted's TLS protocol keeps its producer (this channel) after
+            # the connection is lost: a reference cycle with our transport.
+            self.transport.unregisterProducer()
         if self.handler is not None:
             self.handler.connection_lost(reason)
             # The handler points back here: cut the cycle (as for self.task below).
