@@ -341,7 +341,8 @@ class HTTPChannel(Protocol):
         self.closed = True
         # A pending timer holds this channel (and all it refers to) until it fires.
         self._cancel_timers()
-        if ISSLTransport.providedBy(self.transport):
+        tls = ISSLTransport.providedBy(self.transport)
+        if tls:
             # Twisted's TLS protocol keeps its producer (this channel) after
             # the connection is lost: a reference cycle with our transport.
             self.transport.unregisterProducer()

@@ -210,7 +210,8 @@ class _H2Connection(h2.connection.H2Connection):
         # with the connection by _receive_frame: freed by reference counting.
         dispatch = _H2Connection._dispatch
         if not dispatch:
-            dispatch.update({kind: method.__func__ for kind, method in self._frame_dispatch_table.items()})
+            own: dict[type, Any] = self._frame_dispatch_table
+            dispatch.update({kind: method.__func__ for kind, method in own.items()})
         self._frame_dispatch_table = dispatch
         #: Streams reset for depending on themselves during the last read.
         self.self_dependent: list[int] = []
