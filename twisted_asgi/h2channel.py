@@ -215,7 +215,9 @@ class HTTP2Handler:
             client=self.client_text(),
             timeout=self.config.timeout_send,
         )
-        self.abort()
+        # As on HTTP/1.1: each waiting send() raises, and the app-close
+        # timeout bounds an app that goes on.
+        self.abort(cancel=False)
 
     def resume_producing(self) -> None:
         """The transport wrote its buffer out: frame and write what the streams
@@ -244,14 +246,15 @@ class HTTP2Handler:
         self.flush_output()
         self._check_idle()
 
-    def abort(self) -> None:
-        """Drop the connection now (graceful shutdown ran out of time)."""
+    def abort(self, cancel: bool = True) -> None:
+        """Drop the connection now (graceful shutdown ran out of time: the
+        app calls are cancelled too, unless ``cancel`` is false)."""
         self.closed = True
         self._cancel_idle(send_timer=True)
         transport: Any = self.channel.transport
         transport.abortConnection()
         for stream in list(self.streams.values()):
-            stream.gone(cancel=True)
+            stream.gone(cancel=cancel)
 
     # -- core events -----------------------------------------------------------------
 
