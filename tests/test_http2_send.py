@@ -229,8 +229,10 @@ def test_the_server_sends_through_the_seam(stream_id: int) -> None:
 
 
 def _h2_own(conn: HTTP2Connection) -> HTTP2Connection:
-    """The same connection class, receiving frames through h2's own _receive_frame."""
+    """The same connection class, receiving frames through h2's own _receive_frame
+    and h2's own dispatch table (bound methods, where ours holds functions)."""
     conn.h2._receive_frame = h2.connection.H2Connection._receive_frame.__get__(conn.h2)  # type: ignore[method-assign]
+    conn.h2._frame_dispatch_table = {kind: f.__get__(conn.h2) for kind, f in conn.h2._frame_dispatch_table.items()}
     return conn
 
 
@@ -285,3 +287,27 @@ def test_receive_frame_builds_no_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Frame, "__repr__", refuse)
     events, _ = _after(_F.data(1, b"body", end_stream=True))
     assert ("Request", 1) in events and ("Data", 1) in events
+
+
+def test_dispatch_table_is_h2s_own_as_functions() -> None:
+    """Our connection's frame dispatch table is h2's own, each bound method
+    replaced by its function: the same handler per frame type, and no
+    reference cycle from the connection to itself. Source: issue 15, item 2."""
+    import gc
+
+    from twisted_asgi.http2 import _H2Connection
+
+    plain = object.__new__(_H2Connection)
+    h2.connection.H2Connection.__init__(plain, h2.config.H2Configuration(client_side=False))
+    ours = HTTP2Connection(Config()).h2._frame_dispatch_table
+    assert {kind: method.__func__ for kind, method in plain._frame_dispatch_table.items()} == ours
+    gc.collect()
+    gc.disable()
+    try:
+        conn = HTTP2Connection(Config())
+        conn.initiate()
+        conn.receive_data(_START)
+        del conn
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -346,8 +346,15 @@ class HTTPChannel(Protocol):
         self.closed = True
         # A pending timer holds this channel (and all it refers to) until it fires.
         self._cancel_timers()
+        tls = ISSLTransport.providedBy(self.transport)
+        if tls:
+            # Twisted's TLS protocol keeps its producer (this channel) after
+            # the connection is lost: a reference cycle with our transport.
+            self.transport.unregisterProducer()
         if self.handler is not None:
             self.handler.connection_lost(reason)
+            # The handler points back here: cut the cycle (as for self.task below).
+            self.handler = None
             self.factory.connection_closed(self)
             return
         task = self.task
@@ -400,6 +407,8 @@ class HTTPChannel(Protocol):
         self._can_gather = False
         self.handler = handler
         self._cancel_timers()
+        if self.conn is not None:
+            self.conn.release()  # its parser holds its callbacks (a cycle)
         self.conn = None
         self._resume(_PAUSE_BODY | _PAUSE_PIPELINE)
 

@@ -23,6 +23,7 @@ from .cycle import HTTPCycle
 from .events import Body, Data, EndOfMessage, Request, Response, StreamReset, Trailers
 from .http2 import (
     ENHANCE_YOUR_CALM,
+    OUTPUT_AHEAD,
     PREFACE,
     ConnectionClosed,
     HTTP2Connection,
@@ -43,8 +44,9 @@ __all__ = ["HTTP2Handler", "HTTP2Server", "install_http2"]
 
 log = Logger(namespace="twisted_asgi.http2")
 
-#: Output held back for one event-loop pass at most this large (see flush_soon).
-_COALESCE_BYTES = 65536
+#: Output held back for one event-loop pass at most this large (see flush_soon):
+#: as much as the core frames ahead of the transport.
+_COALESCE_BYTES = OUTPUT_AHEAD
 
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 # Request fields of the HTTP/1.1 request that asked for h2c that mean nothing
@@ -169,6 +171,8 @@ class HTTP2Handler:
         self.channel = channel
         self.clock = server.factory.clock
         self.core = HTTP2Connection(self.config)
+        # The transport may have paused the channel before the hand-over.
+        self.core.output_paused = channel.write_paused
         self.streams: dict[int, H2Stream] = {}
         #: App calls still running (their streams may be gone).
         self.running = 0
@@ -203,6 +207,13 @@ class HTTP2Handler:
         self.closed = True
         self.lost = True
         self._cancel_idle(send_timer=True)
+        flush, self._flush_call = self._flush_call, None
+        if flush is not None and flush.active():
+            flush.cancel()
+        # Each stream and its app task point at each other, and the streams
+        # at this handler: with the stream table cleared, and each task let go
+        # of once its app returns (H2Stream.app_finished), the connection is
+        # freed by reference counting, not left to the cycle collector.
         for stream in list(self.streams.values()):
             stream.gone()
         self.streams.clear()
@@ -210,7 +221,8 @@ class HTTP2Handler:
     def pause_producing(self) -> None:
         """The client reads slower than we write: every stream's ``send()`` now
         waits (``write_paused`` reads the channel's flag), for ``timeout_send``
-        at most."""
+        at most, and the core frames no more body bytes."""
+        self.core.output_paused = True
         timeout = self.config.timeout_send
         if timeout and self._send_timer is None and not self.closed:
             self._send_timer = self.clock.callLater(timeout, self._send_timed_out)
@@ -224,14 +236,26 @@ class HTTP2Handler:
             client=self.client_text(),
             timeout=self.config.timeout_send,
         )
-        self.abort()
+        # As on HTTP/1.1: each waiting send() raises, and the app-close
+        # timeout bounds an app that goes on.
+        self.abort(cancel=False)
 
     def resume_producing(self) -> None:
+        """The transport wrote its buffer out: frame and write what the streams
+        queued meanwhile (until the transport pauses us again), then release
+        the ``send()`` of every stream with nothing left queued."""
         timer, self._send_timer = self._send_timer, None
         if timer is not None and timer.active():
             timer.cancel()
+        core = self.core
+        core.output_paused = False
+        if self.closed:
+            return
+        if core.output_held:
+            self.handle(core.flush())
+        self.flush_output()
         for stream in list(self.streams.values()):
-            if not self.core.write_blocked(stream.stream_id):
+            if not core.write_blocked(stream.stream_id):
                 stream.writable()
 
     def drain(self) -> None:
@@ -243,14 +267,15 @@ class HTTP2Handler:
         self.flush_output()
         self._check_idle()
 
-    def abort(self) -> None:
-        """Drop the connection now (graceful shutdown ran out of time)."""
+    def abort(self, cancel: bool = True) -> None:
+        """Drop the connection now (graceful shutdown ran out of time: the
+        app calls are cancelled too, unless ``cancel`` is false)."""
         self.closed = True
         self._cancel_idle(send_timer=True)
         transport: Any = self.channel.transport
         transport.abortConnection()
         for stream in list(self.streams.values()):
-            stream.gone(cancel=True)
+            stream.gone(cancel=cancel)
 
     # -- core events -----------------------------------------------------------------
 
@@ -351,9 +376,21 @@ class HTTP2Handler:
     # -- output, closing, timers ---------------------------------------------------------
 
     def flush_output(self) -> None:
-        data = self.core.data_to_send()
-        if data and not self.closed:
-            self.channel.write(data)
+        """Write what the core framed. While it held body bytes back at its
+        output bound and the transport takes what it is given without pausing
+        us (the kernel had room), frame and write the next part: the channel's
+        one write path and its pause are the backpressure, as on HTTP/1.1."""
+        core = self.core
+        channel = self.channel
+        data = core.data_to_send()
+        while data and not self.closed:
+            channel.write(data)
+            if not core.output_held or channel.write_paused:
+                break
+            events = core.flush()
+            if events:
+                self.handle(events)
+            data = core.data_to_send()
         if self._closing and not self.closed:
             self.close_transport()
 
@@ -594,6 +631,9 @@ class H2Stream:
             # The app returned (or failed) before completing its response.
             self._fail(503 if task.outcome == "cancelled" else 500, "the application failed to answer")
         handler.app_done(self)
+        # The task refers to this stream: cut the cycle (the app is done with
+        # both; body bytes that still come are acknowledged and dropped).
+        self.task = None
 
     def app_timed_out(self, task: HTTPTask) -> None:
         if self._live(task) and not task.cycle.response_complete:
@@ -637,6 +677,11 @@ class H2Stream:
         self.send_timer = None
         handler = self.handler
         if self.complete or handler.closed or not handler.core.write_blocked(self.stream_id):
+            return
+        if not handler.core.window_shut(self.stream_id):
+            # Waiting for the transport, not for the client's window: the
+            # connection's own send timer bounds that (pause_producing).
+            self.send_timer = handler.clock.callLater(handler.config.timeout_send, self._send_timed_out)
             return
         log.info(
             "HTTP/2 client {client} opened no window on stream {stream} for {timeout}s; resetting it",

@@ -76,6 +76,11 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ENHANCE_YOUR_CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
 
 _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+#: Response bytes framed ahead of the transport at most: past this, body bytes
+#: wait in their stream's queue (the app's own buffers, not copies) and the
+#: app's send() waits. 64 KiB is Twisted's write buffer high-water mark, the
+#: bound HTTP/1.1 output has (limit_receive_buffer_bytes says the same of input).
+OUTPUT_AHEAD = 65536
 _SWEEP_EVERY = 32
 
 # RFC 9113 §8.2.1: field names are lowercase tokens; values hold no byte the
@@ -192,8 +197,21 @@ class _H2Connection(h2.connection.H2Connection):
       :attr:`self_dependent` after h2 has reset it.
     """
 
+    #: h2's frame dispatch table with functions for its bound methods, shared by
+    #: every connection (filled from the first one, so it is h2's own table).
+    _dispatch: dict[type, Any] = {}
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # h2's table holds bound methods of the connection: a reference cycle,
+        # which left every closed connection (and all it holds) to the cyclic
+        # garbage collector. The same methods as plain functions instead, called
+        # with the connection by _receive_frame: freed by reference counting.
+        dispatch = _H2Connection._dispatch
+        if not dispatch:
+            own: dict[type, Any] = self._frame_dispatch_table
+            dispatch.update({kind: method.__func__ for kind, method in own.items()})
+        self._frame_dispatch_table = dispatch
         #: Streams reset for depending on themselves during the last read.
         self.self_dependent: list[int] = []
         #: h2's stream table size at which closed streams are next swept out.
@@ -233,10 +251,11 @@ class _H2Connection(h2.connection.H2Connection):
         # formatting the frame, its flags and its payload) and then dropped by
         # h2's no-op logger. The rest is h2's: a frame on a stream the client
         # reset is a stream error, on one that ended otherwise a connection
-        # error (tests/test_http2_send.py compares the two on each case).
+        # error (tests/test_http2_send.py compares the two on each case). The
+        # dispatch table holds functions, not bound methods (see __init__).
         events: list[Any]
         try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+            frames, events = self._frame_dispatch_table[frame.__class__](self, frame)
         except h2.exceptions.StreamClosedError as e:
             if self._stream_is_closed_by_reset(e.stream_id):
                 f = RstStreamFrame(e.stream_id)
@@ -431,6 +450,11 @@ class HTTP2Connection:
         self._extra = b""
         #: Output taken from h2 by output_size() and not yet handed out.
         self._pending = bytearray()
+        #: The shell's transport is full (it paused us): frame no body bytes.
+        self.output_paused = False
+        #: The last flush stopped at OUTPUT_AHEAD (or a pause) with body bytes
+        #: still queued: flush again once the output has been written.
+        self.output_held = False
         self._events: list[Any] = []
         #: Stream ids above this are refused (after our graceful GOAWAY).
         self.last_stream_id: int | None = None
@@ -790,8 +814,19 @@ class HTTP2Connection:
         return self._events
 
     def write_blocked(self, stream_id: int) -> bool:
-        """True while the stream has response bytes waiting for window."""
+        """True while the stream has response bytes waiting (for window, or
+        for the output before them to be written)."""
         return stream_id in self._sending
+
+    def window_shut(self, stream_id: int) -> bool:
+        """True while the stream's response waits for flow-control window
+        (the stream's or the connection's), not only for the transport."""
+        if stream_id not in self._sending:
+            return False
+        try:
+            return self.h2.send_window(stream_id) <= 0
+        except h2.exceptions.NoSuchStreamError:
+            return False
 
     def error_response(self, stream_id: int, status: int, reason: str) -> list[Any]:
         """Answer the stream ourselves (the app never saw it, or failed before
@@ -847,11 +882,23 @@ class HTTP2Connection:
 
     def _flush(self) -> None:
         """Streams take turns, one frame each per round, so a big response does
-        not hold the connection window away from small ones."""
+        not hold the connection window away from small ones.
+
+        Frames are made only while less than :data:`OUTPUT_AHEAD` bytes wait
+        to be written and the transport has not paused us: a client that opens
+        its windows wide and reads nothing holds the server to that bound per
+        connection, not to every stream's whole response. The streams that
+        were served go to the back of the turn order, so the ones cut off by
+        the bound go first next time (none starves)."""
         h2conn = self.h2
-        while self._sending:
+        sending = self._sending
+        self.output_held = False
+        while sending:
             progress = False
-            for stream_id, stream in list(self._sending.items()):
+            for stream_id, stream in list(sending.items()):
+                if self.output_paused or len(h2conn._data_to_send) + len(self._pending) >= OUTPUT_AHEAD:
+                    self.output_held = True
+                    return
                 if stream.head is not None:
                     head, stream.head = stream.head, None
                     end = stream.end and not stream.queued and not stream.trailers
@@ -877,6 +924,9 @@ class HTTP2Connection:
                     self._refund(2)
                     progress = True
                     if stream.outbound:
+                        # To the back of the turn order.
+                        del sending[stream_id]
+                        sending[stream_id] = stream
                         continue
                     if last:
                         self._sent_all(stream_id, stream)
@@ -890,7 +940,7 @@ class HTTP2Connection:
                     progress = True
                     self._sent_all(stream_id, stream)
                 else:
-                    del self._sending[stream_id]
+                    del sending[stream_id]
                     self._events.append(WriteReady(stream_id))
             if not progress:
                 break

@@ -225,6 +225,10 @@ class _AppCall:
                 await waiter
             finally:
                 self.drain_waiter = None
+                # A waiter failed by _gone_now holds its exception, whose
+                # traceback holds this frame, which holds the waiter: without
+                # this, the app call and its connection were left in a cycle.
+                del waiter
 
     # -- the connection's side ---------------------------------------------
 
