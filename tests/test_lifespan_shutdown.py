@@ -7,6 +7,8 @@ import signal
 import socket
 import time
 
+import pytest
+
 from tests.serving import recv_response, start_server
 
 
@@ -122,6 +124,57 @@ def test_idle_keep_alive_connections_close_at_once_on_shutdown():
         assert sock.recv(10) == b""
     finally:
         sock.close()
+    # Source: issue 16, item 5 (operator test): an idle connection is not
+    # "waited for"; the log says nothing of waiting.
+    assert "Waiting up to" not in "".join(server.output)
+
+
+def test_graceful_timeout_names_what_happened_to_the_app():
+    """An app still running when the graceful timeout runs out is cancelled with a
+    line that says so, not one claiming its client left.
+
+    Source: issue 16, item 4 (the final log said "ASGI app still running 10.0s
+    after its client left" although the client never left)."""
+    server = start_server("tests.apps:misbehave", "--graceful-timeout", "0.5")
+    sock = server.connect()
+    try:
+        sock.sendall(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+        server.read_output(0.3)
+        server.stop(signal.SIGTERM)
+        output = server.read_output(0.1)
+    finally:
+        sock.close()
+    assert "Waiting up to 0.5s for 1 connection(s) with work in flight" in output, output
+    assert "its client left" not in output, output
+    assert "ASGI app still running when the graceful shutdown timeout (0.5s) ran out; cancelling it" in output, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_second_signal_exits_at_once(sig):
+    """A second SIGINT (or SIGTERM) while the server drains exits at once with one
+    log line, instead of waiting out the graceful timeout; no traceback.
+
+    Source: issue 16, item 4 (operator test: a second Ctrl-C logged a critical
+    ReactorNotRunning traceback and the full 25 s still ran)."""
+    server = start_server("tests.apps:misbehave", "--graceful-timeout", "60")
+    sock = server.connect()
+    try:
+        sock.sendall(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+        server.read_output(0.3)
+        server.proc.send_signal(sig)
+        server.wait_for_output("Waiting up to 60.0s for 1 connection(s)")
+        started = time.monotonic()
+        server.proc.send_signal(sig)
+        code = server.proc.wait(10)
+        assert time.monotonic() - started < 5
+        output = server.read_output(0.5)
+    finally:
+        sock.close()
+        server.stop()
+    assert code == 1
+    name = signal.Signals(sig).name
+    assert f"Second {name} during graceful shutdown: exiting now, 1 connection(s) cut off" in output, output
+    assert "Traceback" not in output and "ReactorNotRunning" not in output
 
 
 def test_keep_alive_timeout_closes_idle_connection():

@@ -254,14 +254,18 @@ class _AppCall:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def cancel(self) -> None:
-        """Cancel the app's task (app-close timeout, shutdown)."""
+    def cancel(self, why: str | None = None) -> None:
+        """Cancel the app's task: on the app-close timeout (``why`` None), or for
+        the reason ``why`` names (the graceful shutdown ran out)."""
         self.close_timer = None
         if self.task is not None and not self.task.done():
-            log.warn(
-                "ASGI app still running {timeout}s after " + self._gone + "; cancelling it",
-                timeout=self.runner.config.timeout_app_close,
-            )
+            if why is None:
+                log.warn(
+                    "ASGI app still running {timeout}s after " + self._gone + "; cancelling it",
+                    timeout=self.runner.config.timeout_app_close,
+                )
+            else:
+                log.warn("ASGI app still running when {why}; cancelling it", why=why)
             self.task.cancel()
 
 

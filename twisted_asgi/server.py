@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -158,6 +159,15 @@ class ASGIFactory(Factory):
             channel.drain()
         if not self.connections:
             return defer.succeed(None)
+        # Idle connections were closed just now (they leave the set when the
+        # close completes): only those with work in flight are waited for.
+        busy = [c for c in self.connections if not c.closed and not getattr(c.transport, "disconnecting", False)]
+        if busy and timeout:
+            log.info(
+                "Waiting up to {timeout}s for {n} connection(s) with work in flight to finish",
+                timeout=timeout,
+                n=len(busy),
+            )
         self._drained = defer.Deferred()
         drained = self._drained
 
@@ -173,7 +183,7 @@ class ASGIFactory(Factory):
                 task = channel.task
                 if task is not None:
                     task.feed_disconnect()
-                    task.cancel()
+                    task.cancel(f"the graceful shutdown timeout ({timeout}s) ran out")
 
         timer = self.clock.callLater(timeout, give_up) if timeout else None
         if timer is None:
@@ -401,17 +411,12 @@ class ASGIService(Service):
     def stopService(self) -> defer.Deferred:
         super().stopService()
         self._stopping = True
+        _force_exit_on_second_signal(self.factory)
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
         ports, self.ports = self.ports, []
         await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
-        if self.factory.connections:
-            log.info(
-                "Waiting up to {timeout}s for {n} connection(s) to finish",
-                timeout=self.config.timeout_graceful_shutdown,
-                n=len(self.factory.connections),
-            )
         timeout = self.config.timeout_graceful_shutdown
         began = self.reactor.seconds()
         await self.factory.drain(timeout)
@@ -501,6 +506,31 @@ def _on_sighup(reactor: Any, action: Callable[[], Any]) -> None:
     if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
         return
     signal.signal(signal.SIGHUP, lambda _sig, _frame: reactor.callFromThread(action))
+
+
+def _force_exit_on_second_signal(factory: ASGIFactory) -> None:
+    """While a graceful shutdown runs, a second SIGINT or SIGTERM (an impatient
+    Ctrl-C, a supervisor's second try) exits at once, with one log line, instead
+    of waiting out the graceful timeout (as uvicorn and hypercorn do). Nothing
+    when not in the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def force(signum: int, _frame: Any) -> None:
+        log.warn(
+            "Second {signal} during graceful shutdown: exiting now, {n} connection(s) cut off",
+            signal=signal.Signals(signum).name,
+            n=len(factory.connections),
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, force)
 
 
 def clear_exit_signal(reactor: Any) -> None:
