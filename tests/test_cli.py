@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -74,6 +75,57 @@ def test_version_names_twisted_asgi_and_what_it_runs_on(program):
     assert first == f"twisted-asgi {twisted_asgi.__version__}"
     for name in ("Twisted ", "h2 ", "autobahn ", "pyOpenSSL ", "uvloop ", "Python "):
         assert name in second, second
+
+
+def test_help_is_grouped_short_and_names_only_flags():
+    """--help groups the options (listeners first, then application, protocols,
+    limits, timeouts, proxies, workers, logging), keeps each text to what a user
+    needs (no CVE references: they are in docs/cli.rst) and names no setting that
+    is not a flag; python -m twisted_asgi --help starts with a Usage line.
+
+    Source: issue 16, items 15 and 16."""
+    result = run_cli("-m", "twisted_asgi", "--help")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("Usage: python -m twisted_asgi [options] module:application\n")
+    titles = [
+        "Listeners:",
+        "Application:",
+        "Protocols:",
+        "Limits:",
+        "Timeouts:",
+        "Behind proxies:",
+        "Workers:",
+        "Logging:",
+    ]
+    positions = [text.index(f"\n{title}\n") for title in titles]
+    assert positions == sorted(positions)
+    listeners = text[positions[0] : positions[1]]
+    assert listeners.index("--endpoint=ENDPOINT") < listeners.index("--port=PORT") < listeners.index("--backlog")
+    assert "CVE-" not in text
+    assert not re.search(r"\b(limit|timeout)_[a-z_]+", text), re.findall(r"\b(?:limit|timeout)_[a-z_]+", text)
+    assert "repeatable (tcp:," in " ".join(text.split())  # no code indentation leaking into help
+    twistd = run_twistd("asgi", "--help")
+    assert twistd.returncode == 0 and "\nListeners:\n" in twistd.stdout
+    assert "HTTP/1.1, HTTP/2, WebSocket, TLS" in " ".join(run_twistd("--help").stdout.split())
+
+
+def test_help_into_a_closed_pipe_is_quiet():
+    """``twisted-asgi --help | head -2`` prints two lines and no BrokenPipeError.
+
+    Source: issue 16, item 15."""
+    script = str(Path(TWISTD).parent / "twisted-asgi")
+    result = subprocess.run(
+        ["bash", "-c", f'"{script}" --help | head -2'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=ROOT,
+    )
+    assert result.stdout.startswith("Usage: ")
+    assert len(result.stdout.splitlines()) == 2
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
 
 def test_twistd_serves_without_reactor_flag():

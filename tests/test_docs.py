@@ -112,6 +112,12 @@ def test_docs_build_with_no_warnings(tmp_path: Path) -> None:
         assert f'id="cmdoption-twistd-asgi-{option}"' in cli, option
     for field in dataclasses.fields(Config):
         assert field.name in cli, field.name
+    # Flags render literally: no en dash where "--" was typed (issue 16, item 19),
+    # and the options come in --help's groups, listeners first.
+    assert not re.search(r"\u2013[a-z]", cli), re.findall(r".{30}\u2013[a-z].{30}", cli)[:5]
+    groups = [cli.index(f">{title}<") for title in ("Listeners", "Application", "Protocols", "Limits", "Timeouts")]
+    assert groups == sorted(groups)
+    assert cli.index('id="cmdoption-twistd-asgi-endpoint"') < cli.index('id="cmdoption-twistd-asgi-app-dir"')
     # Every page is in some toctree (else -W fails: "document isn't included in
     # any toctree"); the index lists the core ones.
     index = (out / "index.html").read_text(encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.logger import (
@@ -19,6 +20,7 @@ from .tap import Options, build_service
 def main(argv: list[str] | None = None) -> int:
     """Parse options, serve until SIGINT/SIGTERM, return the exit code."""
     options = Options()
+    options.synopsis = "Usage: python -m twisted_asgi [options] module:application"
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as exc:
@@ -50,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def main_entry() -> None:
-    """Console script ``twisted-asgi``."""
-    sys.exit(main())
+    """Console script ``twisted-asgi`` (and ``python -m twisted_asgi``)."""
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # --help or --version into a pager or `head` that stopped reading: no
+        # traceback, and none from the interpreter flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

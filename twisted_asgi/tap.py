@@ -12,6 +12,7 @@ import importlib
 import os
 import re
 import sys
+import textwrap
 from typing import Any
 
 from twisted.python import usage
@@ -37,9 +38,122 @@ def _config_parameters() -> list[list[Any]]:
         zero = zero_meaning(name)
         unit = "seconds" if name.startswith("timeout_") else None
         notes = "; ".join(filter(None, [unit, f"0 = {zero}" if zero else None]))
-        text = f"{doc} [default: {default}{'; ' + notes if notes else ''}]"
+        text = f"{_help_sentence(doc)} [default: {default}{'; ' + notes if notes else ''}]"
         params.append([flag[2:], None, None, text, coerce])
     return params
+
+
+def _help_sentence(doc: str) -> str:
+    """The first sentence of a Config field's documentation, for ``--help`` (the
+    rest, where the default came from, is in the configuration reference), with
+    other fields named by their flags."""
+    text = " ".join(doc.split())
+    end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
+    sentence = text[: end.start() + 1] if end else text
+    flags = {name: flag for name, _default, _doc, flag in describe_fields() if flag}
+    return re.sub(r"\b(?:limit|timeout)_[a-z0-9_]+\b", lambda m: flags.get(m.group(0), m.group(0)), sentence)
+
+
+#: ``--help`` and the configuration reference list the options in these groups,
+#: in this order: by name first, then ``limit-``/``timeout-`` by prefix.
+OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("Listeners", ("endpoint", "bind", "port", "unix-socket", "fd", "backlog")),
+    ("Application", ("django", "factory", "app-dir", "lifespan", "root-path", "loop")),
+    (
+        "Protocols",
+        (
+            "no-http2",
+            "no-h2c-prior-knowledge",
+            "h2c-upgrade",
+            "no-h2c-upgrade",
+            "no-websocket",
+            "no-ws-compression",
+            "ws-allowed-origin",
+            "server-name",
+            "no-server-name",
+        ),
+    ),
+    ("Limits", ("limit-",)),
+    ("Timeouts", ("graceful-timeout", "timeout-")),
+    (
+        "Behind proxies",
+        (
+            "proxy-headers",
+            "proxy-headers-trust",
+            "forwarded-allow-ips",
+            "proxy-headers-style",
+            "root-path-header",
+            "proxy-protocol",
+            "proxy-protocol-allow-ips",
+            "limit-proxy-protocol",
+            "timeout-proxy-protocol",
+        ),
+    ),
+    ("Workers", ("workers", "timeout-worker-start", "timeout-worker-restart")),
+    ("Logging", ("access-log",)),
+    ("Help", ("help", "version")),
+]
+
+
+# Options whose value names a thing better than VALUE.
+_METAVARS = {
+    "endpoint": "ENDPOINT",
+    "bind": "ADDRESS",
+    "port": "PORT",
+    "unix-socket": "PATH",
+    "fd": "FD",
+    "access-log": "FILE",
+    "app-dir": "DIR",
+    "django": "SETTINGS",
+    "ws-allowed-origin": "ORIGIN",
+    "root-path": "PATH",
+    "server-name": "NAME",
+    "root-path-header": "HEADER",
+    "forwarded-allow-ips": "ADDRESSES",
+    "proxy-protocol-allow-ips": "ADDRESSES",
+    "proxy-headers-trust": "NAMES",
+}
+
+
+def option_metavar(name: str) -> str:
+    """What an option's value is called in ``--help`` and the reference."""
+    if name in _METAVARS:
+        return _METAVARS[name]
+    if name.startswith("timeout-") or name == "graceful-timeout":
+        return "SECONDS"
+    if name.startswith(("limit-", "workers", "backlog")):
+        return "N"
+    return "VALUE"
+
+
+def option_help(doc: str) -> str:
+    """An option's help text for ``--help``: one run of words, without the
+    vulnerability references (they are in the configuration reference)."""
+    text = " ".join(doc.split())
+    text = re.sub(r"\s*\([^()]*CVE-[^()]*\)", "", text)
+    text = re.sub(r":\s*CVE-[\d, -]+(?=\))", "", text)
+    return text
+
+
+def group_options(names: list[str]) -> list[tuple[str, list[str]]]:
+    """``names`` (long option names, in the parser's order) sorted into
+    :data:`OPTION_GROUPS`: exact names first, then prefixes; anything left over
+    goes to a last "Other" group."""
+    left = list(names)
+    chosen: dict[str, list[str]] = {title: [] for title, _ in OPTION_GROUPS}
+    for exact in (True, False):
+        for title, keys in OPTION_GROUPS:
+            for key in keys:
+                if exact and not key.endswith("-"):
+                    if key in left:
+                        chosen[title].append(key)
+                        left.remove(key)
+                elif not exact and key.endswith("-"):
+                    for name in [n for n in left if n.startswith(key)]:
+                        chosen[title].append(name)
+                        left.remove(name)
+    groups = [(title, chosen[title]) for title, _ in OPTION_GROUPS if chosen[title]]
+    return groups + ([("Other", left)] if left else [])
 
 
 def version_text() -> str:
@@ -167,6 +281,36 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["endpoints"] = []
+
+    def getUsage(self, width: int | None = None) -> str:
+        """The options in groups, most used first (see :data:`OPTION_GROUPS`),
+        each with the short help a user needs; the reasons behind each default
+        are in the configuration reference (docs/cli.rst)."""
+        if not width:
+            width = int(os.environ.get("COLUMNS", "80"))
+        width = max(width, 60)
+        shorts = {long: short for short, long in self.synonyms.items() if len(short) == 1}
+        takes_value = {opt.rstrip("="): opt.endswith("=") for opt in self.longOpt}
+        column = 32
+        text = [""]
+        for title, names in group_options(list(takes_value)):
+            text.append(f"{title}:")
+            for name in names:
+                short = f"-{shorts[name]}, " if name in shorts else "    "
+                head = f"  {short}--{name}" + (f"={option_metavar(name)}" if takes_value[name] else "")
+                doc = option_help(self.docs.get(name) or "")
+                default = self.defaults.get(name)
+                if takes_value[name] and default not in (None, "", []) and "[default:" not in doc:
+                    doc += f" [default: {default}]"
+                lines = textwrap.wrap(doc, width - column) or [""]
+                if len(head) + 2 > column:
+                    text.append(head)
+                else:
+                    text.append(head.ljust(column) + lines.pop(0))
+                text.extend(" " * column + line for line in lines)
+            text.append("")
+        text.extend(textwrap.wrap(self.longdesc, width))
+        return "\n".join(text) + "\n"
 
     def opt_version(self) -> None:
         """Print twisted-asgi's version and those it runs on, then exit."""

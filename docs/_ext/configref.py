@@ -22,25 +22,11 @@ is rebuilt from the code on every build. :func:`options_rst` and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 PROGRAM = "twistd asgi"
-
-# Options whose value names a thing better than <value>.
-_METAVARS = {
-    "endpoint": "ENDPOINT",
-    "bind": "ADDRESS",
-    "port": "PORT",
-    "unix-socket": "PATH",
-    "fd": "FD",
-    "access-log": "FILE",
-    "app-dir": "DIR",
-    "django": "SETTINGS",
-    "ws-allowed-origin": "ORIGIN",
-    "root-path": "PATH",
-    "server-name": "NAME",
-}
 
 
 @dataclass(frozen=True)
@@ -87,13 +73,9 @@ def collect_options() -> list[Option]:
 
 
 def _metavar(option: Option) -> str:
-    if option.name in _METAVARS:
-        return _METAVARS[option.name]
-    if option.name.startswith("timeout-") or option.name == "graceful-timeout":
-        return "SECONDS"
-    if option.name.startswith(("limit-", "workers")):
-        return "N"
-    return "VALUE"
+    from twisted_asgi.tap import option_metavar
+
+    return option_metavar(option.name)
 
 
 def _literal(value: Any) -> str:
@@ -112,29 +94,43 @@ def _literal(value: Any) -> str:
 
 
 def escape_text(text: str) -> str:
-    """Help text as plain reST: backslashes and stray markup characters kept literal."""
-    return text.replace("\\", "\\\\").replace("*", "\\*").replace("`", "\\`").replace("|", "\\|")
+    """Help text as plain reST: backslashes and stray markup characters kept
+    literal, and ``--flags`` as literals (else Sphinx turns their ``--`` into
+    an en dash, and a copied flag no longer works)."""
+    text = text.replace("\\", "\\\\").replace("*", "\\*").replace("`", "\\`").replace("|", "\\|")
+    return re.sub(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", r"``\1``", text)
 
 
 def options_rst() -> list[str]:
-    """The ``.. option::`` entries for every command-line option."""
+    """The ``.. option::`` entries for every command-line option, in the groups
+    and order ``--help`` shows them."""
+    from twisted_asgi.tap import group_options
+
     lines = [f".. program:: {PROGRAM}", ""]
-    for option in collect_options():
-        forms = []
-        value = f"<{_metavar(option)}>" if option.takes_value else ""
-        if option.short:
-            forms.append(f"-{option.short}{' ' + value if value else ''}")
-        forms.append(f"--{option.name}{'=' + value if value else ''}")
-        lines += [f".. option:: {', '.join(forms)}", ""]
-        lines.append("   " + (escape_text(option.doc) or "(undocumented)"))
-        extra = []
-        if option.takes_value and option.default not in (None, "") and "[default:" not in option.doc:
-            extra.append(f"Default: {_literal(option.default)}.")
-        if option.field:
-            extra.append(f"Sets :ref:`{option.field} <config-{option.field}>`.")
-        if extra:
-            lines += ["", "   " + " ".join(extra)]
-        lines.append("")
+    by_name = {option.name: option for option in collect_options()}
+    for title, names in group_options(list(by_name)):
+        lines += [f".. rubric:: {title}", ""]
+        for name in names:
+            lines += _option_lines(by_name[name])
+    return lines
+
+
+def _option_lines(option: Option) -> list[str]:
+    """One ``.. option::`` entry: its forms, help text, default and setting."""
+    forms = []
+    value = f"<{_metavar(option)}>" if option.takes_value else ""
+    if option.short:
+        forms.append(f"-{option.short}{' ' + value if value else ''}")
+    forms.append(f"--{option.name}{'=' + value if value else ''}")
+    lines = [f".. option:: {', '.join(forms)}", "", "   " + (escape_text(option.doc) or "(undocumented)")]
+    extra = []
+    if option.takes_value and option.default not in (None, "") and "[default:" not in option.doc:
+        extra.append(f"Default: {_literal(option.default)}.")
+    if option.field:
+        extra.append(f"Sets :ref:`{option.field} <config-{option.field}>`.")
+    if extra:
+        lines += ["", "   " + " ".join(extra)]
+    lines.append("")
     return lines
 
 
