@@ -436,3 +436,66 @@ def test_plain_http11_still_works_next_to_h2c():
         finally:
             sock.close()
     assert status.startswith(b"HTTP/1.1 200") and body == b"3"
+
+
+def test_ping_after_the_clients_goaway_is_not_blamed_on_it():
+    """A client's GOAWAY with a PING behind it in one write: the server reads no
+    further, sends no GOAWAY PROTOCOL_ERROR, closes, and logs no protocol error.
+
+    Source: issue 16, item 13 (operator test: "Invalid input
+    ConnectionInputs.RECV_PING in state ConnectionState.CLOSED")."""
+    from hyperframe.frame import GoAwayFrame
+
+    with serving(APP) as server:
+        client = RawClient(server.host, server.port)
+        try:
+            client.send(client.f.request(1, "/"))
+            assert client.response(1)[1] == b"ok"
+            client.send(client.f.goaway(1) + client.f.ping())
+            client.wait_closed(timeout=5)
+            assert not [f for f in client.frames if isinstance(f, GoAwayFrame) and f.error_code != NO_ERROR]
+        finally:
+            client.close()
+        output = server.read_output(0.3)
+    assert "protocol error" not in output.lower() and "RECV_" not in output and "Invalid input" not in output, output
+
+
+def test_protocol_error_log_says_what_the_client_did():
+    """A connection error is logged in RFC 9113's words (the frame the client
+    sent, the error code's name), not h2's state machine or a bare number.
+
+    Source: issue 16, item 13 (log lines like 'protocol error: 1 (error 1)' and
+    'RECV_CONTINUATION in state 4')."""
+    with serving(APP) as server:
+        client = RawClient(server.host, server.port)
+        try:
+            client.send(client.f.continuation(1, b"\x82", end_headers=True))  # CONTINUATION, no HEADERS before
+            frame = client.goaway()
+            assert frame.error_code != NO_ERROR
+            client.wait_closed(timeout=5)
+        finally:
+            client.close()
+        output = server.wait_for_output("HTTP/2 connection from")
+    line = next(line for line in output.splitlines() if "HTTP/2 connection from" in line)
+    assert "the client sent a frame on stream 1, which it never opened" in line, line
+    assert line.rstrip().endswith("(PROTOCOL_ERROR)"), line
+    for internal in ("RECV_", "Inputs", "in state", "(error "):
+        assert internal not in line, line
+
+
+def test_http2_preface_on_an_http11_connection_is_named():
+    """The HTTP/2 preface sent where HTTP/2 is off is a 400 whose log line names
+    the preface, not llhttp's 'Pause on PRI/Upgrade'.
+
+    Source: issue 16, item 13."""
+    with serving(APP, "--no-h2c-prior-knowledge") as server:
+        sock = server.connect()
+        try:
+            sock.sendall(PREFACE)
+            status, _, _ = recv_response(sock)
+        finally:
+            sock.close()
+        output = server.wait_for_output("Bad request")
+    assert status.startswith(b"HTTP/1.1 400")
+    assert "HTTP/2 connection preface on a connection that speaks HTTP/1.1" in output, output
+    assert "Pause on" not in output

@@ -31,6 +31,7 @@ from .http2 import (
     StreamComplete,
     WriteReady,
     decode_settings,
+    error_code_name,
 )
 from .http11 import error_response
 from .runner import HTTPStream, HTTPTask
@@ -353,10 +354,10 @@ class HTTP2Handler:
         self._closing = True
         if event.error_code:
             log.info(
-                "HTTP/2 connection from {client} closed: {reason} (error {code})",
+                "HTTP/2 connection from {client} closed: {reason} ({code})",
                 client=self.client_text(),
                 reason=event.reason,
-                code=event.error_code,
+                code=error_code_name(event.error_code),
             )
         # A budget ran out: the work the client caused stops now, not after
         # the app-close timeout.

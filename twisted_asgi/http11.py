@@ -264,6 +264,9 @@ class H11Connection:
             except httptools.HttpParserError as exc:
                 if self._error is not None:
                     raise self._error from None
+                if "PRI/Upgrade" in str(exc):
+                    # llhttp's words for a request line of "PRI * HTTP/2.0".
+                    raise ProtocolError("HTTP/2 connection preface on a connection that speaks HTTP/1.1") from None
                 raise ProtocolError(f"malformed request: {exc}") from None
             if (self.in_request_head or self._maybe_trailers) and section == self._head_section:
                 # httptools buffers a header until it ends, so count raw bytes too:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import struct
 from collections import deque
 from dataclasses import dataclass
@@ -102,6 +103,54 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 # Frame types (RFC 9113 §6) and flags, for the frame-header scan.
 _DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x9
 _KNOWN_TYPES = frozenset(range(0x0, 0xA))
+_GOAWAY = 0x7
+
+_H2_INPUT = re.compile(r"Invalid input (?:ConnectionInputs|StreamInputs)\.(?:RECV|SEND)_(\w+) in state (\S+)")
+
+
+def describe_protocol_error(exc: Exception) -> str:
+    """What the client did, for the log, from an h2 ``ProtocolError``: in the
+    terms of RFC 9113, not h2's state machine (``RECV_PING in state CLOSED``)."""
+    text = str(exc)
+    match = _H2_INPUT.search(text)
+    if match is not None:
+        frame = match.group(1).replace("_", " ")
+        if frame in ("HEADERS", "PUSH PROMISE", "CONTINUATION", "DATA", "WINDOW UPDATE", "RST STREAM", "PRIORITY"):
+            frame = frame.replace(" ", "_")
+        closed = match.group(2).endswith("CLOSED")
+        return f"the client sent a {frame} frame where RFC 9113 allows none" + (" (after the end)" if closed else "")
+    stream_id = getattr(exc, "stream_id", None)
+    if isinstance(exc, h2.exceptions.StreamClosedError):
+        return f"the client sent a frame on stream {stream_id} after that stream was closed"
+    if isinstance(exc, h2.exceptions.NoSuchStreamError):
+        return f"the client sent a frame on stream {stream_id}, which it never opened"
+    kinds = (
+        (h2.exceptions.FrameTooLargeError, "the client sent a frame larger than SETTINGS_MAX_FRAME_SIZE"),
+        (h2.exceptions.FlowControlError, "the client sent more data than its flow-control window allowed"),
+        (h2.exceptions.FrameDataMissingError, "the client sent a frame too short for its type"),
+        (h2.exceptions.TooManyStreamsError, "the client opened more streams than SETTINGS_MAX_CONCURRENT_STREAMS"),
+        (h2.exceptions.StreamIDTooLowError, "the client reused a stream id lower than one it had used"),
+        (h2.exceptions.InvalidSettingsValueError, "the client sent a SETTINGS value outside its range"),
+        (h2.exceptions.DenialOfServiceError, "the client sent too many frames of one kind"),
+    )
+    for kind, description in kinds:
+        if isinstance(exc, kind):
+            return description
+    if isinstance(exc.__cause__, hpack.HPACKError):
+        return "the client sent a header block that does not decode (HPACK)"
+    if not text or text.isdigit():
+        return "the client broke the HTTP/2 framing rules"
+    return f"the client broke the HTTP/2 rules: {text}"
+
+
+def error_code_name(code: int) -> str:
+    """``PROTOCOL_ERROR`` for 1 (RFC 9113 §7), the number for codes it does not name."""
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return str(code)
+
+
 _END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
 # A frame header (RFC 9113 §4.1): 24-bit length (as 16 + 8 bits), type, flags,
 # stream id (its reserved bit zero).
@@ -466,6 +515,8 @@ class HTTP2Connection:
         self._preface_left = len(PREFACE)
         self._header = b""
         self._skip = 0
+        #: The client's GOAWAY was seen: nothing after it is read.
+        self._goaway_seen = False
         self._block: int | None = None  # compressed bytes of the header block being received
         self._highest_seen = 0
         self._block_cap = 2 * config.limit_h2_header_list_bytes
@@ -516,7 +567,7 @@ class HTTP2Connection:
             # h2 has queued its GOAWAY; what came before the error still counts.
             self.closed = True
             code = int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR) or ErrorCodes.PROTOCOL_ERROR)
-            events.append(ConnectionClosed(code, f"protocol error: {exc}"))
+            events.append(ConnectionClosed(code, describe_protocol_error(exc)))
             return events
         resets = {e.stream_id for e in h2_events if type(e) is h2.events.StreamReset}
         self_dependent = self.h2.self_dependent
@@ -544,6 +595,8 @@ class HTTP2Connection:
         frame that ran a budget out) and the GOAWAY code and reason, or
         ``(None, None)``."""
         i, n = 0, len(data)
+        if self._goaway_seen and not self._skip:
+            return 0, None
         while i < n:
             if self._preface_left:
                 step = min(self._preface_left, n - i)
@@ -554,6 +607,8 @@ class HTTP2Connection:
                 step = min(self._skip, n - i)
                 self._skip -= step
                 i += step
+                if self._goaway_seen and not self._skip:
+                    return i, None  # what follows the client's GOAWAY is not read
                 continue
             need = 9 - len(self._header)
             start = i - len(self._header)
@@ -568,6 +623,13 @@ class HTTP2Connection:
             stop = self._charge(length, kind, flags, stream_id)
             if stop is not None:
                 return max(start, 0), stop
+            if kind == _GOAWAY and stream_id == 0:
+                # The client ends the connection (RFC 9113 §6.8): frames after
+                # its GOAWAY in the same read are not blamed on it (h2 would call
+                # a PING there a protocol error); the connection closes anyway.
+                self._goaway_seen = True
+                if not length:
+                    return i, None
             self._skip = length
         return None, None
 
