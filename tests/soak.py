@@ -1,5 +1,6 @@
 """A bounded soak: mixed HTTP/1.1, HTTP/2 (h2c) and WebSocket traffic with random
-client aborts against one server, then a check that it is back where it started.
+client aborts, plus the HTTP/2 unread-responses and WebSocket fragment attacks,
+against one server, then a check that it is back where it started.
 
 Run it long (the opt-in ``tox -e soak``, or ``python -m tests.soak --duration 180``);
 ``tests/test_soak.py`` runs a short round in the normal suite.
@@ -12,7 +13,11 @@ What "back where it started" means, measured on the server process:
 * the log holds no traceback, no "Unhandled" and no critical line: aborts are
   the clients' doing and are not server errors;
 * the server still answers a plain request, and every client that completed an
-  exchange got exactly the bytes it expected (nothing mixed up between streams).
+  exchange got exactly the bytes it expected (nothing mixed up between streams);
+* with the cyclic garbage collector off in the server all along, no object of
+  twisted-asgi's (nor any asyncio task) is alive after the traffic beyond those
+  alive before it: a closed connection, on any protocol, is freed by reference
+  counting and leaves nothing for the cycle collector.
 
 The app, served as ``tests.soak:app``, echoes request bodies (HTTP) and messages
 (WebSocket), and streams a body of a requested size.
@@ -21,6 +26,7 @@ The app, served as ``tests.soak:app``, echoes request bodies (HTTP) and messages
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import socket
@@ -34,11 +40,21 @@ from typing import Any
 
 
 async def app(scope: dict, receive: Any, send: Any) -> None:
-    """Echo for HTTP and WebSocket; ``/stream?N`` streams N bytes in 16 KiB chunks."""
+    """Echo for HTTP and WebSocket; ``/stream?N`` streams N bytes in 16 KiB chunks;
+    ``/leftovers`` counts the server's own objects alive (see :func:`leftovers`).
+
+    With ``SOAK_GC_OFF=1`` in the environment the cyclic garbage collector is off
+    in the server from start-up on: whatever a closed connection leaves in a
+    reference cycle then stays, and ``/leftovers`` shows it."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if os.environ.get("SOAK_GC_OFF") == "1":
+                    import gc
+
+                    gc.collect()
+                    gc.disable()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
@@ -51,6 +67,11 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
             if message["type"] == "websocket.disconnect":
                 return
             await send({"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")})
+    if scope["path"] == "/leftovers":
+        body = json.dumps(leftovers()).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+        return
     if scope["path"] == "/stream":
         size = int(scope["query_string"] or b"0")
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % size)]})
@@ -73,6 +94,22 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
 
 
 # -- measuring the server ------------------------------------------------------------
+
+
+def leftovers() -> dict[str, int]:
+    """How many objects of each twisted-asgi class (and of asyncio tasks) are alive
+    in this process, found through the garbage collector's list of containers
+    without running a collection."""
+    import asyncio
+    import gc
+
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        kind = type(obj)
+        if kind.__module__.startswith("twisted_asgi") or kind is asyncio.Task:
+            name = f"{kind.__module__}.{kind.__qualname__}"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def rss_kib(pid: int) -> int:
@@ -255,12 +292,87 @@ def websocket_client(host: str, port: int, rng: random.Random, tally: Tally, sto
             tally.fail(f"websocket client error: {exc!r}")
 
 
+def http2_unread_client(host: str, port: int, rng: random.Random, tally: Tally, stop: threading.Event) -> None:
+    """The HTTP/2 unread-responses attack (issue 15, item 2): open wide windows,
+    ask for large responses on many streams, read nothing, then vanish (RST)."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    while not stop.is_set():
+        try:
+            with socket.create_connection((host, port), timeout=10) as sock:
+                conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+                conn.local_settings = h2.settings.Settings(
+                    client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1}
+                )
+                conn.initiate_connection()
+                conn.increment_flow_control_window(2**31 - 1 - 65535)
+                for _ in range(rng.randint(10, 40)):
+                    sid = conn.get_next_available_stream_id()
+                    conn.send_headers(
+                        sid,
+                        [(":method", "GET"), (":path", "/stream?1048576"), (":scheme", "http"), (":authority", "s")],
+                        end_stream=True,
+                    )
+                sock.sendall(conn.data_to_send())
+                stop.wait(rng.uniform(0.2, 1.0))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                tally.count("http2-unread", aborted=True)
+        except OSError as exc:
+            tally.fail(f"http2 unread client error: {exc!r}")
+
+
+def websocket_fragment_client(host: str, port: int, rng: random.Random, tally: Tally, stop: threading.Event) -> None:
+    """The WebSocket fragment attacks (issue 15, item 3): an unfinished frame
+    followed by empty continuations until the server closes (1009), or a message
+    in 1-byte fragments that is then abandoned (RST)."""
+    from tests.ws_apps import RawClient, client_frame
+
+    empty = b"\x00\x80\x00\x00\x00\x00"  # masked, empty, non-final continuation
+    while not stop.is_set():
+        try:
+            client = RawClient(host, port, path="/ws")
+            try:
+                if not client.head.startswith(b"HTTP/1.1 101"):
+                    tally.fail(f"websocket fragment handshake: {client.head[:40]!r}")
+                    continue
+                client.send(client_frame(0x2, b"x", fin=False))
+                if rng.random() < 0.5:
+                    try:
+                        for _ in range(200):
+                            client.send(empty * 1000)
+                    except OSError:
+                        pass  # the server closed on us, as it should
+                    code, _reason = client.read_close()
+                    if code != 1009:
+                        tally.fail(f"websocket empty-continuation flood closed with {code}")
+                    tally.count("websocket-fragments")
+                else:
+                    client.send(b"".join(client_frame(0x0, b"y", fin=False) for _ in range(rng.randint(10, 500))))
+                    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    tally.count("websocket-fragments", aborted=True)
+            finally:
+                client.close()
+        except (OSError, AssertionError) as exc:
+            tally.fail(f"websocket fragment client error: {exc!r}")
+
+
 def traffic(host: str, port: int, seconds: float, seed: int, tally: Tally) -> None:
-    """Run every kind of client for ``seconds``, two of each, in threads."""
+    """Run every kind of client for ``seconds``, two of each (one of each attack), in threads."""
     stop = threading.Event()
     threads = []
     for n, client in enumerate(
-        [http1_client, http1_client, http2_client, http2_client, websocket_client, websocket_client]
+        [
+            http1_client,
+            http1_client,
+            http2_client,
+            http2_client,
+            websocket_client,
+            websocket_client,
+            http2_unread_client,
+            websocket_fragment_client,
+        ]
     ):
         rng = random.Random(seed * 100 + n)
         thread = threading.Thread(target=client, args=(host, port, rng, tally, stop), daemon=True)
@@ -284,22 +396,27 @@ class SoakResult:
     baseline_fds: int
     end_fds: int
     log: str
+    #: ``/leftovers`` after the warm-up and after the traffic (the cycle collector off).
+    baseline_objects: dict[str, int] = field(default_factory=dict)
+    end_objects: dict[str, int] = field(default_factory=dict)
 
 
 def soak(duration: float, seed: int = 1, warmup: float = 3.0, server_args: tuple[str, ...] = ()) -> SoakResult:
     """Start a server, warm it up, run the mixed traffic for ``duration`` s, measure."""
     from tests.serving import recv_response, start_server
 
-    server = start_server("tests.soak:app", "--graceful-timeout", "5", *server_args)
+    server = start_server("tests.soak:app", "--graceful-timeout", "5", *server_args, env={"SOAK_GC_OFF": "1"})
     try:
         warm = Tally()
         traffic(server.host, server.port, warmup, seed + 1000, warm)
         baseline_fds = _settled_fds(server.proc.pid, None)
         baseline_rss = rss_kib(server.proc.pid)
+        baseline_objects = _leftovers(server)
         tally = Tally()
         traffic(server.host, server.port, duration, seed, tally)
         end_fds = _settled_fds(server.proc.pid, baseline_fds)
         end_rss = rss_kib(server.proc.pid)
+        end_objects = _leftovers(server)
         with server.connect() as sock:
             sock.sendall(b"POST /echo HTTP/1.1\r\nHost: s\r\nContent-Length: 2\r\n\r\nok")
             status, _headers, body = recv_response(sock)
@@ -308,7 +425,19 @@ def soak(duration: float, seed: int = 1, warmup: float = 3.0, server_args: tuple
         tally.wrong.extend(f"warm-up: {w}" for w in warm.wrong)
     finally:
         server.stop()
-    return SoakResult(tally, baseline_rss, end_rss, baseline_fds, end_fds, server.read_output())
+    return SoakResult(
+        tally, baseline_rss, end_rss, baseline_fds, end_fds, server.read_output(), baseline_objects, end_objects
+    )
+
+
+def _leftovers(server: Any) -> dict[str, int]:
+    """The server's ``/leftovers`` counts, asked on a connection of its own."""
+    from tests.serving import recv_response
+
+    with server.connect() as sock:
+        sock.sendall(b"GET /leftovers HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n")
+        _status, _headers, body = recv_response(sock)
+    return json.loads(body)
 
 
 def _settled_fds(pid: int, target: int | None, timeout: float = 20.0) -> int:
@@ -340,9 +469,20 @@ def problems(result: SoakResult, rss_slack_kib: int) -> list[str]:
         if needle in result.log:
             at = result.log.index(needle)
             out.append(f"log has {needle!r}: ...{result.log[max(0, at - 300) : at + 700]}")
-    for kind in ("http1", "http2", "http2-stream", "websocket-message"):
+    for kind in ("http1", "http2", "http2-stream", "websocket-message", "websocket-fragments"):
         if not result.tally.done.get(kind):
             out.append(f"no {kind} exchange completed")
+    if not result.tally.aborted.get("http2-unread"):
+        out.append("no HTTP/2 unread-responses attack ran")
+    # A closed connection leaves nothing for the cycle collector, on any protocol:
+    # with the collector off, nothing of ours outlives the traffic.
+    grown = {
+        name: (result.baseline_objects.get(name, 0), count)
+        for name, count in result.end_objects.items()
+        if count > result.baseline_objects.get(name, 0)
+    }
+    if grown:
+        out.append(f"objects left alive after their connections closed (before, after): {grown}")
     return out
 
 

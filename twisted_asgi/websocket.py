@@ -549,6 +549,7 @@ class WebSocketConnection:
         "draining",
         "framing",
         "handshake",
+        "lost",
         "opened_at",
         "paused",
         "request",
@@ -568,6 +569,8 @@ class WebSocketConnection:
         self.task: WebSocketTask | None = None
         self.framing: _Framing | None = None
         self.handshake: Any = None
+        #: The channel reported the connection lost.
+        self.lost = False
         #: Bytes the client sent before our 101 (RFC 6455 §4.1 says it should wait).
         self.buffer = b""
         #: Why reading is paused (``_PAUSE_*`` bits), 0 while reading.
@@ -624,6 +627,7 @@ class WebSocketConnection:
                 self._fail_handshake(400, "data sent before the handshake completed")
 
     def connection_lost(self, reason: Failure) -> None:
+        self.lost = True
         self._cancel_timer()
         timer, self.send_timer = self.send_timer, None
         if timer is not None and timer.active():
@@ -638,6 +642,20 @@ class WebSocketConnection:
         if was_open and self.server.factory.access_log is not None:
             code = self.task.cycle.close_code if self.task is not None else _ABNORMAL
             self._log_access("WSDISCONNECT", code)
+        self._release()
+
+    def _release(self) -> None:
+        """Once the connection is lost and the app has returned, let go of the
+        task and the framing, which both refer back to this object: a closed
+        WebSocket is freed by reference counting, as every connection is."""
+        task = self.task
+        if self.state is _DONE and self.lost and (task is None or task.outcome is not None):
+            self.task = None
+            framing, self.framing = self.framing, None
+            if framing is not None:
+                # Autobahn resolves its is_closed Deferred with the protocol
+                # itself (a cycle); nothing waits on it once we are done.
+                framing.is_closed = framing.is_open = None
 
     def pause_producing(self) -> None:
         """The client does not read what we send (the transport's buffer is
@@ -758,6 +776,7 @@ class WebSocketConnection:
                 else:
                     # ASGI www spec: the socket lives as long as the app.
                     framing.sendCloseFrame(1000, None, isReply=False)
+        self._release()
 
     # -- from the framing ---------------------------------------------------------
 
