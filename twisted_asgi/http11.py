@@ -100,6 +100,11 @@ _FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding", b
 # send_body_pieces) rather than copied into one bytes object.
 _FRAME_WITHOUT_COPY = 4096
 
+#: Reads longer than this are parsed only as far as the pipelining bound allows
+#: (see H11Connection._receive_bounded). A shorter read holds too few requests
+#: to matter (at most 57 of the smallest, 18 bytes each), and skips the scan.
+_BOUNDED_FROM = 1024
+
 # Response framing modes.
 _LENGTH = 0  # Content-Length given by the app
 _CHUNKED = 1  # we chunk (HTTP/1.1, no Content-Length)
@@ -145,6 +150,8 @@ class H11Connection:
         "_manual_body",
         "upgraded",
         "trailing_data",
+        "unparsed",
+        "_answered",
         # response side
         "_mode",
         "_remaining",
@@ -191,6 +198,11 @@ class H11Connection:
         self.upgraded = False
         #: Bytes received after the head of an accepted upgrade request.
         self.trailing_data = b""
+        #: Bytes received but not parsed yet: the pipelining bound was reached
+        #: (see :meth:`_receive_bounded`); ``receive_data(b"")`` goes on.
+        self.unparsed = b""
+        #: Requests whose exchange is over (:meth:`response_done` calls).
+        self._answered = 0
         self._mode = _NONE
         self._remaining = 0
         self._pending_head = b""
@@ -209,6 +221,7 @@ class H11Connection:
         be received after this."""
         self._parser = None  # type: ignore[assignment]
         self._events = []
+        self.unparsed = b""
 
     # -- receiving -----------------------------------------------------------
 
@@ -217,14 +230,21 @@ class H11Connection:
         """True until the first request head has begun."""
         return self._stream_id == 0 and not self.in_request_head
 
-    def receive_data(self, data: bytes) -> list:
+    def receive_data(self, data: bytes, _whole: bool = False) -> list:
         """Parse ``data``; return the events it completes.
+
+        Parsing stops once ``limit_pipelined_requests`` requests are parsed
+        and not yet answered; what is left waits in :attr:`unparsed` until
+        :meth:`response_done` made room and ``receive_data(b"")`` is called.
+        (``_whole`` is for :meth:`_receive_bounded` only: parse all of it.)
 
         :raises ProtocolError: the request is malformed or over a limit; the error
             carries the status to answer with, and in ``events`` the events of
             the requests parsed before the bad bytes (pipelined requests ahead of
             it still deserve their responses). The connection must then close.
         """
+        if (len(data) > _BOUNDED_FROM or self.unparsed) and not _whole:
+            return self._receive_bounded(data)
         events = self._events = []
         if self.upgraded:
             self.trailing_data += data
@@ -265,6 +285,52 @@ class H11Connection:
             self._error = exc
             exc.events = events
             raise
+        return events
+
+    def _receive_bounded(self, data: bytes) -> list:
+        """Parse ``data`` (after what was kept unparsed) only as far as the
+        pipelining bound allows, keeping the rest in :attr:`unparsed`.
+
+        llhttp parses all it is fed, and one 64 KiB read of tiny pipelined
+        requests is thousands of them (each a Request and its head in memory,
+        18 times the bytes read). So the data is fed in pieces cut just after
+        as many head ends (CRLF CRLF: llhttp's strict mode allows no other)
+        as there is room for requests; a head end inside a body only cuts
+        sooner. The rest is at most one read (the shell stops reading while
+        bytes are kept).
+        """
+        unparsed = self.unparsed
+        if unparsed:
+            data = unparsed + data
+            self.unparsed = b""
+        events: list = []
+        start = 0
+        size = len(data)
+        limit = self._config.limit_pipelined_requests
+        while start < size:
+            cut = -1
+            if not self.upgraded and self._error is None:
+                room = limit - (self._stream_id - self._answered)
+                if room <= 0:
+                    self.unparsed = data[start:]
+                    break
+                cut = start
+                for _ in range(room):
+                    cut = data.find(b"\r\n\r\n", cut)
+                    if cut < 0:
+                        break
+                    cut += 4
+            piece = data[start:cut] if 0 <= cut < size else data[start:]
+            start += len(piece)
+            try:
+                events += self.receive_data(piece, True)
+            except ProtocolError as exc:
+                exc.events = events + exc.events
+                raise
+            if self.unparsed:
+                # The piece ended in a refused upgrade whose own rest hit the bound.
+                self.unparsed += data[start:]
+                break
         return events
 
     def _fail(self, reason: str, status: int = 400) -> None:
@@ -589,6 +655,7 @@ class H11Connection:
 
     def response_done(self) -> None:
         """Reset the response side for the next pipelined request."""
+        self._answered += 1
         self.response_started = False
         self.response_complete = False
         self.bytes_sent = 0
