@@ -151,6 +151,7 @@ class H11Connection:
         "upgraded",
         "trailing_data",
         "unparsed",
+        "_unparsed_at",
         "_answered",
         # response side
         "_mode",
@@ -198,9 +199,11 @@ class H11Connection:
         self.upgraded = False
         #: Bytes received after the head of an accepted upgrade request.
         self.trailing_data = b""
-        #: Bytes received but not parsed yet: the pipelining bound was reached
-        #: (see :meth:`_receive_bounded`); ``receive_data(b"")`` goes on.
+        #: Bytes received but not parsed yet, from ``_unparsed_at`` on: the
+        #: pipelining bound was reached (see :meth:`_receive_bounded`);
+        #: ``receive_data(b"")`` goes on. Empty when nothing is kept.
         self.unparsed = b""
+        self._unparsed_at = 0
         #: Requests whose exchange is over (:meth:`response_done` calls).
         self._answered = 0
         self._mode = _NONE
@@ -299,12 +302,19 @@ class H11Connection:
         sooner. The rest is at most one read (the shell stops reading while
         bytes are kept).
         """
+        start = 0
         unparsed = self.unparsed
         if unparsed:
-            data = unparsed + data
+            # Parsed on from where it stopped, without copying what is left
+            # (one request at a time as responses go out would copy the whole
+            # rest once per request).
+            start = self._unparsed_at
+            data = unparsed[start:] + data if data else unparsed
+            if data is not unparsed:
+                start = 0
             self.unparsed = b""
+            self._unparsed_at = 0
         events: list = []
-        start = 0
         size = len(data)
         limit = self._config.limit_pipelined_requests
         while start < size:
@@ -312,7 +322,8 @@ class H11Connection:
             if not self.upgraded and self._error is None:
                 room = limit - (self._stream_id - self._answered)
                 if room <= 0:
-                    self.unparsed = data[start:]
+                    self.unparsed = data
+                    self._unparsed_at = start
                     break
                 cut = start
                 for _ in range(room):
@@ -329,7 +340,8 @@ class H11Connection:
                 raise
             if self.unparsed:
                 # The piece ended in a refused upgrade whose own rest hit the bound.
-                self.unparsed += data[start:]
+                self.unparsed = self.unparsed[self._unparsed_at :] + data[start:]
+                self._unparsed_at = 0
                 break
         return events
 
