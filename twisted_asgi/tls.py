@@ -21,11 +21,13 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["ReloadableTLS", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
+__all__ = ["ClosingTLS", "ClosingTLSFactory", "ReloadableTLS", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
 
 log = Logger(namespace="twisted_asgi.tls")
 
@@ -231,7 +233,7 @@ class ClosingTLS(BufferingTLSTransport):
 
     def loseConnection(self) -> None:
         BufferingTLSTransport.loseConnection(self)
-        factory = self.factory
+        factory: Any = self.factory
         timeout = factory.close_timeout
         if timeout and self._close_timer is None and self.connected:
             self._close_timer = factory.call_later(timeout, self._close_timed_out)
@@ -242,7 +244,7 @@ class ClosingTLS(BufferingTLSTransport):
         if self.connected and transport is not None:
             transport.loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         timer, self._close_timer = self._close_timer, None
         if timer is not None:
             timer.cancel()
