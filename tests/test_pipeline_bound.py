@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 import pytest
@@ -92,10 +93,20 @@ def test_bound_keeps_bodies_and_head_ends_inside_them():
     body = b"x\r\n\r\ny" * 50
     one = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     big = b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 60000\r\n\r\n" + b"z" * 60000
-    data = one * 100 + big + _tiny(10)
+    chunked = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nx\r\n\r\n\r\n0\r\n\r\n"
+    data = one * 100 + big + chunked * 20 + _tiny(10) + one * 5
+    whole = H11Connection(Config(limit_pipelined_requests=10**6)).receive_data(data)
     bounded = H11Connection(Config(limit_pipelined_requests=4))
     events = _drain(bounded, bounded.receive_data(data))
-    whole = H11Connection(Config(limit_pipelined_requests=10**6)).receive_data(data)
+    # The same in reads split anywhere (each drained as the shell would).
+    rng = random.Random(15)
+    split = H11Connection(Config(limit_pipelined_requests=4))
+    split_events: list = []
+    at = 0
+    while at < len(data):
+        step = rng.choice((1, 7, 900, 1500, 5000, 70000))
+        split_events += _drain(split, split.receive_data(data[at : at + step]))
+        at += step
 
     def shape(evs: list) -> list:
         joined: list = []
@@ -109,6 +120,7 @@ def test_bound_keeps_bodies_and_head_ends_inside_them():
         return joined
 
     assert shape(events) == shape(whole)
+    assert shape(split_events) == shape(whole)
     big_id = next(e.stream_id for e in events if type(e) is Request and e.path == b"/big")
     assert len([e for e in events if type(e) is Data and e.stream_id == big_id]) <= 2
 

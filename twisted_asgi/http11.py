@@ -299,8 +299,10 @@ class H11Connection:
         18 times the bytes read). So the data is fed in pieces cut just after
         as many head ends (CRLF CRLF: llhttp's strict mode allows no other)
         as there is room for requests; a head end inside a body only cuts
-        sooner. The rest is at most one read (the shell stops reading while
-        bytes are kept).
+        sooner. A head that may announce a body ends its piece, and a
+        Content-Length body is then fed by its length, never searched (a
+        64 KiB body would cost more to search than to parse). The rest is at
+        most one read (the shell stops reading while bytes are kept).
         """
         start = 0
         unparsed = self.unparsed
@@ -318,23 +320,42 @@ class H11Connection:
         size = len(data)
         limit = self._config.limit_pipelined_requests
         while start < size:
-            cut = -1
-            if not self.upgraded and self._error is None:
-                room = limit - (self._stream_id - self._answered)
-                if room <= 0:
-                    self.unparsed = data
-                    self._unparsed_at = start
-                    break
-                cut = start
-                for _ in range(room):
-                    cut = data.find(b"\r\n\r\n", cut)
-                    if cut < 0:
+            piece: bytes | memoryview
+            if self.upgraded or self._error is not None:
+                piece = data[start:]
+            else:
+                left = self._body_left()
+                if left > 0:
+                    # No request can end inside a body: take it by its length.
+                    cut = start + left
+                    piece = memoryview(data)[start:cut] if not self._manual_body else data[start:cut]
+                else:
+                    room = limit - (self._stream_id - self._answered)
+                    if room <= 0:
+                        self.unparsed = data
+                        self._unparsed_at = start
                         break
-                    cut += 4
-            piece = data[start:cut] if 0 <= cut < size else data[start:]
+                    cut = start
+                    counted = False
+                    while room:
+                        found = data.find(b"\r\n\r\n", cut)
+                        if found < 0:
+                            cut = size
+                            break
+                        head = data[cut:found].lower()
+                        cut = found + 4
+                        room -= 1
+                        if b"content-length" in head or b"transfer-encoding" in head:
+                            break  # its body (if it is one) is fed by length next
+                        if not counted:
+                            counted = True
+                            if data.count(b"\r\n\r\n", cut) <= room:
+                                cut = size  # room for all the rest may hold: one feed
+                                break
+                    piece = data[start:cut]
             start += len(piece)
             try:
-                events += self.receive_data(piece, True)
+                events += self.receive_data(piece, True)  # type: ignore[arg-type]
             except ProtocolError as exc:
                 exc.events = events + exc.events
                 raise
@@ -344,6 +365,15 @@ class H11Connection:
                 self._unparsed_at = 0
                 break
         return events
+
+    def _body_left(self) -> int:
+        """Bytes of the Content-Length body being received still to come (0
+        outside a body, and for a chunked one)."""
+        if self._manual_body:
+            return self._manual_body
+        if self._idle or self.in_request_head or self._content_length is None or self._transfer_encoding is not None:
+            return 0
+        return int(self._content_length) - self._body_bytes
 
     def _fail(self, reason: str, status: int = 400) -> None:
         self._error = ProtocolError(reason, status)
