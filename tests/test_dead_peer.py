@@ -266,3 +266,30 @@ def test_paused_healthy_websocket_client_is_kept():
             assert _recorded(server, ident, 5) == [{"disconnect": 1000}]
         finally:
             sock.close()
+
+
+def test_tls_client_leaves_behind_a_pipeline_pause(tmp_path):
+    """The same over TLS: the check reaches the TCP socket under Twisted's TLS
+    protocol. Source: issue 15, item 4 (outside attack)."""
+    import ssl
+
+    from tests.deploy import make_certs
+
+    certs = make_certs(tmp_path)
+    endpoint = f"ssl:port=0:interface=127.0.0.1:privateKey={certs['key']}:certKey={certs['cert']}"
+    with serving(
+        "tests.test_dead_peer:app", "--timeout-paused-peer-check", str(CHECK), endpoint=endpoint
+    ) as tls_server:
+        context = ssl.create_default_context(cafile=str(certs["ca"]))
+        ident = _ident()
+        baseline = _sockets(tls_server.proc.pid)
+        sock = context.wrap_socket(tls_server.connect(), server_hostname="localhost")
+        sock.sendall(
+            f"GET /hang?id={ident} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+            + b"GET /quick HTTP/1.1\r\nHost: t\r\n\r\n" * 100
+        )
+        _wait_sockets(tls_server, baseline + 1, 5)
+        started = time.monotonic()
+        sock.close()
+        _wait_sockets(tls_server, baseline, CHECK + SLACK)
+        assert time.monotonic() - started <= CHECK + SLACK
