@@ -8,6 +8,7 @@ Source: issue 15, item 11 (outside attack).
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import time
@@ -162,6 +163,24 @@ def test_tls_bad_request_closes_within_bound(certs):
             client.send(b"GET /scope HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
             client.read_until(b" 400 ")
             _assert_closed_promptly(client, started, TLS_CLOSE)
+        finally:
+            client.close()
+
+
+def test_tls_shutdown_is_not_held_by_a_silent_client(certs):
+    """Graceful shutdown closes an idle TLS keep-alive connection at once; a
+    client that never answers the close_notify no longer holds the server's
+    exit until the graceful timeout. Source: issue 15, item 11 (outside attack)."""
+    with tls_server(certs, "--graceful-timeout", "20") as server:
+        client = SilentTLSClient(server, certs["ca"])
+        try:
+            client.send(b"GET /scope HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            client.read_until(b"}")
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            _assert_closed_promptly(client, started, TLS_CLOSE)
+            server.proc.wait(TLS_CLOSE + SLACK + 5)
+            assert time.monotonic() - started <= TLS_CLOSE + SLACK + 2
         finally:
             client.close()
 

@@ -195,9 +195,9 @@ _HOLD_PIECES = 256
 _FRESH_GRACE = 1.0
 
 
-#: poll() flags that say the peer has gone: its FIN (POLLRDHUP, Linux; seen
-#: even when unread data is queued before it, unlike a peeking recv()), a
-#: reset (POLLERR, POLLHUP), or a descriptor no longer open (POLLNVAL).
+#: The poll() flag for the peer's FIN (Linux; seen even when unread data is
+#: queued before it, unlike a peeking recv()). poll() adds POLLERR and
+#: POLLHUP (a reset) and POLLNVAL whatever is asked for.
 _POLLRDHUP: int | None = getattr(select, "POLLRDHUP", None)
 
 
