@@ -186,8 +186,9 @@ class Config:
         64,
         "Requests of one HTTP/1.1 connection parsed and not yet answered; past "
         "it the server stops parsing (keeping the rest of the read, at most one "
-        "read) and stops reading until responses catch up. 64 was the pause "
-        "the server already used; pipelining clients send a few.",
+        "read) and stops reading until responses catch up. A read under 1 KiB "
+        "is parsed whole (it holds at most 57 requests). 64 was the pause the "
+        "server already used; pipelining clients send a few.",
         flag="--limit-pipelined-requests",
     )
 
