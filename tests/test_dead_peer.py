@@ -6,7 +6,8 @@ paused sockets every ``timeout_paused_peer_check`` seconds, and WebSocket pings
 go on (untimed) while paused, so that a client whose FIN could not even reach
 us (our receive window shut) answers a ping with a reset. Each test starts a
 real server, attacks it over loopback with raw sockets, and asserts that the
-server closed its socket (its descriptor count) and that the app heard of it.
+server closed its socket (no descriptor of the process is that connection
+any more) and that the app heard of it.
 
 This module is also the app those servers run (``tests.test_dead_peer:app``).
 
@@ -118,20 +119,37 @@ def _recorded(server: Any, ident: str, timeout: float) -> list:
     return wait_for(lambda: json.loads(_get(server, f"/events?id={ident}")), timeout, f"the app's record of {ident}")
 
 
-def _sockets(pid: int) -> int:
-    """Sockets the server process holds (its listener and loop's own included)."""
-    count = 0
+def _held_ports(server: Any) -> set[int]:
+    """Client ports of the TCP connections the server process holds open
+    (its sockets' inodes matched against the kernel's connection tables)."""
+    pid = server.proc.pid
+    inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
-                count += 1
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
         except FileNotFoundError:
-            pass
-    return count
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], int(fields[9])
+                if inode in inodes and int(local.rsplit(":", 1)[1], 16) == server.port:
+                    ports.add(int(remote.rsplit(":", 1)[1], 16))
+    return ports
 
 
-def _wait_sockets(server: Any, at_most: int, timeout: float) -> None:
-    wait_for(lambda: _sockets(server.proc.pid) <= at_most, timeout, f"the server to hold at most {at_most} sockets")
+def _wait_held(server: Any, socks: list[socket.socket]) -> None:
+    ports = {s.getsockname()[1] for s in socks}
+    wait_for(lambda: ports <= _held_ports(server), 5, "the server to hold every connection")
+
+
+def _wait_freed(server: Any, ports: set[int], timeout: float) -> None:
+    wait_for(lambda: not ports & _held_ports(server), timeout, "the server to free every connection")
 
 
 def _ident() -> str:
@@ -143,16 +161,16 @@ def test_websocket_client_leaves_while_queue_is_full(server):
     queue (more than limit_ws_queue messages) and closes. The server frees the
     connection within the check interval, and the app, once it reads, gets
     websocket.disconnect (1006). Source: issue 15, item 4 (outside attack)."""
-    baseline = _sockets(server.proc.pid)
     ident = _ident()
     sock = server.connect()
     sock.sendall(handshake_request(f"/stall?id={ident}"))
     assert b" 101 " in sock.recv(65536)
     sock.sendall(b"".join(client_frame(2, b"m" * 100) for _ in range(40)))
-    _wait_sockets(server, baseline + 1, 5)  # the server holds the connection
+    _wait_held(server, [sock])
+    port = sock.getsockname()[1]
     started = time.monotonic()
     sock.close()
-    _wait_sockets(server, baseline, CHECK + SLACK)
+    _wait_freed(server, {port}, CHECK + SLACK)
     assert time.monotonic() - started <= CHECK + SLACK
     _get(server, f"/release?id={ident}")
     assert _recorded(server, ident, 5) == [{"disconnect": 1006}]
@@ -163,7 +181,6 @@ def test_twenty_websocket_clients_fill_the_window_and_leave(server):
     close: their FINs cannot reach the server, but the pings the server keeps
     sending while paused draw resets, so every connection is freed within the
     ping interval plus the check interval. Source: issue 15, item 4 (outside attack)."""
-    baseline = _sockets(server.proc.pid)
     idents = [_ident() for _ in range(20)]
     socks = []
     frame = client_frame(2, b"w" * 16000)
@@ -183,12 +200,13 @@ def test_twenty_websocket_clients_fill_the_window_and_leave(server):
                     sock.send(frame)
             except BlockingIOError:
                 pass  # the server's window is shut: it stopped reading
-        _wait_sockets(server, baseline + 20, 5)
+        _wait_held(server, socks)
     finally:
+        ports = {sock.getsockname()[1] for sock in socks}
         started = time.monotonic()
         for sock in socks:
             sock.close()
-    _wait_sockets(server, baseline, PING + CHECK + SLACK)
+    _wait_freed(server, ports, PING + CHECK + SLACK)
     assert time.monotonic() - started <= PING + CHECK + SLACK
     for ident in idents:
         _get(server, f"/release?id={ident}")
@@ -201,17 +219,17 @@ def test_http_client_leaves_behind_a_pipeline_pause(server):
     by the pipeline bound); the client closes. The app's receive() gets
     http.disconnect and the server closes the socket within the check interval.
     Source: issue 15, item 4 (outside attack)."""
-    baseline = _sockets(server.proc.pid)
     ident = _ident()
     sock = server.connect()
     sock.sendall(
         f"GET /hang?id={ident} HTTP/1.1\r\nHost: t\r\n\r\n".encode() + b"GET /quick HTTP/1.1\r\nHost: t\r\n\r\n" * 100
     )
-    _wait_sockets(server, baseline + 1, 5)
+    _wait_held(server, [sock])
+    port = sock.getsockname()[1]
     started = time.monotonic()
     sock.close()
     assert _recorded(server, ident, CHECK + SLACK) == [{"got": "http.disconnect"}]
-    _wait_sockets(server, baseline, CHECK + SLACK)
+    _wait_freed(server, {port}, CHECK + SLACK)
     assert time.monotonic() - started <= CHECK + SLACK
 
 
@@ -220,15 +238,15 @@ def test_http_client_leaves_while_its_body_is_unread(server):
     full; the client sends some more and closes. The connection is freed within
     the check interval, and the app, once it reads, gets http.disconnect.
     Source: issue 15, item 4 (outside attack)."""
-    baseline = _sockets(server.proc.pid)
     ident = _ident()
     sock = server.connect()
     sock.sendall(f"POST /stall?id={ident} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n".encode())
     sock.sendall(b"b" * (96 * 1024))
-    _wait_sockets(server, baseline + 1, 5)
+    _wait_held(server, [sock])
+    port = sock.getsockname()[1]
     started = time.monotonic()
     sock.close()
-    _wait_sockets(server, baseline, CHECK + SLACK)
+    _wait_freed(server, {port}, CHECK + SLACK)
     assert time.monotonic() - started <= CHECK + SLACK
     _get(server, f"/release?id={ident}")
     assert _recorded(server, ident, 5) == [{"got": "http.disconnect"}]
@@ -282,14 +300,14 @@ def test_tls_client_leaves_behind_a_pipeline_pause(tmp_path):
     ) as tls_server:
         context = ssl.create_default_context(cafile=str(certs["ca"]))
         ident = _ident()
-        baseline = _sockets(tls_server.proc.pid)
         sock = context.wrap_socket(tls_server.connect(), server_hostname="localhost")
         sock.sendall(
             f"GET /hang?id={ident} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
             + b"GET /quick HTTP/1.1\r\nHost: t\r\n\r\n" * 100
         )
-        _wait_sockets(tls_server, baseline + 1, 5)
+        _wait_held(tls_server, [sock])
+        port = sock.getsockname()[1]
         started = time.monotonic()
         sock.close()
-        _wait_sockets(tls_server, baseline, CHECK + SLACK)
+        _wait_freed(tls_server, {port}, CHECK + SLACK)
         assert time.monotonic() - started <= CHECK + SLACK
