@@ -3,7 +3,9 @@ core, events from the core to the ASGI runner, bytes back to the transport.
 
 The channel owns the connection's timers (request head, keep-alive), read
 back-pressure (it pauses the transport while an app has a full body queue or
-pipelined requests pile up) and write back-pressure (it is the transport's push
+pipelined requests pile up; every protocol pauses through
+:meth:`HTTPChannel.stop_reading`, which also watches a paused socket for a
+client that left) and write back-pressure (it is the transport's push
 producer; while paused, the app's ``send()`` waits).
 """
 
