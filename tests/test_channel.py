@@ -712,3 +712,57 @@ def test_direct_sequence_writer_keeps_order_on_partial_sends():
     assert direct_sequence_writer(StringTransport()) is None
     ours.close()
     peer.close()
+
+
+def test_paused_connection_is_checked_for_a_gone_client_with_clock(loop):
+    """While (and only while) reading is paused, the socket is checked every
+    timeout_paused_peer_check seconds; a client found gone is dropped as if
+    lost. Source: issue 15, item 4 (outside attack)."""
+    import socket
+
+    from twisted_asgi.channel import peer_gone
+
+    gate = asyncio.Event()
+
+    async def never_reads(scope, receive, send):
+        await gate.wait()
+
+    check = 3.0
+    for client_leaves in (False, True):
+        proto, transport, clock, _factory = connect(
+            never_reads,
+            loop,
+            limit_receive_buffer_bytes=1000,
+            timeout_paused_peer_check=check,
+            timeout_request_body=0,
+            timeout_request_head=0,
+        )
+        ours, theirs = socket.socketpair()
+        transport.socket = ours  # the socket peer_gone() looks at
+        try:
+            assert clock.getDelayedCalls() == []  # no check while reading
+            proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n" + b"b" * 2000)
+            settle(loop)
+            assert transport.producerState == "paused"
+            assert [c.getTime() for c in clock.getDelayedCalls()] == [check]
+            theirs.sendall(b"more body, then the client goes")
+            clock.advance(check)
+            assert not transport.disconnected  # still there: checked again later
+            assert [c.getTime() for c in clock.getDelayedCalls()] == [2 * check]
+            if not client_leaves:
+                proto._resume(1)  # the app read its queue: reading again, no check
+                assert clock.getDelayedCalls() == []
+                continue
+            theirs.close()
+            assert peer_gone(transport)  # its FIN, behind unread bytes
+            clock.advance(check)
+            assert transport.disconnected
+            proto.connectionLost()
+            # Only the app's close timeout is left (the app heard of the loss).
+            assert [repr(c.func) for c in clock.getDelayedCalls() if "HTTPChannel" in repr(c.func)] == []
+        finally:
+            ours.close()
+            theirs.close()
+            loop.call_soon(gate.set)
+            settle(loop)
+            gate.clear()

@@ -3,12 +3,16 @@ core, events from the core to the ASGI runner, bytes back to the transport.
 
 The channel owns the connection's timers (request head, keep-alive), read
 back-pressure (it pauses the transport while an app has a full body queue or
-pipelined requests pile up) and write back-pressure (it is the transport's push
+pipelined requests pile up; every protocol pauses through
+:meth:`HTTPChannel.stop_reading`, which also watches a paused socket for a
+client that left) and write back-pressure (it is the transport's push
 producer; while paused, the app's ``send()`` waits).
 """
 
 from __future__ import annotations
 
+import select
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +202,56 @@ _HOLD_PIECES = 256
 _FRESH_GRACE = 1.0
 
 
+#: The poll() flag for the peer's FIN (Linux; seen even when unread data is
+#: queued before it, unlike a peeking recv()). poll() adds POLLERR and
+#: POLLHUP (a reset) and POLLNVAL whatever is asked for.
+_POLLRDHUP: int | None = getattr(select, "POLLRDHUP", None)
+
+
+def _socket_of(transport: Any) -> socket.socket | None:
+    """The socket under ``transport`` (TCP or unix; under TLS, or a PROXY
+    protocol wrapper, the one below them), or None."""
+    for _ in range(4):
+        sock = getattr(transport, "socket", None)
+        if isinstance(sock, socket.socket):
+            return sock
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None
+
+
+def peer_gone(transport: Any) -> bool:
+    """Whether the client of ``transport`` has closed or reset its side, read
+    from the socket without taking any bytes from it (for a connection whose
+    reading is paused, which would otherwise never see the FIN or reset).
+
+    On Linux one ``poll()`` for POLLRDHUP: it sees a FIN even behind unread
+    data, on TCP and unix sockets alike. Elsewhere a peeking ``recv()``,
+    which sees a reset, and a FIN only once no unread data is left before it.
+    A FIN that the client could not send because our receive window is shut
+    (we stopped reading, the kernel's buffer filled) is seen by neither: only
+    when the client's kernel resets the connection, which it does at once
+    when we send it anything (a WebSocket ping) after it closed.
+    """
+    sock = _socket_of(transport)
+    if sock is None:
+        return False
+    fd = sock.fileno()
+    if fd < 0:
+        return False  # already closed here: connectionLost is on its way
+    if _POLLRDHUP is not None:
+        poller = select.poll()
+        poller.register(fd, _POLLRDHUP)
+        return bool(poller.poll(0))
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
 def output_pending(transport: Any) -> bool:
     """Whether ``transport`` still holds bytes it has not handed to the kernel
     (True when it cannot tell: TLS, or a transport without Twisted's TCP buffer)."""
@@ -239,6 +293,7 @@ class HTTPChannel(Protocol):
         "_timer_kind",
         "_started_at",
         "_send_timer",
+        "_peer_timer",
         "_can_gather",
         "_write_sequence",
         "_held",
@@ -274,6 +329,8 @@ class HTTPChannel(Protocol):
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
         self._send_timer: Any = None
+        #: The dead-peer check, armed only while reading is paused.
+        self._peer_timer: Any = None
         self._call_soon = factory.call_soon
         self._can_gather = False
         #: Made when first needed (most connections never hold bytes).
@@ -322,25 +379,35 @@ class HTTPChannel(Protocol):
         try:
             events = conn.receive_data(data)
         except ProtocolError as exc:
-            # Requests parsed before the bad bytes are answered first, in order;
-            # the error is answered when its turn comes (or now, if it concerns
-            # the body of the request being served).
-            self._pause(_PAUSE_ERROR)
-            events = exc.events
-            # The message the bad bytes belong to never completed: drop what was
-            # parsed of it, so a malformed request never reaches the app.
-            end = len(events)
-            while end and type(events[end - 1]) is not EndOfMessage:
-                end -= 1
-            events = events[:end]
-            events.append(exc)
+            events = self._refused(exc)
         if events:
             self._dispatch(events)
+        if conn.unparsed:
+            # The core stopped at the pipelining bound and keeps the rest:
+            # read no more until responses make room (see _next).
+            self._pause(_PAUSE_PIPELINE)
         if self.task is None and self.request is not None:
             self._switch_protocol()
         elif self.request is None and self._timer_kind is _T_IDLE and conn.in_request_head:
             # A new request began on an idle connection: it now has the head timeout.
             self._arm(self.config.timeout_request_head, _T_HEAD)
+
+    def _refused(self, exc: ProtocolError) -> list:
+        """The events to dispatch when the parser refused bytes: those of the
+        requests before them, then the error."""
+        # Requests parsed before the bad bytes are answered first, in order;
+        # the error is answered when its turn comes (or now, if it concerns
+        # the body of the request being served).
+        self._pause(_PAUSE_ERROR)
+        events = exc.events
+        # The message the bad bytes belong to never completed: drop what was
+        # parsed of it, so a malformed request never reaches the app.
+        end = len(events)
+        while end and type(events[end - 1]) is not EndOfMessage:
+            end -= 1
+        events = events[:end]
+        events.append(exc)
+        return events
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:
         self.closed = True
@@ -508,8 +575,18 @@ class HTTPChannel(Protocol):
             self._dispatch(pending)
             if self.closed:
                 return
-            if not self.pending:
-                self._resume(_PAUSE_PIPELINE)
+        if conn.unparsed:  # type: ignore[union-attr]
+            # Bytes kept at the pipelining bound: this response made room.
+            try:
+                events = conn.receive_data(b"")  # type: ignore[union-attr]
+            except ProtocolError as exc:
+                events = self._refused(exc)
+            if events:
+                self._dispatch(events)
+            if self.closed:
+                return
+        if self.paused & _PAUSE_PIPELINE and not self.pending and not conn.unparsed:  # type: ignore[union-attr]
+            self._resume(_PAUSE_PIPELINE)
         if self.task is None and self.request is not None:
             self._switch_protocol()
         elif self.request is None:
@@ -741,10 +818,10 @@ class HTTPChannel(Protocol):
     def _cancel_timers(self) -> None:
         # Either timer is None unless pending: each callback clears its own first.
         self._deadline = None
-        for timer in (self._timer, self._send_timer):
+        for timer in (self._timer, self._send_timer, self._peer_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._send_timer = None
+        self._timer = self._send_timer = self._peer_timer = None
 
     def _arm(self, seconds: float, kind: str) -> None:
         """Set the connection's one deadline. Cheap: the reactor timer is only
@@ -815,9 +892,43 @@ class HTTPChannel(Protocol):
 
     # -- read back-pressure ----------------------------------------------------
 
+    def stop_reading(self) -> None:
+        """Stop reading from the socket (every protocol's read back-pressure
+        goes through here and :meth:`start_reading`).
+
+        While nothing is read, a client that closes or resets is not noticed
+        (its FIN or reset waits behind the unread bytes): so, while paused,
+        and only then, the socket is checked every
+        ``timeout_paused_peer_check`` seconds (see :func:`peer_gone`)."""
+        self.transport.pauseProducing()
+        interval = self.config.timeout_paused_peer_check
+        if interval and self._peer_timer is None:
+            self._peer_timer = self._call_later(interval, self._check_peer)
+
+    def start_reading(self) -> None:
+        """Read from the socket again (see :meth:`stop_reading`)."""
+        timer = self._peer_timer
+        if timer is not None:
+            self._peer_timer = None
+            timer.cancel()
+        self.transport.resumeProducing()
+
+    def _check_peer(self) -> None:
+        self._peer_timer = None
+        if peer_gone(self.transport):
+            log.info(
+                "Client {client} went away while the server was not reading from it; closing its connection",
+                client=self._client_text(),
+            )
+            # Exactly a lost connection: connectionLost tells the app
+            # (http.disconnect, websocket.disconnect) and frees everything.
+            self.transport.abortConnection()
+            return
+        self._peer_timer = self._call_later(self.config.timeout_paused_peer_check, self._check_peer)
+
     def _pause(self, reason: int) -> None:
         if not self.paused:
-            self.transport.pauseProducing()
+            self.stop_reading()
             if self._timer_kind is _T_BODY:
                 self._deadline = None  # our pause, not the client's slowness
         self.paused |= reason
@@ -826,7 +937,7 @@ class HTTPChannel(Protocol):
         if self.paused & reason:
             self.paused &= ~reason
             if not self.paused and not self.closed:
-                self.transport.resumeProducing()
+                self.start_reading()
                 if self._timer_kind is _T_BODY:
                     self._arm(self.config.timeout_request_body, _T_BODY)
 

@@ -161,6 +161,36 @@ class Config:
         flag="--timeout-lifespan",
         zero="wait forever",
     )
+    timeout_paused_peer_check: float = _f(
+        5.0,
+        "While the server has stopped reading from a connection (an app's full "
+        "queue, pipelined requests waiting), seconds between checks of the "
+        "socket for a client that has gone (its FIN or reset, which are not "
+        "read while paused); a gone client's connection is then closed as if "
+        "lost. One poll() per paused connection per check; 5 s is the "
+        "keep-alive timeout, the time an idle client's connection already lives.",
+        flag="--timeout-paused-peer-check",
+        zero="never check",
+    )
+    timeout_tls_close: float = _f(
+        2.0,
+        "Seconds the server waits, after closing a TLS connection (its "
+        "close_notify sent), for the client's close_notify before it closes TCP "
+        "anyway. RFC 8446 §6.1 does not require waiting at all; 2 s lets a "
+        "client answer across a slow link and keeps reading meanwhile, so data "
+        "still in flight does not turn the close into a reset.",
+        flag="--timeout-tls-close",
+        zero="wait for the client (until timeout_send)",
+    )
+    limit_pipelined_requests: int = _f(
+        64,
+        "Requests of one HTTP/1.1 connection parsed and not yet answered; past "
+        "it the server stops parsing (keeping the rest of the read, at most one "
+        "read) and stops reading until responses catch up. A read under 1 KiB "
+        "is parsed whole (it holds at most 57 requests). 64 was the pause the "
+        "server already used; pipelining clients send a few.",
+        flag="--limit-pipelined-requests",
+    )
 
     # -- identity and behaviour --------------------------------------------
     server_name: str | None = _f(
@@ -491,6 +521,8 @@ class Config:
             raise ConfigError("server_name must not contain CR, LF or NUL")
         if self.limit_ws_queue < 1:
             raise ConfigError("limit_ws_queue must be at least 1")
+        if self.limit_pipelined_requests < 1:
+            raise ConfigError("limit_pipelined_requests must be at least 1")
         if not isinstance(self.ws_allowed_origins, tuple) or not all(
             isinstance(o, str) and o for o in self.ws_allowed_origins
         ):

@@ -112,6 +112,11 @@ _FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding", b
 # send_body_pieces) rather than copied into one bytes object.
 _FRAME_WITHOUT_COPY = 4096
 
+#: Reads longer than this are parsed only as far as the pipelining bound allows
+#: (see H11Connection._receive_bounded). A shorter read holds too few requests
+#: to matter (at most 57 of the smallest, 18 bytes each), and skips the scan.
+_BOUNDED_FROM = 1024
+
 # Response framing modes.
 _LENGTH = 0  # Content-Length given by the app
 _CHUNKED = 1  # we chunk (HTTP/1.1, no Content-Length)
@@ -157,6 +162,9 @@ class H11Connection:
         "_manual_body",
         "upgraded",
         "trailing_data",
+        "unparsed",
+        "_unparsed_at",
+        "_answered",
         # response side
         "_mode",
         "_remaining",
@@ -203,6 +211,13 @@ class H11Connection:
         self.upgraded = False
         #: Bytes received after the head of an accepted upgrade request.
         self.trailing_data = b""
+        #: Bytes received but not parsed yet, from ``_unparsed_at`` on: the
+        #: pipelining bound was reached (see :meth:`_receive_bounded`);
+        #: ``receive_data(b"")`` goes on. Empty when nothing is kept.
+        self.unparsed = b""
+        self._unparsed_at = 0
+        #: Requests whose exchange is over (:meth:`response_done` calls).
+        self._answered = 0
         self._mode = _NONE
         self._remaining = 0
         self._pending_head = b""
@@ -221,6 +236,7 @@ class H11Connection:
         be received after this."""
         self._parser = None  # type: ignore[assignment]
         self._events = []
+        self.unparsed = b""
 
     # -- receiving -----------------------------------------------------------
 
@@ -229,14 +245,21 @@ class H11Connection:
         """True until the first request head has begun."""
         return self._stream_id == 0 and not self.in_request_head
 
-    def receive_data(self, data: bytes) -> list:
+    def receive_data(self, data: bytes, _whole: bool = False) -> list:
         """Parse ``data``; return the events it completes.
+
+        Parsing stops once ``limit_pipelined_requests`` requests are parsed
+        and not yet answered; what is left waits in :attr:`unparsed` until
+        :meth:`response_done` made room and ``receive_data(b"")`` is called.
+        (``_whole`` is for :meth:`_receive_bounded` only: parse all of it.)
 
         :raises ProtocolError: the request is malformed or over a limit; the error
             carries the status to answer with, and in ``events`` the events of
             the requests parsed before the bad bytes (pipelined requests ahead of
             it still deserve their responses). The connection must then close.
         """
+        if (len(data) > _BOUNDED_FROM or self.unparsed) and not _whole:
+            return self._receive_bounded(data)
         events = self._events = []
         if self.upgraded:
             self.trailing_data += data
@@ -281,6 +304,91 @@ class H11Connection:
             exc.events = events
             raise
         return events
+
+    def _receive_bounded(self, data: bytes) -> list:
+        """Parse ``data`` (after what was kept unparsed) only as far as the
+        pipelining bound allows, keeping the rest in :attr:`unparsed`.
+
+        llhttp parses all it is fed, and one 64 KiB read of tiny pipelined
+        requests is thousands of them (each a Request and its head in memory,
+        18 times the bytes read). So the data is fed in pieces cut just after
+        as many head ends (CRLF CRLF: llhttp's strict mode allows no other)
+        as there is room for requests; a head end inside a body only cuts
+        sooner. A head that may announce a body ends its piece, and a
+        Content-Length body is then fed by its length, never searched (a
+        64 KiB body would cost more to search than to parse). The rest is at
+        most one read (the shell stops reading while bytes are kept).
+        """
+        start = 0
+        unparsed = self.unparsed
+        if unparsed:
+            # Parsed on from where it stopped, without copying what is left
+            # (one request at a time as responses go out would copy the whole
+            # rest once per request).
+            start = self._unparsed_at
+            data = unparsed[start:] + data if data else unparsed
+            if data is not unparsed:
+                start = 0
+            self.unparsed = b""
+            self._unparsed_at = 0
+        events: list = []
+        size = len(data)
+        limit = self._config.limit_pipelined_requests
+        while start < size:
+            piece: bytes | memoryview
+            if self.upgraded or self._error is not None:
+                piece = data[start:]
+            else:
+                left = self._body_left()
+                if left > 0:
+                    # No request can end inside a body: take it by its length.
+                    cut = start + left
+                    piece = memoryview(data)[start:cut] if not self._manual_body else data[start:cut]
+                else:
+                    room = limit - (self._stream_id - self._answered)
+                    if room <= 0:
+                        self.unparsed = data
+                        self._unparsed_at = start
+                        break
+                    cut = start
+                    counted = False
+                    while room:
+                        found = data.find(b"\r\n\r\n", cut)
+                        if found < 0:
+                            cut = size
+                            break
+                        head = data[cut:found].lower()
+                        cut = found + 4
+                        room -= 1
+                        if b"content-length" in head or b"transfer-encoding" in head:
+                            break  # its body (if it is one) is fed by length next
+                        if not counted:
+                            counted = True
+                            if data.count(b"\r\n\r\n", cut) <= room:
+                                cut = size  # room for all the rest may hold: one feed
+                                break
+                    piece = data[start:cut]
+            start += len(piece)
+            try:
+                events += self.receive_data(piece, True)  # type: ignore[arg-type]
+            except ProtocolError as exc:
+                exc.events = events + exc.events
+                raise
+            if self.unparsed:
+                # The piece ended in a refused upgrade whose own rest hit the bound.
+                self.unparsed = self.unparsed[self._unparsed_at :] + data[start:]
+                self._unparsed_at = 0
+                break
+        return events
+
+    def _body_left(self) -> int:
+        """Bytes of the Content-Length body being received still to come (0
+        outside a body, and for a chunked one)."""
+        if self._manual_body:
+            return self._manual_body
+        if self._idle or self.in_request_head or self._content_length is None or self._transfer_encoding is not None:
+            return 0
+        return int(self._content_length) - self._body_bytes
 
     def _fail(self, reason: str, status: int = 400) -> None:
         self._error = ProtocolError(reason, status)
@@ -611,6 +719,7 @@ class H11Connection:
 
     def response_done(self) -> None:
         """Reset the response side for the next pipelined request."""
+        self._answered += 1
         self.response_started = False
         self.response_complete = False
         self.bytes_sent = 0

@@ -21,11 +21,13 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-__all__ = ["ReloadableTLS", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
+__all__ = ["ClosingTLS", "ClosingTLSFactory", "ReloadableTLS", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
 
 log = Logger(namespace="twisted_asgi.tls")
 
@@ -204,12 +206,63 @@ class TLSServerEndpoint:
         self.tls = tls
 
     def listen(self, factory: Any, wrap: Any = None) -> Any:
-        tls_factory = TLSMemoryBIOFactory(self.tls, False, factory)
+        tls_factory = ClosingTLSFactory(self.tls, False, factory)
         return self.inner.listen(wrap(tls_factory) if wrap is not None else tls_factory)
 
     def reload(self) -> bool:
         """Reload this listener's certificates (see :meth:`ReloadableTLS.reload`)."""
         return self.tls.reload()
+
+
+class ClosingTLS(BufferingTLSTransport):
+    """Twisted's TLS transport, with a bound on how long a close waits for the
+    client's close_notify.
+
+    Twisted's ``loseConnection`` sends our close_notify and then keeps TCP open
+    until the client answers with its own: a client that never does (most
+    do not bother, RFC 8446 §6.1 does not make them) kept every closed
+    connection, and its socket, until ``timeout_send`` aborted it.
+    ``timeout_tls_close`` seconds after ``loseConnection`` the TCP connection
+    is closed in the ordinary way (what is written, our close_notify included,
+    is still sent first; ``timeout_send`` bounds that for a client that does
+    not read). Every close path (keep-alive, timeouts, errors, WebSocket,
+    HTTP/2, shutdown) goes through ``loseConnection``, so all get the bound.
+    """
+
+    _close_timer: Any = None
+
+    def loseConnection(self) -> None:
+        BufferingTLSTransport.loseConnection(self)
+        factory: Any = self.factory
+        timeout = factory.close_timeout
+        if timeout and self._close_timer is None and self.connected:
+            self._close_timer = factory.call_later(timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        transport = self.transport
+        if self.connected and transport is not None:
+            transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None:
+            timer.cancel()
+        BufferingTLSTransport.connectionLost(self, reason)
+
+
+class ClosingTLSFactory(TLSMemoryBIOFactory):
+    """:class:`TLSMemoryBIOFactory` making :class:`ClosingTLS` connections,
+    whose close timer runs on the wrapped server factory's scheduler
+    (``call_later``, the clock tests advance) for its ``timeout_tls_close``."""
+
+    protocol = ClosingTLS
+
+    def __init__(self, creator: Any, is_client: bool, wrapped: Any) -> None:
+        super().__init__(creator, is_client, wrapped)
+        config = getattr(wrapped, "config", None)
+        self.close_timeout: float = config.timeout_tls_close if config is not None else 0.0
+        self.call_later: Any = getattr(wrapped, "call_later", None) or self._clock.callLater
 
 
 # -- the ASGI "tls" extension ----------------------------------------------------------

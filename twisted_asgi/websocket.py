@@ -237,17 +237,37 @@ class _Framing(WebSocketServerProtocol):
         self.state = _OPEN
         self.resume_pings()
 
-    # -- pings: not while we are not reading (no pong could be seen) -----------
+    # -- pings: not timed while we are not reading (no pong could be seen) -----
+
+    #: The ping timer while reading is paused (see :meth:`suspend_pings`).
+    _paused_pings: Any = None
 
     def suspend_pings(self) -> None:
+        """Reading stopped: no pong can be seen, so no ping is timed out (a
+        healthy client of a slow app must not be dropped). Pings still go out
+        on the interval, untimed: a client that has closed its socket answers
+        one with a reset, which the channel's dead-peer check then sees even
+        when the client's FIN could not reach us (our receive window shut)."""
         for name in ("autoPingTimeoutCall", "autoPingPendingCall"):
             call = getattr(self, name, None)
             if call is not None:
                 call.cancel()
                 setattr(self, name, None)
         self.autoPingPending = None
+        if self.autoPingInterval and self.state == _OPEN and self._paused_pings is None:
+            self._paused_pings = self.factory._batched_timer.call_later(self.autoPingInterval, self._paused_ping)
+
+    def _paused_ping(self) -> None:
+        self._paused_pings = None
+        if self.state == _OPEN:
+            # autoPingPending stays None: the pong, read after the pause, is ignored.
+            self.sendPing(b"paused")
+            self._paused_pings = self.factory._batched_timer.call_later(self.autoPingInterval, self._paused_ping)
 
     def resume_pings(self) -> None:
+        call, self._paused_pings = self._paused_pings, None
+        if call is not None:
+            call.cancel()
         if (
             self.autoPingInterval
             and self.state == _OPEN
@@ -454,6 +474,9 @@ class _Framing(WebSocketServerProtocol):
         # violation; clients reset): the timer would keep this connection in
         # memory for timeout_ws_close and then log a client that is long gone.
         call, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
+        if call is not None:
+            call.cancel()
+        call, self._paused_pings = self._paused_pings, None
         if call is not None:
             call.cancel()
         WebSocketServerProtocol._connectionLost(self, reason)
@@ -992,7 +1015,7 @@ class WebSocketConnection:
 
     def _pause(self, reason: int) -> None:
         if not self.paused:
-            self.channel.transport.pauseProducing()
+            self.channel.stop_reading()
             if self.framing is not None:
                 # No pong can be seen while we do not read: no ping is timed.
                 self.framing.suspend_pings()
@@ -1012,7 +1035,7 @@ class WebSocketConnection:
             framing.resume_pings()
         transport = self.channel.transport
         if self.state is not _DONE and not getattr(transport, "disconnecting", False):
-            transport.resumeProducing()
+            self.channel.start_reading()
 
     def _send_timed_out(self) -> None:
         self.send_timer = None
