@@ -37,7 +37,7 @@ def _config_parameters() -> list[list[Any]]:
         coerce = float if name.startswith("timeout_") else int
         zero = zero_meaning(name)
         unit = "seconds" if name.startswith("timeout_") else None
-        notes = "; ".join(filter(None, [unit, f"0 = {zero}" if zero else None]))
+        notes = "; ".join(filter(None, [unit, f"0 = {_flags_for_fields(zero)}" if zero else None]))
         text = f"{_help_sentence(doc)} [default: {default}{'; ' + notes if notes else ''}]"
         params.append([flag[2:], None, None, text, coerce])
     return params
@@ -50,8 +50,13 @@ def _help_sentence(doc: str) -> str:
     text = " ".join(doc.split())
     end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
     sentence = text[: end.start() + 1] if end else text
+    return _flags_for_fields(sentence)
+
+
+def _flags_for_fields(text: str) -> str:
+    """``text`` with each Config field it names replaced by that field's flag."""
     flags = {name: flag for name, _default, _doc, flag in describe_fields() if flag}
-    return re.sub(r"\b(?:limit|timeout)_[a-z0-9_]+\b", lambda m: flags.get(m.group(0), m.group(0)), sentence)
+    return re.sub(r"\b(?:limit|timeout)_[a-z0-9_]+\b", lambda m: flags.get(m.group(0), m.group(0)), text)
 
 
 #: ``--help`` and the configuration reference list the options in these groups,
