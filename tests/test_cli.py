@@ -342,6 +342,35 @@ def test_access_log_format(tmp_path):
     float(line.rsplit(" ", 1)[1])
 
 
+def test_access_log_of_responses_the_server_writes_itself(tmp_path):
+    """A response the server writes itself (413 refused on Content-Length, 400) is
+    logged with its body bytes only, as an app's response is, and with the request
+    line and user agent whenever the request's head was read.
+
+    Source: issue 16, item 10 (a 413 logged as '"-"' without user agent, and head
+    plus body counted as body bytes)."""
+    log_path = tmp_path / "access.log"
+    server = start_server("tests.apps:hello", "--access-log", str(log_path), "--limit-request-body", "10")
+    try:
+        bodies = []
+        for request in (
+            b"POST /upload?x=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: big-uploader\r\nContent-Length: 11\r\n\r\n",
+            b"GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\nUser-Agent: twice\r\n\r\n",
+        ):
+            with server.connect() as sock:
+                sock.sendall(request)
+                status, _headers, body = recv_response(sock)
+                bodies.append((status, body))
+    finally:
+        server.stop()
+    lines = log_path.read_text().splitlines()
+    assert len(lines) == 2, lines
+    (status413, body413), (status400, body400) = bodies
+    assert status413.startswith(b"HTTP/1.1 413") and status400.startswith(b"HTTP/1.1 400")
+    assert f'"POST /upload?x=1 HTTP/1.1" 413 {len(body413)} "-" "big-uploader"' in lines[0], lines[0]
+    assert f'"GET /bad HTTP/1.1" 400 {len(body400)} "-" "twice"' in lines[1], lines[1]
+
+
 def test_sigint_and_sigterm_exit_zero():
     """SIGINT and SIGTERM both stop python -m twisted_asgi with exit code 0."""
     for sig in (signal.SIGINT, signal.SIGTERM):

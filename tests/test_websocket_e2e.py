@@ -466,9 +466,12 @@ def test_access_log_connect_and_disconnect(server):
 def test_denied_handshake_logged_as_http(server):
     """A denied handshake is logged as an ordinary HTTP line with its status."""
     ident = new_id()
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as info:
         open_ws(server, f"/deny?id={ident}")
-    server.wait_for_output(f'"GET /deny?id={ident} HTTP/1.1" 403 ')
+    output = server.wait_for_output(f'"GET /deny?id={ident} HTTP/1.1" 403 ')
+    # Body bytes only (issue 16, item 10: head and body were counted).
+    size = len(info.value.response.body or b"")
+    assert f'"GET /deny?id={ident} HTTP/1.1" 403 {size} ' in output, (size, output[-500:])
 
 
 def test_demo_app_websocket_echo():

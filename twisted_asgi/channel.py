@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from .cycle import HTTPCycle
 from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
-from .http11 import H11Connection, error_response
+from .http11 import H11Connection, body_size, error_response
 from .proxy import proxy_headers_for
 from .runner import HTTPTask
 from .scope import ConnectionInfo, http_scope
@@ -749,9 +749,9 @@ class HTTPChannel(Protocol):
         if self.conn is not None and self.conn.head_on_wire:
             self._close()
         else:
-            self._error_response(exc.status, exc.reason)
+            self._error_response(exc.status, exc.reason, exc.request)
 
-    def _error_response(self, status: int, reason: str) -> None:
+    def _error_response(self, status: int, reason: str, refused: Request | None = None) -> None:
         if self.closed:
             return
         data = error_response(status, reason, self.config.server_name)
@@ -759,7 +759,9 @@ class HTTPChannel(Protocol):
             self._flush()
         self.write(data)
         if self.factory.access_log is not None:
-            self._log_access(status, len(data))
+            # Body bytes only, as for every response; the request refused before
+            # it became the current one is named all the same.
+            self._log_access(status, body_size(data), refused)
         self._close()
 
     def _close(self) -> None:
@@ -947,7 +949,9 @@ class HTTPChannel(Protocol):
         client = self.info.client if self.info is not None else None
         return f"{client[0]}:{client[1]}" if client else "unix socket"
 
-    def _log_access(self, status: int, size: int) -> None:
+    def _log_access(self, status: int, size: int, refused: Request | None = None) -> None:
         request = self.request
         duration = self.clock.seconds() - self._started_at if request is not None else 0.0
+        if request is None:
+            request = refused
         self.factory.access_log.log_http(self.info, request, status, size, duration)  # type: ignore[union-attr]

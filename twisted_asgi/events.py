@@ -117,6 +117,8 @@ class ProtocolError(Exception):
         self.status = status
         #: Events parsed from the same bytes before the error (HTTP/1.1 pipelining).
         self.events: list = []
+        #: The request refused, when its head was read before the refusal (for the access log).
+        self.request: Request | None = None
 
 
 class AppError(Exception):

@@ -391,8 +391,19 @@ class H11Connection:
         return int(self._content_length) - self._body_bytes
 
     def _fail(self, reason: str, status: int = 400) -> None:
-        self._error = ProtocolError(reason, status)
-        raise self._error
+        error = self._error = ProtocolError(reason, status)
+        if self._url and not self.in_request_head and not self._in_trailers:
+            # Refused once its head was read (413, 417, 501, 505...): the access
+            # log can still say which request it was.
+            parser = self._parser
+            try:
+                method, version = parser.get_method(), parser.get_http_version()
+            except httptools.HttpParserError:
+                method, version = b"-", "1.1"
+            target = b"".join(self._url)
+            path, _sep, query = target.partition(b"?")
+            error.request = Request(self._stream_id + 1, method, path, query, version, self._headers)
+        raise error
 
     def on_message_begin(self) -> None:
         self.in_request_head = True
@@ -767,6 +778,11 @@ def _split_target(target: bytes, method: bytes) -> tuple[bytes, bytes]:
         path = url.path or b"/"
         query = url.query or b""
     return path, query
+
+
+def body_size(response: bytes) -> int:
+    """The body bytes of a whole response (what the access log counts)."""
+    return len(response) - response.index(b"\r\n\r\n") - 4
 
 
 def error_response(status: int, reason: str, server_name: str | None) -> bytes:

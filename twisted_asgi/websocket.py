@@ -57,7 +57,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .events import AppError, ClientDisconnected, Request
-from .http11 import H11Connection, error_response
+from .http11 import H11Connection, body_size, error_response
 from .scope import websocket_scope
 from .wscycle import (
     Accept,
@@ -971,7 +971,7 @@ class WebSocketConnection:
             data = line + b"\r\n" + extra + rest
         self.write(data)
         if self.server.factory.access_log is not None:
-            self._log_http(status, len(data))
+            self._log_http(status, body_size(data))
         self.close_transport()
 
     def _handshake_timed_out(self) -> None:
