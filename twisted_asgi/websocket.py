@@ -914,7 +914,6 @@ class WebSocketConnection:
         framing.open(compression, event.subprotocol)
         if self.paused:
             framing.suspend_pings()
-        _no_delay(self.channel.transport)
         clock = server.factory.clock
         if server.factory.access_log is not None:
             self._log_access("WSCONNECT", 101)
@@ -1069,21 +1068,6 @@ class WebSocketConnection:
     def _log_http(self, status: int, size: int) -> None:
         duration = self.server.factory.clock.seconds() - self.opened_at
         self.server.factory.access_log.log_http(self.channel.info, self.request, status, size, duration)  # type: ignore[union-attr]
-
-
-def _no_delay(transport: Any) -> None:
-    """Switch Nagle's algorithm off: a small message must not wait for the ACK
-    of the one before (WebSocket traffic is many small messages). Under TLS
-    the TCP transport is the TLS protocol's own transport; unix sockets have
-    no Nagle at all."""
-    for candidate in (transport, getattr(transport, "transport", None)):
-        set_no_delay = getattr(candidate, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:
-                pass  # not a TCP socket after all
-            return
 
 
 def _negotiate_deflate(framing: _Framing, offers: str, limit: int) -> tuple[PerMessageDeflate | None, str | None]:
