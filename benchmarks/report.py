@@ -164,6 +164,15 @@ def targets(document: dict) -> list[list[str]]:
     mine = _median(document, keep_alive, me, "p99_us")
     theirs = peer(keep_alive, "uvicorn", "p99_us")
     add("p99 latency, keep-alive load ≤ 1.0× uvicorn", _ratio(mine, theirs), 1.0, True, scenario=keep_alive)
+    mine = _median(document, "tls-first-byte", me, "p99_us")
+    theirs = peer("tls-first-byte", "uvicorn", "p99_us")
+    add(
+        "Fresh TLS connection, p99 time to first byte ≤ 1.0× uvicorn",
+        _ratio(mine, theirs),
+        1.0,
+        True,
+        scenario="tls-first-byte",
+    )
     return rows
 
 

@@ -72,6 +72,7 @@ class ServerSpec:
     venv: str  # "self" or "peers"
     http: str
     tls: str | None = None  # HTTP/2 over TLS (ALPN h2); None: not supported
+    tls_http1: str | None = None  # HTTPS without HTTP/2, for servers with no ``tls`` line
     h2c: bool = False  # HTTP/2 cleartext by prior knowledge on the ``http`` command line
     websocket: bool = True
     package: str = ""  # the distribution whose version is reported
@@ -132,6 +133,8 @@ SERVERS: dict[str, ServerSpec] = {
             "uvicorn",
             "peers",
             "{bin}/uvicorn --host 127.0.0.1 --port {port} --no-access-log --loop uvloop --http httptools {app}",
+            tls_http1="{bin}/uvicorn --host 127.0.0.1 --port {port} --no-access-log --loop uvloop --http httptools"
+            " --ssl-certfile {cert} --ssl-keyfile {key} {app}",
             package="uvicorn",
         ),
         ServerSpec(
@@ -165,7 +168,7 @@ class Scenario:
 
     name: str
     title: str
-    kind: str  # wrk | h2load | ws-echo | ws-idle | startup
+    kind: str  # wrk | h2load | ws-echo | ws-idle | startup | tls-first
     app: str = "apps:hello"
     unit: str = "req/s"
     higher_is_better: bool = True
@@ -175,7 +178,7 @@ class Scenario:
     tls: bool = False
     env: dict[str, str] = field(default_factory=dict)  # wrk_bench.lua settings
     min_response_bytes: int = 0  # a response shorter than this means the server answered wrong
-    needs: str = ""  # "h2-tls" | "h2c" | "websocket"
+    needs: str = ""  # "h2-tls" | "h2c" | "websocket" | "tls"
 
 
 SCENARIOS: list[Scenario] = [
@@ -229,6 +232,16 @@ SCENARIOS: list[Scenario] = [
         connections=2000,
         needs="websocket",
     ),
+    Scenario(
+        "tls-first-byte",
+        "Fresh TLS 1.3 connection, first response byte, p99 (curl)",
+        "tls-first",
+        unit="ms",
+        higher_is_better=False,
+        connections=200,  # fresh connections, one request each, one after another
+        tls=True,
+        needs="tls",
+    ),
     Scenario("startup", "Startup time, until the port answers 200", "startup", unit="ms", higher_is_better=False),
     Scenario("django", "Django view (async view, 2 middleware)", "wrk", app="benchsite.asgi:application"),
 ]
@@ -245,6 +258,8 @@ def supports(spec: ServerSpec, scenario: Scenario) -> bool:
         return spec.h2c
     if scenario.needs == "websocket":
         return spec.websocket
+    if scenario.needs == "tls":
+        return spec.tls is not None or spec.tls_http1 is not None
     return True
 
 
@@ -476,7 +491,7 @@ class Context:
 
 def server_argv(spec: ServerSpec, scenario: Scenario, values: dict[str, str]) -> list[str]:
     """The server's command line for ``scenario`` with the placeholders filled in."""
-    template = spec.tls if scenario.tls else spec.http
+    template = (spec.tls or spec.tls_http1) if scenario.tls else spec.http
     assert template is not None
     return [part.format(**values) for part in shlex.split(template)]
 
@@ -562,6 +577,15 @@ def client_argv(
             "--duration",
             str(duration),
         ]
+    if scenario.kind == "tls-first":
+        return [
+            _relative(ctx.client_python),
+            _relative(str(BENCH_DIR / "tlsfirst.py")),
+            "--port",
+            str(port),
+            "--count",
+            str(scenario.connections if not ctx.args.smoke else 10),
+        ]
     if scenario.kind == "ws-idle":
         return [
             _relative(ctx.client_python),
@@ -642,6 +666,8 @@ def _measure_load(ctx: Context, scenario: Scenario, server: ServerProcess, durat
         _read_wrk(scenario, run, result)
     elif scenario.kind == "h2load":
         _read_h2load(scenario, server.port, run, log_file, result)
+    elif scenario.kind == "tls-first":
+        _read_tls_first(run, result)
     else:
         _read_ws_echo(run, result)
     _note_overflows(overflows, result)
@@ -773,6 +799,24 @@ def _read_ws_echo(run: ClientRun, result: dict[str, Any]) -> None:
     result["event_loop"] = data.get("event_loop")
     if data["error_count"]:
         raise RuntimeError(f"WebSocket client errors: {data['errors']}")
+
+
+def _read_tls_first(run: ClientRun, result: dict[str, Any]) -> None:
+    """tlsfirst.py's JSON line: the p99 time to the first byte is the row's figure (ms)."""
+    if run.returncode != 0:
+        raise RuntimeError(f"tlsfirst.py failed ({run.returncode}): {(run.stdout + run.stderr)[-300:]}")
+    data = _last_json(run.stdout)
+    result.update(
+        {
+            "count": data["count"],
+            "throughput": data["p99_us"] / 1000,
+            "p50_us": data["p50_us"],
+            "p99_us": data["p99_us"],
+            "after_handshake_p50_us": data["after_handshake_p50_us"],
+            "after_handshake_p99_us": data["after_handshake_p99_us"],
+            "errors": {"failed": data["errors"]} if data["errors"] else {},
+        }
+    )
 
 
 def _percentile(ordered: list[int], fraction: float) -> float | None:

@@ -121,6 +121,9 @@ def test_figures_are_measured(smoke: tuple[dict, str]) -> None:
     assert idle["count"] == 50 and idle["rss_loaded_bytes"] > idle["rss_baseline_bytes"] > 0
     startup = results["startup"]["twisted-asgi"]["measurements"][0]
     assert 0 < startup["throughput"] < 30_000  # milliseconds
+    first = results["tls-first-byte"]["twisted-asgi"]["measurements"][0]
+    assert first["count"] == 10 and not first["errors"], first
+    assert 0 < first["after_handshake_p50_us"] <= first["p50_us"] <= first["p99_us"] == first["throughput"] * 1000
     for name in ("h2-tls", "h2c"):  # HTTP/2 may not be served yet: then the reason is recorded
         cell = results[name]["twisted-asgi"]
         assert cell["status"] == "ok" or cell["summary"]["errors"], (name, cell)
