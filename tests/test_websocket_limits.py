@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.serving import recv_response, start_server
-from tests.ws_apps import RawClient, client_frame, events, handshake_request, new_id, open_ws
+from tests.ws_apps import RawClient, client_frame, close_payload, events, handshake_request, new_id, open_ws
 
 
 @pytest.fixture(scope="module")
@@ -326,6 +326,41 @@ def test_graceful_shutdown_aborts_silent_clients(loop):
         assert client.at_eof()
     finally:
         client.close()
+        server.stop()
+
+
+@LOOPS
+def test_graceful_shutdown_waits_for_the_clients_close(loop):
+    """SIGTERM: the server sends Close 1001 and keeps TCP open for the client's
+    Close (RFC 6455 §7.1.1), then closes; a client that never answers is dropped
+    after --timeout-ws-close, well before the graceful timeout; exit 0.
+
+    Source: issue 16, item 6 (operator test: the server closed TCP ~1 ms after
+    its 1001, so clients could not answer, and --timeout-ws-close did nothing)."""
+    server = start_server("tests.ws_apps:app", "--graceful-timeout", "20", "--timeout-ws-close", "1.5", "--loop", loop)
+    answering = RawClient(server.host, server.port, "/echo")
+    silent = RawClient(server.host, server.port, "/echo")
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        assert answering.read_close()[0] == 1001
+        assert silent.read_close()[0] == 1001
+        closed_at = time.monotonic()
+        # Still open for our answer (a half second here; it was closed at once before).
+        answering.sock.settimeout(0.5)
+        assert not answering.at_eof()
+        answering.send(client_frame(0x8, close_payload(1001)))
+        answering.sock.settimeout(5)
+        assert answering.at_eof()
+        assert time.monotonic() - closed_at < 3
+        # The silent client is dropped by the close timeout (1.5 s), not the graceful one (20 s).
+        silent.sock.settimeout(10)
+        assert silent.at_eof()
+        assert 1.0 < time.monotonic() - closed_at < 8
+        assert server.wait(15) == 0
+        assert "did not answer our Close in time" in server.read_output(0.2)
+    finally:
+        answering.close()
+        silent.close()
         server.stop()
 
 

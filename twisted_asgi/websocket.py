@@ -987,19 +987,21 @@ class WebSocketConnection:
     # -- closing --------------------------------------------------------------------
 
     def _go_away(self, code: int, reason: str) -> None:
-        """The server closes an open WebSocket: the app is told first, then the
-        client gets a Close frame; what the client sends meanwhile is dropped."""
+        """The server closes an open WebSocket (graceful shutdown, end of its
+        lifetime): the app is told first, then the client gets a Close frame.
+        What the client sends meanwhile is dropped, and its Close is waited for
+        (RFC 6455 §7.1.1: then the server closes TCP), for ``timeout_ws_close``
+        seconds at most (Autobahn's close handshake timer) and never past the
+        graceful shutdown timeout (which aborts what is left). A client that
+        broke the protocol is not waited for: see ``_Framing._fail_connection``."""
         self.discarding = True
         if self.task is not None:
             self.task.feed_disconnect(code, reason)
         framing = self.framing
         if framing is not None and framing.state == _OPEN:
             framing.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
-        # Our Close frame is written: close TCP once it is sent rather than wait
-        # for a reply from a client that just broke the protocol (RFC 6455
-        # §7.1.7 "Fail the WebSocket Connection"; the server closes first, §7.1.1).
-        # Its reply may sit behind bytes we now discard, so it may never be seen.
-        self.close_transport()
+        else:
+            self.close_transport()
         self._resume(_PAUSE_QUEUE)
 
     def _lifetime_over(self) -> None:
