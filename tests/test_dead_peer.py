@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from tests.apps import hello
 from tests.deploy import serving, wait_for
 from tests.serving import recv_response
 from tests.ws_apps import client_frame, handshake_request
@@ -52,11 +53,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     (HTTP or WebSocket): read nothing until released, then drain ``receive()``
     and record how it ended; anything else: 200 with the path."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await hello(scope, receive, send)
     ident = parse_qs(scope["query_string"].decode()).get("id", ["-"])[0]
     path = scope["path"]
     if scope["type"] == "websocket":

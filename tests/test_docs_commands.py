@@ -171,12 +171,7 @@ def test_documented_command_serves(source, command, tmp_path):
                     break
                 time.sleep(0.05)
         else:
-            try:
-                proc.wait(30)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            _reap(proc)
         if proc.stdout is not None:
             proc.stdout.close()
     if not daemon:
@@ -223,12 +218,17 @@ def test_two_foreground_twistd_servers_in_one_directory(tmp_path):
         for proc in (first, second):
             if proc is not None:
                 proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
+                _reap(proc)
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Wait for a server told to stop; kill it if it has not stopped in 30 s."""
+    try:
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 _ENDPOINT = re.compile(r"(?:(?:proxy|haproxy):)?(?:tcp6?|ssl|unix|systemd|fd):[^\s`'\"]+")

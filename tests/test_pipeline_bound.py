@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.apps import hello
 from tests.deploy import serving, wait_for
 from tests.serving import recv_response
 from tests.test_backpressure import rss_kib
@@ -34,11 +35,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     """``/wait``: answered once ``/release`` was asked; ``/started``: how many
     ``/wait`` began; anything else: 200 with the path as body."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await hello(scope, receive, send)
     if not _RELEASE:
         _RELEASE.append(asyncio.Event())
     path = scope["path"]
