@@ -512,6 +512,71 @@ def test_import_error_shows_where_in_the_users_code(tmp_path):
     assert "importlib" not in text and "Traceback" not in text
 
 
+def test_options_from_the_environment_command_line_wins(monkeypatch):
+    """TWISTED_ASGI_<OPTION> sets any option (flags, numbers, repeatable ones one
+    per line or comma-separated) and TWISTED_ASGI_APP the application; an option
+    on the command line wins over its variable.
+
+    Source: issue 19, item 7 (configuration from the environment)."""
+    from twisted_asgi.tap import Options
+
+    class Parsed(Options):
+        def postOptions(self) -> None:  # parse only: no reactor is installed in the test process
+            pass
+
+    for name, value in {
+        "TWISTED_ASGI_APP": "tests.apps:hello",
+        "TWISTED_ASGI_WORKERS": "4",
+        "TWISTED_ASGI_NO_HTTP2": "yes",
+        "TWISTED_ASGI_NO_WEBSOCKET": "0",
+        "TWISTED_ASGI_ENDPOINT": "tcp:8001:interface=127.0.0.1\nunix:/tmp/a.sock",
+        "TWISTED_ASGI_WS_ALLOWED_ORIGIN": "https://a.example, https://b.example",
+        "TWISTED_ASGI_SERVER_NAME": "env",
+        "TWISTED_ASGI_TIMEOUT_KEEP_ALIVE": "7.5",
+    }.items():
+        monkeypatch.setenv(name, value)
+    options = Parsed()
+    options.parseOptions(["--server-name", "cli"])
+    assert options["application"] == "tests.apps:hello"
+    assert options["workers"] == 4 and options["no-http2"] and not options["no-websocket"]
+    assert options["endpoints"] == ["tcp:8001:interface=127.0.0.1", "unix:/tmp/a.sock"]
+    assert options["ws-allowed-origins"] == ["https://a.example", "https://b.example"]
+    assert options["server-name"] == "cli"
+    assert options["timeout-keep-alive"] == 7.5
+    again = Parsed()
+    again.parseOptions(["-e", "tcp:9", "other:app"])
+    assert again["endpoints"] == ["tcp:9"] and again["application"] == "other:app"
+
+
+@pytest.mark.parametrize("command", ["module", "twistd"])
+def test_server_configured_from_the_environment(command):
+    """A server started with its options in the environment serves with them, and
+    a bad value names its variable (docs/cli.rst's example shape).
+
+    Source: issue 19, item 7."""
+    env = {"TWISTED_ASGI_SERVER_NAME": "from-env", "TWISTED_ASGI_LIMIT_REQUEST_BODY": "5"}
+    server = start_server("tests.apps:echo", command=command, env=env)
+    try:
+        status, headers, _body = get(server)
+        assert status.startswith(b"HTTP/1.1 200") and headers[b"server"] == b"from-env"
+        with server.connect() as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n123456")
+            assert recv_response(sock)[0].startswith(b"HTTP/1.1 413")
+    finally:
+        assert server.stop() == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted_asgi", "tests.apps:hello"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TWISTED_ASGI_LIMIT_REQUEST_BODY="lots"),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "TWISTED_ASGI_LIMIT_REQUEST_BODY (--limit-request-body) must be a whole number, not 'lots'" in result.stderr
+
+
 def _listen_backlog(port: int) -> int:
     """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import textwrap
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.python import usage
@@ -159,6 +160,20 @@ def group_options(names: list[str]) -> list[tuple[str, list[str]]]:
                         left.remove(name)
     groups = [(title, chosen[title]) for title, _ in OPTION_GROUPS if chosen[title]]
     return groups + ([("Other", left)] if left else [])
+
+
+#: Options read from no environment variable (they act, they set nothing).
+_NOT_FROM_ENVIRONMENT = frozenset({"help", "version"})
+#: Options that may be given several times.
+_REPEATABLE = frozenset({"endpoint", "ws-allowed-origin"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def environment_variable(option: str) -> str:
+    """The environment variable an option is also read from: ``--limit-request-body``
+    is ``TWISTED_ASGI_LIMIT_REQUEST_BODY``."""
+    return "TWISTED_ASGI_" + option.upper().replace("-", "_")
 
 
 def version_text() -> str:
@@ -315,6 +330,16 @@ class Options(usage.Options):
                 text.extend(" " * column + line for line in lines)
             text.append("")
         text.extend(textwrap.wrap(self.longdesc, width))
+        text.append("")
+        text.extend(
+            textwrap.wrap(
+                "Every option can also be set in the environment as TWISTED_ASGI_<OPTION> "
+                "(--workers 4 is TWISTED_ASGI_WORKERS=4; a flag takes 1 or 0; a repeatable "
+                "option one value per line), and the application as TWISTED_ASGI_APP; "
+                "the command line wins.",
+                width,
+            )
+        )
         return "\n".join(text) + "\n"
 
     def opt_version(self) -> None:
@@ -323,10 +348,13 @@ class Options(usage.Options):
         sys.exit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
-        # Kept for --workers: each worker is started with these same options.
+        # Kept for --workers: each worker is started with these same options
+        # (and inherits the same environment).
         self.argv = list(sys.argv[1:] if options is None else options)
+        #: Option name -> the TWISTED_ASGI_* variable it was read from.
+        self.from_env: dict[str, str] = {}
         try:
-            super().parseOptions(self.options_first(self.argv))
+            super().parseOptions(self.with_environment(os.environ, self.options_first(self.argv)))
         except usage.UsageError as exc:
             message = self.usage_problem(exc)
             if getattr(self, "parent", None) is not None:
@@ -334,6 +362,50 @@ class Options(usage.Options):
                 print(f"twistd asgi: {message}\nTry 'twistd asgi --help'.", file=sys.stderr)
                 raise SystemExit(2) from None
             raise usage.UsageError(message) from None
+
+    def with_environment(self, environ: Mapping[str, str], argv: list[str]) -> list[str]:
+        """``argv`` preceded by the options set in ``environ`` as
+        ``TWISTED_ASGI_<OPTION>`` (``--limit-request-body`` from
+        ``TWISTED_ASGI_LIMIT_REQUEST_BODY``), for the options the command line
+        does not give: the command line wins. A flag takes 1/true/yes/on or
+        0/false/no/off; a repeatable option (``--endpoint``,
+        ``--ws-allowed-origin``) several values, one per line (or comma-separated
+        on one line). ``TWISTED_ASGI_APP`` is the application when the command
+        line names none.
+
+        :raises usage.UsageError: a flag's variable holds another value.
+        """
+        try:
+            opts, args = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.GetoptError:
+            return argv  # malformed: the parser says how
+        given = {str(self.synonyms.get(name.lstrip("-"), name.lstrip("-"))) for name, _value in opts}
+        takes_value = {opt.rstrip("="): opt.endswith("=") for opt in self.longOpt}
+        found: list[str] = []
+        for name, has_value in takes_value.items():
+            if name in given or name in _NOT_FROM_ENVIRONMENT:
+                continue
+            variable = environment_variable(name)
+            raw = environ.get(variable)
+            if raw is None:
+                continue
+            self.from_env[name] = variable
+            if not has_value:
+                word = raw.strip().lower()
+                if word in _TRUE:
+                    found.append(f"--{name}")
+                elif word not in _FALSE:
+                    raise usage.UsageError(f"{variable} must be 1, true, yes or on (or 0, false, no, off), not {raw!r}")
+                continue
+            if name in _REPEATABLE:
+                values = raw.splitlines() if "\n" in raw.strip() else raw.split(",")
+                found += [f"--{name}={value.strip()}" for value in values if value.strip()]
+            else:
+                found.append(f"--{name}={raw}")
+        application = environ.get("TWISTED_ASGI_APP")
+        if application and not args:
+            return [*found, *argv, "--", application] if "--" not in argv else [*found, *argv, application]
+        return [*found, *argv]
 
     def usage_problem(self, exc: usage.UsageError) -> str:
         """A usage error in the user's terms: the option and what it takes."""
@@ -349,6 +421,9 @@ class Options(usage.Options):
         kind = "a whole number" if "int()" in detail else "a number"
         option = self._option_given(value)
         if option is None:
+            for name, variable in self.from_env.items():
+                if os.environ.get(variable, "").strip() == value:
+                    return f"{variable} (--{name}) must be {kind}, not {value!r}"
             return f"{kind} was expected, not {value!r}"
         return f"--{option} must be {kind}, not {value!r}"
 

@@ -116,7 +116,10 @@ def options_rst() -> list[str]:
 
 
 def _option_lines(option: Option) -> list[str]:
-    """One ``.. option::`` entry: its forms, help text, default and setting."""
+    """One ``.. option::`` entry: its forms, help text, default, setting and
+    environment variable."""
+    from twisted_asgi.tap import environment_variable
+
     forms = []
     value = f"<{_metavar(option)}>" if option.takes_value else ""
     if option.short:
@@ -128,6 +131,7 @@ def _option_lines(option: Option) -> list[str]:
         extra.append(f"Default: {_literal(option.default)}.")
     if option.field:
         extra.append(f"Sets :ref:`{option.field} <config-{option.field}>`.")
+    extra.append(f"Environment: ``{environment_variable(option.name)}``.")
     if extra:
         lines += ["", "   " + " ".join(extra)]
     lines.append("")
