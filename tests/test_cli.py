@@ -182,10 +182,11 @@ def test_bad_app_path_one_line_error(app, needle):
 
 
 def test_bad_endpoint_one_line_error():
-    """A malformed endpoint string gives one line naming it, exit 1."""
+    """A malformed endpoint string is a usage error: one line naming it (and a
+    pointer to --help), exit 2, found while the options are parsed."""
     for runner in (["-m", "twisted_asgi"], ["-n", "asgi"]):
         result = (run_cli if runner[0] == "-m" else run_twistd)(*runner, "-e", "bogus:thing", "tests.apps:hello")
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert "bad endpoint 'bogus:thing'" in result.stderr
         assert "Traceback" not in result.stderr
 
@@ -520,10 +521,6 @@ def test_options_from_the_environment_command_line_wins(monkeypatch):
     Source: issue 19, item 7 (configuration from the environment)."""
     from twisted_asgi.tap import Options
 
-    class Parsed(Options):
-        def postOptions(self) -> None:  # parse only: no reactor is installed in the test process
-            pass
-
     for name, value in {
         "TWISTED_ASGI_APP": "tests.apps:hello",
         "TWISTED_ASGI_WORKERS": "4",
@@ -535,7 +532,7 @@ def test_options_from_the_environment_command_line_wins(monkeypatch):
         "TWISTED_ASGI_TIMEOUT_KEEP_ALIVE": "7.5",
     }.items():
         monkeypatch.setenv(name, value)
-    options = Parsed()
+    options = Options()  # parsing installs no reactor: in-process, as Twisted's own tap tests do
     options.parseOptions(["--server-name", "cli"])
     assert options["application"] == "tests.apps:hello"
     assert options["workers"] == 4 and options["no-http2"] and not options["no-websocket"]
@@ -543,9 +540,9 @@ def test_options_from_the_environment_command_line_wins(monkeypatch):
     assert options["ws-allowed-origins"] == ["https://a.example", "https://b.example"]
     assert options["server-name"] == "cli"
     assert options["timeout-keep-alive"] == 7.5
-    again = Parsed()
-    again.parseOptions(["-e", "tcp:9", "other:app"])
-    assert again["endpoints"] == ["tcp:9"] and again["application"] == "other:app"
+    again = Options()
+    again.parseOptions(["-e", "tcp:9:interface=127.0.0.1", "other:app"])
+    assert again["endpoints"] == ["tcp:9:interface=127.0.0.1"] and again["application"] == "other:app"
 
 
 @pytest.mark.parametrize("command", ["module", "twistd"])

@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])], redirectStandardIO=False
     )
+    from .tap import install_reactor
+
+    try:
+        install_reactor(options)
+    except SystemExit as exc:
+        print(str(exc.code).replace("twistd asgi:", "python -m twisted_asgi:", 1), file=sys.stderr)
+        return 1
     from twisted.internet import reactor
 
     try:

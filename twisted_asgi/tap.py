@@ -488,12 +488,45 @@ class Options(usage.Options):
             raise usage.UsageError("--h2c-upgrade and --no-h2c-upgrade contradict each other")
         if self["lifespan"] not in ("auto", "on", "off"):
             raise usage.UsageError(f"--lifespan must be auto, on or off, not {self['lifespan']!r}")
-        from .reactor import ReactorError, install_asyncio_reactor
-
+        # Validation only, as Twisted's own taps do: no reactor is installed
+        # here (makeService does it), so options parse in-process in tests.
         try:
-            install_asyncio_reactor(self["loop"])
-        except ReactorError as exc:
-            raise SystemExit(f"twistd asgi: {exc}") from None
+            config_from_options(self)
+        except ConfigError as exc:
+            raise usage.UsageError(str(exc)) from None
+        for description in endpoints_from_options(self):
+            problem = check_endpoint(description)
+            if problem is not None:
+                raise usage.UsageError(f"bad endpoint {description!r}: {problem}")
+
+
+def check_endpoint(description: str) -> str | None:
+    """What is wrong with an endpoint string, or None: it is parsed as it will be
+    listened on (no reactor is needed to parse), then checked for what the parser
+    accepts but cannot work. ``fd:`` strings are checked when adopted."""
+    from .server import endpoint_from_string
+
+    if description.startswith("fd:"):
+        return None
+    try:
+        endpoint_from_string(None, description)
+    except Exception as exc:  # noqa: BLE001 - any parser error becomes the one line the user sees
+        return endpoint_problem(description, exc)
+    return endpoint_problem(description)
+
+
+def install_reactor(options: Options) -> None:
+    """Install Twisted's asyncio reactor over the chosen loop, before anything
+    imports the default one; a clear error when another reactor is installed.
+
+    :raises SystemExit: with a one-line message.
+    """
+    from .reactor import ReactorError, install_asyncio_reactor
+
+    try:
+        install_asyncio_reactor(options["loop"])
+    except ReactorError as exc:
+        raise SystemExit(f"twistd asgi: {exc}") from None
 
 
 def config_from_options(options: Options) -> Config:
@@ -651,7 +684,7 @@ def _import_failed(module_name: str, exc: BaseException) -> str:
 def build_service(options: Options, reactor: Any = None) -> Any:
     """Everything ``makeService`` does, raising ``SystemExit`` with a one-line
     message on a bad app path, endpoint string or value."""
-    from .server import AccessLog, ASGIService, endpoint_from_string
+    from .server import AccessLog, ASGIService
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -669,14 +702,7 @@ def build_service(options: Options, reactor: Any = None) -> Any:
         # The workers load the app and check the listeners; this process only supervises.
         return Supervisor(getattr(options, "argv", []), config, endpoints, reactor)
     for description in endpoints:
-        try:
-            if not description.startswith("fd:"):  # fd: is checked when adopted
-                endpoint_from_string(reactor, description)
-        except Exception as exc:
-            raise SystemExit(
-                f"twistd asgi: bad endpoint {description!r}: {endpoint_problem(description, exc)}"
-            ) from None
-        problem = endpoint_problem(description)
+        problem = check_endpoint(description)  # checked at parse time too; a worker's are fd: strings
         if problem is not None:
             raise SystemExit(f"twistd asgi: bad endpoint {description!r}: {problem}")
     try:
@@ -702,6 +728,7 @@ def build_service(options: Options, reactor: Any = None) -> Any:
 
 def makeService(options: Options) -> Any:
     """twistd's entry point: the service that serves the app."""
+    install_reactor(options)
     service = build_service(options)
     parent = getattr(options, "parent", None)
     if parent is not None and not parent.get("nodaemon", True):
