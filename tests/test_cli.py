@@ -574,6 +574,38 @@ def test_server_configured_from_the_environment(command):
     assert "TWISTED_ASGI_LIMIT_REQUEST_BODY (--limit-request-body) must be a whole number, not 'lots'" in result.stderr
 
 
+def test_listen_is_endpoint_as_twistd_web_spells_it():
+    """--listen ENDPOINT listens as --endpoint does (twistd web's spelling).
+
+    Source: issue 17, build item 4."""
+    server = start_server("tests.apps:hello", "--listen", "tcp:port=0:interface=127.0.0.1", endpoint=None)
+    try:
+        assert get(server)[2] == b"Hello, world!"
+    finally:
+        assert server.stop() == 0
+
+
+def test_option_defaults_are_configs():
+    """Each option that sets a Config field takes its default from Config, not a copy.
+
+    Source: issue 17, build item 4."""
+    from twisted_asgi.config import Config
+    from twisted_asgi.tap import Options
+
+    options = Options()
+    fields = Config.__dataclass_fields__
+    for option, field in {
+        "root-path": "root_path",
+        "server-name": "server_name",
+        "lifespan": "lifespan",
+        "loop": "loop",
+        "proxy-headers-style": "proxy_headers_style",
+        "root-path-header": "root_path_header",
+        "workers": "workers",
+    }.items():
+        assert options.defaults[option] == fields[field].default, option
+
+
 def _listen_backlog(port: int) -> int:
     """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout

@@ -29,6 +29,11 @@ class AppLoadError(Exception):
     """The application path does not name an importable ASGI callable."""
 
 
+def _default(field: str) -> Any:
+    """A :class:`Config` field's default: options take theirs from there, not a copy."""
+    return Config.__dataclass_fields__[field].default
+
+
 def _config_parameters() -> list[list[Any]]:
     """One ``--flag`` per :class:`Config` field that has one, typed from its default."""
     params = []
@@ -63,7 +68,7 @@ def _flags_for_fields(text: str) -> str:
 #: ``--help`` and the configuration reference list the options in these groups,
 #: in this order: by name first, then ``limit-``/``timeout-`` by prefix.
 OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
-    ("Listeners", ("endpoint", "bind", "port", "unix-socket", "fd", "backlog")),
+    ("Listeners", ("endpoint", "listen", "bind", "port", "unix-socket", "fd", "backlog")),
     ("Application", ("django", "factory", "app-dir", "lifespan", "root-path", "loop")),
     (
         "Protocols",
@@ -104,6 +109,7 @@ OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
 # Options whose value names a thing better than VALUE.
 _METAVARS = {
     "endpoint": "ENDPOINT",
+    "listen": "ENDPOINT",
     "bind": "ADDRESS",
     "port": "PORT",
     "unix-socket": "PATH",
@@ -165,7 +171,7 @@ def group_options(names: list[str]) -> list[tuple[str, list[str]]]:
 #: Options read from no environment variable (they act, they set nothing).
 _NOT_FROM_ENVIRONMENT = frozenset({"help", "version"})
 #: Options that may be given several times.
-_REPEATABLE = frozenset({"endpoint", "ws-allowed-origin"})
+_REPEATABLE = frozenset({"endpoint", "listen", "ws-allowed-origin"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -240,13 +246,18 @@ class Options(usage.Options):
         ["port", "p", None, "TCP port to listen on (with --bind, default interface 127.0.0.1).", int],
         ["unix-socket", "u", None, "Path of a unix socket to listen on (a unix: endpoint)."],
         ["fd", None, None, "Listen on an already bound and listening socket, by file descriptor number.", int],
-        ["root-path", None, "", "ASGI root_path: the URL prefix the app is mounted at, when a proxy strips it."],
-        ["server-name", None, "twisted-asgi", "Value of the Server response header."],
-        ["lifespan", None, "auto", "ASGI lifespan: auto, on or off."],
+        [
+            "root-path",
+            None,
+            _default("root_path"),
+            "ASGI root_path: the URL prefix the app is mounted at, when a proxy strips it.",
+        ],
+        ["server-name", None, _default("server_name"), "Value of the Server response header."],
+        ["lifespan", None, _default("lifespan"), "ASGI lifespan: auto, on or off."],
         [
             "loop",
             None,
-            "auto",
+            _default("loop"),
             "Event loop under the asyncio reactor: auto (uvloop if installed, else asyncio), "
             "uvloop (about a tenth less CPU per request) or asyncio.",
         ],
@@ -259,11 +270,16 @@ class Options(usage.Options):
             "Comma-separated IPs, CIDR networks, 'unix' or '*' whose proxy headers are believed "
             "[default: 127.0.0.0/8,::1,unix].",
         ],
-        ["proxy-headers-style", None, "x-forwarded", "Proxy headers to read: x-forwarded or forwarded (RFC 7239)."],
+        [
+            "proxy-headers-style",
+            None,
+            _default("proxy_headers_style"),
+            "Proxy headers to read: x-forwarded or forwarded (RFC 7239).",
+        ],
         [
             "root-path-header",
             None,
-            "x-forwarded-prefix",
+            _default("root_path_header"),
             "Header a trusted proxy puts the stripped URL prefix in (becomes root_path); '' for none.",
         ],
         [
@@ -283,7 +299,7 @@ class Options(usage.Options):
         [
             "workers",
             None,
-            0,
+            _default("workers"),
             "Serve from N worker processes sharing the listeners (restarted when they die; SIGHUP: rolling "
             "restart); 0 = this process only.",
             int,
@@ -467,6 +483,10 @@ class Options(usage.Options):
         self["endpoints"].append(description)
 
     opt_e = opt_endpoint
+
+    def opt_listen(self, description: str) -> None:
+        """The same as --endpoint, as twistd web spells it; repeatable."""
+        self.opt_endpoint(description)
 
     def opt_ws_allowed_origin(self, origin: str) -> None:
         """An Origin a WebSocket handshake may come from ('*' wildcards allowed,
