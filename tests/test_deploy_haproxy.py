@@ -173,8 +173,7 @@ def test_both_prefix_spellings_are_ours(spelling):
     """haproxy: and proxy: build the same PROXY-protocol endpoint (not Twisted's own haproxy: parser)."""
     from twisted.internet.testing import MemoryReactor
 
-    from twisted_asgi.listeners import ProxyProtocolEndpoint
-    from twisted_asgi.server import endpoint_from_string
+    from twisted_asgi.listeners import ProxyProtocolEndpoint, endpoint_from_string
 
     endpoint = endpoint_from_string(MemoryReactor(), spelling + "tcp:8000:interface=127.0.0.1")
     assert isinstance(endpoint, ProxyProtocolEndpoint)

@@ -275,7 +275,7 @@ def test_every_endpoint_string_in_the_docs_is_accepted(tmp_path):
         "install_asyncio_reactor()\n"
         "from twisted.internet import reactor\n"
         "from twisted_asgi.config import Config\n"
-        "from twisted_asgi.server import endpoint_from_string\n"
+        "from twisted_asgi.listeners import endpoint_from_string\n"
         "bad = {}\n"
         "for description in json.loads(sys.argv[1]):\n"
         "    try:\n"

@@ -106,3 +106,20 @@ def test_core_modules_exist():
     """Every module the layering rule names as core is present and importable."""
     for module in CORE:
         assert importlib.util.find_spec(f"twisted_asgi.{module}") is not None
+
+
+def test_endpoint_strings_live_in_listeners_without_a_cycle():
+    """Every endpoint-string parser is in ``listeners`` (issue 17, build item 4),
+    which imports neither ``server`` nor ``tap`` nor the connection modules, at any
+    depth (imports inside functions count): the server <-> listeners cycle is gone."""
+    reach = reachable_imports("listeners")
+    ours = {name for names in reach.values() for name in names if name.startswith("twisted_asgi.")}
+    for module in ("server", "tap", "channel", "runner", "h2channel", "websocket", "django"):
+        assert f"twisted_asgi.{module}" not in ours, module
+    server = imported_modules(PACKAGE / "server.py")
+    assert "twisted_asgi.listeners" in server
+    assert "endpoint_from_string" not in {
+        node.name
+        for node in ast.walk(ast.parse((PACKAGE / "server.py").read_text()))
+        if isinstance(node, ast.FunctionDef)
+    }

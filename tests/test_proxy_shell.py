@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from twisted_asgi.config import Config
-from twisted_asgi.listeners import ProxyProtocolFactory, listener_endpoint, split_description
+from twisted_asgi.listeners import ProxyProtocolFactory, endpoint_from_string, listener_endpoint, split_description
 from twisted_asgi.proxy import TrustList
-from twisted_asgi.server import ASGIFactory, endpoint_from_string
+from twisted_asgi.server import ASGIFactory
 from twisted_asgi.tls import TLSServerEndpoint
 
 

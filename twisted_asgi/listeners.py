@@ -17,9 +17,12 @@ would expect the header *inside* TLS, where no balancer sends it.
 
 from __future__ import annotations
 
+import re
+import socket
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -133,13 +136,77 @@ def join_description(kind: str, args: list[str], kwargs: dict[str, str]) -> str:
 # -- building endpoints ------------------------------------------------------------------
 
 
+_BACKLOG_KINDS = ("tcp:", "tcp6:", "unix:", "ssl:")
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """``description`` with ``backlog=`` added for the endpoint kinds that take
+    one, unless it sets its own (adopted sockets, ``fd:`` and ``systemd:``,
+    keep the backlog they were created with)."""
+    inner = description
+    for prefix in ("proxy:", "haproxy:"):
+        if inner.startswith(prefix):
+            inner = inner[len(prefix) :]
+    if not inner.startswith(_BACKLOG_KINDS) or re.search(r"(?<!\\):backlog=", inner):
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def endpoint_from_string(reactor: Any, description: str, config: Any = None) -> Any:
+    """A server endpoint from a Twisted endpoint string, plus ``fd:fileno=N``
+    (an inherited, already listening socket; ``domain=INET|INET6|UNIX`` is read
+    from the socket when not given), the ``proxy:`` prefix and our ``ssl:``
+    (reloadable certificates, client certificates). ``config`` supplies the
+    listen backlog and the PROXY protocol settings. Every endpoint string the
+    server listens on goes through here.
+
+    :raises ValueError: the string is malformed or names an unknown endpoint type.
+    """
+    if config is not None:
+        description = with_backlog(description, config.limit_listen_backlog)
+    ours = ("proxy:", "haproxy:", "ssl:", "systemd:")
+    if description.startswith(ours) or (config is not None and config.proxy_protocol):
+        return listener_endpoint(reactor, description, config)
+    if description.startswith("fd:"):
+        return _adopted_endpoint(reactor, description)
+    return serverFromString(reactor, description)
+
+
+def _adopted_endpoint(reactor: Any, description: str) -> Any:
+    """``fd:fileno=N[:domain=INET|INET6|UNIX]``: an inherited listening socket."""
+    args = dict(part.partition("=")[::2] for part in description[3:].split(":") if part)
+    try:
+        fileno = int(args.pop("fileno"))
+    except (KeyError, ValueError):
+        raise ValueError("fd: needs fileno=N") from None
+    domain = args.pop("domain", None)
+    if args:
+        raise ValueError(f"unknown fd: arguments {sorted(args)}")
+    if domain is None:
+        probe = socket.socket(fileno=fileno)
+        try:
+            family = probe.family
+        finally:
+            probe.detach()
+    else:
+        families = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
+        if domain not in families:
+            raise ValueError(f"fd: domain must be INET, INET6 or UNIX, not {domain!r}")
+        family = families[domain]
+    return AdoptedStreamServerEndpoint(reactor, fileno, family)
+
+
+def is_tls(description: str) -> bool:
+    """Whether an endpoint string listens with TLS."""
+    return description.startswith(("ssl:", "proxy:ssl:", "haproxy:ssl:"))
+
+
 def listener_endpoint(reactor: Any, description: str, config: Any = None) -> Any:
     """The endpoint for ``description``, understanding ``proxy:`` and our ``ssl:``.
 
     Other kinds (``tcp:``, ``unix:``, ``fd:``, ``systemd:``, ...) come from
-    :func:`twisted_asgi.server.endpoint_from_string`.
+    :func:`endpoint_from_string`.
     """
-    from .server import endpoint_from_string
     from .tls import ssl_endpoint
 
     prefixed, description = split_proxy_prefix(description)

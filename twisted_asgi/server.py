@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogPublisher
@@ -24,6 +22,7 @@ from .config import Config
 from .events import Request
 from .http11 import error_response
 from .lifespan import Lifespan, LifespanFailure
+from .listeners import endpoint_from_string, is_tls
 from .reactor import loop_name, reactor_loop
 from .runner import Runner
 from .scope import ConnectionInfo
@@ -348,7 +347,7 @@ class ASGIService(Service):
             log.info(
                 "Listening on {endpoint} ({address})",
                 endpoint=description,
-                address=_describe(port, "https" if _is_tls(description) else "http"),
+                address=_describe(port, "https" if is_tls(description) else "http"),
             )
         # What exists now (modules, the app, its startup state) lives as long as
         # the process: leave it out of every later garbage collection, which
@@ -431,70 +430,6 @@ class ASGIService(Service):
             # A graceful stop on SIGTERM/SIGINT is a success: twistd would otherwise
             # re-raise the signal on itself and exit with it (see Twisted's app.py).
             clear_exit_signal(self.reactor)
-
-
-_BACKLOG_KINDS = ("tcp:", "tcp6:", "unix:", "ssl:")
-
-
-def with_backlog(description: str, backlog: int) -> str:
-    """``description`` with ``backlog=`` added for the endpoint kinds that take
-    one, unless it sets its own (adopted sockets, ``fd:`` and ``systemd:``,
-    keep the backlog they were created with)."""
-    inner = description
-    for prefix in ("proxy:", "haproxy:"):
-        if inner.startswith(prefix):
-            inner = inner[len(prefix) :]
-    if not inner.startswith(_BACKLOG_KINDS) or re.search(r"(?<!\\):backlog=", inner):
-        return description
-    return f"{description}:backlog={backlog}"
-
-
-def endpoint_from_string(reactor: Any, description: str, config: Config | None = None) -> Any:
-    """A server endpoint from a Twisted endpoint string, plus ``fd:fileno=N``
-    (an inherited, already listening socket; ``domain=INET|INET6|UNIX`` is read
-    from the socket when not given), the ``proxy:`` prefix and our ``ssl:``
-    (reloadable certificates, client certificates; see :mod:`.listeners`).
-    ``config`` supplies the PROXY protocol settings.
-
-    :raises ValueError: the string is malformed or names an unknown endpoint type.
-    """
-    if config is not None:
-        description = with_backlog(description, config.limit_listen_backlog)
-    ours = ("proxy:", "haproxy:", "ssl:", "systemd:")
-    if description.startswith(ours) or (config is not None and config.proxy_protocol):
-        from .listeners import listener_endpoint
-
-        return listener_endpoint(reactor, description, config)
-    if description.startswith("fd:"):
-        import socket
-
-        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
-
-        args = dict(part.partition("=")[::2] for part in description[3:].split(":") if part)
-        try:
-            fileno = int(args.pop("fileno"))
-        except (KeyError, ValueError):
-            raise ValueError("fd: needs fileno=N") from None
-        domain = args.pop("domain", None)
-        if args:
-            raise ValueError(f"unknown fd: arguments {sorted(args)}")
-        if domain is None:
-            probe = socket.socket(fileno=fileno)
-            try:
-                family = probe.family
-            finally:
-                probe.detach()
-        else:
-            families = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
-            if domain not in families:
-                raise ValueError(f"fd: domain must be INET, INET6 or UNIX, not {domain!r}")
-            family = families[domain]
-        return AdoptedStreamServerEndpoint(reactor, fileno, family)
-    return serverFromString(reactor, description)
-
-
-def _is_tls(description: str) -> bool:
-    return description.startswith(("ssl:", "proxy:ssl:", "haproxy:ssl:"))
 
 
 def _on_sighup(reactor: Any, action: Callable[[], Any]) -> None:

@@ -524,7 +524,7 @@ def check_endpoint(description: str) -> str | None:
     """What is wrong with an endpoint string, or None: it is parsed as it will be
     listened on (no reactor is needed to parse), then checked for what the parser
     accepts but cannot work. ``fd:`` strings are checked when adopted."""
-    from .server import endpoint_from_string
+    from .listeners import endpoint_from_string
 
     if description.startswith("fd:"):
         return None
