@@ -123,3 +123,16 @@ def test_endpoint_strings_live_in_listeners_without_a_cycle():
         for node in ast.walk(ast.parse((PACKAGE / "server.py").read_text()))
         if isinstance(node, ast.FunctionDef)
     }
+
+
+def test_runner_knows_no_framework_and_django_no_command_line():
+    """The runner imports nothing of Django, at any depth: the Django adapter
+    registers its refusal hint with it. The adapter reaches neither the command
+    line (``tap``) nor ``server``: application loading is ``appload``'s, so the
+    runner -> django -> tap -> server -> runner and tap <-> django cycles are gone
+    (issue 17, build item 3)."""
+    runner = {name for names in reachable_imports("runner").values() for name in names}
+    assert "twisted_asgi.django" not in runner and "django" not in runner
+    adapter = {name for names in reachable_imports("django").values() for name in names}
+    assert "twisted_asgi.tap" not in adapter and "twisted_asgi.server" not in adapter
+    assert "twisted_asgi.runner" in adapter  # where it registers its hint

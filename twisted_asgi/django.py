@@ -28,6 +28,8 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from .runner import register_exception_hint
+
 __all__ = [
     "SETTING",
     "DjangoApplication",
@@ -96,6 +98,9 @@ def refusal_message(exc: BaseException, scope_type: str | None = None) -> str | 
             f"connections on shutdown), set {SETTING} = {{'lifespan': 'twisted_asgi.django.lifespan_handler'}}."
         )
     return f"{text} To serve {refused!r} scopes, give the Django adapter an ASGI app for them in {SETTING}."
+
+
+register_exception_hint(refusal_message)
 
 
 def _configured_override(scope_type: str) -> bool:
@@ -314,10 +319,10 @@ def load_project(
     ``sys.path``, and returns ``application`` when one is named, else
     :func:`project_application`.
 
-    :raises twisted_asgi.tap.AppLoadError: Django is missing, or the settings
+    :raises twisted_asgi.appload.AppLoadError: Django is missing, or the settings
         or the application do not load; the message is one line.
     """
-    from .tap import AppLoadError, load_app
+    from .appload import AppLoadError, load_app
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
     if application is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -40,6 +41,27 @@ log = Logger(namespace="twisted_asgi.app")
 
 # asyncio.Task(eager_start=True) exists from Python 3.12 on.
 _EAGER = sys.version_info >= (3, 12)
+
+
+#: Functions that turn an app's exception into one log line that says what to
+#: do, instead of a traceback (``hint(exc, scope_type)``, None for "not mine").
+#: The Django adapter registers its refusal hint; the runner knows no framework.
+_EXCEPTION_HINTS: list[Callable[[BaseException, str], str | None]] = []
+
+
+def register_exception_hint(hint: Callable[[BaseException, str], str | None]) -> None:
+    """Let ``hint`` explain an app's exception in one line (see ``_EXCEPTION_HINTS``)."""
+    if hint not in _EXCEPTION_HINTS:
+        _EXCEPTION_HINTS.append(hint)
+
+
+def exception_hint(exc: BaseException, scope_type: str) -> str | None:
+    """The first registered hint's line for ``exc``, or None."""
+    for hint in _EXCEPTION_HINTS:
+        line = hint(exc, scope_type)
+        if line is not None:
+            return line
+    return None
 
 
 class HTTPStream(Protocol):
@@ -402,10 +424,8 @@ class WebSocketTask(_AppCall):
 
     def _log_exception(self, exc: Exception) -> None:
         hint = None
-        if not self.cycle.handshake_answered and isinstance(exc, ValueError):
-            from .django import refusal_message  # imports no Django itself
-
-            hint = refusal_message(exc, "websocket")
+        if not self.cycle.handshake_answered:
+            hint = exception_hint(exc, "websocket")
         if hint is not None:
             # Django's own refusal of WebSocket is a setting, not a crash:
             # one line that says how to serve WebSocket, no traceback.

@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogPublisher
 from zope.interface import implementer
 
+from . import django as _django_hint  # noqa: F401 (registers the Django refusal hint; imports no Django)
 from .channel import HTTPChannel
 from .config import Config
 from .events import Request

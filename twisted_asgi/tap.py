@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import getopt
-import importlib
 import os
 import re
 import sys
@@ -18,15 +17,12 @@ from typing import Any
 
 from twisted.python import usage
 
+from .appload import AppLoadError, load_app
 from .config import Config, ConfigError, describe_fields, zero_meaning
 
 __all__ = ["Options", "makeService", "load_app", "AppLoadError", "build_service", "endpoints_from_options"]
 
 DEFAULT_ENDPOINT = "tcp:port=8000:interface=127.0.0.1"
-
-
-class AppLoadError(Exception):
-    """The application path does not name an importable ASGI callable."""
 
 
 def _default(field: str) -> Any:
@@ -638,67 +634,6 @@ def endpoint_problem(description: str, exc: BaseException | None = None) -> str 
         if directory and not os.path.isdir(directory):
             return f"the directory {directory} for the socket does not exist"
     return None
-
-
-def _user_frames(exc: BaseException, limit: int = 3) -> str:
-    """The last ``limit`` frames of ``exc``'s traceback that are not the import
-    machinery's or ours, as indented text (the user's file and line)."""
-    import traceback
-
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if "importlib" not in frame.filename and not frame.filename.endswith(os.path.join("twisted_asgi", "tap.py"))
-    ]
-    if isinstance(exc, SyntaxError) and exc.filename:
-        frames.append(traceback.FrameSummary(exc.filename, exc.lineno or 0, "<module>", line=exc.text or ""))
-    return "".join(traceback.format_list(frames[-limit:])).rstrip()
-
-
-def load_app(path: str, factory: bool = False, app_dir: str | None = ".") -> Any:
-    """Import ``module:attribute`` (attribute defaults to ``application``).
-
-    :raises AppLoadError: with a one-line message naming the problem.
-    """
-    if app_dir is not None:
-        directory = os.path.abspath(app_dir)
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
-    module_name, _, attribute = path.partition(":")
-    attribute = attribute or "application"
-    if not module_name:
-        raise AppLoadError(f"invalid application path {path!r}: expected 'module:attribute'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise AppLoadError(f"cannot import module {module_name!r}: {exc}") from None
-        raise AppLoadError(_import_failed(module_name, exc)) from None
-    except Exception as exc:
-        raise AppLoadError(_import_failed(module_name, exc)) from None
-    app: Any = module
-    try:
-        for part in attribute.split("."):
-            app = getattr(app, part)
-    except AttributeError:
-        raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if factory:
-        try:
-            app = app()
-        except Exception as exc:
-            where = _user_frames(exc)
-            raise AppLoadError(
-                f"application factory {path!r} failed: {type(exc).__name__}: {exc}" + (f"\n{where}" if where else "")
-            ) from None
-    if not callable(app):
-        raise AppLoadError(f"{path!r} is not callable (got {type(app).__name__})")
-    return app
-
-
-def _import_failed(module_name: str, exc: BaseException) -> str:
-    """The import error, then where in the user's code it happened."""
-    where = _user_frames(exc)
-    return f"importing {module_name!r} failed: {type(exc).__name__}: {exc}" + (f"\n{where}" if where else "")
 
 
 def build_service(options: Options, reactor: Any = None) -> Any:
