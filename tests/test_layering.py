@@ -136,3 +136,55 @@ def test_runner_knows_no_framework_and_django_no_command_line():
     adapter = {name for names in reachable_imports("django").values() for name in names}
     assert "twisted_asgi.tap" not in adapter and "twisted_asgi.server" not in adapter
     assert "twisted_asgi.runner" in adapter  # where it registers its hint
+
+
+def _package_import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports, anywhere in it (functions too),
+    leaving out ``if TYPE_CHECKING:`` blocks (types only, never run)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        package = ["twisted_asgi", *parts[:-1]]
+        name = ".".join(package if parts[-1] == "__init__" else [*package, parts[-1]])
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif node.level == 0:
+                found.add(node.module or "")
+            else:
+                base = package[: len(package) - node.level + 1]
+                if node.module:
+                    found.add(".".join([*base, node.module]))
+                else:
+                    found.update(".".join([*base, alias.name]) for alias in node.names)
+        graph[name] = {dep for dep in found if dep.startswith("twisted_asgi.") and dep != name}
+    return graph
+
+
+def test_no_import_cycle_in_the_package():
+    """No module of the package reaches itself through its imports, counting
+    imports inside functions (issue 17: runner -> django -> tap -> server ->
+    runner, server <-> listeners, server <-> workers, tap <-> django are gone)."""
+    graph = _package_import_graph()
+    assert len(graph) > 25
+    cycles = []
+    for start in graph:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph.get(node, ()):
+                if nxt == start:
+                    cycles.append(" -> ".join([*path, start]))
+                elif nxt not in path:
+                    stack.append((nxt, [*path, nxt]))
+    assert cycles == []

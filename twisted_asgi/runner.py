@@ -380,12 +380,7 @@ class HTTPTask(_AppCall):
                 self.task.cancel()
 
 
-def app_error_status(task: HTTPTask) -> int:
-    """Status for an app that ended without a response: 503 on timeout, else 500."""
-    return 503 if task.outcome == "cancelled" else 500
-
-
-__all__ += ["AppError", "app_error_status"]
+__all__ += ["AppError"]
 
 
 # -- WebSocket (appended for the WebSocket issue; see twisted_asgi/websocket.py) --

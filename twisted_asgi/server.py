@@ -23,7 +23,7 @@ from .config import Config
 from .events import Request
 from .http11 import error_response
 from .lifespan import Lifespan, LifespanFailure
-from .listeners import endpoint_from_string, is_tls
+from .listeners import bind_listener, endpoint_from_string, is_tls
 from .reactor import loop_name, reactor_loop
 from .runner import Runner
 from .scope import ConnectionInfo
@@ -365,8 +365,6 @@ class ASGIService(Service):
 
         :raises OSError: an address cannot be bound (nothing stays bound then).
         """
-        from .workers import bind_listener
-
         try:
             for description in self.endpoint_descriptions:
                 try:

@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import stat
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +38,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .listeners import PROXY_PREFIX, join_description, split_description, split_proxy_prefix, systemd_endpoint
+from .listeners import Listener, bind_listener
 
 __all__ = ["ENV", "Supervisor", "attach_worker", "bind_listener", "worker_settings"]
 
@@ -57,102 +55,6 @@ _KILL_MARGIN = 5.0
 
 
 # -- listeners -------------------------------------------------------------------------
-
-
-@dataclass
-class Listener:
-    """One socket the parent bound, and how a worker names it."""
-
-    description: str
-    sock: socket.socket | None
-    fileno: int
-    worker_description: str
-
-    def address(self) -> str:
-        """``http://host:port`` (or the unix path), as the service logs it."""
-        scheme = "https" if split_proxy_prefix(self.description)[1].startswith("ssl:") else "http"
-        probe = self.sock if self.sock is not None else socket.socket(fileno=self.fileno)
-        try:
-            name = probe.getsockname()
-        finally:
-            if self.sock is None:
-                probe.detach()
-        if isinstance(name, tuple):
-            host, port = name[0], name[1]
-            return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-        return name if isinstance(name, str) else name.decode("utf-8", "replace")
-
-
-def bind_listener(description: str, backlog: int = 2048) -> Listener:
-    """Bind and listen on ``description`` in this process, with a listen queue
-    of ``backlog`` unless the string sets ``backlog=``; return the socket and
-    the endpoint string a worker uses for it.
-
-    :raises ValueError: a kind of listener that cannot be shared, or a bad string.
-    :raises OSError: the address cannot be bound.
-    """
-    proxied, rest = split_proxy_prefix(description)
-    prefix = PROXY_PREFIX if proxied else ""
-    kind, args, kwargs = split_description(rest)
-    if kind in ("tcp", "tcp6", "ssl"):
-        kwargs = dict(kwargs)
-        if args:
-            kwargs["port"] = args[0]
-        if "fileno" in kwargs:  # ssl:fileno=N: already a socket
-            fileno = int(kwargs["fileno"])
-            return Listener(description, None, fileno, description)
-        port = int(kwargs.pop("port"))
-        interface = kwargs.pop("interface", "")
-        backlog = int(kwargs.pop("backlog", backlog))
-        family = socket.AF_INET6 if kind == "tcp6" or ":" in interface else socket.AF_INET
-        if kind == "tcp6" and not interface:
-            interface = "::"
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((interface, port))
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
-        if kind == "ssl":
-            worker = join_description("ssl", [], {"fileno": str(sock.fileno()), **kwargs})
-        else:
-            if kwargs:
-                sock.close()
-                raise ValueError(f"unknown {kind}: keys {sorted(kwargs)}")
-            worker = f"fd:fileno={sock.fileno()}"
-        return Listener(description, sock, sock.fileno(), prefix + worker)
-    if kind == "unix":
-        kwargs = dict(kwargs)
-        path = args[0] if args else kwargs.pop("address")
-        mode = int(kwargs.pop("mode", "666"), 8)
-        backlog = int(kwargs.pop("backlog", backlog))
-        kwargs.pop("lockfile", None)
-        kwargs.pop("wantPID", None)
-        try:
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)  # a socket file left by an earlier run
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-            os.chmod(path, mode)
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
-        return Listener(description, sock, sock.fileno(), f"{prefix}fd:fileno={sock.fileno()}:domain=UNIX")
-    if kind == "systemd":
-        # Twisted reads (and removes) LISTEN_FDS when its endpoints module is
-        # imported, so the descriptor is asked of Twisted's own parser.
-        fileno = systemd_endpoint(None, rest).fileno
-        return Listener(description, None, fileno, f"{prefix}fd:fileno={fileno}")
-    if kind == "fd":
-        fileno = int(kwargs["fileno"])
-        return Listener(description, None, fileno, description)
-    raise ValueError(f"{kind}: listeners cannot be shared between workers (use tcp:, ssl:, unix:, fd: or systemd:)")
 
 
 # -- the supervisor -------------------------------------------------------------------------
