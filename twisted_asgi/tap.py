@@ -1,7 +1,10 @@
-"""``twistd asgi`` (and ``python -m twisted_asgi``): options, app loading, service.
+"""``twistd asgi`` (and ``python -m twisted_asgi``): options and the service.
 
-Importing this module installs nothing: the asyncio reactor is installed when the
-options have been parsed (so ``--loop`` and twistd's own ``--reactor`` are known).
+Importing this module, or parsing options with it, installs nothing: parsing
+validates (``usage.UsageError`` for bad input), and the asyncio reactor is
+installed by ``makeService`` (or ``python -m twisted_asgi``) once the options are
+known (``--loop``, and twistd's own ``--reactor``). Application loading is
+:mod:`.appload`'s; endpoint strings are :mod:`.listeners`'.
 """
 
 from __future__ import annotations
