@@ -78,3 +78,32 @@ def test_demo_page_echo_round_trips_in_a_real_browser(browser, scheme, tmp_path)
     finally:
         assert server.stop() == 0
     assert "Traceback" not in "".join(server.output)
+
+
+def test_server_initiated_websocket_close_is_clean_in_the_browser(browser):
+    """An app that closes its WebSocket (code 4001): Chromium sees the close as
+    clean (``wasClean`` true), since the server ends TCP with a FIN once the
+    browser answered its Close, not a reset.
+
+    Source: issue 16, item 6 (newcomer test in Chromium: clean=false)."""
+    server = start_server("tests.ws_apps:app")
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        try:
+            page.goto(f"http://127.0.0.1:{server.port}/")  # a page of the server's own origin
+            results = [
+                page.evaluate(
+                    """url => new Promise(resolve => {
+                        const ws = new WebSocket(url);
+                        ws.onclose = e => resolve({code: e.code, clean: e.wasClean});
+                    })""",
+                    f"ws://127.0.0.1:{server.port}{path}",
+                )
+                for path in ("/send-after-close?id=browser-1", "/return-after-accept?id=browser-2")
+            ]
+        finally:
+            context.close()
+        assert results == [{"code": 4001, "clean": True}, {"code": 1000, "clean": True}], results
+    finally:
+        assert server.stop() == 0

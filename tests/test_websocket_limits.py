@@ -329,6 +329,29 @@ def test_graceful_shutdown_aborts_silent_clients(loop):
         server.stop()
 
 
+@pytest.mark.parametrize("how", ["app closes", "app returns"])
+def test_server_initiated_close_ends_with_a_fin(how):
+    """When the server starts the closing handshake (the app's websocket.close, or
+    the app returning) and the client answers, TCP ends with a FIN, not a reset:
+    browsers then report a clean close and proxies log no error.
+
+    Source: issue 16, item 6 (newcomer test in Chromium: close code 1000 with
+    wasClean false; strace showed SO_LINGER 0 after the client's Close)."""
+    server = start_server("tests.ws_apps:app")
+    path = "/send-after-close" if how == "app closes" else "/return-after-accept"
+    client = RawClient(server.host, server.port, path)
+    try:
+        assert client.head.startswith(b"HTTP/1.1 101"), client.head
+        code, _reason = client.read_close()
+        assert code == (4001 if how == "app closes" else 1000)
+        client.send(client_frame(0x8, close_payload(1000)))
+        client.sock.settimeout(5)
+        assert client.closed_cleanly()
+    finally:
+        client.close()
+        assert server.stop() == 0
+
+
 @LOOPS
 def test_graceful_shutdown_waits_for_the_clients_close(loop):
     """SIGTERM: the server sends Close 1001 and keeps TCP open for the client's
@@ -350,7 +373,7 @@ def test_graceful_shutdown_waits_for_the_clients_close(loop):
         assert not answering.at_eof()
         answering.send(client_frame(0x8, close_payload(1001)))
         answering.sock.settimeout(5)
-        assert answering.at_eof()
+        assert answering.closed_cleanly()  # a FIN, not a reset: a clean close for browsers
         assert time.monotonic() - closed_at < 3
         # The silent client is dropped by the close timeout (1.5 s), not the graceful one (20 s).
         silent.sock.settimeout(10)

@@ -295,6 +295,18 @@ class RawClient:
         except TimeoutError:
             return False
 
+    def closed_cleanly(self) -> bool:
+        """True when the server closes TCP with a FIN (reads until EOF); False on a
+        reset, which browsers report as an unclean close (``wasClean`` false)."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except ConnectionResetError:
+            return False
+
     def close(self) -> None:
         self.sock.close()
 

@@ -334,6 +334,12 @@ class _Framing(WebSocketServerProtocol):
         self.handler.queue(data)
 
     def _closeConnection(self, abort: bool = False) -> None:
+        if abort and self.wasClean:
+            # Autobahn drops a server's connection with an abort once the
+            # client answered our Close: a TCP reset, which browsers report as
+            # an unclean close (wasClean false) and proxies log as an error.
+            # The closing handshake is complete: close with a FIN (RFC 6455 §7.1.1).
+            abort = False
         self.handler.close_transport(abort)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
