@@ -100,11 +100,14 @@ def start_server(
     wait: bool = True,
     cwd: str | os.PathLike | None = None,
     app_first: bool = False,
+    new_session: bool = False,
 ) -> Server:
     """Start a server for ``app``; return once it listens (unless ``wait`` is False).
 
     ``command`` is ``"module"`` (python -m twisted_asgi) or ``"twistd"``;
-    ``app_first`` puts the application before the options, as uvicorn users type it.
+    ``app_first`` puts the application before the options, as uvicorn users type it;
+    ``new_session`` gives the server a process group of its own (a terminal's
+    Ctrl-C reaches every process of a group: ``os.killpg`` stands for it).
     """
     if command == "twistd":
         argv = [TWISTD, "-n", "asgi"]
@@ -127,6 +130,7 @@ def start_server(
         stdin=subprocess.DEVNULL,
         env=full_env,
         cwd=cwd or ROOT,
+        start_new_session=new_session,
     )
     server = Server(proc, None, "127.0.0.1")
     if not wait:

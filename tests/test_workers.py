@@ -218,6 +218,65 @@ def container_command() -> list[str]:
     return argv
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_one_signal_to_the_process_group_lets_requests_finish(tmp_path, sig):
+    """A terminal's Ctrl-C (or systemd's control-group SIGTERM) reaches the
+    supervisor and every worker at once, and the supervisor then forwards its own
+    SIGTERM: a worker drains once, so a request in flight still finishes; only a
+    second signal to the supervisor forces an exit.
+
+    Source: issue 16, item 4 (newcomer test: with --workers one Ctrl-C cut off a
+    running request with "Second SIGTERM during graceful shutdown")."""
+    server = start_server(APP, "--workers", "2", "--graceful-timeout", "20", new_session=True)
+    try:
+        wait_serving(server, 2)
+        with ThreadPoolExecutor(1) as pool:
+            (future,) = hold_requests(server, tmp_path, 1, pool)
+            os.killpg(server.proc.pid, sig)
+            server.wait_for_output("Stopping 2 worker(s)")
+            (tmp_path / "release").write_text("")
+            status, _headers, _body = future.result(timeout=30)
+        assert status == 200
+        assert server.proc.wait(30) == 0
+        output = server.read_output(0.5)
+    finally:
+        server.stop()
+    assert "Second" not in output and "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_second_signal_to_the_supervisor_forces_an_exit(tmp_path, sig):
+    """A second signal to the supervisor while its workers drain kills them and
+    exits at once, with one line.
+
+    Source: issue 16, item 4."""
+    server = start_server(APP, "--workers", "2", "--graceful-timeout", "60")
+    try:
+        pids = wait_serving(server, 2)
+        with ThreadPoolExecutor(1) as pool:
+            hold_requests(server, tmp_path, 1, pool)
+            server.proc.send_signal(sig)
+            server.wait_for_output("Stopping 2 worker(s)")
+            server.proc.send_signal(sig)
+            assert server.proc.wait(10) == 1
+            (tmp_path / "release").write_text("")
+        output = server.read_output(0.5)
+    finally:
+        server.stop()
+    name = signal.Signals(sig).name
+    forced = rf"Second {name} during graceful shutdown: killing [12] worker\(s\) and exiting now"
+    assert re.search(forced, output), output
+    for pid in pids:
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 10, f"worker {pid} to end")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
 def test_container_command():
     """The Dockerfile's CMD starts two workers, believes no proxy header from outside its
     private ranges, and exits 0 on SIGTERM."""

@@ -290,6 +290,8 @@ class ASGIService(Service):
         self.ready: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
         self._stopping = False
+        #: This process is a worker of ``--workers`` (set by ``attach_worker``).
+        self.worker = False
         #: The app completed lifespan startup: it gets lifespan shutdown, even
         #: when the server stops on a fatal error (a port that cannot be bound).
         self._app_started = False
@@ -312,6 +314,10 @@ class ASGIService(Service):
         self.reactor.callWhenRunning(self._begin)
 
     def _begin(self) -> None:
+        # A worker of --workers drains once: a Ctrl-C reaches it from the
+        # terminal and again as its supervisor's SIGTERM (systemd's control-group
+        # kill does the same); the supervisor alone forces an exit.
+        install_stop_signals(self.reactor, None if self.worker else lambda name: _force_exit(self.factory, name))
         self._starting = defer.ensureDeferred(self._start())
 
     async def _start(self) -> None:
@@ -409,7 +415,6 @@ class ASGIService(Service):
     def stopService(self) -> defer.Deferred:
         super().stopService()
         self._stopping = True
-        _force_exit_on_second_signal(self.factory)
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
@@ -442,29 +447,50 @@ def _on_sighup(reactor: Any, action: Callable[[], Any]) -> None:
     signal.signal(signal.SIGHUP, lambda _sig, _frame: reactor.callFromThread(action))
 
 
-def _force_exit_on_second_signal(factory: ASGIFactory) -> None:
-    """While a graceful shutdown runs, a second SIGINT or SIGTERM (an impatient
-    Ctrl-C, a supervisor's second try) exits at once, with one log line, instead
-    of waiting out the graceful timeout (as uvicorn and hypercorn do). Nothing
-    when not in the main thread."""
+def install_stop_signals(reactor: Any, on_second: Callable[[str], None] | None) -> None:
+    """SIGINT and SIGTERM: the first stops the reactor (the graceful shutdown);
+    each later one calls ``on_second(signal name)``, or is ignored when
+    ``on_second`` is None. In place of Twisted's handlers, which stop the
+    reactor again on a second signal (a ReactorNotRunning traceback) and cannot
+    tell a worker's drain from a forced exit. A SIGINT ignored since start-up
+    (a background job, nohup) stays ignored. Nothing outside the main thread."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
+    first: list[str] = []
 
-    def force(signum: int, _frame: Any) -> None:
-        log.warn(
-            "Second {signal} during graceful shutdown: exiting now, {n} connection(s) cut off",
-            signal=signal.Signals(signum).name,
-            n=len(factory.connections),
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not first:
+            first.append(name)
+            log.info("Received {signal}, shutting down.", signal=name)
+            reactor.callFromThread(_stop_reactor, reactor)
+        elif on_second is not None:
+            on_second(name)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, force)
+        if not (sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):
+            signal.signal(sig, handler)
+
+
+def _stop_reactor(reactor: Any) -> None:
+    if reactor.running:
+        reactor.stop()
+
+
+def _force_exit(factory: ASGIFactory, name: str) -> None:
+    """A second SIGINT or SIGTERM during the graceful shutdown (an impatient
+    Ctrl-C): exit at once, with one line, as uvicorn and hypercorn do."""
+    log.warn(
+        "Second {signal} during graceful shutdown: exiting now, {n} connection(s) cut off",
+        signal=name,
+        n=len(factory.connections),
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def clear_exit_signal(reactor: Any) -> None:

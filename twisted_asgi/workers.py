@@ -150,6 +150,9 @@ class Supervisor(Service):
         self.listeners = []
 
     def _begin(self) -> None:
+        from .server import install_stop_signals
+
+        install_stop_signals(self.reactor, self._force_stop)
         if not self.listeners:
             try:
                 for description in self.endpoint_descriptions:
@@ -306,6 +309,20 @@ class Supervisor(Service):
         super().stopService()
         return defer.ensureDeferred(self._stop())
 
+    def _force_stop(self, signal_name: str) -> None:
+        """A second SIGINT/SIGTERM while the workers drain: kill them and exit now."""
+        workers = list(self.workers)
+        log.warn(
+            "Second {signal} during graceful shutdown: killing {n} worker(s) and exiting now",
+            signal=signal_name,
+            n=len(workers),
+        )
+        for worker in workers:
+            _signal(worker, signal.SIGKILL)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
     async def _stop(self) -> None:
         self.stopping = True
         for timer in self._restart_timers:
@@ -414,6 +431,7 @@ def attach_worker(service: Any) -> None:
     if settings is None:
         return
     _die_with_parent(int(settings["parent"]))
+    service.worker = True
     fd = int(settings["notify_fd"])
 
     def ready(result: Any) -> Any:
