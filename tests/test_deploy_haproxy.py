@@ -105,6 +105,23 @@ def test_websocket_through_haproxy(tmp_path):
     assert scope["scheme"] == "ws"
 
 
+def test_websocket_through_the_guides_haproxy(tmp_path):
+    """With the guide's configuration as it is (PROXY v2, HTTP/2 in clear to the
+    server), a WebSocket goes through over HTTP/1.1 and names the real client.
+
+    Source: issue 16 (fresh-clone check: WebSocket through the documented
+    HAProxy configuration got 502, HAProxy speaking RFC 8441 on its h2 connection)."""
+    with behind_haproxy(tmp_path, "haproxy:tcp:port=0:interface=127.0.0.1") as (_server, port):
+        sock = socket.create_connection((BALANCER, port), timeout=10, source_address=(CLIENT, 0))
+        with connect(f"ws://{BALANCER}:{port}/ws", sock=sock, open_timeout=10) as ws:
+            scope = json.loads(ws.recv(timeout=10))
+            ws.send("through the guide's haproxy")
+            assert ws.recv(timeout=10) == "through the guide's haproxy"
+        assert get_json(BALANCER, port, source=CLIENT)["http_version"] == "2"
+    assert scope["type"] == "websocket" and scope["http_version"] == "1.1"
+    assert scope["client"][0] == CLIENT
+
+
 def test_proxy_header_before_tls(tmp_path):
     """HAProxy sends the PROXY v2 header in clear, then TLS with ALPN h2: the server reads both on one port."""
     certs = make_certs(tmp_path)

@@ -197,3 +197,20 @@ def test_installed_twistd_serves_the_demo(installed: Installed) -> None:
         code = server.stop()
     assert code == 0, server.read_output()
     assert "Traceback" not in server.read_output(), server.read_output()
+
+
+def test_dockerfile_installs_the_wheel_it_documents(installed: Installed) -> None:
+    """The guide's Dockerfile installs twisted-asgi from a wheel built from a
+    checkout (it is on no package index yet), and a wheel built so matches the
+    file name its RUN line installs.
+
+    Source: issue 16 (fresh-clone check: 'pip install ... twisted-asgi' in the
+    Dockerfile found no distribution)."""
+    import fnmatch
+
+    text = (ROOT / "docs" / "examples" / "Dockerfile").read_text(encoding="utf-8")
+    run = next(line for line in text.splitlines() if line.startswith("RUN pip install"))
+    assert " twisted-asgi" not in run
+    pattern = next(word for word in run.split() if word.endswith(".whl"))
+    assert fnmatch.fnmatch(f"/tmp/wheels/{installed.wheel.name}", pattern), (installed.wheel.name, pattern)
+    assert "pip wheel --no-deps -w" in text
