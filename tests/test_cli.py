@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy import wait_for
 from tests.serving import ROOT, TWISTD, recv_response, start_server
 
 
@@ -370,6 +371,27 @@ def test_access_log_of_responses_the_server_writes_itself(tmp_path):
     assert status413.startswith(b"HTTP/1.1 413") and status400.startswith(b"HTTP/1.1 400")
     assert f'"POST /upload?x=1 HTTP/1.1" 413 {len(body413)} "-" "big-uploader"' in lines[0], lines[0]
     assert f'"GET /bad HTTP/1.1" 400 {len(body400)} "-" "twice"' in lines[1], lines[1]
+
+
+def test_sighup_reopens_the_access_log(tmp_path):
+    """After logrotate moved the access log away, SIGHUP reopens it by its path:
+    later lines go to a new file, the moved one keeps what it had.
+
+    Source: issue 16 (fresh-clone check: lines kept going to the rotated file)."""
+    log_path = tmp_path / "access.log"
+    server = start_server("tests.apps:hello", "--access-log", str(log_path))
+    try:
+        get(server, "/before")
+        wait_for(lambda: log_path.exists() and "/before" in log_path.read_text(), 10, "the first line")
+        log_path.rename(tmp_path / "access.log.1")
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_output("SIGHUP: reopened the access log")
+        get(server, "/after")
+        wait_for(lambda: log_path.exists() and "/after" in log_path.read_text(), 10, "the line in the new file")
+    finally:
+        assert server.stop() == 0
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
+    assert "/before" not in log_path.read_text()
 
 
 def test_sigint_and_sigterm_exit_zero():

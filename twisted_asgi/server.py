@@ -208,8 +208,10 @@ class AccessLog:
     line, referer and user agent are escaped as ``\\xHH``.
     """
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], path: str | None = None) -> None:
         self.stream = stream
+        #: The file's path, for :meth:`reopen` (None: standard output).
+        self.path = path
         publisher = LogPublisher(self._write)
         self.logger = Logger(namespace="twisted_asgi.access", observer=publisher)
 
@@ -217,7 +219,21 @@ class AccessLog:
     def open(cls, target: str) -> AccessLog:
         if target == "-":
             return cls(sys.stdout)
-        return cls(open(target, "a", buffering=1, encoding="utf-8"))
+        return cls(open(target, "a", buffering=1, encoding="utf-8"), target)
+
+    def reopen(self) -> bool:
+        """Open the file again by its path (after logrotate moved it away, on
+        SIGHUP); keep writing to the old one if that fails. True when reopened."""
+        if self.path is None:
+            return False
+        try:
+            stream = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (kept open: it is the log)
+        except OSError as exc:
+            log.error("Cannot reopen the access log {path}: {error}", path=self.path, error=str(exc))
+            return False
+        old, self.stream = self.stream, stream
+        old.close()
+        return True
 
     def _write(self, event: dict[str, Any]) -> None:
         self.stream.write(event["access_line"] + "\n")
@@ -386,10 +402,15 @@ class ASGIService(Service):
             raise OSError(exc.errno, f"cannot listen on {description}: {exc.strerror or exc}") from None
 
     def reload(self) -> None:
-        """SIGHUP in a single process: reload the TLS listeners' certificates and
-        say what was reloaded; the server goes on serving either way."""
+        """SIGHUP in a single process (or a worker): reopen the access log file
+        (logrotate's postrotate), reload the TLS listeners' certificates, and
+        say what was done; the server goes on serving either way."""
+        access_log = self.factory.access_log
+        if access_log is not None and access_log.reopen():
+            log.info("SIGHUP: reopened the access log {path}", path=access_log.path)
         if not self.tls_listeners:
-            log.info("SIGHUP: nothing to reload (no ssl: listener); still serving")
+            if access_log is None or access_log.path is None:
+                log.info("SIGHUP: nothing to reload (no ssl: listener); still serving")
             return
         reloaded = self.reload_tls()
         log.info(
