@@ -352,12 +352,17 @@ def test_access_log_of_responses_the_server_writes_itself(tmp_path):
     Source: issue 16, item 10 (a 413 logged as '"-"' without user agent, and head
     plus body counted as body bytes)."""
     log_path = tmp_path / "access.log"
-    server = start_server("tests.apps:hello", "--access-log", str(log_path), "--limit-request-body", "10")
+    server = start_server("tests.apps:echo", "--access-log", str(log_path), "--limit-request-body", "10")
     try:
         bodies = []
         for request in (
             b"POST /upload?x=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: big-uploader\r\nContent-Length: 11\r\n\r\n",
             b"GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\nUser-Agent: twice\r\n\r\n",
+            b"POST /chunked HTTP/1.1\r\nHost: a\r\nUser-Agent: chunky\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"14\r\n" + b"x" * 20 + b"\r\n",
+            b"POST /both HTTP/1.1\r\nHost: a\r\nUser-Agent: smuggler\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            b"GET /huge HTTP/1.1\r\nHost: a\r\nUser-Agent: header-stuffer\r\nX-Big: " + b"y" * 20000 + b"\r\n\r\n",
         ):
             with server.connect() as sock:
                 sock.sendall(request)
@@ -366,11 +371,17 @@ def test_access_log_of_responses_the_server_writes_itself(tmp_path):
     finally:
         server.stop()
     lines = log_path.read_text().splitlines()
-    assert len(lines) == 2, lines
-    (status413, body413), (status400, body400) = bodies
-    assert status413.startswith(b"HTTP/1.1 413") and status400.startswith(b"HTTP/1.1 400")
-    assert f'"POST /upload?x=1 HTTP/1.1" 413 {len(body413)} "-" "big-uploader"' in lines[0], lines[0]
-    assert f'"GET /bad HTTP/1.1" 400 {len(body400)} "-" "twice"' in lines[1], lines[1]
+    assert len(lines) == 5, lines
+    expected = [
+        ('"POST /upload?x=1 HTTP/1.1" 413', "big-uploader"),
+        ('"GET /bad HTTP/1.1" 400', "twice"),
+        ('"POST /chunked HTTP/1.1" 413', "chunky"),  # refused in its body
+        ('"POST /both HTTP/1.1" 400', "smuggler"),  # refused by llhttp
+        ('"GET /huge HTTP/1.1" 431', "header-stuffer"),  # refused midway through its head
+    ]
+    for line, (status, body), (start, agent) in zip(lines, bodies, expected, strict=True):
+        assert status.startswith(b"HTTP/1.1 " + start.rsplit(" ", 1)[1].encode())
+        assert f'{start} {len(body)} "-" "{agent}"' in line, line
 
 
 def test_sighup_reopens_the_access_log(tmp_path):

@@ -151,6 +151,7 @@ class H11Connection:
         "_maybe_trailers",
         "_body_bytes",
         "_error",
+        "_current",
         "_host_count",
         "_content_length",
         "_transfer_encoding",
@@ -198,6 +199,8 @@ class H11Connection:
         self._maybe_trailers = False
         self._body_bytes = 0
         self._error: ProtocolError | None = None
+        #: The request whose head was read last (its body may be on its way).
+        self._current: Request | None = None
         self._host_count = 0
         self._content_length: bytes | None = None
         self._transfer_encoding: bytes | None = None
@@ -290,7 +293,9 @@ class H11Connection:
                 if "PRI/Upgrade" in str(exc):
                     # llhttp's words for a request line of "PRI * HTTP/2.0".
                     raise ProtocolError("HTTP/2 connection preface on a connection that speaks HTTP/1.1") from None
-                raise ProtocolError(f"malformed request: {exc}") from None
+                error = ProtocolError(f"malformed request: {exc}")
+                error.request = self._refused_request()
+                raise error from None
             if (self.in_request_head or self._maybe_trailers) and section == self._head_section:
                 # httptools buffers a header until it ends, so count raw bytes too:
                 # an endless header is refused after at most one read past the limit.
@@ -298,7 +303,7 @@ class H11Connection:
                 # carried a body or an earlier request is bounded by its own size.
                 self._head_raw += len(data)
                 if self._head_raw > self._config.limit_request_head_bytes + _REQUEST_LINE_SLACK:
-                    raise ProtocolError("request head too large", 431)
+                    self._fail("request head too large", 431)
         except ProtocolError as exc:
             self._error = exc
             exc.events = events
@@ -392,18 +397,26 @@ class H11Connection:
 
     def _fail(self, reason: str, status: int = 400) -> None:
         error = self._error = ProtocolError(reason, status)
-        if self._url and not self.in_request_head and not self._in_trailers:
-            # Refused once its head was read (413, 417, 501, 505...): the access
-            # log can still say which request it was.
-            parser = self._parser
-            try:
-                method, version = parser.get_method(), parser.get_http_version()
-            except httptools.HttpParserError:
-                method, version = b"-", "1.1"
-            target = b"".join(self._url)
-            path, _sep, query = target.partition(b"?")
-            error.request = Request(self._stream_id + 1, method, path, query, version, self._headers)
+        error.request = self._refused_request()
         raise error
+
+    def _refused_request(self) -> Request | None:
+        """The request a refusal concerns, for the access log: the one whose body
+        was being read (413 on a chunked body), or what was read of a head
+        (413/417/501/505 on its fields, 431 or a malformed field midway: the
+        request line and the fields read so far); None before a request line."""
+        if self._in_trailers and self._current is not None:
+            return self._current
+        if not self._url:
+            return None
+        parser = self._parser
+        try:
+            method, version = parser.get_method(), parser.get_http_version()
+        except httptools.HttpParserError:
+            method, version = b"-", "1.1"
+        target = b"".join(self._url)
+        path, _sep, query = target.partition(b"?")
+        return Request(self._stream_id + 1, method or b"-", path, query, version or "1.1", list(self._headers))
 
     def on_message_begin(self) -> None:
         self.in_request_head = True
@@ -512,21 +525,20 @@ class H11Connection:
                 # Raised inside an httptools callback: keep the reason, not httptools' own.
                 self._fail(exc.reason, exc.status)
         self._stream_id += 1
-        self._events.append(
-            Request(
-                self._stream_id,
-                method,
-                path,
-                query,
-                version,
-                self._headers,
-                parser.should_keep_alive(),
-                expect_continue,
-                upgrade,
-                content_length,
-                has_body,
-            )
+        request = self._current = Request(
+            self._stream_id,
+            method,
+            path,
+            query,
+            version,
+            self._headers,
+            parser.should_keep_alive(),
+            expect_continue,
+            upgrade,
+            content_length,
+            has_body,
         )
+        self._events.append(request)
         self._in_trailers = True  # any later on_header is a chunked trailer
 
     def on_chunk_header(self) -> None:
