@@ -202,7 +202,9 @@ def test_port_in_use_exits_non_zero():
         for runner in (["-m", "twisted_asgi"], ["-n", "asgi"]):
             result = (run_cli if runner[0] == "-m" else run_twistd)(*runner, "-p", str(port), "tests.apps:hello")
             assert result.returncode == 1, (result.stdout, result.stderr)
-            assert f"Cannot listen on tcp:port={port}" in result.stdout + result.stderr
+            text = result.stdout + result.stderr
+            assert f"Cannot listen on tcp:port={port}:interface=127.0.0.1: Address already in use" in text, text
+            assert "Couldn't listen" not in text  # the address said once (fresh-clone check)
     finally:
         blocker.close()
 

@@ -7,6 +7,7 @@ import sys
 
 from twisted.logger import (
     FilteringLogObserver,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
+    if service.exit_code == 0:
+        Logger(namespace="twisted_asgi.server").info("Server stopped.")
     return service.exit_code
 
 

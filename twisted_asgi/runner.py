@@ -320,9 +320,17 @@ class HTTPTask(_AppCall):
         if state is SendState.DONE:
             return
         if state is SendState.START:
-            log.error("ASGI callable returned without starting response.")
+            log.error("ASGI callable returned without starting response. ({request})", request=self.where())
         else:
-            log.error("ASGI callable returned without completing response.")
+            log.error("ASGI callable returned without completing response. ({request})", request=self.where())
+
+    def where(self) -> str:
+        """Which request, for a log line: method, path (escaped) and client."""
+        scope = self.scope
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "unix socket"
+        path = scope.get("path", "").encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        return f"{scope.get('method', '-')} {path[:200]!a} from {peer}"
 
     def _before_wait(self) -> None:
         cycle = self.cycle

@@ -357,7 +357,7 @@ class ASGIService(Service):
                 endpoint = endpoint_from_string(self.reactor, target, self.config)
                 port = await endpoint.listen(self.factory)
             except Exception as exc:
-                self._fatal(f"Cannot listen on {description}: {exc}")
+                self._fatal(f"Cannot listen on {description}: {_listen_error(exc)}")
                 return
             finally:
                 if early is not None:
@@ -494,6 +494,15 @@ def install_stop_signals(reactor: Any, on_second: Callable[[str], None] | None) 
     for sig in (signal.SIGINT, signal.SIGTERM):
         if not (sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):
             signal.signal(sig, handler)
+
+
+def _listen_error(exc: Exception) -> str:
+    """Why listening failed, once: Twisted's CannotListenError repeats the address."""
+    from twisted.internet.error import CannotListenError
+
+    if isinstance(exc, CannotListenError) and isinstance(exc.socketError, OSError):
+        return exc.socketError.strerror or str(exc.socketError)
+    return str(exc)
 
 
 def _stop_reactor(reactor: Any) -> None:
