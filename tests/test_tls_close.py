@@ -229,3 +229,69 @@ def test_tls_close_timer_closes_tcp_and_is_cancelled_by_loss():
         assert not transport.disconnecting
         clock.advance(0.2)
         assert transport.disconnecting
+
+
+def test_tls_clients_that_leave_abruptly_leave_nothing_for_the_cycle_collector(tmp_path):
+    """TLS clients that close without close_notify (HTTP/1.1 and HTTP/2) or reset
+    right after the handshake: with the server's cycle collector off, nothing of
+    twisted-asgi's (the TLS protocol, the channel) outlives the connections.
+
+    Source: issue 15 ('a closed connection leaves nothing for the cycle
+    collector' on every protocol), found by the outside re-attack: Twisted's TLS
+    receive path makes a Failure whose traceback frames hold it and the protocol."""
+    import json
+    import socket
+    import ssl
+    import time
+
+    import h2.config
+    import h2.connection
+
+    from tests.deploy import make_certs, serving
+
+    certs = make_certs(tmp_path)
+    endpoint = f"ssl:port=0:interface=127.0.0.1:privateKey={certs['key']}:certKey={certs['cert']}"
+    context = ssl.create_default_context(cafile=str(certs["ca"]))
+
+    def connect(alpn: str) -> ssl.SSLSocket:
+        ctx = ssl.create_default_context(cafile=str(certs["ca"]))
+        ctx.set_alpn_protocols([alpn])
+        return ctx.wrap_socket(
+            socket.create_connection((server.host, server.port), timeout=10), server_hostname="localhost"
+        )
+
+    def leftovers() -> dict:
+        with context.wrap_socket(
+            socket.create_connection((server.host, server.port), timeout=10), server_hostname="localhost"
+        ) as sock:
+            sock.sendall(b"GET /leftovers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+    with serving("tests.soak:app", endpoint=endpoint, env={"SOAK_GC_OFF": "1"}) as server:
+        before = leftovers()
+        for _ in range(10):
+            sock = connect("http/1.1")  # a request, then gone without close_notify
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            sock.recv(65536)
+            sock.close()
+            sock = connect("http/1.1")  # a reset right after the handshake
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+            sock = connect("h2")  # HTTP/2: a request, then gone without close_notify
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "https"), (":authority", "x")], True)
+            sock.sendall(conn.data_to_send())
+            sock.recv(65536)
+            sock.close()
+        deadline = time.monotonic() + 10
+        while True:
+            after = leftovers()
+            grown = {name: (before.get(name, 0), n) for name, n in after.items() if n > before.get(name, 0)}
+            if not grown or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert grown == {}

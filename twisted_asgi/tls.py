@@ -23,9 +23,11 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from .failures import drop_traceback
 
 __all__ = ["ClosingTLS", "ClosingTLSFactory", "ReloadableTLS", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
 
@@ -249,6 +251,17 @@ class ClosingTLS(BufferingTLSTransport):
         if timer is not None:
             timer.cancel()
         BufferingTLSTransport.connectionLost(self, reason)
+
+    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+        # Twisted (26.10, twisted/protocols/tls.py) calls this with a Failure()
+        # made in _flushReceiveBIO when a client leaves without close_notify or
+        # resets: its traceback's frames hold that failure and this protocol, a
+        # cycle only the cycle collector frees, on every such connection. Twisted
+        # passes on a new ConnectionLost failure in its place; this one keeps its
+        # text and loses its frames.
+        if reason is not None:
+            drop_traceback(reason)
+        TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)
 
 
 class ClosingTLSFactory(TLSMemoryBIOFactory):
