@@ -287,3 +287,28 @@ def test_memory_back_near_baseline(server):
         assert_still_serving(srv)
     grown = rss_kib(srv.proc.pid) - baseline["rss"]
     assert grown < 16 * 1024, f"RSS grew by {grown} KiB"
+
+
+def test_chunk_extension_flood_is_refused(server):
+    """A chunked body that is all chunk extension (bytes llhttp skips without a
+    callback, so no body limit saw them) is refused with 400 after about
+    limit_request_head_bytes of them, and the connection closes, long before
+    the client has sent its 8 MB; the server still serves.
+
+    Source: issue 15 (outside re-attack: 10 MB of extensions around 160 data
+    bytes got 200 under --limit-request-body 1000; Node's CVE-2024-22019)."""
+    srv, _baseline = server
+    with srv.connect() as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=")
+        sent = 0
+        try:
+            while sent < 8 * 1024 * 1024:
+                sock.sendall(b"a" * 16384)
+                sent += 16384
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        data = recv_until_closed(sock, 10)
+    assert data.startswith(b"HTTP/1.1 400 "), data[:200]
+    assert b"chunk extensions too long" in data
+    assert sent < 8 * 1024 * 1024  # refused while the client was still sending
+    assert_still_serving(srv)

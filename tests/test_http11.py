@@ -1100,3 +1100,41 @@ def test_send_body_pieces_do_not_copy_a_large_chunk():
     last = conn.send_body_pieces(chunk, False)
     assert last == [b"1000\r\n", chunk, b"\r\n0\r\n\r\n"] and last[1] is chunk
     assert conn.response_complete
+
+
+CHUNKED_HEAD = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("read", [1, 7, 4096, 65536])
+def test_endless_chunk_extension_is_refused(read):
+    """A chunk whose extension never ends (only llhttp sees it, with no callback)
+    is refused once a chunked body holds more than limit_request_head_bytes of
+    extensions: 400, in any read size, long before the stream would end.
+
+    Source: issue 15 (outside re-attack: 10 MB of chunk extensions around 160
+    data bytes got 200 under --limit-request-body 1000; Node's CVE-2024-22019)."""
+    stream = CHUNKED_HEAD + b"1;ext=" + b"a" * 200_000
+    fed = feed([stream[i : i + read] for i in range(0, len(stream), read)])
+    assert fed.error == (400, "chunk extensions too long")
+    refused_at = sum(len(e.data) for e in fed.events if type(e) is Data)
+    assert refused_at == 0
+
+
+def test_extensions_spread_over_many_chunks_are_refused():
+    """Extensions of 1 KiB on each of many 1-byte chunks add up: refused once
+    they pass the bound, although each chunk's alone is small."""
+    chunk = b"1;" + b"e" * 1024 + b"\r\nx\r\n"
+    fed = feed([CHUNKED_HEAD] + [chunk * 4] * 40)
+    assert fed.error == (400, "chunk extensions too long")
+
+
+def test_ordinary_chunking_and_extensions_pass():
+    """Many tiny chunks, sizes in upper case with leading zeros, and short
+    extensions are ordinary chunked bodies: parsed whole."""
+    body = b"".join(b"%X;n=v\r\n%s\r\n" % (1, bytes([65 + i % 26])) for i in range(5000))
+    stream = CHUNKED_HEAD + body + b"00000;last\r\n\r\n"
+    for read in (1, 300, 65536):
+        fed = feed([stream[i : i + read] for i in range(0, len(stream), read)])
+        assert fed.error is None, (read, fed.error)
+        data = b"".join(e.data for e in fed.events if type(e) is Data)
+        assert len(data) == 5000 and type(fed.events[-1]) is EndOfMessage

@@ -150,6 +150,8 @@ class H11Connection:
         "_in_trailers",
         "_maybe_trailers",
         "_body_bytes",
+        "_chunks",
+        "_chunk_overhead",
         "_error",
         "_current",
         "_host_count",
@@ -198,6 +200,10 @@ class H11Connection:
         self._in_trailers = False
         self._maybe_trailers = False
         self._body_bytes = 0
+        #: Chunks of the current chunked body, and its bytes that were not data
+        #: (sizes, CRLFs and chunk extensions, which no callback reports).
+        self._chunks = 0
+        self._chunk_overhead = 0
         self._error: ProtocolError | None = None
         #: The request whose head was read last (its body may be on its way).
         self._current: Request | None = None
@@ -277,6 +283,10 @@ class H11Connection:
             # A read that began between requests and began exactly one head
             # belongs wholly to that head.
             section = self._head_section + 1 if self._idle else self._head_section
+            current = self._current
+            chunked = self._in_trailers and current is not None and current.has_body and current.content_length is None
+            if chunked:
+                body_before = self._body_bytes
             try:
                 self._parser.feed_data(data)
             except httptools.HttpParserUpgrade as exc:
@@ -296,6 +306,15 @@ class H11Connection:
                 error = ProtocolError(f"malformed request: {exc}")
                 error.request = self._refused_request()
                 raise error from None
+            if chunked and self._in_trailers and self._current is current:
+                # The whole read stayed inside one chunked body: what was not data
+                # is framing, and chunk extensions, which llhttp skips without a
+                # callback. Beyond the framing of its chunks (32 bytes each is
+                # more than a size and two CRLFs) a body may carry at most
+                # limit_request_head_bytes of extensions (Node's CVE-2024-22019).
+                self._chunk_overhead += len(data) - (self._body_bytes - body_before)
+                if self._chunk_overhead > self._config.limit_request_head_bytes + 32 * self._chunks:
+                    self._fail("chunk extensions too long")
             if (self.in_request_head or self._maybe_trailers) and section == self._head_section:
                 # httptools buffers a header until it ends, so count raw bytes too:
                 # an endless header is refused after at most one read past the limit.
@@ -427,6 +446,8 @@ class H11Connection:
         self._head_raw = 0
         self._head_section += 1
         self._body_bytes = 0
+        self._chunks = 0
+        self._chunk_overhead = 0
         self._host_count = 0
         if self._framing:
             self._framing = False
@@ -544,6 +565,7 @@ class H11Connection:
     def on_chunk_header(self) -> None:
         # Until data follows, this chunk header may be the last one: the
         # trailer section can begin, and its raw bytes count as head bytes.
+        self._chunks += 1
         self._maybe_trailers = True
         self._head_bytes = 0
         self._head_raw = 0
