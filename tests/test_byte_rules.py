@@ -330,15 +330,22 @@ def test_http2_refuses_each_forbidden_byte(server, tls):
     assert output.count(needle) - before == 1
 
 
-def test_http2_refuses_a_forbidden_byte_in_request_trailers(server):
+@pytest.mark.parametrize(
+    "trailer",
+    [(b"x-trailer", b"a\x0bb"), (b"connection", b"close"), (b"transfer-encoding", b"chunked"), (b"te", b"gzip")],
+    ids=["vt-in-value", "connection", "transfer-encoding", "te"],
+)
+def test_http2_refuses_a_forbidden_byte_in_request_trailers(server, trailer):
     """HTTP/2 request trailers obey the same byte rules as HTTP/1.1's chunked
-    trailers: a VT in one resets the stream (PROTOCOL_ERROR).
-    Source: issue 15, item 7 (outside attack)."""
+    trailers: a VT in one resets the stream (PROTOCOL_ERROR); so does a
+    connection-specific field there (RFC 9113 §8.2.2).
+    Source: issue 15, item 7 (outside attack; connection-specific fields in
+    trailers found by the second attack)."""
     client = h2_client(server, tls=False)
     try:
         client.send(client.f.headers(1, request_headers("/", method="POST", x_probe="trailers"), end_stream=False))
         client.send(client.f.data(1, b"body"))
-        client.send(client.f.headers(1, [(b"x-trailer", b"a\x0bb")], end_stream=True))
+        client.send(client.f.headers(1, [trailer], end_stream=True))
         assert client.rst(1).error_code == PROTOCOL_ERROR
         assert not [f for f in client.frames if isinstance(f, HeadersFrame) and f.stream_id == 1]
         h2_ok(client, 3, "good-after-trailers")

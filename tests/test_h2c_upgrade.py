@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,8 +171,21 @@ def test_streams_sent_with_the_offer_do_not_believe_proxy_headers():
         (offer(settings=2), False),
         (offer(settings=0), False),
         (offer().replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nhi"), False),
+        (offer().replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1), False),
+        (re.sub(rb"(?i)HTTP2-Settings: [^\r]*", b"HTTP2-Settings: !!!!", offer()), False),
+        (re.sub(rb"(?i)HTTP2-Settings: [^\r]*", b"HTTP2-Settings: AAMAAABk_", offer()), False),
     ],
-    ids=["valid", "valid-reordered", "no-settings-token", "two-settings", "no-settings-header", "body"],
+    ids=[
+        "valid",
+        "valid-reordered",
+        "no-settings-token",
+        "two-settings",
+        "no-settings-header",
+        "body",
+        "http-1.0",
+        "settings-not-base64url",
+        "settings-not-whole",
+    ],
 )
 def test_parser_switches_only_a_complete_h2c_offer(request_bytes, upgraded):
     """Sans-IO: the HTTP/1.1 parser hands over only an offer with no body, one

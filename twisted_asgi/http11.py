@@ -25,6 +25,8 @@ Imports neither Twisted nor asyncio.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -773,22 +775,36 @@ class H11Connection:
         self._pending_head = b""
 
 
+_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
 def _h2c_offer(request: Request) -> bool:
     """Whether ``request`` offers h2c exactly as RFC 7540 §3.2 and §3.2.1 say:
     no body, exactly one ``HTTP2-Settings`` header, and ``Connection`` listing
     both ``Upgrade`` and ``HTTP2-Settings`` (a proxy that forwards the offer
     without naming HTTP2-Settings as hop-by-hop, as nginx set up for WebSocket
     does, is not switched)."""
-    if request.has_body:
+    if request.has_body or request.http_version != "1.1":
         return False
-    settings = 0
+    settings: list[bytes] = []
     tokens: set[bytes] = set()
     for name, value in request.headers:
         if name == b"http2-settings":
-            settings += 1
+            settings.append(value)
         elif name == b"connection":
             tokens.update(token.strip().lower() for token in value.split(b","))
-    return settings == 1 and b"upgrade" in tokens and b"http2-settings" in tokens
+    if len(settings) != 1 or b"upgrade" not in tokens or b"http2-settings" not in tokens:
+        return False
+    # The value is a SETTINGS payload in base64url without padding (RFC 7540
+    # §3.2.1): whole 6-byte settings, nothing else.
+    value = settings[0].strip()
+    if value.strip(_BASE64URL):
+        return False
+    try:
+        payload = base64.urlsafe_b64decode(value + b"=" * (-len(value) % 4))
+    except (ValueError, binascii.Error):
+        return False
+    return len(payload) % 6 == 0
 
 
 def _split_target(target: bytes, method: bytes) -> tuple[bytes, bytes]:

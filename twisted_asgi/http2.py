@@ -1128,6 +1128,8 @@ def _trailers_error(headers: list[tuple[bytes, bytes]]) -> str | None:
             return "pseudo-header in trailers"
         if not is_lower_token(name):
             return f"invalid field name {name!r} in trailers"
+        if name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
+            return f"connection-specific field {name!r} in trailers"  # RFC 9113 §8.2.2
         if 0 in value.translate(REQUEST_VALUE_MARKS) or (value and (value[0] in _SP_HT or value[-1] in _SP_HT)):
             return f"invalid value for {name!r} in trailers"
     return None
