@@ -124,17 +124,22 @@ def _ws_socket(port: int) -> socket.socket:
     return socket.create_connection((NGINX, port), timeout=10, source_address=(CLIENT, 0))
 
 
-def test_websocket_through_nginx(stack):
-    """A WebSocket through nginx is accepted, echoes, and its scope has the real client and scheme ws."""
+@pytest.mark.parametrize("prefix", ["", "/app"])
+def test_websocket_through_nginx(stack, prefix):
+    """A WebSocket through nginx is accepted, echoes, and its scope has the real
+    client and scheme ws; under the guide's /app/ location too, with root_path
+    /app (that location forwarded no Upgrade: a fresh-clone check found the
+    WebSocket reaching the app as plain HTTP)."""
     _server, http_port, _https, _certs = stack
-    with ws_connect(f"ws://{NGINX}:{http_port}/ws", sock=_ws_socket(http_port), open_timeout=10) as ws:
+    with ws_connect(f"ws://{NGINX}:{http_port}{prefix}/ws", sock=_ws_socket(http_port), open_timeout=10) as ws:
         scope = json.loads(ws.recv(timeout=10))
         ws.send("hello")
         assert ws.recv(timeout=10) == "hello"
     assert scope["type"] == "websocket"
     assert scope["scheme"] == "ws"
     assert scope["client"][0] == CLIENT
-    assert scope["path"] == "/ws"
+    assert scope["path"] == f"{prefix}/ws"
+    assert scope["root_path"] == prefix
 
 
 def test_tls_and_http2_at_nginx(stack):

@@ -242,6 +242,8 @@ def test_one_signal_to_the_process_group_lets_requests_finish(tmp_path, sig):
     finally:
         server.stop()
     assert "Second" not in output and "Traceback" not in output, output
+    # A worker's stop is told apart from the supervisor's (fresh-clone check).
+    assert re.search(r"Worker \d+: Received SIG(INT|TERM), shutting down\.", output), output
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

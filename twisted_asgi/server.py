@@ -333,7 +333,10 @@ class ASGIService(Service):
         # A worker of --workers drains once: a Ctrl-C reaches it from the
         # terminal and again as its supervisor's SIGTERM (systemd's control-group
         # kill does the same); the supervisor alone forces an exit.
-        install_stop_signals(self.reactor, None if self.worker else lambda name: _force_exit(self.factory, name))
+        if self.worker:
+            install_stop_signals(self.reactor, None, f"Worker {os.getpid()}: ")
+        else:
+            install_stop_signals(self.reactor, lambda name: _force_exit(self.factory, name))
         self._starting = defer.ensureDeferred(self._start())
 
     async def _start(self) -> None:
@@ -468,7 +471,7 @@ def _on_sighup(reactor: Any, action: Callable[[], Any]) -> None:
     signal.signal(signal.SIGHUP, lambda _sig, _frame: reactor.callFromThread(action))
 
 
-def install_stop_signals(reactor: Any, on_second: Callable[[str], None] | None) -> None:
+def install_stop_signals(reactor: Any, on_second: Callable[[str], None] | None, who: str = "") -> None:
     """SIGINT and SIGTERM: the first stops the reactor (the graceful shutdown);
     each later one calls ``on_second(signal name)``, or is ignored when
     ``on_second`` is None. In place of Twisted's handlers, which stop the
@@ -486,7 +489,7 @@ def install_stop_signals(reactor: Any, on_second: Callable[[str], None] | None) 
         name = signal.Signals(signum).name
         if not first:
             first.append(name)
-            log.info("Received {signal}, shutting down.", signal=name)
+            log.info("{who}Received {signal}, shutting down.", who=who, signal=name)
             reactor.callFromThread(_stop_reactor, reactor)
         elif on_second is not None:
             on_second(name)
