@@ -499,3 +499,29 @@ def test_http2_preface_on_an_http11_connection_is_named():
     assert status.startswith(b"HTTP/1.1 400")
     assert "HTTP/2 connection preface on a connection that speaks HTTP/1.1" in output, output
     assert "Pause on" not in output
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        (b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x", "the client sent a frame header RFC 9113 forbids"),
+        (b"\x00\x00\x04\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00", "whose payload does not fit its type"),
+        (b"\x00\x00\x03\x08\x00\x00\x00\x00\x00\x00\x00\x01", "the client sent a frame too short for its type"),
+    ],
+    ids=["data-on-stream-0", "window-update-of-0", "short-window-update"],
+)
+def test_frame_errors_are_logged_in_rfc_words(frame, words):
+    """Frames the frame layer refuses are logged as what the client sent, not as
+    the libraries' wording ('Received frame with non-compliant data').
+
+    Source: issue 16, item 13 (fresh-clone check)."""
+    with serving(APP) as server:
+        client = RawClient(server.host, server.port)
+        try:
+            client.send(frame)
+            assert client.goaway().error_code != NO_ERROR
+        finally:
+            client.close()
+        output = server.wait_for_output("HTTP/2 connection from")
+    line = next(line for line in output.splitlines() if "HTTP/2 connection from" in line)
+    assert words in line and "Received frame" not in line, line

@@ -140,6 +140,11 @@ def describe_protocol_error(exc: Exception) -> str:
         return "the client sent a header block that does not decode (HPACK)"
     if not text or text.isdigit():
         return "the client broke the HTTP/2 framing rules"
+    if text.startswith("Received frame with invalid header: "):
+        detail = text.split(": ", 1)[1]
+        return f"the client sent a frame header RFC 9113 forbids ({detail[:1].lower()}{detail[1:]})"
+    if text == "Received frame with non-compliant data":
+        return "the client sent a frame whose payload does not fit its type (RFC 9113 §6)"
     return f"the client broke the HTTP/2 rules: {text}"
 
 
