@@ -40,6 +40,18 @@ DOCS = ROOT / "docs" / "examples"
 _held = 0
 
 
+#: A client's own proxy headers, as an attacker behind a proxy sends them: none
+#: may change the scope through a proxy configured as the guide says.
+FORGED_PROXY_HEADERS = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "evil.example:8443",
+    "X-Forwarded-Port": "8443",
+    "X-Forwarded-Prefix": "//evil.example",
+    "Forwarded": "for=203.0.113.9;proto=https;host=evil.example",
+}
+
+
 def _shown(scope: dict) -> dict:
     shown = {k: v for k, v in scope.items() if k not in ("extensions", "state")}
     extensions = scope.get("extensions") or {}

@@ -20,7 +20,16 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.deploy import free_port, get_json, http_get, make_certs, serving, start_haproxy, wait_for
+from tests.deploy import (
+    FORGED_PROXY_HEADERS,
+    free_port,
+    get_json,
+    http_get,
+    make_certs,
+    serving,
+    start_haproxy,
+    wait_for,
+)
 from tests.serving import recv_response
 
 APP = "tests.deploy:app"
@@ -224,14 +233,7 @@ def test_draining_server_fails_health_checks_while_finishing_requests(tmp_path):
 
 # -- a client's own proxy headers (issue 15, item 5) ------------------------------------------
 
-FORGED = {
-    "X-Forwarded-For": "203.0.113.9",
-    "X-Forwarded-Proto": "https",
-    "X-Forwarded-Host": "evil.example:8443",
-    "X-Forwarded-Port": "8443",
-    "X-Forwarded-Prefix": "//evil.example",
-    "Forwarded": "for=203.0.113.9;proto=https;host=evil.example",
-}
+FORGED = FORGED_PROXY_HEADERS
 ALL_BELIEVED = (
     "--proxy-headers",
     "--forwarded-allow-ips",

@@ -18,7 +18,7 @@ import subprocess
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from tests.deploy import free_port, get_json, make_certs, require, serving, start_nginx
+from tests.deploy import FORGED_PROXY_HEADERS, free_port, get_json, make_certs, require, serving, start_nginx
 
 APP = "tests.deploy:app"
 CLIENT = "127.0.0.7"
@@ -89,14 +89,7 @@ def test_client_proxy_headers_through_the_guides_nginx_change_nothing(stack, loc
 
     Source: issue 15, item 5 (outside attack)."""
     _server, http_port, _https, _certs = stack
-    forged = {
-        "X-Forwarded-For": "203.0.113.9",
-        "X-Forwarded-Proto": "https",
-        "X-Forwarded-Host": "evil.example:8443",
-        "X-Forwarded-Port": "8443",
-        "X-Forwarded-Prefix": "//evil.example",
-        "Forwarded": "for=203.0.113.9;proto=https;host=evil.example",
-    }
+    forged = FORGED_PROXY_HEADERS
     scope = get_json(NGINX, http_port, location, headers=forged, source=CLIENT)
     assert scope["client"][0] == CLIENT
     assert scope["scheme"] == "http"

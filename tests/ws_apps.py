@@ -282,30 +282,28 @@ class RawClient:
                     return struct.unpack("!H", payload[:2])[0], payload[2:]
                 return None, b""
 
-    def at_eof(self) -> bool:
-        """True when the server has closed the TCP connection (reads until EOF)."""
+    def ending(self) -> str:
+        """Read until the server ends TCP: ``"fin"`` (a close), ``"reset"``, or
+        ``"open"`` when the socket's timeout passes first."""
         try:
             while True:
                 chunk = self.sock.recv(65536)
                 if not chunk:
-                    return True
+                    return "fin"
                 self.buf += chunk
         except ConnectionResetError:
-            return True
+            return "reset"
         except TimeoutError:
-            return False
+            return "open"
+
+    def at_eof(self) -> bool:
+        """True when the server has closed the TCP connection, by FIN or reset."""
+        return self.ending() != "open"
 
     def closed_cleanly(self) -> bool:
-        """True when the server closes TCP with a FIN (reads until EOF); False on a
-        reset, which browsers report as an unclean close (``wasClean`` false)."""
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except ConnectionResetError:
-            return False
+        """True when the server closes TCP with a FIN; False on a reset, which
+        browsers report as an unclean close (``wasClean`` false)."""
+        return self.ending() == "fin"
 
     def close(self) -> None:
         self.sock.close()
