@@ -53,7 +53,8 @@ def _shown_commands() -> list[tuple[str, str]]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for block in re.findall(r"```sh\n(.*?)```", readme, re.S):
         for line in block.splitlines():
-            if line.startswith(("twistd ", "python -m twisted_asgi ")):
+            command = re.sub(r"^(?:TWISTED_ASGI_\w+=\S+ )+", "", line)
+            if command.startswith(("twistd ", "python -m twisted_asgi")):
                 found.append(("README.md", line))
     commands = []
     for source, line in found:
@@ -73,8 +74,12 @@ def test_the_docs_show_commands():
     assert len([c for s, c in COMMANDS if s == "README.md"]) >= 5
 
 
-def _adapt(command: str, tmp: Path) -> tuple[list[str], list[tuple[str, object]]]:
-    """The argv to run, and where it should listen: ``("tcp", (host, port))`` or ``("unix", path)``."""
+def _adapt(
+    command: str, tmp: Path, environ: dict[str, str] | None = None
+) -> tuple[list[str], list[tuple[str, object]]]:
+    """The argv to run, and where it should listen: ``("tcp", (host, port))`` or ``("unix", path)``;
+    ``VAR=value`` words before the command go into ``environ``."""
+    environ = {} if environ is None else environ
     ports: dict[str, int] = {}
 
     def port(match: re.Match) -> str:
@@ -85,6 +90,9 @@ def _adapt(command: str, tmp: Path) -> tuple[list[str], list[tuple[str, object]]
     text = text.replace("/run/", f"{tmp}/")
     text = re.sub(r"(?<![\w.])(8000|8080|8081|8443)(?!\d)", port, text)
     argv = shlex.split(text)
+    while argv and re.fullmatch(r"TWISTED_ASGI_\w+=.*", argv[0]):
+        name, _sep, value = argv.pop(0).partition("=")
+        environ[name] = value
     if argv[0] == "twistd":
         argv[0] = TWISTD
     elif argv[:3] == ["python", "-m", "twisted_asgi"]:
@@ -141,10 +149,11 @@ def test_documented_command_serves(source, command, tmp_path):
     certs = make_certs(tmp_path)
     (tmp_path / "key.pem").write_bytes(certs["key"].read_bytes())
     (tmp_path / "cert.pem").write_bytes(certs["cert"].read_bytes())
-    argv, listens = _adapt(command, tmp_path)
+    environ: dict[str, str] = {}
+    argv, listens = _adapt(command, tmp_path, environ)
     if "twisted_asgi.demo:app" in argv:
         argv[argv.index("twisted_asgi.demo:app")] = "hello:application"  # the demo has its own tests
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **environ)
     daemon = "-n" not in argv and argv[0] == TWISTD
     proc = subprocess.Popen(
         argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
