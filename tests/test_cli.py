@@ -641,6 +641,21 @@ def test_option_defaults_are_configs():
         assert options.defaults[option] == fields[field].default, option
 
 
+def test_an_option_given_twice_is_a_usage_error():
+    """-p given twice would listen on the last port only, silently: a usage error
+    naming the option (a repeatable option, -e, may repeat).
+
+    Source: issue 16 (fresh-clone check: -p 28024 -p 28025 listened on 28025 only)."""
+    result = run_cli("-m", "twisted_asgi", "-p", "28024", "-p", "28025", "tests.apps:hello")
+    assert result.returncode == 2
+    assert "--port given more than once (several listeners: -e, once each)" in result.stderr
+    from twisted_asgi.tap import Options
+
+    options = Options()
+    options.parseOptions(["-e", "tcp:1:interface=127.0.0.1", "-e", "tcp:2:interface=127.0.0.1", "x:app"])
+    assert len(options["endpoints"]) == 2
+
+
 def _listen_backlog(port: int) -> int:
     """The backlog of the listening socket on ``port`` (``ss`` shows it as Send-Q)."""
     out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout

@@ -394,8 +394,13 @@ class Options(usage.Options):
             opts, args = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
         except getopt.GetoptError:
             return argv  # malformed: the parser says how
-        given = {str(self.synonyms.get(name.lstrip("-"), name.lstrip("-"))) for name, _value in opts}
+        named = [str(self.synonyms.get(name.lstrip("-"), name.lstrip("-"))) for name, _value in opts]
+        given = set(named)
         takes_value = {opt.rstrip("="): opt.endswith("=") for opt in self.longOpt}
+        for name in given:
+            if takes_value.get(name) and name not in _REPEATABLE and named.count(name) > 1:
+                hint = " (several listeners: -e, once each)" if name in ("port", "bind", "unix-socket", "fd") else ""
+                raise usage.UsageError(f"--{name} given more than once{hint}")
         found: list[str] = []
         for name, has_value in takes_value.items():
             if name in given or name in _NOT_FROM_ENVIRONMENT:
