@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from tests.conftest import settle
 from twisted_asgi.config import Config
 from twisted_asgi.server import ASGIFactory
 
 
 class FakeReactor(Clock):
     """A clock that is also enough of a reactor for the factory."""
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def settle(loop: asyncio.AbstractEventLoop) -> None:
-    """Run the loop until no callback is ready (app tasks have run as far as they can)."""
-    for _ in range(50):
-        loop.run_until_complete(asyncio.sleep(0))
 
 
 async def hello(scope, receive, send):

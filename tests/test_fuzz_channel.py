@@ -13,7 +13,8 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_channel import connect, settle
+from tests.conftest import settle
+from tests.test_channel import connect
 
 
 async def echo_app(scope, receive, send):

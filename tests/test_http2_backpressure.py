@@ -31,6 +31,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import connectedServerAndClient
 
 from tests import test_channel as shell
+from tests.conftest import settle
 from tests.deploy import get_json, make_certs, serving
 from tests.h2frames import Frames, RawClient, parse_frames
 from tests.test_http2_driver import Peer
@@ -347,9 +348,6 @@ def alive() -> dict[str, int]:
     return counts
 
 
-loop = shell.loop  # the asyncio loop fixture of the shell tests
-
-
 def test_core_frames_at_most_output_ahead_and_streams_take_turns():
     """Sans-IO: with the client's windows wide open, three 1 MiB responses are
     framed at most OUTPUT_AHEAD (plus a frame) ahead of what the shell took;
@@ -425,7 +423,7 @@ def h2_connect(loop: asyncio.AbstractEventLoop, app: Any, *paths: str, **config:
     proto.dataReceived(f.preface(initial_window_size=WIDE) + f.window_update(0, WIDE - 65535))
     proto.pauseProducing()
     proto.dataReceived(b"".join(f.request(2 * n + 1, path) for n, path in enumerate(paths)))
-    shell.settle(loop)
+    settle(loop)
     return proto, transport, clock, factory, f
 
 
@@ -440,10 +438,10 @@ def test_a_reset_stream_wakes_its_waiting_send_and_the_transport_resumes_the_res
     written = len(transport.value())
     assert written < 1024  # SETTINGS, WINDOW_UPDATE: no body while paused
     proto.dataReceived(f.rst(1))
-    shell.settle(loop)
+    settle(loop)
     assert ends == {"/a": "ClientDisconnected", "/a then": "http.disconnect"}
     proto.resumeProducing()
-    shell.settle(loop)
+    settle(loop)
     assert ends["/b"] == "sent"
     frames = parse_frames(bytearray(transport.value()))
     assert b"".join(fr.data for fr in frames if isinstance(fr, DataFrame) and fr.stream_id == 3) == BLOCK[:MIB]
@@ -459,7 +457,7 @@ def test_send_timeout_drops_a_connection_that_never_drains(loop):
     assert not transport.disconnected
     clock.advance(0.2)
     assert transport.disconnected  # StringTransport: abortConnection
-    shell.settle(loop)
+    settle(loop)
     assert ends == {p: "ClientDisconnected" for p in ("/a", "/b")} | {
         p + " then": "http.disconnect" for p in ("/a", "/b")
     }
@@ -482,7 +480,7 @@ def test_closed_connection_is_freed_by_reference_counting(loop, ending):
         proto.resumeProducing()  # /a and /c complete
         proto.dataReceived(f.request(7, "/d") + f.request(9, "/e"))
         proto.pauseProducing()
-        shell.settle(loop)
+        settle(loop)
         assert alive()["H2Stream"] >= 2
         if ending == "send-timeout":
             clock.advance(5)
@@ -490,10 +488,10 @@ def test_closed_connection_is_freed_by_reference_counting(loop, ending):
         # What Twisted's TCP transport does when the connection is gone.
         proto.connectionLost()
         transport.protocol = transport.producer = None
-        shell.settle(loop)
+        settle(loop)
         assert ends["/d"] == ends["/e"] == "ClientDisconnected"
         del proto, transport
-        shell.settle(loop)
+        settle(loop)
         assert alive() == before
         assert gc.collect() == 0
     finally:
@@ -534,7 +532,7 @@ def test_closed_tls_connection_is_freed_by_reference_counting(loop, certs, endin
         def run() -> None:
             for _ in range(3):
                 pumps[0].flush()
-                shell.settle(loop)
+                settle(loop)
 
         f = Frames()
         client.write(f.preface(initial_window_size=WIDE) + f.window_update(0, WIDE - 65535) + f.request(1, "/a"))
@@ -558,7 +556,7 @@ def test_closed_tls_connection_is_freed_by_reference_counting(loop, certs, endin
             io.protocol = io.producer = None
         pumps.clear()
         del client, server, pump
-        shell.settle(loop)
+        settle(loop)
         assert alive() == before
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:

@@ -3,7 +3,6 @@ StringTransport, a fake clock, an asyncio loop driven by hand."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -11,23 +10,12 @@ from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from tests.conftest import settle
 from twisted_asgi.config import Config
 from twisted_asgi.listeners import ProxyProtocolFactory, endpoint_from_string, listener_endpoint, split_description
 from twisted_asgi.proxy import TrustList
 from twisted_asgi.server import ASGIFactory
 from twisted_asgi.tls import TLSServerEndpoint
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def settle(loop: asyncio.AbstractEventLoop) -> None:
-    for _ in range(50):
-        loop.run_until_complete(asyncio.sleep(0))
 
 
 async def echo_scope(scope, receive, send):

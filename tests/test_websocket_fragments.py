@@ -17,7 +17,7 @@ import zlib
 import pytest
 
 from tests.test_backpressure import rss_kib
-from tests.test_websocket_shell import Peer, loop, recording_app  # noqa: F401 (loop is a fixture)
+from tests.test_websocket_shell import Peer, recording_app
 from tests.ws_apps import RawClient, client_frame, events, new_id, open_ws
 from twisted_asgi.config import Config
 
@@ -220,7 +220,7 @@ def test_text_split_inside_characters(server):
 # -- without sockets -------------------------------------------------------------------------------
 
 
-def test_fragments_cost_no_memory_each(loop):  # noqa: F811 (loop is the fixture)
+def test_fragments_cost_no_memory_each(loop):
     """Sans-IO: 10,000 1-byte fragments of one unfinished message grow traced memory by about 10 KB (the
     bytes), not by an object per fragment; 10,000 empty ones by nothing measurable.
 
@@ -250,7 +250,7 @@ def test_fragments_cost_no_memory_each(loop):  # noqa: F811 (loop is the fixture
     assert received[-1] == {"type": "websocket.receive", "bytes": b"s" + b"y" * 10_000}
 
 
-def test_frame_cap_sans_io(loop):  # noqa: F811 (loop is the fixture)
+def test_frame_cap_sans_io(loop):
     """Sans-IO: at limit_ws_fragments + 1 frames of one message (empty ones count) the server sends Close 1009
     and the app is told; a message of exactly limit_ws_fragments frames is delivered.
 

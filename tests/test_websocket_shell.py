@@ -19,26 +19,10 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from tests.conftest import settle
 from tests.ws_apps import client_frame, close_payload, handshake_request
 from twisted_asgi.config import Config
 from twisted_asgi.server import ASGIFactory
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    # Apps still waiting are cancelled while the loop still runs, not destroyed with it.
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
-    settle(loop)
-    loop.close()
-
-
-def settle(loop: asyncio.AbstractEventLoop) -> None:
-    """Run the loop until no callback is ready (app tasks have run as far as they can)."""
-    for _ in range(50):
-        loop.run_until_complete(asyncio.sleep(0))
 
 
 class Peer:
