@@ -163,6 +163,41 @@ class Listener:
         return name if isinstance(name, str) else name.decode("utf-8", "replace")
 
 
+class ListenError(Exception):
+    """A listener could not be bound: which one, and why (said once)."""
+
+    def __init__(self, description: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {description}: {reason}")
+        self.description = description
+        self.reason = reason
+
+
+def bind_listeners(descriptions: list[str], backlog: int, only_shareable: bool = False) -> list[Listener]:
+    """Bind every listener in ``descriptions`` (see :func:`bind_listener`), or
+    none: on a failure the sockets bound so far are closed. With
+    ``only_shareable``, kinds :func:`bind_listener` does not bind are left out
+    (they are listened on at start-up).
+
+    :raises ListenError: naming the listener that failed and why.
+    """
+    bound: list[Listener] = []
+    for description in descriptions:
+        try:
+            bound.append(bind_listener(description, backlog))
+            continue
+        except ValueError as exc:
+            if only_shareable:
+                continue
+            reason = str(exc)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+        for listener in bound:
+            if listener.sock is not None:
+                listener.sock.close()
+        raise ListenError(description, reason)
+    return bound
+
+
 def bind_listener(description: str, backlog: int = 2048) -> Listener:
     """Bind and listen on ``description`` in this process, with a listen queue
     of ``backlog`` unless the string sets ``backlog=``; return the socket and

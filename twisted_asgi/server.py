@@ -23,7 +23,7 @@ from .config import Config
 from .events import Request
 from .http11 import error_response
 from .lifespan import Lifespan, LifespanFailure
-from .listeners import bind_listener, endpoint_from_string, is_tls
+from .listeners import bind_listeners, endpoint_from_string, is_tls
 from .reactor import loop_name, reactor_loop
 from .runner import Runner
 from .scope import ConnectionInfo
@@ -388,21 +388,10 @@ class ASGIService(Service):
         start-up (lifespan) is done. Kinds that are not bound here (``fd:``,
         ``systemd:``, already listening) are listened on at start-up as before.
 
-        :raises OSError: an address cannot be bound (nothing stays bound then).
+        :raises ListenError: an address cannot be bound (nothing stays bound then).
         """
-        try:
-            for description in self.endpoint_descriptions:
-                try:
-                    listener = bind_listener(description, self.config.limit_listen_backlog)
-                except ValueError:
-                    continue  # a kind bound at start-up only
-                if listener.sock is not None:
-                    self.bound[description] = listener
-        except OSError as exc:
-            for listener in self.bound.values():
-                listener.sock.close()
-            self.bound.clear()
-            raise OSError(exc.errno, f"cannot listen on {description}: {exc.strerror or exc}") from None
+        listeners = bind_listeners(self.endpoint_descriptions, self.config.limit_listen_backlog, only_shareable=True)
+        self.bound = {listener.description: listener for listener in listeners if listener.sock is not None}
 
     def reload(self) -> None:
         """SIGHUP in a single process (or a worker): reopen the access log file

@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from .appload import AppLoadError, load_app
 from .config import Config, ConfigError, describe_fields, zero_meaning
+from .listeners import ListenError
 
 __all__ = ["Options", "makeService", "load_app", "AppLoadError", "build_service", "endpoints_from_options"]
 
@@ -699,8 +700,8 @@ def makeService(options: Options) -> Any:
         # exists: bind now, so a port in use fails the command, on its stderr.
         try:
             service.bind_now()
-        except OSError as exc:
-            raise SystemExit(f"twistd asgi: {exc.strerror}") from None
+        except ListenError as exc:
+            raise SystemExit(f"twistd asgi: {exc}") from None
     atexit.register(_exit_with_code, service)
     return service
 

@@ -38,7 +38,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .listeners import Listener, bind_listener
+from .listeners import Listener, ListenError, bind_listener, bind_listeners
 
 __all__ = ["ENV", "Supervisor", "attach_worker", "bind_listener", "worker_settings"]
 
@@ -129,25 +129,12 @@ class Supervisor(Service):
         self.reactor.callWhenRunning(self._begin)
 
     def bind_now(self) -> None:
-        """Bind every listener now (before twistd detaches), so that a port in use
-        fails the command itself.
+        """Bind every listener now (before twistd detaches), so that a listener
+        that cannot be bound fails the command itself.
 
-        :raises OSError: an address cannot be bound; ValueError is left to start-up.
+        :raises ListenError: which listener, and why (nothing stays bound then).
         """
-        try:
-            for description in self.endpoint_descriptions:
-                self.listeners.append(bind_listener(description, self.config.limit_listen_backlog))
-        except ValueError:
-            self._close_listeners()
-        except OSError as exc:
-            self._close_listeners()
-            raise OSError(exc.errno, f"cannot listen on {description}: {exc.strerror or exc}") from None
-
-    def _close_listeners(self) -> None:
-        for listener in self.listeners:
-            if listener.sock is not None:
-                listener.sock.close()
-        self.listeners = []
+        self.listeners = bind_listeners(self.endpoint_descriptions, self.config.limit_listen_backlog)
 
     def _begin(self) -> None:
         from .server import install_stop_signals
@@ -155,10 +142,9 @@ class Supervisor(Service):
         install_stop_signals(self.reactor, self._force_stop)
         if not self.listeners:
             try:
-                for description in self.endpoint_descriptions:
-                    self.listeners.append(bind_listener(description, self.config.limit_listen_backlog))
-            except (OSError, ValueError) as exc:
-                self._fatal(f"Cannot listen on {description}: {exc}")
+                self.listeners = bind_listeners(self.endpoint_descriptions, self.config.limit_listen_backlog)
+            except ListenError as exc:
+                self._fatal(f"Cannot listen on {exc.description}: {exc.reason}")
                 return
         for listener in self.listeners:
             log.info("Listening on {endpoint} ({address})", endpoint=listener.description, address=listener.address())
