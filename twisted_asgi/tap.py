@@ -201,6 +201,8 @@ class Options(usage.Options):
     """Command-line options of ``twistd asgi`` and ``python -m twisted_asgi``."""
 
     synopsis = "[options] module:application"
+    #: The settings the options describe, made when they are parsed.
+    config: Config
     longdesc = (
         "Serve an ASGI application (HTTP/1.1, HTTP/2, WebSocket, TLS, ASGI lifespan) on one or more Twisted "
         "endpoints. The application is 'module:attribute' (attribute defaults to "
@@ -516,7 +518,7 @@ class Options(usage.Options):
         # Validation only, as Twisted's own taps do: no reactor is installed
         # here (makeService does it), so options parse in-process in tests.
         try:
-            config_from_options(self)
+            self.config = config_from_options(self)
         except ConfigError as exc:
             raise usage.UsageError(str(exc)) from None
         for description in endpoints_from_options(self):
@@ -621,22 +623,21 @@ def endpoint_problem(description: str, exc: BaseException | None = None) -> str 
         kind, args, kwargs = split_description(rest)
     except ValueError:
         return str(exc) if exc is not None else None
+    if kind == "ssl" and "privateKey" not in kwargs:
+        # Twisted's parser would look for "server.pem", a file the user never named.
+        return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem when the certificate is in another file)"
+    if kind == "systemd" and "domain" not in kwargs:
+        return "systemd: needs domain=INET, INET6 or UNIX (e.g. systemd:domain=INET:index=0)"
     if exc is not None:
         text = str(exc)
         number = re.search(r"invalid literal for int\(\) with base 10: '(.*)'", text)
-        if number is not None:
-            named = [key for key, value in kwargs.items() if value == number.group(1)]
-            if not named and args and args[0] == number.group(1):
-                named = ["port"]
-            what = named[0] if named else "a value"
-            return f"{what} must be a whole number, not {number.group(1)!r}"
-        if kind == "systemd" and "domain" not in kwargs:
-            return "systemd: needs domain=INET, INET6 or UNIX (e.g. systemd:domain=INET:index=0)"
-        if kind == "ssl" and "privateKey" not in kwargs and "fileno" not in kwargs:
-            return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem when the certificate is in another file)"
-        return text
-    if kind == "ssl" and "privateKey" not in kwargs:
-        return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem when the certificate is in another file)"
+        if number is None:
+            return text
+        named = [key for key, value in kwargs.items() if value == number.group(1)]
+        if not named and args and args[0] == number.group(1):
+            named = ["port"]
+        what = named[0] if named else "a value"
+        return f"{what} must be a whole number, not {number.group(1)!r}"
     if kind == "unix":
         path = args[0] if args else kwargs.get("address", "")
         directory = os.path.dirname(os.path.abspath(path)) if path else ""
@@ -646,18 +647,17 @@ def endpoint_problem(description: str, exc: BaseException | None = None) -> str 
 
 
 def build_service(options: Options, reactor: Any = None) -> Any:
-    """Everything ``makeService`` does, raising ``SystemExit`` with a one-line
-    message on a bad app path, endpoint string or value."""
+    """Everything ``makeService`` does for parsed ``options`` (whose settings and
+    endpoint strings their parsing checked), raising ``SystemExit`` with a
+    one-line message on an application that does not load or an access log
+    that cannot be opened."""
     from .server import AccessLog, ASGIService
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    try:
-        config = config_from_options(options)
-    except ConfigError as exc:
-        raise SystemExit(f"twistd asgi: {exc}") from None
+    config = options.config  # checked when the options were parsed, as the endpoints were
     endpoints = endpoints_from_options(options)
     from .workers import Supervisor, attach_worker, worker_settings
 
@@ -665,10 +665,6 @@ def build_service(options: Options, reactor: Any = None) -> Any:
     if config.workers and not worker:
         # The workers load the app and check the listeners; this process only supervises.
         return Supervisor(getattr(options, "argv", []), config, endpoints, reactor)
-    for description in endpoints:
-        problem = check_endpoint(description)  # checked at parse time too; a worker's are fd: strings
-        if problem is not None:
-            raise SystemExit(f"twistd asgi: bad endpoint {description!r}: {problem}")
     try:
         if options["django"]:
             from .django import load_project
