@@ -372,7 +372,7 @@ class Options(usage.Options):
         #: Option name -> the TWISTED_ASGI_* variable it was read from.
         self.from_env: dict[str, str] = {}
         try:
-            super().parseOptions(self.with_environment(os.environ, self.options_first(self.argv)))
+            super().parseOptions(self.command_line(self.argv, os.environ))
         except usage.UsageError as exc:
             message = self.usage_problem(exc)
             if getattr(self, "parent", None) is not None:
@@ -380,55 +380,6 @@ class Options(usage.Options):
                 print(f"twistd asgi: {message}\nTry 'twistd asgi --help'.", file=sys.stderr)
                 raise SystemExit(2) from None
             raise usage.UsageError(message) from None
-
-    def with_environment(self, environ: Mapping[str, str], argv: list[str]) -> list[str]:
-        """``argv`` preceded by the options set in ``environ`` as
-        ``TWISTED_ASGI_<OPTION>`` (``--limit-request-body`` from
-        ``TWISTED_ASGI_LIMIT_REQUEST_BODY``), for the options the command line
-        does not give: the command line wins. A flag takes 1/true/yes/on or
-        0/false/no/off; a repeatable option (``--endpoint``,
-        ``--ws-allowed-origin``) several values, one per line (or comma-separated
-        on one line). ``TWISTED_ASGI_APP`` is the application when the command
-        line names none.
-
-        :raises usage.UsageError: a flag's variable holds another value.
-        """
-        try:
-            opts, args = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
-        except getopt.GetoptError:
-            return argv  # malformed: the parser says how
-        named = [str(self.synonyms.get(name.lstrip("-"), name.lstrip("-"))) for name, _value in opts]
-        given = set(named)
-        takes_value = {opt.rstrip("="): opt.endswith("=") for opt in self.longOpt}
-        for name in given:
-            if takes_value.get(name) and name not in _REPEATABLE and named.count(name) > 1:
-                hint = " (several listeners: -e, once each)" if name in ("port", "bind", "unix-socket", "fd") else ""
-                raise usage.UsageError(f"--{name} given more than once{hint}")
-        found: list[str] = []
-        for name, has_value in takes_value.items():
-            if name in given or name in _NOT_FROM_ENVIRONMENT:
-                continue
-            variable = environment_variable(name)
-            raw = environ.get(variable)
-            if raw is None:
-                continue
-            self.from_env[name] = variable
-            if not has_value:
-                word = raw.strip().lower()
-                if word in _TRUE:
-                    found.append(f"--{name}")
-                elif word not in _FALSE:
-                    raise usage.UsageError(f"{variable} must be 1, true, yes or on (or 0, false, no, off), not {raw!r}")
-                continue
-            if name in _REPEATABLE:
-                values = raw.splitlines() if "\n" in raw.strip() else raw.split(",")
-                found += [f"--{name}={value.strip()}" for value in values if value.strip()]
-            else:
-                found.append(f"--{name}={raw}")
-        application = environ.get("TWISTED_ASGI_APP")
-        if application and not args:
-            return [*found, *argv, "--", application] if "--" not in argv else [*found, *argv, application]
-        return [*found, *argv]
 
     def usage_problem(self, exc: usage.UsageError) -> str:
         """A usage error in the user's terms: the option and what it takes."""
@@ -467,22 +418,68 @@ class Options(usage.Options):
                     return str(self.synonyms.get(letter, letter))
         return None
 
-    def options_first(self, argv: list[str]) -> list[str]:
-        """``argv`` with every option moved before the application, so that
-        ``app:application --port 8000`` works as uvicorn users type it (Twisted's
-        parser stops at the first argument that is not an option). A malformed
-        command line is left as it is, for the parser to report."""
+    def command_line(self, argv: list[str], environ: Mapping[str, str]) -> list[str]:
+        """What Twisted's parser is given for ``argv``, read once with GNU getopt
+        rules (a malformed command line is left as it is, for the parser to say how):
+
+        * every option before the application, so that ``app:application --port
+          8000`` works as uvicorn users type it (Twisted's parser stops at the
+          first argument that is not an option);
+        * an option that takes one value given twice is a usage error (``-p 1 -p
+          2`` would listen on the last only); repeatable ones may repeat;
+        * before them, the options set in ``environ`` as ``TWISTED_ASGI_<OPTION>``
+          (``--limit-request-body`` from ``TWISTED_ASGI_LIMIT_REQUEST_BODY``) that
+          the command line does not give: the command line wins. A flag takes
+          1/true/yes/on or 0/false/no/off; a repeatable option (``--endpoint``,
+          ``--ws-allowed-origin``) several values, one per line (or
+          comma-separated on one line). ``TWISTED_ASGI_APP`` is the application
+          when the command line names none.
+
+        :raises usage.UsageError: an option given twice, or a flag's variable
+            holding another value.
+        """
         try:
             opts, args = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
         except getopt.GetoptError:
             return argv
+        takes_value = {opt.rstrip("="): opt.endswith("=") for opt in self.longOpt}
         ordered: list[str] = []
+        named: list[str] = []
         for opt, value in opts:
+            named.append(str(self.synonyms.get(opt.lstrip("-"), opt.lstrip("-"))))
             if opt.startswith("--"):
                 ordered.append(f"{opt}={value}" if f"{opt[2:]}=" in self.longOpt else opt)
             else:
                 ordered += [opt, value] if f"{opt[1]}:" in self.shortOpt else [opt]
-        return [*ordered, "--", *args] if args else ordered
+        given = set(named)
+        for name in given:
+            if takes_value.get(name) and name not in _REPEATABLE and named.count(name) > 1:
+                hint = " (several listeners: -e, once each)" if name in ("port", "bind", "unix-socket", "fd") else ""
+                raise usage.UsageError(f"--{name} given more than once{hint}")
+        found: list[str] = []
+        for name, has_value in takes_value.items():
+            if name in given or name in _NOT_FROM_ENVIRONMENT:
+                continue
+            variable = environment_variable(name)
+            raw = environ.get(variable)
+            if raw is None:
+                continue
+            self.from_env[name] = variable
+            if not has_value:
+                word = raw.strip().lower()
+                if word in _TRUE:
+                    found.append(f"--{name}")
+                elif word not in _FALSE:
+                    raise usage.UsageError(f"{variable} must be 1, true, yes or on (or 0, false, no, off), not {raw!r}")
+                continue
+            if name in _REPEATABLE:
+                values = raw.splitlines() if "\n" in raw.strip() else raw.split(",")
+                found += [f"--{name}={value.strip()}" for value in values if value.strip()]
+            else:
+                found.append(f"--{name}={raw}")
+        if not args and environ.get("TWISTED_ASGI_APP"):
+            args = [environ["TWISTED_ASGI_APP"]]
+        return [*found, *ordered, "--", *args] if args else [*found, *ordered]
 
     def opt_endpoint(self, description: str) -> None:
         """A Twisted server endpoint string to listen on; repeatable
