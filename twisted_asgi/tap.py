@@ -36,32 +36,33 @@ def _default(field: str) -> Any:
 
 def _config_parameters() -> list[list[Any]]:
     """One ``--flag`` per :class:`Config` field that has one, typed from its default."""
+    fields = describe_fields()
+    flags = {name: flag for name, _default, _doc, flag in fields if flag}
     params = []
-    for name, default, doc, flag in describe_fields():
+    for name, default, doc, flag in fields:
         if flag is None or not name.startswith(("limit_", "timeout_")):
             continue
         coerce = float if name.startswith("timeout_") else int
         zero = zero_meaning(name)
         unit = "seconds" if name.startswith("timeout_") else None
-        notes = "; ".join(filter(None, [unit, f"0 = {_flags_for_fields(zero)}" if zero else None]))
-        text = f"{_help_sentence(doc)} [default: {default}{'; ' + notes if notes else ''}]"
+        notes = "; ".join(filter(None, [unit, f"0 = {_flags_for_fields(zero, flags)}" if zero else None]))
+        text = f"{_help_sentence(doc, flags)} [default: {default}{'; ' + notes if notes else ''}]"
         params.append([flag[2:], None, None, text, coerce])
     return params
 
 
-def _help_sentence(doc: str) -> str:
+def _help_sentence(doc: str, flags: dict[str, str]) -> str:
     """The first sentence of a Config field's documentation, for ``--help`` (the
     rest, where the default came from, is in the configuration reference), with
-    other fields named by their flags."""
+    other fields named by their ``flags``."""
     text = " ".join(doc.split())
     end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
     sentence = text[: end.start() + 1] if end else text
-    return _flags_for_fields(sentence)
+    return _flags_for_fields(sentence, flags)
 
 
-def _flags_for_fields(text: str) -> str:
+def _flags_for_fields(text: str, flags: dict[str, str]) -> str:
     """``text`` with each Config field it names replaced by that field's flag."""
-    flags = {name: flag for name, _default, _doc, flag in describe_fields() if flag}
     return re.sub(r"\b(?:limit|timeout)_[a-z0-9_]+\b", lambda m: flags.get(m.group(0), m.group(0)), text)
 
 
