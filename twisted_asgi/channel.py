@@ -26,7 +26,6 @@ from zope.interface import implementer
 
 from .cycle import HTTPCycle
 from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
-from .failures import drop_traceback
 from .http11 import H11Connection, body_size, error_response
 from .proxy import proxy_headers_for
 from .runner import HTTPTask
@@ -432,7 +431,6 @@ class HTTPChannel(Protocol):
         self.closed = True
         # A pending timer holds this channel (and all it refers to) until it fires.
         self._cancel_timers()
-        drop_traceback(reason)
         tls = ISSLTransport.providedBy(self.transport)
         if tls:
             # Twisted's TLS protocol keeps its producer (this channel) after

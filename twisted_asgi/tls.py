@@ -27,8 +27,6 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TL
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .failures import drop_traceback
-
 __all__ = ["ClosingTLS", "ClosingTLSFactory", "ReloadableTLS", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
 
 log = Logger(namespace="twisted_asgi.tls")
@@ -260,8 +258,26 @@ class ClosingTLS(BufferingTLSTransport):
         # passes on a new ConnectionLost failure in its place; this one keeps its
         # text and loses its frames.
         if reason is not None:
-            drop_traceback(reason)
+            _drop_traceback(reason)
         TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)
+
+
+def _drop_traceback(reason: Failure) -> None:
+    """Let go of the frames a connection-lost failure may hold: a failure made
+    while an exception was handled (a TLS client that left without
+    close_notify: Failure() in Twisted's TLS receive path) keeps a traceback,
+    and so does its exception; their frames hold the failure and the
+    protocols, a cycle only the cycle collector would free. The failure keeps
+    its type and message."""
+    value = reason.value
+    if reason.tb is None and getattr(value, "__traceback__", None) is None:
+        return
+    reason.cleanFailure()
+    seen = 0
+    while isinstance(value, BaseException) and seen < 8:
+        value.__traceback__ = None
+        value = value.__context__ or value.__cause__
+        seen += 1
 
 
 class ClosingTLSFactory(TLSMemoryBIOFactory):
