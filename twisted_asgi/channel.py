@@ -29,7 +29,7 @@ from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, 
 from .http11 import H11Connection, body_size, error_response
 from .proxy import proxy_headers_for
 from .runner import HTTPTask
-from .scope import ConnectionInfo, http_scope
+from .scope import ConnectionInfo, client_text, http_scope
 
 if TYPE_CHECKING:
     from .server import ASGIFactory
@@ -964,8 +964,7 @@ class HTTPChannel(Protocol):
     # -- logging ---------------------------------------------------------------
 
     def _client_text(self) -> str:
-        client = self.info.client if self.info is not None else None
-        return f"{client[0]}:{client[1]}" if client else "unix socket"
+        return client_text(self.info.client if self.info is not None else None)
 
     def _log_access(self, status: int, size: int, refused: Request | None = None) -> None:
         request = self.request

@@ -35,7 +35,7 @@ from .http2 import (
 )
 from .http11 import error_response
 from .runner import HTTPStream, HTTPTask
-from .scope import http_scope
+from .scope import client_text, http_scope
 
 if TYPE_CHECKING:
     from .channel import HTTPChannel
@@ -480,8 +480,7 @@ class HTTP2Handler:
 
     def client_text(self) -> str:
         info = self.channel.info
-        client = info.client if info is not None else None
-        return f"{client[0]}:{client[1]}" if client else "unix socket"
+        return client_text(info.client if info is not None else None)
 
     def _log(self, event: StreamComplete) -> None:
         access_log = self.factory.access_log

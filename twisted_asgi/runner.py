@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from .config import Config
 from .cycle import HTTPCycle, SendState
 from .events import AppError, Body, ClientDisconnected, Response
+from .scope import client_text
 
 __all__ = ["HTTPStream", "HTTPTask", "Runner"]
 
@@ -327,10 +328,7 @@ class HTTPTask(_AppCall):
     def where(self) -> str:
         """Which request, for a log line: method, path (escaped) and client."""
         scope = self.scope
-        client = scope.get("client")
-        peer = f"{client[0]}:{client[1]}" if client else "unix socket"
-        path = scope.get("path", "").encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
-        return f"{scope.get('method', '-')} {path[:200]!a} from {peer}"
+        return f"{scope.get('method', '-')} {scope.get('path', '')[:200]!a} from {client_text(scope.get('client'))}"
 
     def _before_wait(self) -> None:
         cycle = self.cycle

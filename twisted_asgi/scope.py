@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from .events import Request
 
-__all__ = ["ConnectionInfo", "decode_path", "http_scope", "websocket_scope"]
+__all__ = ["ConnectionInfo", "client_text", "decode_path", "http_scope", "websocket_scope"]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 
@@ -55,6 +55,11 @@ class ConnectionInfo:
             }
             self._http_template = template
         return self._http_template
+
+
+def client_text(client: Any) -> str:
+    """A scope's ``client`` for a log line: ``host:port``, or ``unix socket``."""
+    return f"{client[0]}:{client[1]}" if client else "unix socket"
 
 
 def decode_path(raw_path: bytes) -> str:

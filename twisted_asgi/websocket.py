@@ -58,7 +58,7 @@ from twisted.python.failure import Failure
 
 from .events import AppError, ClientDisconnected, Request
 from .http11 import H11Connection, body_size, error_response
-from .scope import websocket_scope
+from .scope import client_text, websocket_scope
 from .wscycle import (
     Accept,
     Close,
@@ -1066,8 +1066,7 @@ class WebSocketConnection:
 
     def _client_text(self) -> str:
         info = self.channel.info
-        client = info.client if info is not None else None
-        return f"{client[0]}:{client[1]}" if client else "unix socket"
+        return client_text(info.client if info is not None else None)
 
     def _log_access(self, kind: str, code: int) -> None:
         duration = self.server.factory.clock.seconds() - self.opened_at
