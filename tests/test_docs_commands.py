@@ -1,5 +1,5 @@
-"""Every server command the quickstart and the README show is run as written,
-on loopback: each must start, listen where it says and answer a request.
+"""Every server command the quickstart, the configuration reference and the
+README show is run as written, on loopback: each must start, listen where it says and answer a request.
 
 Only what a test machine needs is changed in a command: ports become free
 ports, every interface (``0.0.0.0``, ``::``) becomes loopback, ``/run/...``
@@ -44,17 +44,23 @@ async def application(scope, receive, send):
 
 def _shown_commands() -> list[tuple[str, str]]:
     """``(source, command)`` for each server command in a literal block of the
-    quickstart or a shell block of the README (comments stripped)."""
+    quickstart or the configuration reference, or a shell block of the README
+    (comments stripped, continued lines joined)."""
     found = []
-    quickstart = (ROOT / "docs" / "quickstart.rst").read_text(encoding="utf-8")
-    for line in quickstart.splitlines():
-        if line.startswith("    twistd ") or line.startswith("    python -m twisted_asgi "):
-            found.append(("docs/quickstart.rst", line.strip()))
+
+    def server_command(line: str) -> bool:
+        command = re.sub(r"^(?:TWISTED_ASGI_\w+=\S+ )+", "", line)
+        return command.startswith(("twistd ", "python -m twisted_asgi")) and "[options]" not in command
+
+    for page in ("quickstart.rst", "cli.rst"):
+        text = (ROOT / "docs" / page).read_text(encoding="utf-8").replace("\\\n    ", "")
+        for line in text.splitlines():
+            if line.startswith("    ") and server_command(line.strip()):
+                found.append((f"docs/{page}", line.strip()))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for block in re.findall(r"```sh\n(.*?)```", readme, re.S):
         for line in block.splitlines():
-            command = re.sub(r"^(?:TWISTED_ASGI_\w+=\S+ )+", "", line)
-            if command.startswith(("twistd ", "python -m twisted_asgi")):
+            if server_command(line):
                 found.append(("README.md", line))
     commands = []
     for source, line in found:
@@ -72,6 +78,7 @@ def test_the_docs_show_commands():
     """The collection above finds the commands (so the test below cannot pass empty)."""
     assert len([c for s, c in COMMANDS if s == "docs/quickstart.rst"]) >= 10
     assert len([c for s, c in COMMANDS if s == "README.md"]) >= 5
+    assert [c for s, c in COMMANDS if s == "docs/cli.rst"]
 
 
 def _adapt(
@@ -98,7 +105,7 @@ def _adapt(
     elif argv[:3] == ["python", "-m", "twisted_asgi"]:
         argv[:1] = [sys.executable]
     listens: list[tuple[str, object]] = []
-    for value in re.findall(r"-e\s+'?([^ ']+)'?", text):
+    for value in re.findall(r"(?:-e\s+|TWISTED_ASGI_ENDPOINT=)'?([^ ']+)'?", text):
         if value.startswith("unix:"):
             listens.append(("unix", value[5:].split(":")[0]))
         elif value.startswith("tcp6:"):
