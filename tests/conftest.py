@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet.task import Clock
 
 # A shell without job control starts a background job with SIGINT ignored, and
 # an ignored signal stays ignored across exec: servers started by the tests
@@ -18,10 +19,17 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def settle(loop: asyncio.AbstractEventLoop) -> None:
-    """Run the loop until no callback is ready (app tasks have run as far as they can)."""
+def settle(loop: asyncio.AbstractEventLoop, clock: Clock | None = None) -> None:
+    """Run the loop until no callback is ready (app tasks have run as far as they can).
+
+    With ``clock`` (the test's stand-in for the server's one scheduler, see
+    ``ASGIFactory.clock``), each pass also runs the calls due on it now: the
+    "at the end of this loop pass" flushes (``callLater(0, ...)``), which in
+    production the event loop runs after its current pass."""
     for _ in range(50):
         loop.run_until_complete(asyncio.sleep(0))
+        if clock is not None:
+            clock.advance(0)
 
 
 @pytest.fixture

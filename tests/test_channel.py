@@ -516,16 +516,18 @@ def test_output_pending_reads_twisteds_tcp_buffer():
 
 
 def test_connection_timers_run_on_the_event_loop_and_are_cancelled(loop):
-    """On Twisted's asyncio reactor the channel's timers are the event loop's own
-    (factory.call_later is loop.call_later): the head timer is pending from the
-    start, a sooner keep-alive deadline replaces it (cancelled, not left in the
-    loop's heap), the keep-alive timeout closes the idle connection, and a lost
-    connection leaves no live timer behind."""
-    from twisted_asgi.reactor import _reactor_class
+    """In production the factory's clock is a LoopClock (what ASGIService
+    gives it): the channel's timers are the event loop's own: the head timer
+    is pending from the start, a sooner keep-alive deadline replaces it
+    (cancelled, not left in the loop's heap), the keep-alive timeout closes
+    the idle connection, and a lost connection leaves no live timer behind."""
+    from twisted_asgi.reactor import LoopClock, _reactor_class
 
     reactor = _reactor_class(False)(loop)
-    factory = ASGIFactory(hello, Config(timeout_request_head=20, timeout_keep_alive=0.2), reactor)
-    assert factory.call_later == loop.call_later
+    clock = LoopClock.of(reactor)
+    assert clock.loop is loop
+    factory = ASGIFactory(hello, Config(timeout_request_head=20, timeout_keep_alive=0.2), clock)
+    assert factory.runner.loop is loop
     factory.lifespan_state = {}
 
     def live() -> list:

@@ -43,7 +43,7 @@ class Peer:
         self.proto.makeConnection(self.transport)
         self.read = 0
         self.proto.dataReceived(handshake_request(path, extra))
-        settle(loop)
+        settle(loop, self.clock)
 
     def head(self) -> bytes:
         data = self.transport.value()
@@ -54,7 +54,7 @@ class Peer:
     def frames(self) -> list[tuple[int, bytes]]:
         """The server frames written since the last call (frames are sent at the
         end of the event-loop pass that wrote them, so the loop runs first)."""
-        settle(self.loop)
+        settle(self.loop, self.clock)
         self.head()
         data = self.transport.value()
         out = []
@@ -73,11 +73,11 @@ class Peer:
 
     def send(self, data: bytes) -> None:
         self.proto.dataReceived(data)
-        settle(self.loop)
+        settle(self.loop, self.clock)
 
     def lose(self) -> None:
         self.proto.connectionLost(Failure(ConnectionError("lost")))
-        settle(self.loop)
+        settle(self.loop, self.clock)
 
 
 def recording_app(received: list, *, accept: bool = True, read: asyncio.Event | None = None) -> Any:
@@ -105,7 +105,7 @@ def test_handshake_timeout_answers_503(loop):
     peer.clock.advance(4.9)
     assert peer.transport.value() == b""
     peer.clock.advance(0.2)
-    settle(loop)
+    settle(loop, peer.clock)
     assert peer.transport.value().startswith(b"HTTP/1.1 503 ")
     assert peer.transport.disconnecting
     assert received[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
@@ -158,7 +158,7 @@ def test_lifetime_closes_with_1001_after_telling_app(loop):
     peer.clock.advance(59.9)
     assert peer.frames() == []
     peer.clock.advance(0.2)
-    settle(loop)
+    settle(loop, peer.clock)
     [(opcode, payload)] = peer.frames()
     assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1001
     assert received[-1] == {"type": "websocket.disconnect", "code": 1001, "reason": "connection lifetime reached"}
@@ -197,11 +197,11 @@ def test_send_waits_while_transport_paused(loop):
     peer = Peer(talker, loop, timeout_ws_ping_interval=0, ws_compression=False)
     peer.proto.pauseProducing()  # the client stopped reading
     loop.call_soon(gate.set)
-    settle(loop)
+    settle(loop, peer.clock)
     assert sent == []  # the first message was written, its send() waits
     assert peer.frames() == [(1, b"0")]
     peer.proto.resumeProducing()
-    settle(loop)
+    settle(loop, peer.clock)
     assert sent == [0, 1, 2]
     assert peer.frames() == [(1, b"1"), (1, b"2"), (8, close_payload(1000))]  # the app returned
 
@@ -217,7 +217,7 @@ def test_reading_paused_while_app_is_slow(loop):
     assert {opcode for opcode, _payload in peer.frames()} == {9}
     assert not peer.transport.disconnecting
     loop.call_soon(gate.set)
-    settle(loop)
+    settle(loop, peer.clock)
     assert peer.transport.producerState == "producing"
     texts = [m["text"] for m in received if m["type"] == "websocket.receive"]
     assert texts == [str(i) for i in range(10)]
@@ -233,7 +233,7 @@ def test_graceful_drain_tells_app_then_closes_1001(loop):
     assert peer.proto.handler.task.cycle.close_code == 1001  # told before the Close frame went out
     [(opcode, payload)] = peer.frames()
     assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1001
-    settle(loop)
+    settle(loop, peer.clock)
     assert received[-1] == {"type": "websocket.disconnect", "code": 1001, "reason": "server shutting down"}
     peer.send(client_frame(8, close_payload(1001)))
     assert peer.transport.disconnecting
@@ -265,7 +265,7 @@ def test_drain_during_handshake_closes_right_after_accept(loop):
     peer = Peer(late, loop, timeout_ws_ping_interval=0)
     peer.factory.drain(25)
     loop.call_soon(gate.set)
-    settle(loop)
+    settle(loop, peer.clock)
     assert peer.head().startswith(b"HTTP/1.1 101 ")
     [(opcode, payload)] = peer.frames()
     assert opcode == 8 and struct.unpack("!H", payload[:2])[0] == 1001
@@ -300,10 +300,10 @@ def test_app_close_timeout_after_disconnect(loop):
     peer = Peer(stubborn, loop, timeout_ws_ping_interval=0, timeout_app_close=10)
     peer.lose()
     peer.clock.advance(9.9)
-    settle(loop)
+    settle(loop, peer.clock)
     assert cancelled == []
     peer.clock.advance(0.2)
-    settle(loop)
+    settle(loop, peer.clock)
     assert cancelled == [True]
 
 
@@ -332,7 +332,7 @@ def test_any_frames_any_split_never_crash(loop, chunks, split, compression):
     data = b"".join(chunks)
     for at in range(0, len(data), split):
         peer.proto.dataReceived(data[at : at + split])  # must not raise
-    settle(loop)
+    settle(loop, peer.clock)
     peer.lose()
     assert received[0] == {"type": "websocket.connect"}
     assert received[-1]["type"] == "websocket.disconnect"
@@ -351,7 +351,7 @@ def test_client_that_does_not_read_is_not_read_and_dropped(loop):
     peer.clock.advance(59.9)
     assert not peer.transport.disconnecting
     peer.clock.advance(0.2)
-    settle(loop)
+    settle(loop, peer.clock)
     assert peer.transport.disconnected
     assert received[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": "the client stopped reading"}
 
@@ -365,7 +365,7 @@ def test_queue_pause_and_write_pause_combine(loop):
     assert peer.transport.producerState == "paused"
     peer.proto.pauseProducing()
     loop.call_soon(gate.set)
-    settle(loop)
+    settle(loop, peer.clock)
     assert len([m for m in received if m["type"] == "websocket.receive"]) == 4
     assert peer.transport.producerState == "paused"  # the client still reads nothing
     peer.proto.resumeProducing()
@@ -402,7 +402,7 @@ def test_drain_survives_a_socket_that_cannot_be_written(loop):
     proto = peer.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1235))
     proto.makeConnection(other)
     proto.dataReceived(handshake_request("/"))
-    settle(loop)
+    settle(loop, peer.clock)
     channels = list(peer.factory.connections)
     assert len(channels) == 2
     broken, healthy = channels  # the broken one is drained first
@@ -416,7 +416,7 @@ def test_drain_survives_a_socket_that_cannot_be_written(loop):
     globalLogPublisher.addObserver(observer)
     try:
         peer.factory.drain(25)
-        settle(loop)  # the Close frames go out at the end of the loop pass
+        settle(loop, peer.clock)  # the Close frames go out at the end of the loop pass
     finally:
         globalLogPublisher.removeObserver(observer)
     assert broken.transport.disconnecting
@@ -424,7 +424,7 @@ def test_drain_survives_a_socket_that_cannot_be_written(loop):
     assert struct.pack("!H", 1001) in healthy_transport.value().split(b"\r\n\r\n", 1)[1]
     failures = [event for event in logged if "log_failure" in event]
     assert len(failures) == 1 and "Could not write to WebSocket client" in failures[0]["log_format"]
-    settle(loop)
+    settle(loop, peer.clock)
     assert [m["code"] for m in received if m["type"] == "websocket.disconnect"] == [1001, 1001]
 
 
@@ -490,7 +490,7 @@ def test_large_burst_is_not_held_back(loop):
 
     channel.handler.write = counting
     go.set()
-    settle(loop)
+    settle(loop, peer.clock)
     assert len(writes) == 2 and writes[0] > 65536  # two frames at once, then the third
     assert [len(payload) for _opcode, payload in peer.frames()] == [40000, 40000, 40000]
 
@@ -561,7 +561,7 @@ def test_fast_frames_agree_with_autobahn(loop, frames, split, message_limit, fra
         )
         for at in range(0, len(data), split):
             peer.proto.dataReceived(data[at : at + split])
-        settle(loop)
+        settle(loop, peer.clock)
         closing = peer.transport.disconnecting
         peer.lose()
         # What followed the 101 (whose accept key differs: the request's key is random).
@@ -589,7 +589,7 @@ def test_data_frame_stands_in_for_pong(loop, fast, monkeypatch):
     assert [opcode for opcode, _ in peer.frames()] == [9]  # the ping
     peer.send(client_frame(2, b"busy"))
     peer.clock.advance(3)  # past the ping's timeout
-    settle(loop)
+    settle(loop, peer.clock)
     assert not peer.transport.disconnecting
     assert received[-1] == {"type": "websocket.receive", "bytes": b"busy"}
     peer.clock.advance(2.5)  # a new ping was scheduled from the data
@@ -634,7 +634,7 @@ def test_closed_websocket_is_freed_by_reference_counting(loop, end):
         if end == "client-close":
             peer.send(client_frame(0x8, close_payload(1000)))
         peer.lose()
-        settle(loop)
+        settle(loop, peer.clock)
         del peer, app
         left = [type(o).__name__ for o in gc.get_objects() if type(o).__name__ in names]
         assert alive() == before, left

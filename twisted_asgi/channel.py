@@ -290,8 +290,6 @@ class HTTPChannel(Protocol):
         "factory",
         "config",
         "clock",
-        "_call_later",
-        "_call_soon",
         "conn",
         "info",
         "request",
@@ -325,7 +323,6 @@ class HTTPChannel(Protocol):
         self.factory = factory
         self.config = factory.config
         self.clock = factory.clock
-        self._call_later = factory.call_later
         self.conn: H11Connection | None = None
         self.info: ConnectionInfo | None = None
         #: The request being answered, and its app task.
@@ -348,7 +345,6 @@ class HTTPChannel(Protocol):
         self._send_timer: Any = None
         #: The dead-peer check, armed only while reading is paused.
         self._peer_timer: Any = None
-        self._call_soon = factory.call_soon
         self._can_gather = False
         #: Made when first needed (most connections never hold bytes).
         self._write_sequence: Callable[[list[bytes]], None] | None = None
@@ -462,7 +458,7 @@ class HTTPChannel(Protocol):
         if self.handler is not None:
             self.handler.pause_producing()
         elif self.config.timeout_send and self._send_timer is None:
-            self._send_timer = self._call_later(self.config.timeout_send, self._on_send_timeout)
+            self._send_timer = self.clock.callLater(self.config.timeout_send, self._on_send_timeout)
 
     def resumeProducing(self) -> None:
         self.write_paused = False
@@ -695,7 +691,7 @@ class HTTPChannel(Protocol):
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            self._call_soon(self._scheduled_flush)
+            self.clock.callLater(0, self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
@@ -797,7 +793,7 @@ class HTTPChannel(Protocol):
             # (Bytes already in the kernel are its business: the socket closes.)
             timeout = self.config.timeout_send
             if timeout and self._send_timer is None and output_pending(self.transport):
-                self._send_timer = self._call_later(timeout, self._on_send_timeout)
+                self._send_timer = self.clock.callLater(timeout, self._on_send_timeout)
 
     def abort(self) -> None:
         """Drop the connection now (graceful shutdown ran out of time)."""
@@ -854,11 +850,11 @@ class HTTPChannel(Protocol):
         # _timer is None whenever it is not pending (fired or cancelled), and
         # _timer_at is when it fires: no need to ask the DelayedCall either.
         if self._timer is None:
-            self._timer = self._call_later(seconds, self._on_timer)
+            self._timer = self.clock.callLater(seconds, self._on_timer)
             self._timer_at = deadline
         elif self._timer_at > deadline:
             self._timer.cancel()
-            self._timer = self._call_later(seconds, self._on_timer)
+            self._timer = self.clock.callLater(seconds, self._on_timer)
             self._timer_at = deadline
 
     def _on_timer(self) -> None:
@@ -868,7 +864,7 @@ class HTTPChannel(Protocol):
             return
         now = self.clock.seconds()
         if now < deadline:
-            self._timer = self._call_later(deadline - now, self._on_timer)
+            self._timer = self.clock.callLater(deadline - now, self._on_timer)
             self._timer_at = deadline
             return
         self._deadline = None
@@ -923,7 +919,7 @@ class HTTPChannel(Protocol):
         self.transport.pauseProducing()
         interval = self.config.timeout_paused_peer_check
         if interval and self._peer_timer is None:
-            self._peer_timer = self._call_later(interval, self._check_peer)
+            self._peer_timer = self.clock.callLater(interval, self._check_peer)
 
     def start_reading(self) -> None:
         """Read from the socket again (see :meth:`stop_reading`)."""
@@ -944,7 +940,7 @@ class HTTPChannel(Protocol):
             # (http.disconnect, websocket.disconnect) and frees everything.
             self.transport.abortConnection()
             return
-        self._peer_timer = self._call_later(self.config.timeout_paused_peer_check, self._check_peer)
+        self._peer_timer = self.clock.callLater(self.config.timeout_paused_peer_check, self._check_peer)
 
     def _pause(self, reason: int) -> None:
         if not self.paused:

@@ -209,7 +209,7 @@ class HTTP2Handler:
         self.lost = True
         self._cancel_idle(send_timer=True)
         flush, self._flush_call = self._flush_call, None
-        if flush is not None and flush.active():
+        if flush is not None:
             flush.cancel()
         # Each stream and its app task point at each other, and the streams
         # at this handler: with the stream table cleared, and each task let go
@@ -246,7 +246,7 @@ class HTTP2Handler:
         queued meanwhile (until the transport pauses us again), then release
         the ``send()`` of every stream with nothing left queued."""
         timer, self._send_timer = self._send_timer, None
-        if timer is not None and timer.active():
+        if timer is not None:
             timer.cancel()
         core = self.core
         core.output_paused = False
@@ -473,7 +473,7 @@ class HTTP2Handler:
         for name in ("_idle_timer", "_send_timer") if send_timer else ("_idle_timer",):
             timer = getattr(self, name)
             setattr(self, name, None)
-            if timer is not None and timer.active():
+            if timer is not None:
                 timer.cancel()
 
     # -- logging ---------------------------------------------------------------------
@@ -579,7 +579,7 @@ class H2Stream:
 
     def cancel_body_timer(self) -> None:
         timer, self.body_timer = self.body_timer, None
-        if timer is not None and timer.active():
+        if timer is not None:
             timer.cancel()
 
     def _body_timed_out(self) -> None:
@@ -670,7 +670,7 @@ class H2Stream:
 
     def cancel_send_timer(self) -> None:
         timer, self.send_timer = self.send_timer, None
-        if timer is not None and timer.active():
+        if timer is not None:
             timer.cancel()
 
     def _send_timed_out(self) -> None:

@@ -27,13 +27,13 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .config import Config
 from .cycle import HTTPCycle, SendState
 from .events import AppError, Body, ClientDisconnected, Response
+from .reactor import Scheduler, Timer
 from .scope import client_text
 
 __all__ = ["HTTPStream", "HTTPTask", "Runner"]
@@ -84,7 +84,7 @@ class Runner:
     """Runs ASGI apps as asyncio tasks on the reactor's event loop."""
 
     def __init__(
-        self, app: Any, config: Config, clock: IReactorTime, loop: asyncio.AbstractEventLoop | None = None
+        self, app: Any, config: Config, clock: Scheduler, loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
         self.app = app
         self.config = config
@@ -168,9 +168,9 @@ class _AppCall:
         self.task: asyncio.Task | None = None
         self.recv_waiter: asyncio.Future | None = None
         self.drain_waiter: asyncio.Future | None = None
-        self.close_timer: IDelayedCall | None = None
+        self.close_timer: Timer | None = None
         #: HTTP only: the timer of ``timeout_response``.
-        self.response_timer: IDelayedCall | None = None
+        self.response_timer: Timer | None = None
         self.reading_paused = False
         #: How the app ended: None while running, then "ok", "error", "cancelled".
         self.outcome: str | None = None
@@ -210,7 +210,7 @@ class _AppCall:
 
     def _cancel_timers(self) -> None:
         for timer in (self.close_timer, self.response_timer):
-            if timer is not None and timer.active():
+            if timer is not None:
                 timer.cancel()
         self.close_timer = self.response_timer = None
 
@@ -280,7 +280,9 @@ class _AppCall:
     def cancel(self, why: str | None = None) -> None:
         """Cancel the app's task: on the app-close timeout (``why`` None), or for
         the reason ``why`` names (the graceful shutdown ran out)."""
-        self.close_timer = None
+        timer, self.close_timer = self.close_timer, None
+        if why is not None and timer is not None:
+            timer.cancel()  # still pending: the shutdown came first
         if self.task is not None and not self.task.done():
             if why is None:
                 log.warn(

@@ -24,7 +24,7 @@ from .events import Request
 from .http11 import error_response
 from .lifespan import Lifespan, LifespanFailure
 from .listeners import bind_listeners, endpoint_from_string, is_tls
-from .reactor import loop_name, reactor_loop
+from .reactor import LoopClock, loop_name, reactor_loop
 from .runner import Runner
 from .scope import ConnectionInfo
 
@@ -60,23 +60,20 @@ class ASGIFactory(Factory):
 
     noisy = False
 
-    def __init__(self, app: Any, config: Config, reactor: Any, access_log: AccessLog | None = None) -> None:
+    def __init__(self, app: Any, config: Config, clock: Any, access_log: AccessLog | None = None) -> None:
         self.app = app
         self.config = config
-        self.clock = reactor
-        self.reactor = reactor
-        loop = reactor_loop(reactor) if hasattr(reactor, "_asyncioEventloop") else None
-        self.runner = Runner(app, config, reactor, loop)
-        #: Schedules a connection's own timers (request head, keep-alive, send):
-        #: ``call_later(seconds, f)`` returns a handle with ``cancel()``. On the
-        #: asyncio reactor it is the event loop's own (one C timer on uvloop, no
-        #: DelayedCall and no linear search of Twisted's heap when a deadline
-        #: moves sooner); on any other clock (a test's) its ``callLater``.
-        self.call_later: Callable[..., Any] = loop.call_later if loop is not None else reactor.callLater
-        #: ``call_soon(f)``: run ``f`` once the event loop's current pass is done.
-        self.call_soon: Callable[..., Any] = (
-            loop.call_soon if loop is not None else (lambda f, *args: reactor.callLater(0, f, *args))
-        )
+        #: The one scheduler of every connection timer and every "at the end of
+        #: this loop pass" flush: ``seconds()`` and ``callLater(delay, f,
+        #: *args)`` (whose handle has ``cancel()``; ``delay`` 0 runs ``f`` after
+        #: the current loop pass). In production a
+        #: :class:`~twisted_asgi.reactor.LoopClock` over the reactor's event
+        #: loop (see :class:`ASGIService`); in tests a Twisted ``Clock``, on the
+        #: same code path.
+        self.clock = clock
+        self.runner = Runner(app, config, clock, getattr(clock, "loop", None))
+        #: The clock's ``callLater``, for the TLS wrapper's close timer.
+        self.call_later: Callable[..., Any] = clock.callLater
         self.access_log = access_log
         self.connections: set[HTTPChannel] = set()
         #: ``Upgrade`` tokens the channel switches protocol for.
@@ -185,12 +182,20 @@ class ASGIFactory(Factory):
                     task.feed_disconnect()
                     task.cancel(f"the graceful shutdown timeout ({timeout}s) ran out")
 
-        timer = self.clock.callLater(timeout, give_up) if timeout else None
-        if timer is None:
+        timer: Any = None
+
+        def time_up() -> None:
+            nonlocal timer
+            timer = None
+            give_up()
+
+        if timeout:
+            timer = self.clock.callLater(timeout, time_up)
+        else:
             give_up()
 
         def done(result: Any) -> Any:
-            if timer is not None and timer.active():
+            if timer is not None:  # still pending
                 timer.cancel()
             return result
 
@@ -299,7 +304,7 @@ class ASGIService(Service):
         self.config = config
         self.endpoint_descriptions = list(endpoints)
         self.reactor = reactor
-        self.factory = ASGIFactory(app, config, reactor, access_log)
+        self.factory = ASGIFactory(app, config, LoopClock.of(reactor), access_log)
         self.lifespan = Lifespan(app, config) if config.lifespan != "off" else None
         self.ports: list[IListeningPort] = []
         self.exit_code = 0

@@ -166,16 +166,24 @@ _autobahn_log = Logger(namespace="twisted_asgi.websocket.autobahn")
 
 
 class _Call:
-    """A timer Autobahn may cancel even after it fired."""
+    """A timer Autobahn may cancel even after it fired (the clock's handles
+    are cancelled only while pending)."""
 
-    __slots__ = ("call",)
+    __slots__ = ("call", "func", "args")
 
-    def __init__(self, call: Any) -> None:
-        self.call = call
+    def __init__(self, clock: Any, delay: float, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.func = func
+        self.args = args
+        self.call: Any = clock.callLater(delay, self.fire)
+
+    def fire(self) -> None:
+        self.call = None
+        self.func(*self.args)
 
     def cancel(self) -> None:
-        if self.call.active():
-            self.call.cancel()
+        call, self.call = self.call, None
+        if call is not None:
+            call.cancel()
 
 
 class _ClockTimers:
@@ -188,7 +196,7 @@ class _ClockTimers:
         self.clock = clock
 
     def call_later(self, delay: float, func: Callable[..., Any], *args: Any) -> _Call:
-        return _Call(self.clock.callLater(delay, func, *args))
+        return _Call(self.clock, delay, func, args)
 
 
 class _Settings:
@@ -659,7 +667,7 @@ class WebSocketConnection:
         self.lost = True
         self._cancel_timer()
         timer, self.send_timer = self.send_timer, None
-        if timer is not None and timer.active():
+        if timer is not None:
             timer.cancel()
         was_open = self.state is _OPEN_WS
         self.state = _DONE
@@ -698,7 +706,7 @@ class WebSocketConnection:
 
     def resume_producing(self) -> None:
         timer, self.send_timer = self.send_timer, None
-        if timer is not None and timer.active():
+        if timer is not None:
             timer.cancel()
         self._resume(_PAUSE_WRITE)
         if self.task is not None:
@@ -857,7 +865,7 @@ class WebSocketConnection:
         if out is None:
             self.out = [data]
             self.out_size = len(data)
-            self.server.factory.runner.loop.call_soon(self.flush)
+            self.server.factory.clock.callLater(0, self.flush)
             return
         out.append(data)
         self.out_size += len(data)
@@ -1059,7 +1067,7 @@ class WebSocketConnection:
 
     def _cancel_timer(self) -> None:
         timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
+        if timer is not None:
             timer.cancel()
 
     # -- logging ---------------------------------------------------------------------
