@@ -358,3 +358,33 @@ def test_expect_continue_cleared_by_end():
     cycle.feed_end()
     assert not cycle.expect_continue
     assert cycle.next_message() == {"type": "http.request", "body": b"", "more_body": False}
+
+
+def test_take_continue_once():
+    """The 100 Continue is asked for once: take_continue says so the first time only."""
+    cycle = HTTPCycle(100, expect_continue=True)
+    assert cycle.take_continue() is True
+    assert cycle.take_continue() is False
+    assert HTTPCycle(100).take_continue() is False
+
+
+def test_drop_body_after_response():
+    """A body left unread is dropped and counted; never asked for (100-continue pending), None."""
+    cycle = HTTPCycle(100)
+    cycle.feed_data(b"abc")
+    cycle.feed_data(b"de")
+    assert cycle.drop_body() == 5
+    assert cycle.queued == 0 and not cycle.over_limit
+    assert cycle.drop_body() == 0
+    assert HTTPCycle(100, expect_continue=True).drop_body() is None
+
+
+def test_report_every_read():
+    """With REPORT_EVERY_READ (an HTTP/2 stream) every queued byte is over the limit."""
+    from twisted_asgi.cycle import REPORT_EVERY_READ
+
+    cycle = HTTPCycle(REPORT_EVERY_READ)
+    assert not cycle.over_limit
+    assert cycle.feed_data(b"a") is True
+    cycle.next_message()
+    assert not cycle.over_limit

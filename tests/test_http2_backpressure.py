@@ -75,7 +75,7 @@ def _alive() -> dict[str, int]:
     counts = dict.fromkeys((*_HTTP2_TYPES, "HTTPTask"), 0)
     for obj in gc.get_objects():
         name = type(obj).__name__
-        if name in _HTTP2_TYPES or (name == "HTTPTask" and type(obj.stream).__name__ == "H2Stream"):
+        if name in _HTTP2_TYPES or (name == "HTTPTask" and type(obj.carrier).__name__ == "H2Stream"):
             counts[name] += 1
     return counts
 

@@ -24,7 +24,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .cycle import HTTPCycle
 from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
 from .http11 import H11Connection, body_size, error_response
 from .proxy import proxy_headers_for
@@ -568,10 +567,8 @@ class HTTPChannel(Protocol):
             self._arm(self.config.timeout_request_body, _T_BODY)
         else:
             self._timer_kind = _T_NONE
-        cycle = HTTPCycle(self.config.limit_receive_buffer_bytes, request.has_body, request.expect_continue)
         scope = http_scope(request, self.info)  # type: ignore[arg-type]
-        task = self.task = HTTPTask(self.factory.runner, scope, cycle, self)
-        task.start()
+        self.factory.runner.start_http(scope, request, self, self.config.limit_receive_buffer_bytes)
 
     def _next(self) -> None:
         """The current response is complete: go on with pipelined requests, or idle."""
@@ -620,15 +617,15 @@ class HTTPChannel(Protocol):
             self._close()
             return
         if task is not None and not task.cycle.request_complete:
-            if task.cycle.expect_continue:
+            dropped = task.drop_body()
+            if dropped is None:
                 # RFC 9110 §10.1.1: we answered without asking for the body, so
                 # the client may never send it; closing is the safe way out.
                 self._close()
                 return
             # The app answered without reading the whole body: read and drop the
             # rest, up to a bound, to keep the connection (RFC 9112 §9.3).
-            self._discard_left = self.config.limit_receive_buffer_bytes - task.cycle.queued
-            task.cycle.body.clear()
+            self._discard_left = self.config.limit_receive_buffer_bytes - dropped
             if self._discard_left < 0:
                 self._close()
                 return
@@ -641,7 +638,7 @@ class HTTPChannel(Protocol):
         connection over to that protocol with the bytes that followed the head."""
         self.factory.switch_protocol(self, self.request, self.conn.trailing_data)  # type: ignore[union-attr]
 
-    # -- HTTPStream, called by the app's task ------------------------------------
+    # -- HTTPCarrier, called by the app's task ------------------------------------
 
     def send_response(self, task: HTTPTask, event: Response) -> None:
         if task is not self.task or self.closed:
@@ -738,8 +735,7 @@ class HTTPChannel(Protocol):
         if conn.head_on_wire:  # type: ignore[union-attr]
             self._close()
         else:
-            status = 503 if task.outcome == "cancelled" else 500
-            self._error_response(status, "the application failed to answer")
+            self._error_response(task.error_status(), "the application failed to answer")
 
     def app_timed_out(self, task: HTTPTask) -> None:
         if task is not self.task or self.closed or task.cycle.response_complete:
@@ -747,7 +743,7 @@ class HTTPChannel(Protocol):
         if self.conn.head_on_wire:  # type: ignore[union-attr]
             self._close()
         else:
-            self._error_response(503, "the application did not answer in time")
+            self._error_response(task.error_status(), "the application did not answer in time")
 
     # -- errors, closing -----------------------------------------------------
 

@@ -23,7 +23,7 @@ from typing import Any
 from .events import AppError, Body, Headers, Response, Trailers
 from .fieldrules import VALUE_MARKS, is_token
 
-__all__ = ["HTTPCycle", "SendState", "check_headers"]
+__all__ = ["REPORT_EVERY_READ", "HTTPCycle", "SendState", "check_headers"]
 
 
 class SendState:
@@ -90,6 +90,13 @@ def check_headers(headers: Any, what: str) -> Headers:
     return out
 
 
+#: The ``body_limit`` of a cycle whose shell wants to hear of every body byte
+#: the app takes (``over_limit`` as soon as anything is queued): an HTTP/2
+#: stream, which acknowledges received DATA only as the app takes it (the
+#: client's flow-control window is the bound on what is queued).
+REPORT_EVERY_READ = 0
+
+
 class HTTPCycle:
     """One request's ASGI conversation, without I/O.
 
@@ -140,6 +147,25 @@ class HTTPCycle:
     def feed_disconnect(self) -> None:
         """The client is gone: every later receive() says so."""
         self.disconnected = True
+
+    def take_continue(self) -> bool:
+        """Whether the client waits for "100 Continue" before sending its body
+        (RFC 9110 §10.1.1): True once, when the app first waits for the body."""
+        wanted = self.expect_continue
+        self.expect_continue = False
+        return wanted
+
+    def drop_body(self) -> int | None:
+        """The response is complete and the app left the body unread: drop what
+        is queued. Returns how many bytes were queued, or None when the client
+        was never asked for the body (it waits for "100 Continue" and may never
+        send it)."""
+        if self.expect_continue:
+            return None
+        queued = self.queued
+        self.body.clear()
+        self.queued = 0
+        return queued
 
     @property
     def over_limit(self) -> bool:

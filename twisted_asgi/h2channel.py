@@ -4,7 +4,7 @@ per stream, and owns the connection's timers.
 
 The sans-IO :class:`~twisted_asgi.http2.HTTP2Connection` does the protocol; this
 module moves its bytes, starts each stream's :class:`~twisted_asgi.cycle.HTTPCycle`
-on the runner, and implements the runner's ``HTTPStream`` interface per stream:
+on the runner, and implements the runner's ``HTTPCarrier`` interface per stream:
 ``send()`` waits while the transport is paused or the stream's window is shut,
 and received body bytes are acknowledged as the app takes them.
 """
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .cycle import HTTPCycle
+from .cycle import REPORT_EVERY_READ
 from .events import Body, Data, EndOfMessage, Request, Response, StreamReset, Trailers
 from .http2 import (
     ENHANCE_YOUR_CALM,
@@ -34,7 +34,7 @@ from .http2 import (
     error_code_name,
 )
 from .http11 import error_response
-from .runner import HTTPStream, HTTPTask
+from .runner import HTTPTask
 from .scope import client_text, http_scope
 
 if TYPE_CHECKING:
@@ -340,13 +340,13 @@ class HTTP2Handler:
             return
         stream = H2Stream(self, request)
         self.streams[stream_id] = stream
-        cycle = HTTPCycle(0, request.has_body, request.expect_continue)
         scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
         self.running += 1
         self._cancel_idle()
-        # H2Stream.write_paused is a read-only property, which the runner's
-        # HTTPStream protocol declares as a plain attribute.
-        stream.task = self.factory.runner.start_http(scope, cycle, cast("HTTPStream", stream))
+        # Not eager: the app's first step runs after these events are handled.
+        # DATA is acknowledged as the app takes it (the stream's window bounds
+        # what is queued).
+        self.factory.runner.start_http(scope, request, stream, REPORT_EVERY_READ, eager=False)
         if request.has_body and not request.expect_continue and stream.task is not None:
             stream.arm_body_timer()
 
@@ -492,7 +492,7 @@ class HTTP2Handler:
 
 
 class H2Stream:
-    """One HTTP/2 stream as its app task sees it: the runner's ``HTTPStream``."""
+    """One HTTP/2 stream as its app task sees it: the runner's ``HTTPCarrier``."""
 
     __slots__ = (
         "handler",
@@ -585,12 +585,12 @@ class H2Stream:
     def _body_timed_out(self) -> None:
         self.body_timer = None
         handler = self.handler
-        core_stream = handler.core.streams.get(self.stream_id)
-        if self.complete or handler.closed or core_stream is None or core_stream.request_complete:
+        waiting = handler.core.waiting_for_body(self.stream_id)
+        if self.complete or handler.closed or waiting is None:
             return
         timeout = handler.config.timeout_request_body
         idle = handler.clock.seconds() - self.last_data
-        if core_stream.unacked or idle < timeout:
+        if not waiting or idle < timeout:
             # The app has not taken what came (the client may have no window
             # left), or bytes came since: wait on, from the last bytes.
             self.body_timer = handler.clock.callLater(
@@ -629,7 +629,7 @@ class H2Stream:
         handler = self.handler
         if not self.complete and not handler.closed and not task.cycle.response_complete:
             # The app returned (or failed) before completing its response.
-            self._fail(503 if task.outcome == "cancelled" else 500, "the application failed to answer")
+            self._fail(task.error_status(), "the application failed to answer")
         handler.app_done(self)
         # The task refers to this stream: cut the cycle (the app is done with
         # both; body bytes that still come are acknowledged and dropped).
@@ -637,20 +637,16 @@ class H2Stream:
 
     def app_timed_out(self, task: HTTPTask) -> None:
         if self._live(task) and not task.cycle.response_complete:
-            self._fail(503, "the application did not answer in time")
+            self._fail(task.error_status(), "the application did not answer in time")
 
     def _fail(self, status: int, reason: str) -> None:
         handler = self.handler
-        if (self.task is not None and not self.task.cycle.response_started) or self._head_pending():
+        if (self.task is not None and not self.task.cycle.response_started) or handler.core.head_unsent(self.stream_id):
             events = handler.core.error_response(self.stream_id, status, reason)
         else:
             events = handler.core.reset(self.stream_id)
         handler.handle(events)
         handler.flush_output()
-
-    def _head_pending(self) -> bool:
-        stream = self.handler.core.streams.get(self.stream_id)
-        return stream is not None and stream.head is not None and not stream.bytes_sent
 
     def writable(self) -> None:
         if self.task is not None:
@@ -665,8 +661,8 @@ class H2Stream:
         task = self.task
         if task is not None:
             task.feed_disconnect()
-            if cancel and task.task is not None and not task.task.done():
-                task.task.cancel()
+            if cancel:
+                task.stop()
 
     def cancel_send_timer(self) -> None:
         timer, self.send_timer = self.send_timer, None

@@ -895,6 +895,22 @@ class HTTP2Connection:
         except h2.exceptions.NoSuchStreamError:
             return False
 
+    def waiting_for_body(self, stream_id: int) -> bool | None:
+        """Whether the stream's request body is still to come and all that came
+        was taken by the app (the client is the one who is slow); None when the
+        stream is gone or its body complete, False while bytes wait to be taken
+        (the client may have no window left to send more)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.request_complete:
+            return None
+        return not stream.unacked
+
+    def head_unsent(self, stream_id: int) -> bool:
+        """True while the stream's response head is queued and no byte of it
+        has been framed (an error response may still take its place)."""
+        stream = self.streams.get(stream_id)
+        return stream is not None and stream.head is not None and not stream.bytes_sent
+
     def error_response(self, stream_id: int, status: int, reason: str) -> list[Any]:
         """Answer the stream ourselves (the app never saw it, or failed before
         its first body bytes)."""

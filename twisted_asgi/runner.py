@@ -3,8 +3,8 @@
 Each HTTP request (HTTP/1.1 request or HTTP/2 stream) gets an :class:`HTTPTask`:
 one asyncio task running the app, the ``receive``/``send`` callables given to it,
 and the exception policy. The task talks to its connection through a small
-*stream* interface (:class:`HTTPStream`) that the HTTP/1.1 channel and each
-HTTP/2 stream implement; the sans-IO :class:`~twisted_asgi.cycle.HTTPCycle` checks
+*carrier* interface (:class:`HTTPCarrier`) that the HTTP/1.1 connection and each
+HTTP/2 stream handler implement; the sans-IO :class:`~twisted_asgi.cycle.HTTPCycle` checks
 every message.
 
 Policy (the "server behaviour" page states it for users):
@@ -32,11 +32,11 @@ from twisted.python.failure import Failure
 
 from .config import Config
 from .cycle import HTTPCycle, SendState
-from .events import AppError, Body, ClientDisconnected, Response
+from .events import AppError, Body, ClientDisconnected, Request, Response
 from .reactor import Scheduler, Timer
 from .scope import client_text
 
-__all__ = ["HTTPStream", "HTTPTask", "Runner"]
+__all__ = ["HTTPCarrier", "HTTPTask", "Runner"]
 
 log = Logger(namespace="twisted_asgi.app")
 
@@ -65,11 +65,16 @@ def exception_hint(exc: BaseException, scope_type: str) -> str | None:
     return None
 
 
-class HTTPStream(Protocol):
-    """What an :class:`HTTPTask` needs from the connection carrying its request."""
+class HTTPCarrier(Protocol):
+    """What an :class:`HTTPTask` needs from what carries its request: the
+    HTTP/1.1 connection, or one HTTP/2 stream."""
 
-    #: True while the app's ``send()`` must wait (transport paused, window shut).
-    write_paused: bool
+    #: The app call it carries (set by :meth:`Runner.start_http`).
+    task: HTTPTask | None
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the app's ``send()`` must wait (transport paused, window shut)."""
 
     def send_response(self, task: HTTPTask, event: Response) -> None: ...
     def send_body(self, task: HTTPTask, event: Body) -> None: ...
@@ -119,21 +124,29 @@ class Runner:
             self._loop = asyncio.get_event_loop()
         return self._loop
 
-    def start_http(self, scope: dict[str, Any], cycle: HTTPCycle, stream: HTTPStream) -> HTTPTask:
-        """Start the app on one HTTP request; return its task handle.
+    def start_http(
+        self, scope: dict[str, Any], request: Request, carrier: HTTPCarrier, body_limit: int, eager: bool = True
+    ) -> HTTPTask:
+        """Start the app on one HTTP request; return its app call, which is
+        ``carrier.task`` before the app's first step.
 
-        The app's first step runs on a later loop pass, so the caller may
-        record the returned handle before any ``stream`` method is called.
+        ``body_limit``: bytes of unread body queued before the carrier is told
+        to stop reading (:data:`~twisted_asgi.cycle.REPORT_EVERY_READ`: told of
+        every read). With ``eager`` (Python 3.12+) the app's first step runs
+        now, inside this call: an app that answers without waiting costs no
+        extra event-loop pass; the carrier must then be ready to be called.
         """
-        task = HTTPTask(self, scope, cycle, stream)
-        task.start(eager=False)
+        task = HTTPTask(self, scope, HTTPCycle(body_limit, request.has_body, request.expect_continue), carrier)
+        carrier.task = task
+        task.start(eager)
         return task
 
-    def start_websocket(self, scope: dict[str, Any], cycle: Any, stream: WebSocketStream) -> WebSocketTask:
-        """Start the app on one WebSocket (its first step runs on a later loop
-        pass, so the caller records the handle before ``stream`` is called)."""
-        task = WebSocketTask(self, scope, cycle, stream)
-        task.start()
+    def start_websocket(self, scope: dict[str, Any], cycle: Any, carrier: WebSocketCarrier) -> WebSocketTask:
+        """Start the app on one WebSocket; return its app call, which is
+        ``carrier.task`` before the app's first step (on a later loop pass)."""
+        task = WebSocketTask(self, scope, cycle, carrier)
+        carrier.task = task
+        task.start(False)
         return task
 
 
@@ -147,7 +160,7 @@ class _AppCall:
         "runner",
         "scope",
         "cycle",
-        "stream",
+        "carrier",
         "task",
         "recv_waiter",
         "drain_waiter",
@@ -157,14 +170,18 @@ class _AppCall:
         "outcome",
     )
 
+    #: ``timeout_response`` bounds the call (HTTP).
+    _timed = False
+
     #: Completes "ASGI app still running {timeout}s after ..." when the app is cancelled.
     _gone = "its client left"
 
-    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: Any, stream: Any) -> None:
+    def __init__(self, runner: Runner, scope: dict[str, Any], cycle: Any, carrier: Any) -> None:
         self.runner = runner
         self.scope = scope
         self.cycle = cycle
-        self.stream = stream
+        #: What carries the call (see :class:`HTTPCarrier`, :class:`WebSocketCarrier`).
+        self.carrier = carrier
         self.task: asyncio.Task | None = None
         self.recv_waiter: asyncio.Future | None = None
         self.drain_waiter: asyncio.Future | None = None
@@ -199,7 +216,7 @@ class _AppCall:
             self.runner.running.discard(self.task)
             if self.close_timer is not None or self.response_timer is not None:
                 self._cancel_timers()
-            self.stream.app_finished(self)
+            self.carrier.app_finished(self)
 
     def _log_exception(self, exc: Exception) -> None:
         """Log the app's exception (called while it is being handled): once, with its traceback."""
@@ -221,7 +238,7 @@ class _AppCall:
             self._before_wait()
             if self.reading_paused:
                 self.reading_paused = False
-                self.stream.resume_reading(self)
+                self.carrier.resume_reading(self)
             waiter = self.recv_waiter = self.runner.loop.create_future()
             try:
                 await waiter
@@ -230,7 +247,7 @@ class _AppCall:
             message = cycle.next_message()
         if self.reading_paused and not cycle.over_limit:
             self.reading_paused = False
-            self.stream.resume_reading(self)
+            self.carrier.resume_reading(self)
         return message
 
     async def send(self, message: Any) -> None:
@@ -242,7 +259,7 @@ class _AppCall:
 
     async def _drain(self) -> None:
         """Wait while the connection cannot take more bytes (``send()``'s back-pressure)."""
-        if self.stream.write_paused and not self.cycle.disconnected:
+        if self.carrier.write_paused and not self.cycle.disconnected:
             waiter = self.drain_waiter = self.runner.loop.create_future()
             try:
                 await waiter
@@ -277,6 +294,47 @@ class _AppCall:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def start(self, eager: bool) -> None:
+        """Run the app: the one way an app call starts (see
+        :meth:`Runner.start_http`, :meth:`Runner.start_websocket`). With
+        ``eager`` on Python 3.12+, its first step runs now, inside the caller
+        (asyncio's eager task start)."""
+        runner = self.runner
+        loop = runner._loop or runner.loop
+        if eager and _EAGER:
+            task = asyncio.Task(self.run(), loop=loop, eager_start=True)  # type: ignore[call-arg]
+        else:
+            task = loop.create_task(self.run())
+        self.task = task
+        if not task.done():
+            runner.running.add(task)
+        if self._timed:
+            timeout = runner.config.timeout_response
+            if timeout and self.outcome is None:
+                self.response_timer = runner.clock.callLater(timeout, self.on_response_timeout)
+
+    def on_response_timeout(self) -> None:
+        """``timeout_response`` passed (HTTP only)."""
+
+    @property
+    def returned(self) -> bool:
+        """The app call is over (returned, failed or cancelled)."""
+        return self.outcome is not None
+
+    def error_status(self) -> int:
+        """The status of the response the server sends in place of the app's,
+        when the app did not complete one: 503 for an app cancelled or out of
+        time, 500 for one that failed or returned without answering. The one
+        place this is chosen, for HTTP/1.1, HTTP/2 and a WebSocket handshake."""
+        return 503 if self.outcome is None or self.outcome == "cancelled" else 500
+
+    def stop(self) -> None:
+        """Cancel the app's task now, without a log line of its own (the
+        connection's end was logged: a budget ran out, the shutdown gave up)."""
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+
     def cancel(self, why: str | None = None) -> None:
         """Cancel the app's task: on the app-close timeout (``why`` None), or for
         the reason ``why`` names (the graceful shutdown ran out)."""
@@ -299,22 +357,8 @@ class HTTPTask(_AppCall):
 
     __slots__ = ()
 
-    def start(self, eager: bool = True) -> None:
-        """Run the app. With ``eager`` on Python 3.12+, its first step runs now,
-        inside the caller: an app that answers without waiting never costs an
-        extra event-loop pass (asyncio's eager task start)."""
-        runner = self.runner
-        loop = runner._loop or runner.loop
-        if eager and _EAGER:
-            task = asyncio.Task(self.run(), loop=loop, eager_start=True)  # type: ignore[call-arg]
-        else:
-            task = loop.create_task(self.run())
-        self.task = task
-        if not task.done():
-            runner.running.add(task)
-        timeout = runner.config.timeout_response
-        if timeout and self.outcome is None:
-            self.response_timer = runner.clock.callLater(timeout, self.on_response_timeout)
+    #: ``timeout_response`` bounds the call.
+    _timed = True
 
     # -- the app's side ----------------------------------------------------
 
@@ -333,27 +377,25 @@ class HTTPTask(_AppCall):
         return f"{scope.get('method', '-')} {scope.get('path', '')[:200]!a} from {client_text(scope.get('client'))}"
 
     def _before_wait(self) -> None:
-        cycle = self.cycle
-        if cycle.expect_continue:
+        if self.cycle.take_continue():
             # RFC 9110 §10.1.1: ask for the body only once the app wants it.
-            cycle.expect_continue = False
-            self.stream.send_continue(self)
+            self.carrier.send_continue(self)
 
     async def send(self, message: Any) -> None:
         cycle = self.cycle
         if cycle.disconnected:
             raise ClientDisconnected("client disconnected")
         event = cycle.app_send(message)
-        stream = self.stream
+        carrier = self.carrier
         kind = type(event)
         if kind is Body:
-            stream.send_body(self, event)
+            carrier.send_body(self, event)
         elif kind is Response:
-            stream.send_response(self, event)
+            carrier.send_response(self, event)
             return
         else:
-            stream.send_trailers(self, event)
-        if stream.write_paused:
+            carrier.send_trailers(self, event)
+        if carrier.write_paused:
             await self._drain()
 
     # -- the connection's side ---------------------------------------------
@@ -370,6 +412,11 @@ class HTTPTask(_AppCall):
         self.cycle.feed_end()
         self._wake()
 
+    def drop_body(self) -> int | None:
+        """The response is complete and the body unread: drop what is queued
+        (see :meth:`HTTPCycle.drop_body <twisted_asgi.cycle.HTTPCycle.drop_body>`)."""
+        return self.cycle.drop_body()
+
     def feed_disconnect(self) -> None:
         """The client went away: wake the app, and bound how long it may go on."""
         if self.cycle.disconnected:
@@ -383,7 +430,7 @@ class HTTPTask(_AppCall):
             log.warn(
                 "ASGI app did not finish its response within {timeout}s", timeout=self.runner.config.timeout_response
             )
-            self.stream.app_timed_out(self)
+            self.carrier.app_timed_out(self)
             if self.task is not None:
                 self.task.cancel()
 
@@ -394,11 +441,15 @@ __all__ += ["AppError"]
 # -- WebSocket (appended for the WebSocket issue; see twisted_asgi/websocket.py) --
 
 
-class WebSocketStream(Protocol):
+class WebSocketCarrier(Protocol):
     """What a :class:`WebSocketTask` needs from the connection carrying its WebSocket."""
 
-    #: True while the app's ``send()`` must wait (transport paused).
-    write_paused: bool
+    #: The app call it carries (set by :meth:`Runner.start_websocket`).
+    task: WebSocketTask | None
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the app's ``send()`` must wait (transport paused)."""
 
     def send_ws(self, task: WebSocketTask, event: Any) -> None: ...
     def resume_reading(self, task: WebSocketTask) -> None: ...
@@ -420,11 +471,6 @@ class WebSocketTask(_AppCall):
 
     _gone = "its WebSocket closed"
 
-    def start(self) -> None:
-        """Run the app; its first step runs on a later loop pass."""
-        self.task = self.runner.loop.create_task(self.run())
-        self.runner.running.add(self.task)
-
     def _log_exception(self, exc: Exception) -> None:
         hint = None
         if not self.cycle.handshake_answered:
@@ -435,6 +481,12 @@ class WebSocketTask(_AppCall):
             log.error("{hint}", hint=hint)
         else:
             super()._log_exception(exc)
+
+    def close_code(self) -> int:
+        """The code of the Close the server sends when the app returned with
+        its WebSocket open: 1011 after an exception, else 1000 (the socket
+        lives as long as the app)."""
+        return 1011 if self.outcome == "error" else 1000
 
     def _check_returned(self) -> None:
         cycle = self.cycle
@@ -448,9 +500,9 @@ class WebSocketTask(_AppCall):
         if cycle.disconnected:
             raise ClientDisconnected("WebSocket connection is closed")
         event = cycle.app_send(message)
-        stream = self.stream
-        stream.send_ws(self, event)
-        if stream.write_paused:
+        carrier = self.carrier
+        carrier.send_ws(self, event)
+        if carrier.write_paused:
             await self._drain()
 
     # -- the connection's side ---------------------------------------------
@@ -472,4 +524,4 @@ class WebSocketTask(_AppCall):
         self._gone_now("WebSocket connection is closed")
 
 
-__all__ += ["WebSocketStream", "WebSocketTask"]
+__all__ += ["WebSocketCarrier", "WebSocketTask"]

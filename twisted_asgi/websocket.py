@@ -648,7 +648,7 @@ class WebSocketConnection:
             return
         scope = websocket_scope(request, self.channel.info, self.handshake.subprotocols)  # type: ignore[arg-type]
         cycle = WebSocketCycle(self.handshake.subprotocols, config.limit_ws_queue, config.limit_receive_buffer_bytes)
-        self.task = server.factory.runner.start_websocket(scope, cycle, self)
+        server.factory.runner.start_websocket(scope, cycle, self)
         if config.timeout_ws_handshake:
             self.timer = server.factory.clock.callLater(config.timeout_ws_handshake, self._handshake_timed_out)
 
@@ -686,7 +686,7 @@ class WebSocketConnection:
         task and the framing, which both refer back to this object: a closed
         WebSocket is freed by reference counting, as every connection is."""
         task = self.task
-        if self.state is _DONE and self.lost and (task is None or task.outcome is not None):
+        if self.state is _DONE and self.lost and (task is None or task.returned):
             self.task = None
             framing, self.framing = self.framing, None
             if framing is not None:
@@ -736,8 +736,7 @@ class WebSocketConnection:
         task = self.task
         if task is not None:
             task.feed_disconnect(_GOING_AWAY, "server shutting down")
-            if task.task is not None and not task.task.done():
-                task.task.cancel()
+            task.stop()
 
     # -- the task's stream side --------------------------------------------------
 
@@ -793,8 +792,7 @@ class WebSocketConnection:
     def app_finished(self, task: WebSocketTask) -> None:
         state = self.state
         if state is _HANDSHAKE:
-            status = 503 if task.outcome == "cancelled" else 500
-            self._fail_handshake(status, "the application did not accept the WebSocket")
+            self._fail_handshake(task.error_status(), "the application did not accept the WebSocket")
         elif state is _DENIAL:
             denial = self.denial
             if denial is not None and denial.head_on_wire:
@@ -808,18 +806,18 @@ class WebSocketConnection:
             self._resume(_PAUSE_QUEUE)
             framing = self.framing
             if framing is not None and framing.state == _OPEN:
-                if task.outcome == "error":
-                    framing.sendCloseFrame(_INTERNAL_ERROR, b"internal server error", isReply=False)
-                else:
-                    # ASGI www spec: the socket lives as long as the app.
-                    framing.sendCloseFrame(1000, None, isReply=False)
+                # ASGI www spec: the socket lives as long as the app.
+                code = task.close_code()
+                framing.sendCloseFrame(
+                    code, b"internal server error" if code == _INTERNAL_ERROR else None, isReply=False
+                )
         self._release()
 
     # -- from the framing ---------------------------------------------------------
 
     def message_received(self, payload: bytes, binary: bool) -> None:
         task = self.task
-        if self.discarding or task is None or task.outcome is not None:
+        if self.discarding or task is None or task.returned:
             return
         if task.feed_message(payload, binary):
             self._pause(_PAUSE_QUEUE)
