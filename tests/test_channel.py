@@ -357,7 +357,6 @@ def test_upgrade_hands_over_with_trailing_bytes(loop):
     handed = []
     proto, transport, _clock, factory = connect(hello, loop)
     factory.register_upgrade(b"websocket", lambda channel, request, rest: handed.append((request.path, rest)))
-    proto.conn._upgrades = factory.upgrades  # the connection was made before registration
     proto.dataReceived(
         b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
         b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x00"
@@ -396,7 +395,6 @@ def test_hand_over_and_close_leave_no_timer_holding_the_channel(loop):
     handler = _Handler()
     proto, _transport, clock, factory = connect(hello, loop, timeout_keep_alive=5, timeout_request_head=20)
     factory.register_upgrade(b"websocket", lambda channel, request, rest: channel.hand_over(handler))
-    proto.conn._upgrades = factory.upgrades
     proto.dataReceived(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     settle(loop)
     assert proto.handler is handler
@@ -755,3 +753,27 @@ def test_paused_connection_is_checked_for_a_gone_client_with_clock(loop):
             loop.call_soon(gate.set)
             settle(loop)
             gate.clear()
+
+
+def test_http2_connection_builds_no_http11_parser(loop):
+    """A cleartext connection that opens with the HTTP/2 preface (even split
+    across reads) goes to HTTP/2 without an HTTP/1.1 parser ever being made,
+    and with the connection's head timer cancelled; one whose first bytes
+    only looked like the preface's start is HTTP/1.1 with all its bytes."""
+    from twisted_asgi.h2channel import HTTP2Handler
+    from twisted_asgi.http2 import PREFACE
+
+    proto, transport, clock, _factory = connect(hello, loop, timeout_request_head=10)
+    proto.dataReceived(PREFACE[:5])
+    assert proto.conn is None and proto.handler is None
+    proto.dataReceived(PREFACE[5:])
+    assert isinstance(proto.handler, HTTP2Handler) and proto.conn is None
+    assert transport.value()  # the server's SETTINGS
+    assert not [c for c in clock.getDelayedCalls() if "HTTPChannel" in repr(c.func)]
+
+    proto, transport, _clock, _factory = connect(hello, loop)
+    proto.dataReceived(b"P")
+    assert proto.conn is None
+    proto.dataReceived(b"OST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    settle(loop)
+    assert proto.handler is None and transport.value().startswith(b"HTTP/1.1 200 OK\r\n")

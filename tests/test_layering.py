@@ -188,3 +188,59 @@ def test_no_import_cycle_in_the_package():
                 elif nxt not in path:
                     stack.append((nxt, [*path, nxt]))
     assert cycles == []
+
+
+#: The Twisted shells: the connection and its protocol handlers, the server, the runner.
+SHELLS = ["channel", "h2channel", "websocket", "server", "runner"]
+#: The protocol cores whose private names the shells must not touch.
+CORES = ["http11", "http2", "cycle", "wscycle", "events", "scope"]
+
+
+def _private_names_of(module: str) -> set[str]:
+    """The private names a core module defines: top-level ones, and the
+    ``self._x`` attributes (and ``__slots__`` entries) of its classes."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_"):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id.startswith("_"):
+            names.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("_"):
+            names.add(node.value)  # a __slots__ entry
+    return {name for name in names if not name.startswith("__")}
+
+
+def _private_uses(source: str, where: str, private: set[str]) -> list[str]:
+    """Imports of a core's private names, and ``obj._x`` (``obj`` not ``self``)
+    for ``_x`` in ``private``, in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in CORES:
+            found.extend(f"{where}: from .{node.module} import {a.name}" for a in node.names if a.name.startswith("_"))
+        elif isinstance(node, ast.Attribute) and node.attr in private:
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_shells_touch_no_private_name_of_a_core():
+    """The connection and its handlers ask the cores through their public
+    methods (issue 17, build items 1 and 3): no ``from .http11 import _x``, and
+    no ``obj._x`` of another object where ``_x`` is a private name of a core
+    (the shells' own ``self._x`` are theirs)."""
+    private = set().union(*(_private_names_of(core) for core in CORES))
+    assert {"_parser", "_sending"} <= private  # the check sees the cores' state
+    sample = "from .http2 import _Stream\ndef f(conn):\n    return conn._parser, self._parser\n"
+    assert _private_uses(sample, "sample", private) == [
+        "sample: from .http2 import _Stream",
+        "sample:3: conn._parser",
+    ]
+    found = []
+    for shell in SHELLS:
+        found += _private_uses((PACKAGE / f"{shell}.py").read_text(encoding="utf-8"), shell, private)
+    assert found == []

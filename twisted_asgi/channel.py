@@ -372,7 +372,8 @@ class HTTPChannel(Protocol):
         self.info = connection_info(self.transport, self.config.root_path, self.config)
         self.info.extensions["http.response.trailers"] = {}
         self.info.state = self.factory.lifespan_state
-        self.conn = H11Connection(self.config, self.factory.upgrades)
+        # The HTTP/1.1 parser is made once the first bytes are not HTTP/2's;
+        # until then the head timeout bounds the TLS handshake and the wait.
         self._arm(self.config.timeout_request_head, _T_HEAD)
         self.factory.connection_opened(self)
 
@@ -382,12 +383,17 @@ class HTTPChannel(Protocol):
             return
         conn = self.conn
         if conn is None:
-            return
-        if self.requests_served == 0 and conn.fresh:
-            handover = self.factory.first_bytes(self, data)
-            if handover:
+            if self.closed:
                 return
-        if conn is None or self.closed:
+            # The first bytes: HTTP/2 by ALPN or by its preface, else HTTP/1.1.
+            http2 = self.factory.http2
+            if http2 is not None:
+                sniffed = http2.sniff(self, data)
+                if sniffed is None:
+                    return  # HTTP/2 took the connection, or more bytes must tell
+                data = sniffed
+            conn = self.conn = H11Connection(self.config, self.factory.upgrades)
+        elif self.closed:
             return
         try:
             events = conn.receive_data(data)
@@ -820,7 +826,7 @@ class HTTPChannel(Protocol):
             return
         if conn is not None and conn.in_request_head:
             return  # answered, then closed (keep-alive is off)
-        if conn is not None and conn.fresh and self.requests_served == 0:
+        if (conn is None or conn.fresh) and self.requests_served == 0:
             self._arm(_FRESH_GRACE, _T_IDLE)
             return
         self._close()

@@ -58,7 +58,6 @@ _UPGRADE_FIELDS = frozenset({b"connection", b"upgrade", b"http2-settings", b"kee
 def install_http2(factory: ASGIFactory) -> HTTP2Server:
     """Let ``factory``'s connections become HTTP/2 as its config allows."""
     server = HTTP2Server(factory)
-    factory.sniffers.append(server.sniff)
     if factory.config.h2c_upgrade:
         factory.register_upgrade(b"h2c", server.upgrade)
     return server
@@ -73,28 +72,31 @@ class HTTP2Server:
         #: First bytes held back while they may still be the start of the preface.
         self._held: weakref.WeakKeyDictionary[HTTPChannel, bytes] = weakref.WeakKeyDictionary()
 
-    def sniff(self, channel: HTTPChannel, data: bytes) -> bool:
-        """The factory's first-bytes hook: take the connection when ALPN chose
-        ``h2``, or (cleartext) when it opens with the preface (RFC 9113 §3.3/3.4)."""
+    def sniff(self, channel: HTTPChannel, data: bytes) -> bytes | None:
+        """Called with a connection's first bytes, before HTTP/1.1 parses
+        them: take the connection when ALPN chose ``h2``, or (cleartext) when
+        it opens with the preface (RFC 9113 §3.3/3.4).
+
+        Returns the bytes HTTP/1.1 is to parse now (these, after any first
+        bytes held back), or None: HTTP/2 took the connection, or the bytes so
+        far may still be the start of the preface (held back until more come).
+        """
         if getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
             self._take(channel, data)
-            return True
+            return None
         if not self.config.h2c_prior_knowledge or channel.info is None or channel.info.tls:
-            return False
+            return data
         held = self._held.pop(channel, None)
         buffered = held + data if held else data
         if buffered.startswith(PREFACE):
             self._take(channel, buffered)
-            return True
+            return None
         if PREFACE.startswith(buffered):
             self._held[channel] = buffered  # e.g. "PRI * HT": wait for the rest
-            return True
-        if held is None:
-            return False
-        # What we held was not HTTP/2 after all ("P" then "OST /"): HTTP/1.1
-        # gets all of it, in order, and this sniffer says no this time.
-        channel.dataReceived(buffered)
-        return True
+            return None
+        # Not HTTP/2 (or what we held was not after all: "P" then "OST /"):
+        # HTTP/1.1 gets all of it, in order.
+        return buffered
 
     def _take(self, channel: HTTPChannel, data: bytes) -> None:
         handler = HTTP2Handler(self, channel)

@@ -8,7 +8,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -19,6 +19,9 @@ from zope.interface import implementer
 
 from . import django as _django_hint  # noqa: F401 (registers the Django refusal hint; imports no Django)
 from .channel import HTTPChannel
+
+if TYPE_CHECKING:
+    from .h2channel import HTTP2Server
 from .config import Config
 from .events import Request
 from .http11 import error_response
@@ -80,8 +83,8 @@ class ASGIFactory(Factory):
         self.upgrades: frozenset[bytes] = frozenset()
         #: Lifespan state shared (shallow-copied) into every scope; None when off.
         self.lifespan_state: dict[str, Any] | None = None
-        #: ``sniffer(channel, first_bytes) -> bool`` callables, see :meth:`first_bytes`.
-        self.sniffers: list[Callable[[HTTPChannel, bytes], bool]] = []
+        #: Chooses HTTP/2 for a connection (ALPN, the preface), None when off.
+        self.http2: HTTP2Server | None = None
         self._upgrade_handlers: dict[bytes, Callable[[HTTPChannel, Request, bytes], None]] = {}
         self._drained: defer.Deferred | None = None
         #: Connections refused since the connection limit was last reached.
@@ -93,7 +96,7 @@ class ASGIFactory(Factory):
         if config.http2:
             from .h2channel import install_http2  # h2 is imported only when used
 
-            install_http2(self)
+            self.http2 = install_http2(self)
 
     # -- Factory -----------------------------------------------------------
 
@@ -127,15 +130,6 @@ class ASGIFactory(Factory):
             drained.callback(None)
 
     # -- protocol switching ----------------------------------------------------
-
-    def first_bytes(self, channel: HTTPChannel, data: bytes) -> bool:
-        """Called with a connection's first bytes before HTTP/1.1 parses them.
-
-        Each registered sniffer (HTTP/2 by ALPN or by its preface, PROXY
-        protocol, ...) may take the connection over with
-        :meth:`HTTPChannel.hand_over` and return True.
-        """
-        return any(sniffer(channel, data) for sniffer in self.sniffers)
 
     def register_upgrade(self, token: bytes, handler: Callable[[HTTPChannel, Request, bytes], None]) -> None:
         """Let ``handler(channel, request, trailing_bytes)`` take over connections
