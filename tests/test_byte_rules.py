@@ -40,7 +40,7 @@ from twisted_asgi.fieldrules import (
     target_ok,
     value_ok,
 )
-from twisted_asgi.http11 import H11Connection
+from twisted_asgi.http11 import HTTP11Connection
 
 APP = "tests.test_byte_rules:app"
 BYTES = [bytes([b]) for b in range(256)]
@@ -79,7 +79,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
 def h1_request(head: bytes) -> Request | None:
     """The request HTTP/1.1 parsing reports for ``head``, or None if refused."""
     try:
-        events = H11Connection(Config(), frozenset({b"websocket"})).receive_data(head)
+        events = HTTP11Connection(Config(), frozenset({b"websocket"})).receive_data(head)
     except ProtocolError:
         return None
     requests = [e for e in events if isinstance(e, Request)]

@@ -561,7 +561,7 @@ def test_connection_timers_run_on_the_event_loop_and_are_cancelled(loop):
 
 def test_closed_connection_is_freed_without_the_cycle_collector(loop):
     """A connection that served a request and closed leaves no reference cycle
-    (the parser holds its H11Connection's callbacks; the app's task holds its
+    (the parser holds its HTTP11Connection's callbacks; the app's task holds its
     channel): reference counting frees it at once, so a stream of short
     connections does not feed the cyclic garbage collector."""
     import gc

@@ -1,4 +1,4 @@
-"""Sans-IO tests of :class:`twisted_asgi.http11.H11Connection`: no reactor, no loop.
+"""Sans-IO tests of :class:`twisted_asgi.http11.HTTP11Connection`: no reactor, no loop.
 
 Every request stream is fed whole *and* one byte at a time (and, in the
 Hypothesis tests, cut at random points); all feeds must give the same events.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.strategies import Expected, cut_points, hostile_streams, pipelines, split
 from twisted_asgi.config import Config
 from twisted_asgi.events import AppError, Data, EndOfMessage, ProtocolError, Request
-from twisted_asgi.http11 import H11Connection, error_response, http_date, status_line
+from twisted_asgi.http11 import HTTP11Connection, error_response, http_date, status_line
 
 UPGRADES = frozenset({b"websocket"})
 
@@ -47,7 +47,7 @@ def coalesce(events: list) -> list:
 
 def feed(reads: list[bytes], config: Config | None = None, upgrades: frozenset[bytes] = UPGRADES) -> Fed:
     """Feed ``reads`` one after the other to a fresh connection; stop at the first error."""
-    conn = H11Connection(config or Config(), upgrades)
+    conn = HTTP11Connection(config or Config(), upgrades)
     events: list = []
     error = None
     for data in reads:
@@ -224,7 +224,7 @@ def test_leading_empty_lines_are_ignored():
 
 def test_fresh_and_in_request_head():
     """`fresh` holds until a request begins; `in_request_head` only while its head is incomplete."""
-    conn = H11Connection(Config())
+    conn = HTTP11Connection(Config())
     assert conn.fresh and not conn.in_request_head
     conn.receive_data(b"GET / HT")
     assert not conn.fresh and conn.in_request_head
@@ -316,7 +316,7 @@ def test_accepted_upgrade_stops_parsing_and_keeps_trailing_bytes():
     assert fed.trailing_data == b"\x81\x05hel"
     assert [type(e) for e in fed.events] == [Request, EndOfMessage]
     assert fed.events[0].upgrade == b"websocket"
-    conn = H11Connection(Config(), UPGRADES)
+    conn = HTTP11Connection(Config(), UPGRADES)
     conn.receive_data(data)
     assert conn.receive_data(b"lo GET / HTTP/1.1\r\n\r\n") == []
     assert conn.trailing_data == b"\x81\x05hello GET / HTTP/1.1\r\n\r\n"
@@ -393,7 +393,7 @@ def test_head_too_large_many_fields_is_431():
 
 def test_endless_field_refused_within_one_read_of_the_limit():
     """A field that never ends is refused as soon as the buffered bytes pass the limit (bounded memory)."""
-    conn = H11Connection(Config(limit_request_head_bytes=2048))
+    conn = HTTP11Connection(Config(limit_request_head_bytes=2048))
     conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nX: ")
     with pytest.raises(ProtocolError) as info:
         for _ in range(100):
@@ -405,11 +405,11 @@ def test_endless_field_in_the_first_read_is_refused():
     """An unfinished head over the limit that arrives in the very first read (or the
     first read after a finished request) is refused at once, not buffered."""
     big = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 3000
-    conn = H11Connection(Config(limit_request_head_bytes=2048))
+    conn = HTTP11Connection(Config(limit_request_head_bytes=2048))
     with pytest.raises(ProtocolError) as info:
         conn.receive_data(big)
     assert info.value.status == 431
-    conn = H11Connection(Config(limit_request_head_bytes=2048))
+    conn = HTTP11Connection(Config(limit_request_head_bytes=2048))
     assert [type(e).__name__ for e in conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")] == [
         "Request",
         "EndOfMessage",
@@ -671,7 +671,7 @@ def test_error_reasons_are_specific():
 
 def test_error_is_sticky():
     """After a ProtocolError every later read raises the same error: the connection must close."""
-    conn = H11Connection(Config())
+    conn = HTTP11Connection(Config())
     with pytest.raises(ProtocolError) as first:
         conn.receive_data(b"GET / HTTP/1.1\r\n\r\n")
     with pytest.raises(ProtocolError) as again:
@@ -681,7 +681,7 @@ def test_error_is_sticky():
 
 def test_error_carries_the_pipelined_requests_before_it():
     """The events of complete requests ahead of the bad bytes ride on the error, in order."""
-    conn = H11Connection(Config())
+    conn = HTTP11Connection(Config())
     with pytest.raises(ProtocolError) as info:
         conn.receive_data(GET + b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab" + b"BAD\x00")
     assert [(type(e).__name__, e.stream_id) for e in coalesce(info.value.events)] == [
@@ -692,9 +692,9 @@ def test_error_carries_the_pipelined_requests_before_it():
 # -- responses -------------------------------------------------------------------------------
 
 
-def connection_with(request_bytes: bytes, **config) -> tuple[H11Connection, Request]:
+def connection_with(request_bytes: bytes, **config) -> tuple[HTTP11Connection, Request]:
     """A connection that has parsed ``request_bytes`` and the Request it gave."""
-    conn = H11Connection(Config(**config))
+    conn = HTTP11Connection(Config(**config))
     return conn, conn.receive_data(request_bytes)[0]
 
 
@@ -962,7 +962,7 @@ def test_invalid_app_content_length_raises(value):
 
 def test_response_done_resets_for_the_next_request():
     """After response_done the next pipelined request gets a fresh response side."""
-    conn = H11Connection(Config(server_name=None, send_date=False))
+    conn = HTTP11Connection(Config(server_name=None, send_date=False))
     first, _, second, _ = conn.receive_data(GET + b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
     conn.start_response(first, 404, [(b"content-length", b"0")])
     conn.send_body(b"", False)
@@ -1071,7 +1071,7 @@ def test_send_body_pieces_are_send_body_in_pieces(version, method, status, lengt
     outs = []
     states = []
     for use_pieces in (False, True):
-        conn = H11Connection(Config())
+        conn = HTTP11Connection(Config())
         (request, _end) = conn.receive_data(raw)
         conn.start_response(request, status, list(headers))
         out = []
@@ -1091,7 +1091,7 @@ def test_send_body_pieces_are_send_body_in_pieces(version, method, status, lengt
 
 def test_send_body_pieces_do_not_copy_a_large_chunk():
     """A chunk of 4 KiB or more is one of the pieces itself, not copied into a frame."""
-    conn = H11Connection(Config())
+    conn = HTTP11Connection(Config())
     (request, _end) = conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     conn.start_response(request, 200, [])
     chunk = b"x" * 4096

@@ -66,7 +66,7 @@ def piece(start: int, end: int) -> bytes:
 #: Apps started and finished (sent all), send() calls waiting now, body bytes
 #: whose send() returned, apps that met a disconnect.
 _stats = {"started": 0, "finished": 0, "waiting": 0, "out": 0, "disconnected": 0}
-_HTTP2_TYPES = ("HTTP2Handler", "H2Stream", "HTTP2Connection")
+_HTTP2_TYPES = ("HTTP2Handler", "HTTP2StreamHandler", "HTTP2Connection")
 
 
 def _alive() -> dict[str, int]:
@@ -75,7 +75,7 @@ def _alive() -> dict[str, int]:
     counts = dict.fromkeys((*_HTTP2_TYPES, "HTTPTask"), 0)
     for obj in gc.get_objects():
         name = type(obj).__name__
-        if name in _HTTP2_TYPES or (name == "HTTPTask" and type(obj.carrier).__name__ == "H2Stream"):
+        if name in _HTTP2_TYPES or (name == "HTTPTask" and type(obj.carrier).__name__ == "HTTP2StreamHandler"):
             counts[name] += 1
     return counts
 
@@ -240,7 +240,7 @@ def test_unread_large_responses_keep_rss_bounded_and_are_freed(certs, tls):
     """Three clients open their windows wide, each asks for a 1 MiB response
     on 100 streams and reads nothing: every app's send() waits, the server's
     RSS grows by less than 64 MiB (before the fix it held every response:
-    about 300 MiB), and once the clients close, every HTTP2Handler, H2Stream
+    about 300 MiB), and once the clients close, every HTTP2Handler, HTTP2StreamHandler
     and HTTPTask is freed without the cycle collector (it is off) and RSS is
     back within 16 MiB of its baseline within 10 s. Source: issue 15, item 2
     (outside attack). Measured: 2 MiB; before the fix 290 MiB (h2c) and
@@ -334,7 +334,7 @@ def test_a_client_that_starts_reading_gets_every_byte(certs, tls):
 
 # -- in process: the output bound, turns, waking, the send timeout, freeing ------------
 
-_NAMES = ("HTTPChannel", "HTTP2Handler", "H2Stream", "HTTP2Connection", "HTTPTask")
+_NAMES = ("HTTPChannel", "HTTP2Handler", "HTTP2StreamHandler", "HTTP2Connection", "HTTPTask")
 
 
 def alive() -> dict[str, int]:
@@ -469,7 +469,7 @@ def test_closed_connection_is_freed_by_reference_counting(loop, ending):
     """With the cycle collector off, an HTTP/2 connection with streams that
     completed, one the client reset and ones waiting in send() is closed
     (the client leaves, or timeout_send drops it): no HTTPChannel,
-    HTTP2Handler, H2Stream, HTTP2Connection or HTTPTask of it survives, and
+    HTTP2Handler, HTTP2StreamHandler, HTTP2Connection or HTTPTask of it survives, and
     a collection finds nothing. Source: issue 15, item 2."""
     gc.collect()
     gc.disable()
@@ -481,7 +481,7 @@ def test_closed_connection_is_freed_by_reference_counting(loop, ending):
         proto.dataReceived(f.request(7, "/d") + f.request(9, "/e"))
         proto.pauseProducing()
         settle(loop)
-        assert alive()["H2Stream"] >= 2
+        assert alive()["HTTP2StreamHandler"] >= 2
         if ending == "send-timeout":
             clock.advance(5)
             assert transport.disconnected
@@ -541,7 +541,7 @@ def test_closed_tls_connection_is_freed_by_reference_counting(loop, certs, endin
         server.wrappedProtocol.pauseProducing()  # the client stopped reading
         client.write(f.request(3, "/b") + f.request(5, "/c"))
         run()
-        assert ends == {"/a": "sent"} and alive()["H2Stream"] - before["H2Stream"] == 2
+        assert ends == {"/a": "sent"} and alive()["HTTP2StreamHandler"] - before["HTTP2StreamHandler"] == 2
         client.write(f.rst(3))
         run()
         assert ends["/b"] == "ClientDisconnected" and "/c" not in ends

@@ -23,7 +23,7 @@ from tests.serving import recv_response
 from tests.test_backpressure import rss_kib
 from twisted_asgi.config import Config
 from twisted_asgi.events import Data, EndOfMessage, ProtocolError, Request
-from twisted_asgi.http11 import H11Connection
+from twisted_asgi.http11 import HTTP11Connection
 
 # -- the app (runs in the server process) ---------------------------------------------
 
@@ -56,7 +56,7 @@ def _tiny(n: int, start: int = 0) -> bytes:
     return b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(start, start + n))
 
 
-def _drain(conn: H11Connection, events: list) -> list:
+def _drain(conn: HTTP11Connection, events: list) -> list:
     """Answer requests one by one, parsing what was kept each time, as the shell does."""
     out = list(events)
     while conn.unparsed:
@@ -71,13 +71,13 @@ def test_one_read_of_tiny_requests_parses_at_most_the_limit():
     out, in order and complete, as responses make room.
     Source: issue 15, item 6 (outside attack)."""
     data = _tiny(3000)[: 64 * 1024]
-    conn = H11Connection(Config())
+    conn = HTTP11Connection(Config())
     events = conn.receive_data(data)
     requests = [e for e in events if type(e) is Request]
     assert len(requests) == 64
     assert conn.unparsed and len(conn.unparsed) <= len(data)  # the read itself, kept (not copied)
     everything = _drain(conn, events)
-    whole = H11Connection(Config(limit_pipelined_requests=10**6)).receive_data(data)
+    whole = HTTP11Connection(Config(limit_pipelined_requests=10**6)).receive_data(data)
     assert [(type(e), e.stream_id) for e in everything] == [(type(e), e.stream_id) for e in whole]
     assert [e.path for e in everything if type(e) is Request] == [b"/%d" % i for i in range(len(whole) // 2)]
 
@@ -92,12 +92,12 @@ def test_bound_keeps_bodies_and_head_ends_inside_them():
     big = b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 60000\r\n\r\n" + b"z" * 60000
     chunked = b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nx\r\n\r\n\r\n0\r\n\r\n"
     data = one * 100 + big + chunked * 20 + _tiny(10) + one * 5
-    whole = H11Connection(Config(limit_pipelined_requests=10**6)).receive_data(data)
-    bounded = H11Connection(Config(limit_pipelined_requests=4))
+    whole = HTTP11Connection(Config(limit_pipelined_requests=10**6)).receive_data(data)
+    bounded = HTTP11Connection(Config(limit_pipelined_requests=4))
     events = _drain(bounded, bounded.receive_data(data))
     # The same in reads split anywhere (each drained as the shell would).
     rng = random.Random(15)
-    split = H11Connection(Config(limit_pipelined_requests=4))
+    split = HTTP11Connection(Config(limit_pipelined_requests=4))
     split_events: list = []
     at = 0
     while at < len(data):
@@ -126,7 +126,7 @@ def test_bad_request_after_the_bound_is_refused_in_its_turn():
     """A malformed request behind 100 good ones is refused when parsing
     reaches it, after the requests before it.
     Source: issue 15, item 6 (outside attack)."""
-    conn = H11Connection(Config(limit_pipelined_requests=8))
+    conn = HTTP11Connection(Config(limit_pipelined_requests=8))
     data = _tiny(100) + b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n" + b"\0" * 2000
     got = conn.receive_data(data)
     with pytest.raises(ProtocolError) as refused:

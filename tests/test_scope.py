@@ -7,7 +7,7 @@ import pytest
 
 from twisted_asgi.config import Config
 from twisted_asgi.events import Request
-from twisted_asgi.http11 import H11Connection
+from twisted_asgi.http11 import HTTP11Connection
 from twisted_asgi.scope import ConnectionInfo, decode_path, http_scope, websocket_scope
 
 # www.rst "HTTP Connection Scope", plus "extensions" (extensions.rst).
@@ -152,8 +152,8 @@ def test_mutable_values_are_per_request():
 
 
 def test_scope_from_a_parsed_request():
-    """A request parsed by H11Connection becomes the scope an app expects: one parse, no re-serialising."""
-    conn = H11Connection(Config())
+    """A request parsed by HTTP11Connection becomes the scope an app expects: one parse, no re-serialising."""
+    conn = HTTP11Connection(Config())
     data = b"GET /r%C3%A9sum%C3%A9/x%2Fy?lang=fr&q=a+b HTTP/1.1\r\nHost: example.com\r\nCookie: a=1; b=2\r\n\r\n"
     event = conn.receive_data(data)[0]
     scope = http_scope(event, tcp_info(root_path="/app", tls=True))

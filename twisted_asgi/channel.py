@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .events import AppError, Body, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
-from .http11 import H11Connection, body_size, error_response
+from .http11 import HTTP11Connection, body_size, error_response
 from .proxy import proxy_headers_for
 from .runner import HTTPTask
 from .scope import ConnectionInfo, client_text, http_scope
@@ -322,7 +322,7 @@ class HTTPChannel(Protocol):
         self.factory = factory
         self.config = factory.config
         self.clock = factory.clock
-        self.conn: H11Connection | None = None
+        self.conn: HTTP11Connection | None = None
         self.info: ConnectionInfo | None = None
         #: The request being answered, and its app task.
         self.request: Request | None = None
@@ -392,7 +392,7 @@ class HTTPChannel(Protocol):
                 if sniffed is None:
                     return  # HTTP/2 took the connection, or more bytes must tell
                 data = sniffed
-            conn = self.conn = H11Connection(self.config, self.factory.upgrades)
+            conn = self.conn = HTTP11Connection(self.config, self.factory.upgrades)
         elif self.closed:
             return
         try:

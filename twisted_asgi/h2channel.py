@@ -176,7 +176,7 @@ class HTTP2Handler:
         self.core = HTTP2Connection(self.config)
         # The transport may have paused the channel before the hand-over.
         self.core.output_paused = channel.write_paused
-        self.streams: dict[int, H2Stream] = {}
+        self.streams: dict[int, HTTP2StreamHandler] = {}
         #: App calls still running (their streams may be gone).
         self.running = 0
         self.closed = False
@@ -215,7 +215,7 @@ class HTTP2Handler:
             flush.cancel()
         # Each stream and its app task point at each other, and the streams
         # at this handler: with the stream table cleared, and each task let go
-        # of once its app returns (H2Stream.app_finished), the connection is
+        # of once its app returns (HTTP2StreamHandler.app_finished), the connection is
         # freed by reference counting, not left to the cycle collector.
         for stream in list(self.streams.values()):
             stream.gone()
@@ -340,7 +340,7 @@ class HTTP2Handler:
             # them (RFC 9113 §8.7: REFUSED_STREAM, the client may retry).
             self.handle(self.core.refuse(stream_id))
             return
-        stream = H2Stream(self, request)
+        stream = HTTP2StreamHandler(self, request)
         self.streams[stream_id] = stream
         scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
         self.running += 1
@@ -367,11 +367,11 @@ class HTTP2Handler:
         for stream in list(self.streams.values()):
             stream.gone(cancel=cancel)
 
-    def _forget(self, stream: H2Stream) -> None:
+    def _forget(self, stream: HTTP2StreamHandler) -> None:
         if stream.complete and stream.finished:
             self.streams.pop(stream.stream_id, None)
 
-    def app_done(self, stream: H2Stream) -> None:
+    def app_done(self, stream: HTTP2StreamHandler) -> None:
         self.running -= 1
         self._forget(stream)
         self._check_idle()
@@ -493,7 +493,7 @@ class HTTP2Handler:
         access_log.log_http(self.channel.info, event.request, event.status, event.bytes_sent, duration)
 
 
-class H2Stream:
+class HTTP2StreamHandler:
     """One HTTP/2 stream as its app task sees it: the runner's ``HTTPCarrier``."""
 
     __slots__ = (

@@ -1,6 +1,6 @@
 """Sans-IO HTTP/1.1 server connection over httptools (llhttp).
 
-Bytes in (:meth:`H11Connection.receive_data`) give :mod:`~twisted_asgi.events`;
+Bytes in (:meth:`HTTP11Connection.receive_data`) give :mod:`~twisted_asgi.events`;
 response events in give bytes out. Nothing here reads a socket, starts a timer or
 knows about ASGI; the shell (:mod:`twisted_asgi.channel`) does that.
 
@@ -44,7 +44,7 @@ from .events import (
 )
 from .fieldrules import REQUEST_VALUE_FORBIDDEN
 
-__all__ = ["H11Connection", "http_date", "status_line"]
+__all__ = ["HTTP11Connection", "http_date", "status_line"]
 
 # Statuses whose responses never carry a body (RFC 9110 §6.4.1).
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -115,7 +115,7 @@ _FRAMING_FIELDS = frozenset({b"host", b"content-length", b"transfer-encoding", b
 _FRAME_WITHOUT_COPY = 4096
 
 #: Reads longer than this are parsed only as far as the pipelining bound allows
-#: (see H11Connection._receive_bounded). A shorter read holds too few requests
+#: (see HTTP11Connection._receive_bounded). A shorter read holds too few requests
 #: to matter (at most 57 of the smallest, 18 bytes each), and skips the scan.
 _BOUNDED_FROM = 1024
 
@@ -126,7 +126,7 @@ _CLOSE = 2  # HTTP/1.0 without length: body ends when the connection closes
 _NONE = 3  # HEAD, 204, 304: no body bytes at all
 
 
-class H11Connection:
+class HTTP11Connection:
     """One HTTP/1.1 server connection, without I/O.
 
     :param config: the limits to enforce.

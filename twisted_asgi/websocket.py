@@ -57,7 +57,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from .events import AppError, ClientDisconnected, Request
-from .http11 import H11Connection, body_size, error_response
+from .http11 import HTTP11Connection, body_size, error_response
 from .scope import client_text, websocket_scope
 from .wscycle import (
     Accept,
@@ -616,7 +616,7 @@ class WebSocketConnection:
         #: The server is closing: later client messages are dropped.
         self.discarding = False
         self.draining = channel.draining
-        self.denial: H11Connection | None = None
+        self.denial: HTTP11Connection | None = None
         #: The handshake timer, then the lifetime timer.
         self.timer: Any = None
         self.opened_at = server.factory.clock.seconds()
@@ -941,7 +941,7 @@ class WebSocketConnection:
     def _denial_start(self, event: DenialStart) -> None:
         self._cancel_timer()
         self.state = _DENIAL
-        denial = self.denial = H11Connection(self.server.config)
+        denial = self.denial = HTTP11Connection(self.server.config)
         denial.keep_alive = False
         denial.start_response(self.request, event.status, event.headers)
 
