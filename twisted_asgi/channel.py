@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import select
 import socket
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from .scope import ConnectionInfo, client_text, http_scope
 if TYPE_CHECKING:
     from .server import ASGIFactory
 
-__all__ = ["HTTPChannel", "connection_info"]
+__all__ = ["Handler", "HTTPChannel", "connection_info"]
 
 log = Logger(namespace="twisted_asgi.http")
 
@@ -276,6 +277,24 @@ def output_pending(transport: Any) -> bool:
     return True
 
 
+class Handler(typing.Protocol):
+    """What a connection hands itself over to (:meth:`HTTPChannel.hand_over`):
+    the HTTP/2 connection (``h2channel.HTTP2Handler``) or a WebSocket
+    (``websocket.WebSocketConnection``). It gets the transport's callbacks
+    and the graceful shutdown; it writes through the channel's ``write`` and
+    closes the transport itself."""
+
+    def data_received(self, data: bytes) -> None: ...
+    def connection_lost(self, reason: Failure) -> None: ...
+    def pause_producing(self) -> None: ...
+    def resume_producing(self) -> None: ...
+    def drain(self) -> None:
+        """Graceful shutdown: finish what is in flight, then close."""
+
+    def abort(self) -> None:
+        """Drop the connection now (the graceful shutdown ran out of time)."""
+
+
 @implementer(IPushProducer)
 class HTTPChannel(Protocol):
     """An HTTP/1.1 connection serving ASGI apps (one request at a time, pipelining queued)."""
@@ -357,7 +376,7 @@ class HTTPChannel(Protocol):
         self._finished_stream = 0
         #: Once another protocol (WebSocket, HTTP/2) took the connection over,
         #: every transport callback goes to it.
-        self.handler: Any = None
+        self.handler: Handler | None = None
 
     # -- Twisted protocol ----------------------------------------------------
 
@@ -478,7 +497,7 @@ class HTTPChannel(Protocol):
     def stopProducing(self) -> None:
         self.write_paused = True
 
-    def hand_over(self, handler: Any) -> None:
+    def hand_over(self, handler: Handler) -> None:
         """Give the connection to another protocol ``handler`` (WebSocket, HTTP/2).
 
         From now on the channel forwards ``data_received(bytes)``,
