@@ -1083,7 +1083,9 @@ def test_send_body_pieces_are_send_body_in_pieces(version, method, status, lengt
                 out.append(b"".join(pieces))
             else:
                 out.append(conn.send_body(body, more, trailers))
-        outs.append(out)
+        # The two responses may be made on either side of a second's edge: the
+        # Date field is the one part that may differ.
+        outs.append([re.sub(rb"\r\ndate: [^\r]*\r\n", b"\r\ndate: -\r\n", part) for part in out])
         states.append((conn.bytes_sent, conn.response_complete, conn.keep_alive, conn.head_on_wire))
     assert outs[0] == outs[1]
     assert states[0] == states[1]
