@@ -508,7 +508,7 @@ class HTTPChannel(Protocol):
         """
         if self._held:
             self._flush()
-        self._held = self._write_sequence = None
+        # HTTP/1.1's own gathering of body chunks ends; write_soon stays.
         self._can_gather = False
         self.handler = handler
         self._cancel_timers()
@@ -695,21 +695,58 @@ class HTTPChannel(Protocol):
         if conn.response_complete:  # type: ignore[union-attr]
             self._response_complete()
 
-    def _hold(self, pieces: list[bytes]) -> None:
-        """Body bytes with more to come: held until the event loop's current
-        pass ends (or enough are held), then sent with what followed them in
-        one gathering write. An app that sends its chunks without waiting
-        makes one system call, not one per chunk: the kernel's cost per send
-        is far above its cost per byte, the more so when a send ends just
-        past a segment boundary (on loopback, a 64 KiB chunk plus its chunk
-        header costs as much as a 256 KiB send)."""
+    def write_soon(self, data: bytes, limit: int = _HOLD_BYTES) -> None:
+        """Write ``data`` together with what else is written this way in the
+        event loop's current pass: the connection's one coalescer, for
+        HTTP/1.1 body chunks and WebSocket frames alike (see :meth:`_hold`).
+        From ``limit`` held bytes on, everything held goes out at once, so the
+        transport sees a large burst (and pushes back on it)."""
+        held = self._held
+        if held is None:
+            self._held = [data]
+            self._held_bytes = size = len(data)
+            if size >= limit:
+                self._flush()
+            elif not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.clock.callLater(0, self._scheduled_flush)
+            return
+        held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes >= limit or len(held) >= _HOLD_PIECES:
+            self._flush()
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once, after whatever :meth:`write_soon` holds."""
+        if self._held:
+            self._flush()
+        self.write(data)
+
+    def flush_now(self) -> None:
+        """Send what :meth:`write_soon` holds now (before closing)."""
+        if self._held:
+            self._flush()
+
+    def discard_output(self) -> None:
+        """Forget what :meth:`write_soon` holds (the connection is being aborted)."""
+        self._held = None
+        self._held_bytes = 0
+
+    def _hold(self, pieces: list[bytes], limit: int = _HOLD_BYTES) -> None:
+        """Bytes with more to come: held until the event loop's current pass
+        ends (or enough are held), then sent with what followed them in one
+        gathering write. An app that sends its chunks without waiting makes
+        one system call, not one per chunk: the kernel's cost per send is far
+        above its cost per byte, the more so when a send ends just past a
+        segment boundary (on loopback, a 64 KiB chunk plus its chunk header
+        costs as much as a 256 KiB send)."""
         held = self._held
         if held is None:
             held = self._held = []
         held.extend(pieces)
         for piece in pieces:
             self._held_bytes += len(piece)
-        if self._held_bytes >= _HOLD_BYTES or len(held) >= _HOLD_PIECES:
+        if self._held_bytes >= limit or len(held) >= _HOLD_PIECES:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -717,7 +754,21 @@ class HTTPChannel(Protocol):
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
-        self._flush()
+        held = self._held
+        if not held:
+            return
+        self._held = None
+        self._held_bytes = 0
+        try:
+            if len(held) == 1:
+                self.write(held[0])
+            else:
+                self._write_pieces(held)
+        except Exception:  # noqa: BLE001 (runs from the event loop: nothing above it would log it well)
+            # A transport that cannot take bytes (uvloop's lost poll handle, see
+            # --loop) is dropped; the app hears of it through connectionLost.
+            log.failure("Could not write to client {client}; dropping it", client=self._client_text())
+            self.transport.abortConnection()
 
     def _flush(self) -> None:
         """Send the held bytes now (before any other write, and before closing)."""
@@ -725,13 +776,21 @@ class HTTPChannel(Protocol):
         if held:
             self._held = None
             self._held_bytes = 0
-            self._write_pieces(held)
+            if len(held) == 1:
+                self.write(held[0])
+            else:
+                self._write_pieces(held)
 
     def _write_pieces(self, pieces: list[bytes]) -> None:
         write_sequence = self._write_sequence
         if write_sequence is None:
-            write_sequence = self._write_sequence = direct_sequence_writer(self.transport)
-        write_sequence(pieces)  # type: ignore[misc]
+            write_sequence = self._write_sequence = direct_sequence_writer(self.transport) or self._write_joined
+        write_sequence(pieces)
+
+    def _write_joined(self, pieces: list[bytes]) -> None:
+        """The gathering write of a transport without Twisted's TCP buffer
+        (TLS): one ``write`` of the pieces joined."""
+        self.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def send_trailers(self, task: HTTPTask, event: Trailers) -> None:
         if task is not self.task or self.closed:

@@ -580,8 +580,6 @@ class WebSocketConnection:
         "channel",
         "closing",
         "denial",
-        "out",
-        "out_size",
         "discarding",
         "draining",
         "framing",
@@ -620,12 +618,10 @@ class WebSocketConnection:
         #: The handshake timer, then the lifetime timer.
         self.timer: Any = None
         self.opened_at = server.factory.clock.seconds()
-        self.write: Callable[[bytes], None] = channel.write
+        #: Write at once (after the frames the channel holds).
+        self.write: Callable[[bytes], None] = channel.write_now
         #: The transport's close has begun (it is asked once).
         self.closing = False
-        #: Frames written during this event-loop pass, sent together at its end.
-        self.out: list[bytes] | None = None
-        self.out_size = 0
 
     # -- start -------------------------------------------------------------------
 
@@ -849,56 +845,31 @@ class WebSocketConnection:
 
     def queue(self, data: bytes) -> None:
         """Write frame bytes, together with the others written in this
-        event-loop pass: an app that echoes the several messages one read
-        brought answers them with one ``send`` instead of one each. From
-        64 KiB on, the batch goes out at once, so the transport still sees
-        (and pushes back on) a large burst."""
+        event-loop pass (the channel's one coalescer, ``write_soon``): an app
+        that echoes the several messages one read brought answers them with
+        one ``send`` instead of one each. From 64 KiB on, the batch goes out
+        at once, so the transport still sees (and pushes back on) a large
+        burst."""
         if self.closing:
             # The close has begun: nothing may wait for a later loop pass, which
             # can come after the transport is gone (on uvloop, I/O callbacks
             # run before those of call_soon).
             self.write(data)
             return
-        out = self.out
-        if out is None:
-            self.out = [data]
-            self.out_size = len(data)
-            self.server.factory.clock.callLater(0, self.flush)
-            return
-        out.append(data)
-        self.out_size += len(data)
-        if self.out_size >= _FLUSH_AT:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send the frames queued so far."""
-        out = self.out
-        if out is None:
-            return
-        self.out = None
-        try:
-            self.write(out[0] if len(out) == 1 else b"".join(out))
-        except Exception:  # noqa: BLE001 (runs from the event loop: nothing above it would log it well)
-            # A transport that cannot take bytes (uvloop's lost poll handle, see
-            # --loop) is dropped; the app hears of it through connection_lost.
-            log.failure(
-                "Could not write to WebSocket client {client}; dropping it",
-                level=LogLevel.error,
-                client=self._client_text(),
-            )
-            self.close_transport(abort=True)
+        self.channel.write_soon(data, _FLUSH_AT)
 
     def close_transport(self, abort: bool = False) -> None:
         """Close the connection once what was written is sent (or at once with ``abort``)."""
-        transport = self.channel.transport
+        channel = self.channel
+        transport = channel.transport
         if abort:
-            self.out = None
+            channel.discard_output()
             transport.abortConnection()
             return
         if self.closing:
             return
         self.closing = True
-        self.flush()
+        channel.flush_now()
         # Twisted's TLS transport does not begin its close (close_notify, then
         # TCP) while a producer is registered: unregister the channel first,
         # as Autobahn's own adapter does.
