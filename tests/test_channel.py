@@ -387,6 +387,16 @@ class _Handler:
     def connection_lost(self, reason) -> None:
         self.lost.append(reason)
 
+    def pause_producing(self) -> None:
+        pass
+
+    def resume_producing(self) -> None:
+        pass
+
+    def send_timed_out(self) -> bool:
+        self.timed_out = True
+        return True
+
 
 def test_hand_over_and_close_leave_no_timer_holding_the_channel(loop):
     """After a hand-over the channel's own timers are cancelled, and after the
@@ -777,3 +787,42 @@ def test_http2_connection_builds_no_http11_parser(loop):
     proto.dataReceived(b"OST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
     settle(loop)
     assert proto.handler is None and transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_one_send_timeout_goes_on_across_a_hand_over(loop):
+    """The send timeout is the connection's, whatever the protocol: armed when
+    the transport pauses us, it goes on across a hand-over, asks the handler
+    to drop the connection when it runs out, and is logged once, by the
+    connection; a resume before it runs out cancels it."""
+    from twisted.logger import globalLogPublisher
+
+    handler = _Handler()
+    proto, _transport, clock, factory = connect(hello, loop, timeout_send=10)
+    factory.register_upgrade(b"websocket", lambda channel, request, rest: channel.hand_over(handler))
+    proto.pauseProducing()
+    proto.dataReceived(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    settle(loop)
+    assert proto.handler is handler
+    logged: list = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        clock.advance(9.9)
+        assert not hasattr(handler, "timed_out")
+        clock.advance(0.2)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert handler.timed_out
+    assert [e["log_format"] for e in logged if "read nothing" in e.get("log_format", "")] == [
+        "Client {client} read nothing for {timeout}s; dropping the connection"
+    ]
+
+    handler = _Handler()
+    proto, _transport, clock, factory = connect(hello, loop, timeout_send=10)
+    factory.register_upgrade(b"websocket", lambda channel, request, rest: channel.hand_over(handler))
+    proto.dataReceived(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    settle(loop)
+    proto.pauseProducing()
+    clock.advance(5)
+    proto.resumeProducing()
+    clock.advance(10)
+    assert not hasattr(handler, "timed_out")

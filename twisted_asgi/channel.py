@@ -288,6 +288,11 @@ class Handler(typing.Protocol):
     def connection_lost(self, reason: Failure) -> None: ...
     def pause_producing(self) -> None: ...
     def resume_producing(self) -> None: ...
+    def send_timed_out(self) -> bool:
+        """The client read nothing for ``timeout_send``: tell the apps and drop
+        the connection (True), or nothing when the handler is already closing
+        it under its own bound (False). The connection logs it."""
+
     def drain(self) -> None:
         """Graceful shutdown: finish what is in flight, then close."""
 
@@ -479,10 +484,12 @@ class HTTPChannel(Protocol):
 
     def pauseProducing(self) -> None:
         self.write_paused = True
+        # The one send timeout, for every protocol: a client that reads nothing
+        # for timeout_send is dropped (see _on_send_timeout).
+        if self.config.timeout_send and self._send_timer is None and not self.closed:
+            self._send_timer = self.clock.callLater(self.config.timeout_send, self._on_send_timeout)
         if self.handler is not None:
             self.handler.pause_producing()
-        elif self.config.timeout_send and self._send_timer is None:
-            self._send_timer = self.clock.callLater(self.config.timeout_send, self._on_send_timeout)
 
     def resumeProducing(self) -> None:
         self.write_paused = False
@@ -511,7 +518,7 @@ class HTTPChannel(Protocol):
         # HTTP/1.1's own gathering of body chunks ends; write_soon stays.
         self._can_gather = False
         self.handler = handler
-        self._cancel_timers()
+        self._cancel_timers(keep_send_timer=True)  # the send timeout goes on for the handler
         if self.conn is not None:
             self.conn.release()  # its parser holds its callbacks (a cycle)
         self.conn = None
@@ -911,13 +918,18 @@ class HTTPChannel(Protocol):
 
     # -- timers --------------------------------------------------------------
 
-    def _cancel_timers(self) -> None:
-        # Either timer is None unless pending: each callback clears its own first.
+    def _cancel_timers(self, keep_send_timer: bool = False) -> None:
+        # Each timer is None unless pending: each callback clears its own first.
         self._deadline = None
-        for timer in (self._timer, self._send_timer, self._peer_timer):
+        timers = (
+            (self._timer, self._peer_timer) if keep_send_timer else (self._timer, self._send_timer, self._peer_timer)
+        )
+        for timer in timers:
             if timer is not None:
                 timer.cancel()
-        self._timer = self._send_timer = self._peer_timer = None
+        self._timer = self._peer_timer = None
+        if not keep_send_timer:
+            self._send_timer = None
 
     def _arm(self, seconds: float, kind: str) -> None:
         """Set the connection's one deadline. Cheap: the reactor timer is only
@@ -977,14 +989,18 @@ class HTTPChannel(Protocol):
             return
         if not self.write_paused:
             return
+        handler = self.handler
+        if handler is None:
+            if self.task is not None:
+                self.task.feed_disconnect()
+            self.abort()
+        elif not handler.send_timed_out():
+            return  # the handler is closing the connection on its own bound
         log.info(
             "Client {client} read nothing for {timeout}s; dropping the connection",
             client=self._client_text(),
             timeout=self.config.timeout_send,
         )
-        if self.task is not None:
-            self.task.feed_disconnect()
-        self.abort()
 
     # -- read back-pressure ----------------------------------------------------
 

@@ -223,33 +223,23 @@ class HTTP2Handler:
 
     def pause_producing(self) -> None:
         """The client reads slower than we write: every stream's ``send()`` now
-        waits (``write_paused`` reads the channel's flag), for ``timeout_send``
-        at most, and the core frames no more body bytes."""
+        waits (``write_paused`` reads the channel's flag), for the channel's
+        ``timeout_send`` at most, and the core frames no more body bytes."""
         self.core.output_paused = True
-        timeout = self.config.timeout_send
-        if timeout and self._send_timer is None and not self.closed:
-            self._send_timer = self.clock.callLater(timeout, self._send_timed_out)
 
-    def _send_timed_out(self) -> None:
-        self._send_timer = None
-        if self.closed or not self.channel.write_paused:
-            return
-        log.info(
-            "HTTP/2 client {client} read nothing for {timeout}s; dropping the connection",
-            client=self.client_text(),
-            timeout=self.config.timeout_send,
-        )
-        # As on HTTP/1.1: each waiting send() raises, and the app-close
-        # timeout bounds an app that goes on.
+    def send_timed_out(self) -> bool:
+        """The channel's send timeout: as on HTTP/1.1, each waiting send()
+        raises, and the app-close timeout bounds an app that goes on. A
+        closing connection has its own bound (:meth:`close_transport`)."""
+        if self.closed:
+            return False
         self.abort(cancel=False)
+        return True
 
     def resume_producing(self) -> None:
         """The transport wrote its buffer out: frame and write what the streams
         queued meanwhile (until the transport pauses us again), then release
         the ``send()`` of every stream with nothing left queued."""
-        timer, self._send_timer = self._send_timer, None
-        if timer is not None:
-            timer.cancel()
         core = self.core
         core.output_paused = False
         if self.closed:

@@ -588,7 +588,6 @@ class WebSocketConnection:
         "opened_at",
         "paused",
         "request",
-        "send_timer",
         "server",
         "state",
         "task",
@@ -610,7 +609,6 @@ class WebSocketConnection:
         self.buffer = b""
         #: Why reading is paused (``_PAUSE_*`` bits), 0 while reading.
         self.paused = 0
-        self.send_timer: Any = None
         #: The server is closing: later client messages are dropped.
         self.discarding = False
         self.draining = channel.draining
@@ -662,9 +660,6 @@ class WebSocketConnection:
     def connection_lost(self, reason: Failure) -> None:
         self.lost = True
         self._cancel_timer()
-        timer, self.send_timer = self.send_timer, None
-        if timer is not None:
-            timer.cancel()
         was_open = self.state is _OPEN_WS
         self.state = _DONE
         framing = self.framing
@@ -694,16 +689,11 @@ class WebSocketConnection:
         """The client does not read what we send (the transport's buffer is
         full): ``send()`` waits (the channel set ``write_paused``), and we stop
         reading too, or a client that sends pings and reads no pongs would
-        fill our buffer without bound. ``timeout_send`` bounds the wait."""
+        fill our buffer without bound. The channel's ``timeout_send`` bounds
+        the wait (:meth:`send_timed_out`)."""
         self._pause(_PAUSE_WRITE)
-        timeout = self.server.config.timeout_send
-        if timeout and self.send_timer is None and self.state is not _DONE:
-            self.send_timer = self.server.factory.clock.callLater(timeout, self._send_timed_out)
 
     def resume_producing(self) -> None:
-        timer, self.send_timer = self.send_timer, None
-        if timer is not None:
-            timer.cancel()
         self._resume(_PAUSE_WRITE)
         if self.task is not None:
             self.task.writable()
@@ -1021,18 +1011,14 @@ class WebSocketConnection:
         if self.state is not _DONE and not getattr(transport, "disconnecting", False):
             self.channel.start_reading()
 
-    def _send_timed_out(self) -> None:
-        self.send_timer = None
-        if self.state is _DONE or not self.channel.write_paused:
-            return
-        log.info(
-            "WebSocket client {client} read nothing for {timeout}s; dropping the connection",
-            client=self._client_text(),
-            timeout=self.server.config.timeout_send,
-        )
+    def send_timed_out(self) -> bool:
+        """The channel's send timeout: the app hears 1006, the connection is dropped."""
+        if self.state is _DONE:
+            return False
         if self.task is not None:
             self.task.feed_disconnect(_ABNORMAL, "the client stopped reading")
         self.close_transport(abort=True)
+        return True
 
     def _cancel_timer(self) -> None:
         timer, self.timer = self.timer, None
