@@ -331,6 +331,8 @@ class HTTPChannel(Protocol):
         "_timer_kind",
         "_started_at",
         "_send_timer",
+        "_closing",
+        "_lost",
         "_peer_timer",
         "_can_gather",
         "_write_sequence",
@@ -366,6 +368,10 @@ class HTTPChannel(Protocol):
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
         self._send_timer: Any = None
+        #: The transport's close has begun (:meth:`close_transport`).
+        self._closing = False
+        #: The transport reported the connection lost.
+        self._lost = False
         #: The dead-peer check, armed only while reading is paused.
         self._peer_timer: Any = None
         self._can_gather = False
@@ -454,6 +460,7 @@ class HTTPChannel(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError("lost"))) -> None:
         self.closed = True
+        self._lost = True
         # A pending timer holds this channel (and all it refers to) until it fires.
         self._cancel_timers()
         tls = ISSLTransport.providedBy(self.transport)
@@ -707,7 +714,13 @@ class HTTPChannel(Protocol):
         event loop's current pass: the connection's one coalescer, for
         HTTP/1.1 body chunks and WebSocket frames alike (see :meth:`_hold`).
         From ``limit`` held bytes on, everything held goes out at once, so the
-        transport sees a large burst (and pushes back on it)."""
+        transport sees a large burst (and pushes back on it). Once the close
+        has begun nothing waits for a later loop pass (which can come after
+        the transport is gone: on uvloop, I/O callbacks run before those of
+        ``call_soon``): ``data`` goes out at once."""
+        if self._closing:
+            self.write_now(data)
+            return
         held = self._held
         if held is None:
             self._held = [data]
@@ -728,16 +741,6 @@ class HTTPChannel(Protocol):
         if self._held:
             self._flush()
         self.write(data)
-
-    def flush_now(self) -> None:
-        """Send what :meth:`write_soon` holds now (before closing)."""
-        if self._held:
-            self._flush()
-
-    def discard_output(self) -> None:
-        """Forget what :meth:`write_soon` holds (the connection is being aborted)."""
-        self._held = None
-        self._held_bytes = 0
 
     def _hold(self, pieces: list[bytes], limit: int = _HOLD_BYTES) -> None:
         """Bytes with more to come: held until the event loop's current pass
@@ -775,7 +778,7 @@ class HTTPChannel(Protocol):
             # A transport that cannot take bytes (uvloop's lost poll handle, see
             # --loop) is dropped; the app hears of it through connectionLost.
             log.failure("Could not write to client {client}; dropping it", client=self._client_text())
-            self.transport.abortConnection()
+            self.drop()
 
     def _flush(self) -> None:
         """Send the held bytes now (before any other write, and before closing)."""
@@ -867,20 +870,46 @@ class HTTPChannel(Protocol):
 
     def _close(self) -> None:
         if not self.closed:
-            if self._held:
-                self._flush()
             self.closed = True
             self._deadline = None
-            # A TLS transport waits for its producer to unregister before it
-            # sends close_notify and closes; a TCP one flushes and closes.
-            self.transport.unregisterProducer()
-            self.transport.loseConnection()
-            # The close waits for the response to be taken: a client that stops
-            # reading would hold the connection for ever without this bound.
-            # (Bytes already in the kernel are its business: the socket closes.)
-            timeout = self.config.timeout_send
-            if timeout and self._send_timer is None and output_pending(self.transport):
-                self._send_timer = self.clock.callLater(timeout, self._on_send_timeout)
+            self.close_transport()
+
+    def close_transport(self, prompt_tls: bool = False) -> None:
+        """Close the connection once what was written is sent: the one close
+        of every protocol (HTTP/1.1, the HTTP/2 and WebSocket handlers).
+
+        What :meth:`write_soon` holds goes first. A TLS transport waits for
+        its producer to unregister before it sends close_notify and closes; a
+        TCP one flushes and closes. With ``prompt_tls`` the TCP connection
+        under TLS closes right after our close_notify, without waiting for the
+        client's, which a client that broke the protocol may never send (the
+        TLS layer's ``timeout_tls_close`` bounds the wait otherwise). The close
+        waits for the output to be taken, ``timeout_send`` at most: a client
+        that stops reading would hold the connection for ever without this
+        bound (bytes already in the kernel are its business: the socket closes).
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if self._held:
+            self._flush()
+        transport = self.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
+        if prompt_tls:
+            lower = getattr(transport, "transport", None)
+            if ISSLTransport.providedBy(transport) and lower is not None:
+                lower.loseConnection()
+        timeout = self.config.timeout_send
+        if timeout and self._send_timer is None and not self._lost and output_pending(transport):
+            self._send_timer = self.clock.callLater(timeout, self._on_send_timeout)
+
+    def drop(self) -> None:
+        """Abort the connection now: nothing held or buffered is sent (every
+        protocol's way to drop a connection)."""
+        self._held = None
+        self._held_bytes = 0
+        self.transport.abortConnection()
 
     def abort(self) -> None:
         """Drop the connection now (graceful shutdown ran out of time)."""
@@ -888,7 +917,7 @@ class HTTPChannel(Protocol):
             self.handler.abort()
             return
         self.closed = True
-        self.transport.abortConnection()
+        self.drop()
 
     def drain(self) -> None:
         """Graceful shutdown: finish the current response, then close.
@@ -977,15 +1006,15 @@ class HTTPChannel(Protocol):
 
     def _on_send_timeout(self) -> None:
         self._send_timer = None
-        if self.closed:
+        if self._closing:
             # Still here (connectionLost cancels this timer): the client has not
-            # taken the end of the response since the close began.
+            # taken the rest of its output since the close began.
             log.info(
-                "Client {client} did not read the end of its response in {timeout}s; dropping the connection",
+                "Client {client} read nothing for {timeout}s while its connection was closing; dropping it",
                 client=self._client_text(),
                 timeout=self.config.timeout_send,
             )
-            self.transport.abortConnection()
+            self.drop()
             return
         if not self.write_paused:
             return

@@ -15,7 +15,6 @@ import weakref
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -184,7 +183,6 @@ class HTTP2Handler:
         self.lost = False
         self.draining = False
         self._idle_timer: Any = None
-        self._send_timer: Any = None
         self._closing = False
         self._malformed_logged = False
         self._flush_call: Any = None
@@ -209,7 +207,7 @@ class HTTP2Handler:
     def connection_lost(self, reason: Failure) -> None:
         self.closed = True
         self.lost = True
-        self._cancel_idle(send_timer=True)
+        self._cancel_idle()
         flush, self._flush_call = self._flush_call, None
         if flush is not None:
             flush.cancel()
@@ -264,9 +262,8 @@ class HTTP2Handler:
         """Drop the connection now (graceful shutdown ran out of time: the
         app calls are cancelled too, unless ``cancel`` is false)."""
         self.closed = True
-        self._cancel_idle(send_timer=True)
-        transport: Any = self.channel.transport
-        transport.abortConnection()
+        self._cancel_idle()
+        self.channel.drop()
         for stream in list(self.streams.values()):
             stream.gone(cancel=cancel)
 
@@ -404,35 +401,10 @@ class HTTP2Handler:
     def close_transport(self) -> None:
         """Close after what was written, promptly: over TLS, without waiting
         for the client's close_notify, which a client that broke the protocol
-        may never send."""
+        may never send (the channel's one close, bounded by ``timeout_send``)."""
         self.closed = True
         self._cancel_idle()
-        transport: Any = self.channel.transport
-        transport.unregisterProducer()
-        transport.loseConnection()
-        lower = getattr(transport, "transport", None)
-        if ISSLTransport.providedBy(transport) and lower is not None:
-            lower.loseConnection()
-        timeout = self.config.timeout_send
-        if timeout and not self.lost:
-            # loseConnection waits for the write buffer to drain: a client
-            # that reads nothing (it filled our buffers, then broke the
-            # protocol) would hold the connection and its buffer forever.
-            # With the producer gone no pause starts the send timer: start it.
-            self._cancel_idle(send_timer=True)
-            self._send_timer = self.clock.callLater(timeout, self._close_timed_out)
-
-    def _close_timed_out(self) -> None:
-        self._send_timer = None
-        if self.lost:
-            return
-        log.info(
-            "HTTP/2 client {client} read nothing for {timeout}s while its connection was closing; dropping it",
-            client=self.client_text(),
-            timeout=self.config.timeout_send,
-        )
-        transport: Any = self.channel.transport
-        transport.abortConnection()
+        self.channel.close_transport(prompt_tls=True)
 
     def _check_idle(self) -> None:
         """No request in progress: after a drain, close; else the keep-alive
@@ -461,12 +433,10 @@ class HTTP2Handler:
         self._closing = True
         self.flush_output()
 
-    def _cancel_idle(self, send_timer: bool = False) -> None:
-        for name in ("_idle_timer", "_send_timer") if send_timer else ("_idle_timer",):
-            timer = getattr(self, name)
-            setattr(self, name, None)
-            if timer is not None:
-                timer.cancel()
+    def _cancel_idle(self) -> None:
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None:
+            timer.cancel()
 
     # -- logging ---------------------------------------------------------------------
 

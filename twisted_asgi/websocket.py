@@ -718,7 +718,7 @@ class WebSocketConnection:
     def abort(self) -> None:
         """Drop the connection now (graceful shutdown ran out of time)."""
         self.state = _DONE
-        self.channel.transport.abortConnection()
+        self.channel.drop()
         task = self.task
         if task is not None:
             task.feed_disconnect(_GOING_AWAY, "server shutting down")
@@ -744,11 +744,12 @@ class WebSocketConnection:
                 # fragmenting, no masking): one frame, written here.
                 n = len(data)
                 head = frame_head(2 if event.binary else 1, n)
+                write_soon = self.channel.write_soon
                 if n < _SMALL_FRAME:
-                    self.queue(head + data)
+                    write_soon(head + data, _FLUSH_AT)
                 else:
-                    self.queue(head)
-                    self.queue(data)
+                    write_soon(head, _FLUSH_AT)
+                    write_soon(data, _FLUSH_AT)
                 return
             # The message limits bound what clients send, not what the app sends.
             framing.maxMessagePayloadSize = 0
@@ -840,31 +841,17 @@ class WebSocketConnection:
         one ``send`` instead of one each. From 64 KiB on, the batch goes out
         at once, so the transport still sees (and pushes back on) a large
         burst."""
-        if self.closing:
-            # The close has begun: nothing may wait for a later loop pass, which
-            # can come after the transport is gone (on uvloop, I/O callbacks
-            # run before those of call_soon).
-            self.write(data)
-            return
         self.channel.write_soon(data, _FLUSH_AT)
 
     def close_transport(self, abort: bool = False) -> None:
         """Close the connection once what was written is sent (or at once with ``abort``)."""
-        channel = self.channel
-        transport = channel.transport
         if abort:
-            channel.discard_output()
-            transport.abortConnection()
+            self.channel.drop()
             return
         if self.closing:
             return
         self.closing = True
-        channel.flush_now()
-        # Twisted's TLS transport does not begin its close (close_notify, then
-        # TCP) while a producer is registered: unregister the channel first,
-        # as Autobahn's own adapter does.
-        transport.unregisterProducer()
-        transport.loseConnection()
+        self.channel.close_transport()
 
     # -- handshake ------------------------------------------------------------------
 
