@@ -777,7 +777,7 @@ class HTTPChannel(Protocol):
         except Exception:  # noqa: BLE001 (runs from the event loop: nothing above it would log it well)
             # A transport that cannot take bytes (uvloop's lost poll handle, see
             # --loop) is dropped; the app hears of it through connectionLost.
-            log.failure("Could not write to client {client}; dropping it", client=self._client_text())
+            log.failure("Could not write to client {client}; dropping it", client=self.client_text())
             self.drop()
 
     def _flush(self) -> None:
@@ -844,7 +844,7 @@ class HTTPChannel(Protocol):
     def _protocol_error(self, exc: ProtocolError) -> None:
         log.info(
             "Bad request from {client}: {reason} ({status})",
-            client=self._client_text(),
+            client=self.client_text(),
             reason=exc.reason,
             status=exc.status,
         )
@@ -991,10 +991,10 @@ class HTTPChannel(Protocol):
         self._deadline = None
         kind = self._timer_kind
         if kind is _T_HEAD and self.conn is not None and self.conn.in_request_head:
-            log.info("Request head timed out from {client}", client=self._client_text())
+            log.info("Request head timed out from {client}", client=self.client_text())
             self._error_response(408, "request head not received in time")
         elif kind is _T_BODY:
-            log.info("Request body timed out from {client}", client=self._client_text())
+            log.info("Request body timed out from {client}", client=self.client_text())
             if self.task is not None:
                 self.task.feed_disconnect()
             if self.conn is not None and not self.conn.head_on_wire:
@@ -1011,7 +1011,7 @@ class HTTPChannel(Protocol):
             # taken the rest of its output since the close began.
             log.info(
                 "Client {client} read nothing for {timeout}s while its connection was closing; dropping it",
-                client=self._client_text(),
+                client=self.client_text(),
                 timeout=self.config.timeout_send,
             )
             self.drop()
@@ -1027,7 +1027,7 @@ class HTTPChannel(Protocol):
             return  # the handler is closing the connection on its own bound
         log.info(
             "Client {client} read nothing for {timeout}s; dropping the connection",
-            client=self._client_text(),
+            client=self.client_text(),
             timeout=self.config.timeout_send,
         )
 
@@ -1059,7 +1059,7 @@ class HTTPChannel(Protocol):
         if peer_gone(self.transport):
             log.info(
                 "Client {client} went away while the server was not reading from it; closing its connection",
-                client=self._client_text(),
+                client=self.client_text(),
             )
             # Exactly a lost connection: connectionLost tells the app
             # (http.disconnect, websocket.disconnect) and frees everything.
@@ -1084,7 +1084,8 @@ class HTTPChannel(Protocol):
 
     # -- logging ---------------------------------------------------------------
 
-    def _client_text(self) -> str:
+    def client_text(self) -> str:
+        """The client's address, for log lines (every protocol's)."""
         return client_text(self.info.client if self.info is not None else None)
 
     def _log_access(self, status: int, size: int, refused: Request | None = None) -> None:

@@ -34,7 +34,7 @@ from .http2 import (
 )
 from .http11 import error_response
 from .runner import HTTPTask
-from .scope import client_text, http_scope
+from .scope import http_scope
 
 if TYPE_CHECKING:
     from .channel import HTTPChannel
@@ -128,7 +128,7 @@ class HTTP2Server:
         try:
             events = handler.core.initiate_upgrade(payload, request)
         except Exception as exc:  # h2 refused the settings' values
-            log.info("Bad HTTP2-Settings from {client}: {error}", client=handler.client_text(), error=str(exc))
+            log.info("Bad HTTP2-Settings from {client}: {error}", client=handler.channel.client_text(), error=str(exc))
             handler.core.close(1)
             handler.flush_output()
             handler.close_transport()
@@ -197,7 +197,7 @@ class HTTP2Handler:
         except Exception:
             # A bug of ours or h2's, never a reason to stop serving others:
             # logged once with its traceback, and this connection is dropped.
-            log.failure("HTTP/2 input from {client} broke the connection", client=self.client_text())
+            log.failure("HTTP/2 input from {client} broke the connection", client=self.channel.client_text())
             self.abort()
             return
         self.handle(events)
@@ -315,7 +315,7 @@ class HTTP2Handler:
                 self._malformed_logged = True
                 log.info(
                     "HTTP/2 client {client} sent a malformed request on stream {stream}: {reason}; stream reset",
-                    client=self.client_text(),
+                    client=self.channel.client_text(),
                     stream=event.stream_id,
                     reason=event.reason,
                 )
@@ -344,7 +344,7 @@ class HTTP2Handler:
         if event.error_code:
             log.info(
                 "HTTP/2 connection from {client} closed: {reason} ({code})",
-                client=self.client_text(),
+                client=self.channel.client_text(),
                 reason=event.reason,
                 code=error_code_name(event.error_code),
             )
@@ -439,10 +439,6 @@ class HTTP2Handler:
             timer.cancel()
 
     # -- logging ---------------------------------------------------------------------
-
-    def client_text(self) -> str:
-        info = self.channel.info
-        return client_text(info.client if info is not None else None)
 
     def _log(self, event: StreamComplete) -> None:
         access_log = self.factory.access_log
@@ -561,7 +557,7 @@ class HTTP2StreamHandler:
             return
         log.info(
             "HTTP/2 client {client} sent no request body on stream {stream} for {timeout}s",
-            client=handler.client_text(),
+            client=handler.channel.client_text(),
             stream=self.stream_id,
             timeout=timeout,
         )
@@ -643,7 +639,7 @@ class HTTP2StreamHandler:
             return
         log.info(
             "HTTP/2 client {client} opened no window on stream {stream} for {timeout}s; resetting it",
-            client=handler.client_text(),
+            client=handler.channel.client_text(),
             stream=self.stream_id,
             timeout=handler.config.timeout_send,
         )

@@ -58,7 +58,7 @@ from twisted.python.failure import Failure
 
 from .events import AppError, ClientDisconnected, Request
 from .http11 import HTTP11Connection, body_size, error_response
-from .scope import client_text, websocket_scope
+from .scope import websocket_scope
 from .wscycle import (
     Accept,
     Close,
@@ -474,12 +474,14 @@ class _Framing(WebSocketServerProtocol):
         return stop
 
     def onAutoPingTimeout(self) -> None:
-        log.info("WebSocket client {client} did not answer a ping in time", client=self.handler._client_text())
+        log.info("WebSocket client {client} did not answer a ping in time", client=self.handler.channel.client_text())
         WebSocketServerProtocol.onAutoPingTimeout(self)
 
     def onCloseHandshakeTimeout(self) -> None:
         if self.state != _CLOSED:
-            log.info("WebSocket client {client} did not answer our Close in time", client=self.handler._client_text())
+            log.info(
+                "WebSocket client {client} did not answer our Close in time", client=self.handler.channel.client_text()
+            )
         WebSocketServerProtocol.onCloseHandshakeTimeout(self)
 
     def _connectionLost(self, reason: Any) -> None:
@@ -634,7 +636,7 @@ class WebSocketConnection:
         except HandshakeError as exc:
             log.info(
                 "Refused WebSocket handshake from {client}: {reason} ({status})",
-                client=self._client_text(),
+                client=self.channel.client_text(),
                 reason=exc.reason,
                 status=exc.status,
             )
@@ -709,7 +711,7 @@ class WebSocketConnection:
                 log.failure(
                     "Could not send the shutdown Close to WebSocket client {client}; dropping it",
                     level=LogLevel.error,
-                    client=self._client_text(),
+                    client=self.channel.client_text(),
                 )
                 # The app was told (1001) before the write failed; it may finish.
                 self.state = _DONE
@@ -817,7 +819,7 @@ class WebSocketConnection:
         """Autobahn failed the connection (protocol error, size, UTF-8)."""
         log.info(
             "WebSocket from {client} failed with {code}: {reason}",
-            client=self._client_text(),
+            client=self.channel.client_text(),
             code=code,
             reason=reason,
         )
@@ -939,7 +941,7 @@ class WebSocketConnection:
             # The app's fault, not the client's: a warning, as for HTTP's response timeout.
             log.warn(
                 "WebSocket app did not answer websocket.connect from {client} within {timeout}s",
-                client=self._client_text(),
+                client=self.channel.client_text(),
                 timeout=self.server.config.timeout_ws_handshake,
             )
             self._fail_handshake(503, "the application did not answer the WebSocket handshake in time")
@@ -1013,10 +1015,6 @@ class WebSocketConnection:
             timer.cancel()
 
     # -- logging ---------------------------------------------------------------------
-
-    def _client_text(self) -> str:
-        info = self.channel.info
-        return client_text(info.client if info is not None else None)
 
     def _log_access(self, kind: str, code: int) -> None:
         duration = self.server.factory.clock.seconds() - self.opened_at
