@@ -241,3 +241,35 @@ def test_descriptor_epoll_refuses_is_polled_instead(reactor_and_pair, tmp_path):
         reactor.removeReader(reader)
         assert reader not in reactor.getReaders()
         reactor._continuousPolling._checkLoop()  # stop its polling timer
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_loop_clock_schedules_on_the_loop(kind):
+    """LoopClock, the production scheduler: callLater(0, f) runs f once the
+    current loop pass is done, in order with call_soon; a later call runs when
+    due and can be cancelled while pending; seconds() is the loop's clock."""
+    from twisted_asgi.reactor import LoopClock
+
+    loop = _new_loop(kind)
+    try:
+        clock = LoopClock(loop)
+        assert abs(clock.seconds() - loop.time()) < 0.05
+        ran: list[str] = []
+
+        def first_pass() -> None:
+            clock.callLater(0, ran.append, "soon")
+            loop.call_soon(ran.append, "call_soon")
+            clock.callLater(0, ran.append, "soon 2")
+            ran.append("pass")
+
+        loop.call_soon(first_pass)
+        timer = clock.callLater(0.05, ran.append, "cancelled")
+        clock.callLater(0.02, ran.append, "later")
+        timer_cancelled = clock.callLater(0.01, ran.append, "never")
+        timer_cancelled.cancel()
+        loop.run_until_complete(asyncio.sleep(0.03))
+        timer.cancel()
+        loop.run_until_complete(asyncio.sleep(0.04))
+        assert ran == ["pass", "soon", "call_soon", "soon 2", "later"]
+    finally:
+        loop.close()

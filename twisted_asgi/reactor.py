@@ -206,7 +206,7 @@ class LoopClock:
     next ``advance(0)``. Times are the loop's (monotonic) seconds.
     """
 
-    __slots__ = ("loop", "seconds", "_call_later", "_call_soon")
+    __slots__ = ("loop", "seconds", "callLater", "_call_later", "_call_soon")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -217,13 +217,20 @@ class LoopClock:
         )
         self._call_later = loop.call_later
         self._call_soon = loop.call_soon
+        #: ``callLater(delay, f, *args)``: uvloop's own ``call_later`` already
+        #: runs a delay of 0 (under half a millisecond) as ``call_soon`` does,
+        #: in C; asyncio's would put it in its timer heap, so 0 goes to
+        #: ``call_soon`` here.
+        self.callLater: Callable[..., Timer] = (
+            loop.call_later if loop_name(loop) == "uvloop" else self._asyncio_call_later
+        )
 
     @classmethod
     def of(cls, reactor: Any) -> LoopClock:
         """The clock of Twisted's asyncio ``reactor`` (see :func:`reactor_loop`)."""
         return cls(reactor_loop(reactor))
 
-    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> Timer:  # noqa: N802 (IReactorTime's name)
+    def _asyncio_call_later(self, delay: float, f: Callable[..., Any], *args: Any) -> Timer:
         if delay <= 0:
             return self._call_soon(f, *args)
         return self._call_later(delay, f, *args)
