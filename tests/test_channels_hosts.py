@@ -4,7 +4,8 @@ a health-check view, the ``channels_redis`` layer), served by TWO twisted-asgi
 instances (``--workers 2`` each, separate process trees, as on two hosts)
 started with the command the page shows, behind a real nginx running the
 page's ``docs/examples/nginx-channels.conf``, with a real ``redis-server`` on
-loopback.
+loopback; and behind HAProxy with the page's ``haproxy-channels.cfg``, whose
+health checks probe the project's health view.
 
 Every client's first message names the pid of the worker serving it; the test
 maps pids to instances from each instance's log, so the spread over every
@@ -42,6 +43,7 @@ from tests.serving import _LISTEN, ROOT, TWISTD, Server, recv_response
 EXAMPLE = DOCS / "channels"
 PAGE = ROOT / "docs" / "channels.rst"
 NGINX_CONF = DOCS / "nginx-channels.conf"
+HAPROXY_CONF = DOCS / "haproxy-channels.cfg"
 #: The addresses of the two hosts in the page's command and nginx configuration.
 HOSTS = ("10.0.0.1", "10.0.0.2")
 ORIGIN = "http://example.com"
@@ -469,3 +471,77 @@ def test_health_check_answers_503_while_redis_is_down(tmp_path: Path, redis: Red
         wait_for(lambda: get(instance.port, "/healthz/")[0] == 200, 20, "the health check to recover")
     finally:
         instance.close()
+
+
+def start_haproxy(tmp: Path, ports: list[int]) -> tuple[Daemon, int, Path]:
+    """HAProxy with the page's configuration, its two hosts the instances'
+    loopback ports, and a stats socket; returns it, its port and the socket."""
+    port = free_port()
+    sock = tmp / "haproxy.sock"
+    config = HAPROXY_CONF.read_text()
+    for pattern, replacement in [
+        (r"bind :80\n", f"bind 127.0.0.1:{port}\n"),
+        (rf"server host1 {re.escape(HOSTS[0])}:8000\n", f"server host1 127.0.0.1:{ports[0]}\n"),
+        (rf"server host2 {re.escape(HOSTS[1])}:8000\n", f"server host2 127.0.0.1:{ports[1]}\n"),
+        (r"(?m)^global\n", f"global\n    stats socket {sock} level admin\n"),
+    ]:
+        config, n = re.subn(pattern, replacement, config)
+        assert n == 1, f"{pattern!r} not found once in {HAPROXY_CONF}"
+    path = tmp / "haproxy.cfg"
+    path.write_text(config)
+    check = subprocess.run([require("haproxy"), "-c", "-f", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    daemon = Daemon([require("haproxy"), "-db", "-f", str(path)], [port], tmp / "haproxy.out")
+    daemon.wait_listening()
+    return daemon, port, sock
+
+
+def haproxy_status(sock_path: Path) -> dict[str, str]:
+    """``{server: status}`` (UP, DOWN, ...) of the backend's servers, from HAProxy's ``show stat``."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(sock_path))
+        sock.sendall(b"show stat\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    names = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(names, line.split(","), strict=False)) for line in lines[1:] if line]
+    return {r["svname"]: r["status"] for r in rows if r.get("pxname") == "mysite" and r["svname"].startswith("host")}
+
+
+def test_haproxy_takes_out_the_host_whose_health_check_fails(tmp_path: Path) -> None:
+    """The page's HAProxy configuration probes /healthz/ on both instances: when
+    the Redis of one instance stops, HAProxy marks it DOWN and every new
+    WebSocket lands on the other, with no failed handshake; when Redis is back,
+    the instance is UP again. (Each instance has a Redis of its own here, so
+    that one of them can lose it: on loopback there is no network to cut.)"""
+    redises = [Redis(tmp_path / f"redis-{name}", free_port()) for name in ("A", "B")]
+    instances: list[Instance] = []
+    haproxy = None
+    try:
+        for name, redis in zip(("A", "B"), redises, strict=True):
+            redis.start()
+            instances.append(start_instance(name, tmp_path / name, redis))
+        a, b = instances
+        haproxy, port, sock = start_haproxy(tmp_path, [a.port, b.port])
+        stack = Stack(redises[0], instances, port)
+        wait_for(lambda: haproxy_status(sock) == {"host1": "UP", "host2": "UP"}, 20, "both hosts UP")
+        redises[0].stop()
+        wait_for(lambda: haproxy_status(sock) == {"host1": "DOWN", "host2": "UP"}, 20, "host1 DOWN")
+        with contextlib.ExitStack() as exits:
+            for _ in range(8):
+                assert stack.owner(open_client(port, exits).pid) is b
+        redises[0].start()
+        wait_for(lambda: haproxy_status(sock) == {"host1": "UP", "host2": "UP"}, 20, "host1 UP again")
+        with contextlib.ExitStack() as exits:
+            owners = {stack.owner(open_client(port, exits).pid).name for _ in range(4)}
+        assert owners == {"A", "B"}, owners
+    finally:
+        if haproxy is not None:
+            haproxy.stop()
+        for instance in instances:
+            instance.close()
+        for redis in redises:
+            redis.stop()
