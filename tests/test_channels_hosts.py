@@ -116,17 +116,18 @@ class Redis:
 # -- the hosts --------------------------------------------------------------------------------
 
 
-def page_host_command() -> list[str]:
-    """The command docs/channels.rst runs on the first host, as argv."""
-    commands = [
-        line.strip()[2:]
-        for line in PAGE.read_text(encoding="utf-8").splitlines()
-        if line.strip().startswith("$ twistd ") and "--workers" in line
-    ]
-    assert len(commands) == 1, commands
+def page_host_command() -> tuple[dict[str, str], list[str]]:
+    """The environment and the command docs/channels.rst runs on the first host
+    (its ``$ export`` line and its ``$ twistd`` line)."""
+    lines = [line.strip()[2:] for line in PAGE.read_text(encoding="utf-8").splitlines() if line.strip()[:2] == "$ "]
+    commands = [line for line in lines if line.startswith("twistd ") and "--workers" in line]
+    exports = [line for line in lines if line.startswith("export DJANGO_SECRET_KEY=")]
+    assert len(commands) == 1 and len(exports) == 1, (commands, exports)
     argv = shlex.split(commands[0])
     assert HOSTS[0] in argv and "8000" in argv, argv
-    return argv
+    env = dict(word.split("=", 1) for word in shlex.split(exports[0])[1:])
+    assert set(env) == {"DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "REDIS_URL"}, env
+    return env, argv
 
 
 @dataclass
@@ -186,19 +187,14 @@ def start_instance(name: str, workdir: Path, redis: Redis) -> Instance:
     """The page's command, run as on a host of its own: in its own directory
     (twistd writes its pid file there), with the project importable, on
     loopback (10.0.0.1 becomes 127.0.0.1, port 8000 a free one)."""
-    argv = page_host_command()
+    page_env, argv = page_host_command()
     argv = [TWISTD if a == "twistd" else "127.0.0.1" if a == HOSTS[0] else "0" if a == "8000" else a for a in argv]
     workdir.mkdir()
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE)]),
-        PYTHONUNBUFFERED="1",
-        PYTHONDONTWRITEBYTECODE="1",
-        DJANGO_SECRET_KEY="test-only-insecure-key",
-        DJANGO_ALLOWED_HOSTS="example.com",
-        REDIS_URL=redis.url,
-    )
+    # The page's environment, with a secret of the test's and its own Redis.
+    env.update(page_env, DJANGO_SECRET_KEY="test-only-insecure-key", REDIS_URL=redis.url)
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), str(EXAMPLE)]), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=workdir
     )
