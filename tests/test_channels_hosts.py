@@ -365,6 +365,9 @@ def test_group_message_reaches_every_host_and_worker_and_a_dead_host_loses_only_
         assert clients[0].closed(RedisChannelLayer.brpop_timeout + 1.5) is None
         for client in clients:
             assert client.closed(0.05) is None, f"pid {client.pid}: {client.closed(0)!r}"
+        # What is not a message (no "text" string) is ignored: nobody gets anything from it.
+        on_a[0].ws.send("[1]")
+        on_a[0].ws.send(json.dumps({"text": 5}))
         # Sent from a client of A, the first message reaches B's workers too; and the other way round.
         broadcast(on_a[0], "from A", clients)
         broadcast(on_b[0], "from B", clients)

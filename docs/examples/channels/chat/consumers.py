@@ -19,8 +19,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(ROOM, self.channel_name)
 
     async def receive_json(self, content):
-        # Through Redis to every member of the group, whichever host it is on.
-        await self.channel_layer.group_send(ROOM, {"type": "chat.message", "text": str(content.get("text"))})
+        text = content.get("text") if isinstance(content, dict) else None
+        if isinstance(text, str):
+            # Through Redis to every member of the group, whichever host it is on.
+            await self.channel_layer.group_send(ROOM, {"type": "chat.message", "text": text})
 
     async def chat_message(self, event):
         await self.send_json({"type": "message", "text": event["text"], "pid": os.getpid()})
