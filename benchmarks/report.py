@@ -258,7 +258,7 @@ def baseline_text(document: dict) -> str:
     baseline = document.get("baseline") or {}
     rows = baseline_rows(document)
     worse = [row for row in rows if row[-1].startswith("WORSE")]
-    headers = ["scenario", "unit", baseline.get("current", SELF), baseline.get("server", "baseline"), "ratio", ""]
+    headers = ["scenario", "unit", baseline.get("current", SELF), baseline.get("server", "baseline"), "ratio", "result"]
     lines = [
         f"run.py: {baseline.get('current', SELF)} against {baseline.get('server')} ({baseline.get('ref')});"
         f" medians, a row is WORSE past {baseline.get('regression_limit', 0.03):.0%}:"
@@ -337,8 +337,9 @@ def render_rst(
     out.append("")
     out += _title("Benchmarks", "=")
     out += [
-        "twisted-asgi measured against Daphne, uvicorn, hypercorn and granian by the project's own suite",
-        "in ``benchmarks/``: every scenario against every server in one run, interleaved",
+        "twisted-asgi measured against Daphne, uvicorn (with httptools, and as *uvicorn-zttp* with",
+        "``--http zttp --http2``, which serves HTTP/2 over TLS and h2c), hypercorn and granian by the",
+        "project's own suite in ``benchmarks/``: every scenario against every server in one run, interleaved",
         "(A B C A B C), each server started fresh for each measurement, pinned to one core with",
         "the load generator on the other, on loopback. *twisted-bare* is the floor, not a server:",
         "a bare Twisted protocol on the asyncio reactor over uvloop, answering fixed bytes without parsing",
@@ -372,11 +373,22 @@ def render_rst(
         "    benchmarks/setup.sh self                 # after changing the server: reinstall it alone",
         "    python benchmarks/run.py --rounds 5 --duration 20 --scenarios h1-keepalive-wrk,ws-echo",
         "    python benchmarks/run.py --servers twisted-asgi,uvicorn --smoke",
+        "    python benchmarks/run.py --servers twisted-asgi --baseline main   # this checkout against main's commit",
+        "    python benchmarks/run.py --scenarios workers --workers-max 12    # on a machine with 16 cores",
         "",
         "``run.py`` writes ``benchmarks/results/<date>.json`` and regenerates this page and its chart;",
         "``python benchmarks/report.py benchmarks/results/<date>.json`` regenerates them from a saved run.",
         "``run.py --list`` prints every command line without running anything. Run it on an otherwise",
         "idle machine: the figures below are only as quiet as the machine was.",
+        "",
+        "``--baseline REF`` installs twisted-asgi from the git commit REF into",
+        "``benchmarks/.venv-ref-<commit>`` (once per commit: ``git archive`` and ``pip install``, with the",
+        "versions of ``.venv-self`` as constraints) and runs it as ``twisted-asgi@<commit>`` beside",
+        "twisted-asgi, interleaved, in every scenario twisted-asgi takes part in. The terminal and the",
+        "results file get each row's ratio of the current install to the baseline; a row worse by more",
+        "than 3% (medians) is marked WORSE. Such a run writes no page unless ``--docs`` is given.",
+        "Reinstall the current checkout first (``benchmarks/setup.sh self``): the results file records",
+        "the commit ``.venv-self`` was installed from.",
         "",
     ]
     out += _title("This run", "-")
@@ -402,7 +414,7 @@ def render_rst(
         f"- Command: ``{params['command']}``",
         (
             f"- Load generators: {document['tools'].get('wrk')}; {document['tools'].get('h2load')};"
-            " ``benchmarks/wsload.py`` (WebSocket)"
+            " ``benchmarks/wsload.py`` (WebSocket, idle connections); ``benchmarks/tlsfirst.py`` (new TLS connections)"
         ),
         "",
     ]

@@ -14,8 +14,9 @@ generator to the last cores instead.
 
 ``--baseline REF`` adds a second install of twisted-asgi, built from the git commit REF
 into ``benchmarks/.venv-ref-<commit>`` (cached), as the server ``twisted-asgi@<commit>``
-in every scenario twisted-asgi takes part in, interleaved with it; the report gives each
-row's ratio of the current install to the baseline and flags a row worse by more than 3%.
+in every scenario twisted-asgi takes part in, interleaved with it (the two swap places
+every other round); the report gives each row's ratio of the current install to the
+baseline and flags a row worse by more than 3%.
 
 Per measurement: throughput, server CPU time per request (utime+stime of the server and
 its children from ``/proc/PID/stat``, before and after the load, divided by the requests
@@ -1502,8 +1503,15 @@ def run_rounds(ctx: Context, specs: list[ServerSpec], scenarios: list[Scenario])
         s.name: {spec.name: {"measurements": []} for spec in specs} for s in scenarios
     }
     for round_index in range(1, ctx.args.rounds + 1):
+        order = list(specs)
+        if round_index % 2 == 0:
+            # The baseline and the current install swap places every other round (A B, B A),
+            # so that neither is always the one measured right after the other.
+            pair = [i for i, spec in enumerate(order) if spec.venv == "ref" or spec.name == "twisted-asgi"]
+            if len(pair) == 2:
+                order[pair[0]], order[pair[1]] = order[pair[1]], order[pair[0]]
         for scenario in scenarios:
-            for spec in specs:
+            for spec in order:
                 cell = results[scenario.name][spec.name]
                 if not supports(spec, scenario):
                     cell["status"] = "n/a"
