@@ -186,7 +186,8 @@ SERVERS: dict[str, ServerSpec] = {
             workers=_HYPERCORN_WORKERS,
             idle_args=f"--keep-alive {_LONG_IDLE}",
         ),
-        # granian keeps idle connections open (no idle timeout by default).
+        # granian keeps idle connections open (no idle timeout by default), but serves at most
+        # --backpressure (default: its listen backlog, 1024) connections at once.
         ServerSpec(
             "granian",
             "peers",
@@ -196,6 +197,7 @@ SERVERS: dict[str, ServerSpec] = {
             h2c=True,
             package="granian",
             workers=f"{{bin}}/granian {_GRANIAN_ARGS} --workers {{workers}} {{app}}",
+            idle_args="--backpressure 100000",
         ),
     ]
 }

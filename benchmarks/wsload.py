@@ -291,17 +291,32 @@ async def _connect_idle(args: argparse.Namespace) -> WSClient | IdleClient:
     return client
 
 
+async def _open_idle(args: argparse.Namespace) -> WSClient | IdleClient:
+    """One idle connection, once it is open (or has failed: then its ``error`` says why)."""
+    client = await _connect_idle(args)
+    await client.opened
+    return client
+
+
 async def run_idle(args: argparse.Namespace) -> dict:
     """Open ``args.connections`` idle connections, report, hold them until stdin says go."""
     loop = asyncio.get_running_loop()
     clients: list[WSClient | IdleClient] = []
     batch = 100  # handshakes in flight at once: below the servers' listen backlogs
+    stalled = 0
     for first in range(0, args.connections, batch):
         count = min(batch, args.connections - first)
-        made = await asyncio.gather(*(_connect_idle(args) for _ in range(count)))
-        await asyncio.wait_for(asyncio.gather(*(c.opened for c in made)), 30)
-        clients.extend(made)
+        tasks = [asyncio.ensure_future(_open_idle(args)) for _ in range(count)]
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        for task in pending:  # a server that stops accepting or handshaking: say how far it got
+            task.cancel()
+        stalled += len(pending)
+        clients.extend(task.result() for task in done if task.exception() is None)
+        if pending or any(task.exception() is not None for task in done):
+            break
     failed = [c.error for c in clients if c.error]
+    if stalled:
+        print(f"{stalled} connection(s) not open after 30 s", file=sys.stderr)
     sys.stdout.write(f"READY {len(clients) - len(failed)}\n")
     sys.stdout.flush()
     await loop.run_in_executor(None, sys.stdin.readline)
