@@ -185,6 +185,9 @@ def test_generated_page(smoke: tuple[dict, str]) -> None:
     # Every scenario ran: none is listed as missing, and no peer is said to lack HTTP/2.
     assert "Not yet measured" not in page
     assert "serves no HTTP/2" not in page
+    # One worker (this test's --workers-max 1) says nothing about scaling: not called met.
+    rows = {row[0]: row[1:] for row in report.targets(document)}
+    assert rows["--workers 1: req/s ≥ 0.85× N × one worker's"][1].startswith("not measured")
 
 
 @pytest.mark.timeout(480)
