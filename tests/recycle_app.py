@@ -3,6 +3,9 @@
 requests, a WebSocket that stays open until the client speaks) plus
 ``/grow?mib=N``, which makes its worker keep N MiB more resident memory
 (written, so that the pages are really resident), for ``--limit-worker-rss``.
+
+When the file named by ``RECYCLE_APP_BROKEN`` exists, importing this module
+fails (a deployment whose new code does not start).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tests.deploy import app as deploy_app
+
+if os.path.exists(os.environ.get("RECYCLE_APP_BROKEN", "/nonexistent")):
+    raise RuntimeError("RECYCLE_APP_BROKEN exists: this worker does not start")
 
 _kept: list[bytearray] = []
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from twisted.python import usage
@@ -268,6 +271,56 @@ def test_websocket_clients_get_1001_only_after_the_replacement_serves():
         output = server.wait_for_output(f"Worker {pid} retired", 30)
     told = output.index(f"Worker {pid}: Received SIGTERM")
     assert output.index(f"Worker {answered_by} is serving") < told, output
+
+
+def children(pid: int) -> set[int]:
+    """The live (not zombie) child processes of ``pid``, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found.add(int(entry))
+    return found
+
+
+def test_recycling_during_a_rolling_restart_keeps_the_worker_count():
+    """Workers recycled every 20 requests while SIGHUP replaces them all: no request fails,
+    and once the load stops there are 2 workers again, not more."""
+    with serving(APP, "--workers", "2", "--limit-worker-requests", "20") as server:
+        server.wait_for_output("is serving", 30)
+        with Load(server.host, server.port, keep_alive=0, fresh=2) as load:
+            wait_for(lambda: len(retired(server)) >= 2, 60, "recycling to begin")
+            server.proc.send_signal(signal.SIGHUP)
+            server.wait_for_output("Rolling restart done", 90)
+            count = load.done
+            wait_for(lambda: load.done >= count + 50, 30, "answers after the rolling restart")
+        assert load.failures == [], load.failures[:10]
+        try:
+            wait_for(lambda: len(children(server.proc.pid)) == 2, 60, "two workers again")
+        except AssertionError:
+            raise AssertionError(f"{children(server.proc.pid)}\n{server.read_output(0.2)}") from None
+        assert "died" not in server.read_output(0.2)
+
+
+def test_a_replacement_that_cannot_start_leaves_the_old_worker_serving(tmp_path):
+    """Recycling replaces first: when the new worker cannot start (its code fails to import),
+    the old one is not stopped, keeps answering, and the failure is logged with the next try."""
+    broken = tmp_path / "broken"
+    env = {"RECYCLE_APP_BROKEN": str(broken)}
+    with serving(APP, "--workers", "1", "--timeout-worker-lifetime", "1", env=env) as server:
+        (pid,) = (int(p) for p in SERVING.findall(server.wait_for_output("is serving", 30)))
+        broken.write_text("")
+        output = server.wait_for_output(f"Recycling worker {pid} failed", 60)
+        assert "this worker does not start" in output, output
+        assert re.search(rf"Recycling worker {pid} failed \(.*\); it keeps serving, next try in 30s", output), output
+        for _ in range(5):
+            assert get_json(server.host, server.port)["pid"] == pid
+        assert f"Worker {pid}: Received SIGTERM" not in server.read_output(0.1)
 
 
 @pytest.mark.parametrize(

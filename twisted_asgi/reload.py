@@ -116,8 +116,14 @@ class Reloader:
             self._busy = False
 
     async def _replace(self) -> None:
+        from .workers import _settled
+
         supervisor = self.supervisor
         current = [w for w in supervisor.workers if not w.retiring and not w.replacing]
+        if current and current[0].replacement and not current[0].ready:
+            # Starting in a recycled worker's place: let that replacement finish first.
+            await _settled(current[0])
+            current = [w for w in supervisor.workers if not w.retiring and not w.replacing]
         try:
             if current:
                 await supervisor._replace(current[0])

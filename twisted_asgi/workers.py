@@ -97,6 +97,9 @@ class Worker:
     #: timeout_worker_lifetime's timer, and the retry of a failed recycling.
     lifetime_timer: Any = None
     retry_timer: Any = None
+    #: Why it was to be recycled while another replacement of it was under
+    #: way (tried again if that one fails).
+    recycle_later: str | None = None
     #: Kept here: Twisted forgets ``process.pid`` once the process has ended,
     #: and the death is still to be logged with it.
     pid: int | None = None
@@ -292,14 +295,14 @@ class Supervisor(Service):
                 what="the previous worker keeps serving" if serving else "requests wait",
             )
             return
+        if worker.replacement and not worker.ready:
+            log.error("Worker {pid} failed to start ({how})", pid=worker.pid, how=how)
+            return  # _replace sees it through became_ready: the old one keeps serving
         if not worker.ready and not self.ever_ready:
             # The first workers cannot start (import error, lifespan failure,
             # unusable certificate): restarting them would only repeat it.
             self._fatal(f"Worker {worker.pid} failed to start ({how}); stopping")
             return
-        if worker.replacement and not worker.ready:
-            log.error("Worker {pid} failed to start ({how})", pid=worker.pid, how=how)
-            return  # _replace sees it through became_ready: the old one keeps serving
         lived = self.reactor.seconds() - worker.started_at
         if lived < _YOUNG:
             delay = self.restart_delay
@@ -338,6 +341,16 @@ class Supervisor(Service):
                     return False
                 if old not in self.workers or old.retiring or old.replacing:
                     continue  # it died (and was replaced) or is being recycled meanwhile
+                if old.replacement and not old.ready:
+                    # Still starting in another worker's place (recycling): once it
+                    # serves, that one is retired, and then it is replaced in turn.
+                    # (Retiring it now would fail that recycling and leave its old
+                    # worker serving beside this restart's new one.)
+                    await _settled(old)
+                    if not old.ready or old not in self.workers or old.retiring or old.replacing:
+                        continue
+                    if self.stopping:
+                        return False
                 try:
                     await self._replace(old)
                 except RuntimeError as exc:
@@ -356,15 +369,22 @@ class Supervisor(Service):
             keeps serving (or, if it died meanwhile, its slot is restarted).
         """
         old.replacing = True
-        _cancel(old.lifetime_timer)
         new = self._spawn(old.slot, replacement=True)
         try:
             await new.became_ready
         except RuntimeError:
             old.replacing = False
-            if old not in self.workers and not self.stopping and self.reloader is None:
-                timer = self.reactor.callLater(self.restart_delay, self._respawn, old.slot)
-                self._restart_timers.append(timer)
+            if self.stopping:
+                raise
+            if old not in self.workers:
+                if self.reloader is None:
+                    timer = self.reactor.callLater(self.restart_delay, self._respawn, old.slot)
+                    self._restart_timers.append(timer)
+            elif old.recycle_later is not None:
+                # A limit it passed meanwhile: recycled later, as a failed recycling is.
+                why, old.recycle_later = old.recycle_later, None
+                _cancel(old.retry_timer)
+                old.retry_timer = self.reactor.callLater(_RECYCLE_RETRY, self.recycle, old, why)
             raise
         if old in self.workers and not old.retiring:
             self._retire(old)
@@ -375,7 +395,10 @@ class Supervisor(Service):
     def recycle(self, worker: Worker, why: str) -> defer.Deferred:
         """Replace ``worker`` (past one of its limits, said by ``why``): a new
         worker first, then ``worker`` drains. Fires True when replaced."""
-        if self.stopping or worker.retiring or worker.replacing or worker not in self.workers:
+        if self.stopping or worker.retiring or worker not in self.workers:
+            return defer.succeed(False)
+        if worker.replacing:
+            worker.recycle_later = why  # a rolling restart or reload is replacing it already
             return defer.succeed(False)
         _cancel(worker.retry_timer)
         log.info("Recycling worker {pid}: it {why}; starting its replacement", pid=worker.pid, why=why)
@@ -392,6 +415,7 @@ class Supervisor(Service):
                     error=str(exc),
                     delay=_RECYCLE_RETRY,
                 )
+                _cancel(worker.retry_timer)
                 worker.retry_timer = self.reactor.callLater(_RECYCLE_RETRY, self.recycle, worker, why)
             return False
         return True
@@ -471,6 +495,16 @@ class Supervisor(Service):
             self.ready.addErrback(lambda _: None)
         if self.reactor.running:
             self.reactor.stop()
+
+
+async def _settled(worker: Worker) -> None:
+    """Wait until ``worker`` serves or has ended (its ``ready`` says which).
+
+    Not by awaiting ``became_ready`` again: its first waiter (the replacement
+    under way) takes the result, and a second waiter would see None."""
+    done: defer.Deferred = defer.Deferred()
+    worker.became_ready.addBoth(lambda result: (done.called or done.callback(None), result)[1])
+    await done
 
 
 def _rss_mib(pid: int) -> float | None:
