@@ -235,6 +235,31 @@ def test_request_limit_changes_the_serving_workers_directly():
         assert output.index(f"Recycling worker {pid}:") < replacement < told, output
 
 
+@pytest.mark.parametrize("protocol", ["h2c", "websocket"])
+def test_http2_streams_and_websocket_handshakes_count(protocol):
+    """HTTP/2 streams (12 on one connection, by h2load) and WebSocket handshakes count as
+    requests: a limit of 10 (jitter 1) is reached by them alone and logged."""
+    with serving(
+        APP, "--workers", "1", "--limit-worker-requests", "10", "--limit-worker-requests-jitter", "1"
+    ) as server:
+        (pid,) = (int(p) for p in SERVING.findall(server.wait_for_output("is serving", 30)))
+        url = f"http://{server.host}:{server.port}/scope"
+        if protocol == "h2c":
+            result = subprocess.run(
+                ["h2load", "-n", "12", "-c", "1", "-m", "1", url], capture_output=True, text=True, timeout=60
+            )
+            assert "12 succeeded" in result.stdout and "h2c" in result.stdout, result
+        else:
+            for _ in range(12):
+                with ws_connect(f"ws://{server.host}:{server.port}/ws", open_timeout=10) as ws:
+                    assert json.loads(ws.recv(timeout=10))["pid"] == pid
+                    ws.send("bye")
+                    ws.recv(timeout=10)
+        server.wait_for_output(f"Recycling worker {pid}:", 30)
+        (logged,) = recycled(server)
+    assert re.fullmatch(r"served 1[01] requests \(--limit-worker-requests 10( plus jitter)?\)", logged[1]), logged
+
+
 def test_memory_limit_recycles_a_growing_worker():
     """--limit-worker-rss 150: a worker that grows by 200 MiB is replaced within a few checks,
     the new one (small again) answers, and the log names the memory it used."""

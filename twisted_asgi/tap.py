@@ -467,8 +467,8 @@ class Options(usage.Options):
           (``--limit-request-body`` from ``TWISTED_ASGI_LIMIT_REQUEST_BODY``) that
           the command line does not give: the command line wins. A flag takes
           1/true/yes/on or 0/false/no/off; a repeatable option (``--endpoint``,
-          ``--ws-allowed-origin``) several values, one per line (or
-          comma-separated on one line). ``TWISTED_ASGI_APP`` is the application
+          ``--ws-allowed-origin``, ``--reload-dir``/``-include``/``-exclude``)
+          several values, one per line (or comma-separated on one line). ``TWISTED_ASGI_APP`` is the application
           when the command line names none.
 
         :raises usage.UsageError: an option given twice, or a flag's variable
