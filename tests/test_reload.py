@@ -25,7 +25,7 @@ from twisted.python import usage
 
 from tests.deploy import http_get, serving, wait_for
 from tests.serving import ROOT, TWISTD
-from twisted_asgi.reload import watch_filter
+from twisted_asgi.reload import describe_changes, watch_filter
 from twisted_asgi.tap import Options
 
 APP = "hello:application"
@@ -141,6 +141,13 @@ def test_include_and_exclude_choose_the_files(tmp_path):
         wait_for(lambda: answer(server) == "two, after the text file", 60, "the edited app's answer")
         output = server.read_output(0.2)
     assert "skip_me.py" not in output, output
+
+
+def test_many_changed_files_make_one_short_line():
+    """A checkout that changes many files names the first five and counts the rest."""
+    assert describe_changes(["a.py"]) == "a.py"
+    assert describe_changes([f"m{i}.py" for i in range(5)]) == "m0.py, m1.py, m2.py, m3.py, m4.py"
+    assert describe_changes([f"m{i}.py" for i in range(8)]) == "m0.py, m1.py, m2.py, m3.py, m4.py and 3 more"
 
 
 def test_watch_filter():

@@ -25,10 +25,12 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-__all__ = ["MISSING", "Reloader", "watch_filter"]
+__all__ = ["MISSING", "Reloader", "describe_changes", "watch_filter"]
 
 log = Logger(namespace="twisted_asgi.reload")
 
+#: Changed files named in the one line a restart prints (then "and N more").
+_SHOWN = 5
 #: The one line printed when watchfiles is not installed.
 MISSING = "--reload needs the watchfiles package: pip install 'twisted-asgi[reload]'"
 
@@ -109,7 +111,7 @@ class Reloader:
         self._busy = True
         try:
             while files and not self.supervisor.stopping:
-                log.info("Reloading: {files} changed", files=", ".join(files))
+                log.info("Reloading: {files} changed", files=describe_changes(files))
                 await self._replace()
                 files, self._again = sorted(self._again), set()
         finally:
@@ -132,6 +134,12 @@ class Reloader:
                 await supervisor._spawn(0, replacement=True).became_ready
         except RuntimeError:
             pass  # the supervisor logged it; the next change tries again
+
+
+def describe_changes(files: list[str]) -> str:
+    """The changed files as the restart's line names them: the first few, then how many more."""
+    shown = ", ".join(files[:_SHOWN])
+    return shown + (f" and {len(files) - _SHOWN} more" if len(files) > _SHOWN else "")
 
 
 def _shown(path: str) -> str:
