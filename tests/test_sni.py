@@ -185,7 +185,7 @@ def test_openssl_client_gets_the_certificate_for_its_server_name(pki):
             assert served(output).serial_number == leaf.cert.serial_number, (name, output)
             assert "Verify return code: 0 (ok)" in output, output
             assert "ALPN protocol: h2" in output, output
-        # Names resolve case-insensitively and also verify as the client expects.
+        # The certificate served for a.test is one a client checking the name accepts.
         output = s_client(server, pki, "a.test", "-verify_hostname", "a.test")
         assert "Verify return code: 0 (ok)" in output, output
         assert server.proc.poll() is None
@@ -205,11 +205,21 @@ def test_curl_over_http11_and_http2_for_two_names_and_none(pki):
                 assert normalise(scope["tls"]["server_cert"]) == normalise(pem_of(leaf)), host
 
 
-def test_python_clients_keep_alive_on_the_chosen_certificate(pki):
+def test_python_clients_keep_alive_and_websocket_on_the_chosen_certificate(pki):
     """Python's ssl with server_hostname: the keep-alive connection keeps its
-    certificate over several requests; TLS 1.2 clients get the same choice."""
+    certificate over several requests; TLS 1.2 clients get the same choice; a
+    wss:// connection to x.w.test gets the wildcard certificate in its scope."""
+    from websockets.sync.client import connect
+
     context = ssl.create_default_context(cafile=str(pki.ca_path))
     with serving(APP, endpoint=pki.endpoint()) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with connect(
+            f"wss://x.w.test:{server.port}/ws", sock=raw, ssl=context, server_hostname="x.w.test", open_timeout=10
+        ) as ws:
+            scope = json.loads(ws.recv(timeout=10))
+        assert scope["type"] == "websocket" and scope["scheme"] == "wss"
+        assert normalise(scope["tls"]["server_cert"]) == normalise(pem_of(pki.wild))
         for maximum in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
             context.maximum_version = maximum
             raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -257,6 +267,19 @@ def test_tls_settings_are_the_same_for_every_certificate(pki):
                     # TLS 1.3: the server's refusal arrives after the client's handshake.
                     sock.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
                     recv_response(sock)
+
+
+def test_no_session_is_resumed_under_another_name(pki, tmp_path):
+    """RFC 6066 §3: a TLS 1.2 session made for a.test must not be resumed with
+    -servername b.test. OpenSSL looks sessions up before the name is known (it
+    resumed such a session), so a listener with certDir= offers no session to
+    resume: an empty session ID, nothing for s_client to save."""
+    session = tmp_path / "session.pem"
+    with serving(APP, endpoint=pki.endpoint()) as server:
+        first = s_client(server, pki, "a.test", "-tls1_2", "-sess_out", str(session))
+        assert "New, TLSv1.2" in first, first
+        assert re.search(r"Session-ID: *\n", first), first
+        assert not session.exists()
 
 
 def test_certificate_directory_alone(pki):
@@ -494,11 +517,17 @@ def test_certificate_directory_with_workers(pki):
 
 TESTSSL = shutil.which("testssl") or shutil.which("testssl.sh")
 
+#: testssl findings about what the test CA puts in its certificates, not about
+#: the server: trustme's certificates are valid for 1000 years and name no CRL
+#: or OCSP URI, and a.test has no DNS (CAA) record.
+TEST_CA_FINDINGS = {"cert_validityPeriod", "cert_revocation", "DNS_CAArecord"}
+
 
 def test_testssl_finds_no_vulnerability_and_ocsp_stapling(pki, tmp_path):
-    """testssl.sh's vulnerability checks (-U) against the listener, by the name
-    a.test (an RSA certificate, with an OCSP response), loopback only: every
-    finding OK or INFO. Its server defaults (-S) see OCSP stapling offered."""
+    """testssl.sh's vulnerability checks (-U) and server defaults (-S) against
+    the listener, by the name a.test (an RSA certificate with an OCSP response),
+    loopback only: every finding is OK or INFO (but those about the test CA's
+    certificates), each vulnerability check ran, and OCSP stapling is offered."""
     assert TESTSSL is not None, "testssl.sh is not installed (apt-get install -y testssl.sh)"
     pki.a = pki.write("a.test.pem", pki.issue("a.test", key_type=trustme.KeyType.RSA))
     pki.ocsp_by_openssl(pki.a)
@@ -515,22 +544,23 @@ def test_testssl_finds_no_vulnerability_and_ocsp_stapling(pki, tmp_path):
         )
         assert server.proc.poll() is None
     findings = {f["id"]: f for f in json.loads(report.read_text())}
-    assert "heartbleed" in findings and "LUCKY13" in findings, (result.stdout[-3000:], findings.keys())
     vulnerabilities = [
         "heartbleed", "CCS", "ticketbleed", "ROBOT", "secure_renego", "secure_client_renego", "CRIME_TLS",
         "BREACH", "POODLE_SSL", "fallback_SCSV", "SWEET32", "FREAK", "DROWN", "LOGJAM", "BEAST", "LUCKY13", "RC4",
     ]  # fmt: skip
-    for name in vulnerabilities:
-        assert name in findings, (name, sorted(findings))
+    missing = [name for name in vulnerabilities if name not in findings]
+    assert missing == [], (missing, result.stdout[-3000:])
+    # The vulnerability checks must all have run and passed; elsewhere a WARN is
+    # testssl's own trouble (e.g. "check failed because of connect problem" on a
+    # busy machine), but any LOW to CRITICAL finding fails the test.
     bad = {
-        k: (f["severity"], f["finding"]) for k, f in findings.items() if k in vulnerabilities or _is_vulnerability(k)
+        key: (finding["severity"], finding["finding"])
+        for key, finding in findings.items()
+        if key not in TEST_CA_FINDINGS
+        and finding["severity"] not in ("OK", "INFO")
+        and (key in vulnerabilities or finding["severity"] != "WARN")
     }
-    bad = {k: v for k, v in bad.items() if v[0] not in ("OK", "INFO")}
     assert bad == {}, bad
-    assert findings["OCSP_stapling"]["severity"] == "OK" and findings["OCSP_stapling"]["finding"] == "offered"
+    assert findings["OCSP_stapling"]["finding"] == "offered"
     assert findings["cert_subjectAltName"]["finding"] == "a.test"
-
-
-def _is_vulnerability(finding_id: str) -> bool:
-    """IDs of testssl's -U section not in the list above (newer testssl versions add some)."""
-    return finding_id.startswith(("LOGJAM", "DROWN", "BREACH", "winshock", "opossum", "GREASE"))
+    assert findings["cert_chain_of_trust"]["severity"] == "OK"

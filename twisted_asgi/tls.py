@@ -319,10 +319,20 @@ class ReloadableTLS:
         # Needed for client certificates with resumed sessions (SSL_CTX_set_session_id_context(3)).
         context.set_session_id(b"twisted-asgi")
         context.set_alpn_select_callback(_select_alpn)
-        context.set_tlsext_servername_callback(self._server_name)
+        if options.cert_dir is not None:
+            # Only a listener with a directory has a certificate to choose (a
+            # Python call per handshake otherwise saved).
+            context.set_tlsext_servername_callback(self._server_name)
+            # OpenSSL looks a TLS 1.2 session up before the server name callback,
+            # and then reports the session's name, not the one the client sent:
+            # a session made for one name would be resumed under another, which
+            # RFC 6066 §3 forbids. Such a listener makes every handshake a full one.
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         ocsp_path = os.path.splitext(cert_path)[0] + ".ocsp"
         staple, problem = _load_staple(ocsp_path, certificate, chain)
-        context.set_ocsp_server_callback(_staple_ocsp, staple)
+        if staple is not None:
+            # Without a callback OpenSSL answers a status request with nothing.
+            context.set_ocsp_server_callback(_staple_ocsp, staple)
         server_pem = certs[0].decode("ascii").replace("\r\n", "\n") + "\n"
         context.set_info_callback(_handshake_watcher(server_pem))
         ocsp_problem = f"OCSP response {ocsp_path} not stapled: {problem}" if problem else ""
