@@ -232,6 +232,22 @@ def test_python_clients_keep_alive_and_websocket_on_the_chosen_certificate(pki):
                 assert x509.load_der_x509_certificate(sock.getpeercert(binary_form=True)) == pki.b.cert
 
 
+def test_proxy_protocol_in_front_of_a_listener_with_names(pki):
+    """proxy:ssl:...:certDir=...: the PROXY header is read in clear, then the
+    handshake's server name picks the certificate; the scope has both."""
+    context = ssl.create_default_context(cafile=str(pki.ca_path))
+    with serving(APP, endpoint="proxy:" + pki.endpoint()) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n")
+        with context.wrap_socket(raw, server_hostname="b.test") as sock:
+            sock.sendall(b"GET /scope HTTP/1.1\r\nHost: b.test\r\n\r\n")
+            status, _headers, body = recv_response(sock)
+        assert b" 200 " in status
+        scope = json.loads(body)
+        assert scope["client"] == ["203.0.113.7", 5555]
+        assert normalise(scope["tls"]["server_cert"]) == normalise(pem_of(pki.b))
+
+
 def test_tls_settings_are_the_same_for_every_certificate(pki):
     """TLS 1.1 is refused whatever the name; client certificates are required
     for every name (the settings of the context the connection started on
