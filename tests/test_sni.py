@@ -351,6 +351,22 @@ def test_ocsp_response_is_stapled_for_its_certificate(pki):
         assert result.returncode != 0 and "no ocsp response" in result.stderr.lower(), result.stderr
 
 
+def test_ocsp_stapling_on_a_listener_with_one_certificate(pki):
+    """Without certDir=, server.ocsp beside privateKey=server.pem is stapled,
+    and SIGHUP reloads it with the certificate."""
+    ocsp_path = pki.ocsp_by_openssl(pki.default, out=pki.default.path.with_suffix(".ocsp"))
+    endpoint = f"ssl:port=0:interface=127.0.0.1:privateKey={pki.default.path}"
+    with serving(APP, endpoint=endpoint) as server:
+        server.wait_for_output(f"TLS certificates: default {pki.default.path} (localhost; OCSP stapled)")
+        for name in ("localhost", None):
+            assert stapled_serial(s_client(server, pki, name)) == pki.default.cert.serial_number
+        ocsp_path.write_bytes(b"")
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for_output(f"OCSP response {ocsp_path} not stapled: not a DER OCSP response")
+        server.wait_for_output(f"Reloaded TLS certificate {pki.default.path} (localhost)")
+        assert stapled_serial(s_client(server, pki, "localhost")) is None
+
+
 def test_unusable_ocsp_responses_are_not_stapled_and_logged_once(pki):
     """An expired response, a malformed file, a response about another
     certificate and one saying "revoked" are each logged once at start and
