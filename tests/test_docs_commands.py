@@ -256,7 +256,8 @@ def _documented_endpoints() -> list[str]:
     """Every whole endpoint string on a docs page, an example file or the README
     (``...`` abbreviations left out; placeholders filled in)."""
     texts = [path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.rst"))]
-    texts += [path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs" / "examples").iterdir())]
+    examples = sorted(path for path in (ROOT / "docs" / "examples").rglob("*") if path.is_file())
+    texts += [path.read_text(encoding="utf-8") for path in examples if "__pycache__" not in path.parts]
     texts.append((ROOT / "README.md").read_text(encoding="utf-8"))
     found: set[str] = set()
     for text in texts:
