@@ -285,6 +285,8 @@ def test_every_endpoint_string_in_the_docs_is_accepted(tmp_path):
     for name in ("key.pem", "cert.pem"):
         (tmp_path / name).write_bytes(certs["key" if name == "key.pem" else "cert"].read_bytes())
     (tmp_path / "clients-ca.pem").write_bytes(certs["ca"].read_bytes())
+    (tmp_path / "certs").mkdir()  # certDir=certs (SNI): one NAME.pem holding key and certificate
+    (tmp_path / "certs" / "localhost.pem").write_bytes(certs["key"].read_bytes() + certs["cert"].read_bytes())
     script = tmp_path / "check.py"
     script.write_text(
         "import sys, json\n"

@@ -696,9 +696,9 @@ def endpoint_problem(description: str, exc: BaseException | None = None) -> str 
         kind, args, kwargs = split_description(rest)
     except ValueError:
         return str(exc) if exc is not None else None
-    if kind == "ssl" and "privateKey" not in kwargs:
+    if kind == "ssl" and "privateKey" not in kwargs and "certDir" not in kwargs:
         # Twisted's parser would look for "server.pem", a file the user never named.
-        return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem when the certificate is in another file)"
+        return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem for a separate certificate file) or certDir=DIR"
     if kind == "systemd" and "domain" not in kwargs:
         return "systemd: needs domain=INET, INET6 or UNIX (e.g. systemd:domain=INET:index=0)"
     if exc is not None:
