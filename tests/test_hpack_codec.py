@@ -333,5 +333,5 @@ def test_static_table_is_rfc_7541s_as_hpack_has_it():
     # Our copy of Appendix A (hpack_codec.STATIC_TABLE) against the hpack package's.
     from hpack.table import HeaderTable
 
-    assert hpack_codec.STATIC_TABLE == tuple(HeaderTable.STATIC_TABLE)
+    assert tuple(HeaderTable.STATIC_TABLE) == hpack_codec.STATIC_TABLE
     assert len(hpack_codec.STATIC_TABLE) == 61

@@ -3,7 +3,7 @@
 twisted_asgi.hpack_codec codes Huffman strings (RFC 7541 §5.2, Appendix B)
 with hpack's own tables, which hpack does not export (its public API is
 ``Encoder``, ``Decoder`` and the exceptions). Read from hpack 4.1.0 and 4.2.0
-(identical in these parts):
+(the same in these parts, annotations and a comment aside):
 
 * hpack/huffman.py: ``HuffmanEncoder(codes, lengths).encode(data)``;
 * hpack/huffman_constants.py: ``REQUEST_CODES``, ``REQUEST_CODES_LENGTH``

@@ -1,7 +1,7 @@
 """Twisted's private names, fenced (see the package docstring).
 
-Read from Twisted 24.7.0 and 26.10.0 (identical in these parts, the oldest and
-the newest release setup.cfg allows):
+Read from Twisted 24.7.0 and 26.10.0 (the oldest and the newest release
+setup.cfg allows; the same names and meaning in both, annotations aside):
 
 * twisted/internet/asyncioreactor.py, ``AsyncioSelectorReactor``:
   ``_readers``, ``_writers`` (reader/writer -> fd), ``_continuousPolling``
