@@ -9,7 +9,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from ._upstream.fastpaths import report as report_fast_paths
-from ._upstream.twisted import event_loop, fast_reactor_class, reactor_class_problem
+from ._upstream.twisted import event_loop, fast_reactor_class
 
 __all__ = ["ReactorError", "install_asyncio_reactor"]
 
@@ -54,10 +54,6 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
                 raise ReactorError(
                     "--loop uvloop needs the uvloop package (pip install twisted-asgi[uvloop])"
                 ) from None
-    if uvloop is not None and loop == "auto" and reactor_class_problem() is not None:
-        # Without the seam, nothing checks uvloop's dead handles (see
-        # _reactor_class): asyncio's own loop has none.
-        uvloop = None
     if uvloop is not None:
         new_loop = uvloop.new_event_loop()
     else:
@@ -66,9 +62,26 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
     from twisted.internet.main import installReactor
 
     reactor = _reactor_class(uvloop is not None)(new_loop)
+    if uvloop is not None and not reactor.asgi_seam:
+        # Without the seam nothing checks uvloop's dead poll handles (see
+        # _reactor_class): asyncio's own loop instead, which has none.
+        why = reactor.asgi_seam_problem
+        _discard(reactor, new_loop)
+        new_loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(new_loop)
+        reactor = _reactor_class(False)(new_loop)
+        reactor.asgi_seam_problem = f"{why}; so asyncio's event loop runs instead of uvloop (uvloop issue 552)"
     installReactor(reactor)
     report_fast_paths(log, reactor)
     return reactor
+
+
+def _discard(reactor: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Close a reactor that was made but never installed, and its loop."""
+    waker = getattr(reactor, "waker", None)
+    if waker is not None:
+        waker.connectionLost(None)  # closes its two descriptors
+    loop.close()
 
 
 def _reactor_class(uv: bool = False) -> type:

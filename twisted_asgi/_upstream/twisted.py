@@ -37,7 +37,6 @@ __all__ = [
     "clear_exit_signal",
     "event_loop",
     "fast_reactor_class",
-    "reactor_class_problem",
     "reactor_seam_problem",
     "reap_process",
 ]
@@ -56,19 +55,18 @@ REACTOR_SEAM_NAMES = (
 )
 
 
-def reactor_class_problem() -> str | None:
-    """Why the seam cannot run on any asyncio reactor of this Twisted (its
-    methods are checked; the instance's fields only once one is made), or None."""
-    missing = [name for name in REACTOR_SEAM_NAMES[-2:] if not callable(getattr(AsyncioSelectorReactor, name, None))]
-    if missing:
-        return f"Twisted {_version()} has no {', '.join(missing)} on its asyncio reactor"
-    return None
-
-
 def reactor_seam_problem(reactor: Any) -> str | None:
     """Why the fast reactor seam cannot run on ``reactor``, or None when it can:
     a name it uses is missing, or is not what it was (a dict of descriptors,
-    a poller with its own two dicts, an event loop)."""
+    a poller with its own two dicts, an event loop). A reactor of ours says
+    what it found when it was made (with what was done about it)."""
+    if hasattr(reactor, "asgi_seam_problem"):
+        problem: str | None = reactor.asgi_seam_problem
+        return problem
+    return _seam_problem(reactor)
+
+
+def _seam_problem(reactor: Any) -> str | None:
     if not isinstance(reactor, AsyncioSelectorReactor):
         return f"{type(reactor).__name__} is not Twisted's asyncio reactor"
     missing = [name for name in REACTOR_SEAM_NAMES if not hasattr(reactor, name)]
@@ -155,7 +153,7 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
         def __init__(self, eventloop: asyncio.AbstractEventLoop | None = None) -> None:
             super().__init__(eventloop)
             self.asgi_loop = eventloop
-            self.asgi_seam_problem = reactor_seam_problem(self)
+            self.asgi_seam_problem = _seam_problem(self)
             self.asgi_seam = self.asgi_seam_problem is None
 
         def asgi_unregister(self, fd: int) -> None:
