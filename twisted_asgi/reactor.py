@@ -61,19 +61,19 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
     asyncio.set_event_loop(new_loop)
     from twisted.internet.main import installReactor
 
-    reactor = _reactor_class(uvloop is not None)(new_loop)
-    if uvloop is not None and not reactor.asgi_seam:
+    made: Any = _reactor_class(uvloop is not None)(new_loop)
+    if uvloop is not None and not made.asgi_seam:
         # Without the seam nothing checks uvloop's dead poll handles (see
         # _reactor_class): asyncio's own loop instead, which has none.
-        why = reactor.asgi_seam_problem
-        _discard(reactor, new_loop)
+        why = made.asgi_seam_problem
+        _discard(made, new_loop)
         new_loop = asyncio.new_event_loop()
         asyncio.set_event_loop(new_loop)
-        reactor = _reactor_class(False)(new_loop)
-        reactor.asgi_seam_problem = f"{why}; so asyncio's event loop runs instead of uvloop (uvloop issue 552)"
-    installReactor(reactor)
-    report_fast_paths(log, reactor)
-    return reactor
+        made = _reactor_class(False)(new_loop)
+        made.asgi_seam_problem = f"{why}; so asyncio's event loop runs instead of uvloop (uvloop issue 552)"
+    installReactor(made)
+    report_fast_paths(log, made)
+    return made
 
 
 def _discard(reactor: Any, loop: asyncio.AbstractEventLoop) -> None:
