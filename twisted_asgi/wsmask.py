@@ -87,7 +87,7 @@ def unmask(data: bytes, key: bytes) -> bytes:
 
 def _autobahn_problem() -> str | None:
     """What :class:`SmallFrameMasking` needs from Autobahn and does not find
-    (read from Autobahn 23.6.1 and 26.11.1, websocket/protocol.py and
+    (read from Autobahn 26.10.1 and 26.11.1, and 23.6.1, websocket/protocol.py and
     websocket/xormasker.py), or None."""
     import autobahn
 

@@ -1,7 +1,7 @@
 """Twisted's private names, fenced (see the package docstring).
 
-Read from Twisted 24.7.0 and 26.10.0 (the oldest and the newest release
-setup.cfg allows; the same names and meaning in both, annotations aside):
+Read from Twisted 26.10.0, the release setup.cfg allows (24.7.0 to 26.4.0 have
+the same names with the same meaning, annotations aside):
 
 * twisted/internet/asyncioreactor.py, ``AsyncioSelectorReactor``:
   ``_readers``, ``_writers`` (reader/writer -> fd), ``_continuousPolling``
