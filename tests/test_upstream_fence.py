@@ -5,8 +5,9 @@ access commented with the upstream file and version it was read from).
 The test walks the AST of every module and finds, outside ``_upstream/``:
 
 * an attribute ``x._name`` (read, written, deleted; also ``getattr``,
-  ``setattr``, ``hasattr``, ``delattr`` with the name as a string) where
-  ``_name`` is a private name of a dependency and not one of our own;
+  ``setattr``, ``hasattr``, ``delattr`` with the name as a string, and the
+  name as a string anywhere else) where ``_name`` is a private name of a
+  dependency and not one of our own;
 * on ``self``/``cls`` in a class that subclasses a dependency's class, an
   attribute or a method or class attribute defined there whose name the
   source of one of its upstream base classes' modules has (an override of a
@@ -244,6 +245,8 @@ def private_uses(path: Path) -> dict[str, list[int]]:
             use(name, node)
 
     def visit(node: ast.AST, cls_names: frozenset[str] | None) -> None:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets):
+            return  # our own fields' names
         if isinstance(node, ast.ClassDef):
             inner = classes.get(node.name)
             if inner is not None:
@@ -272,6 +275,15 @@ def private_uses(path: Path) -> dict[str, list[int]]:
             and isinstance(node.args[1].value, str)
         ):
             on_object(node.args[1].value, node.args[0], cls_names, node)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.isidentifier()
+            and _is_private(node.value)
+            and node.value in upstream
+            and node.value not in own
+        ):
+            use(node.value, node)  # a name kept as a string, for getattr() in a loop
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 _import(alias.name, None, node)
@@ -333,6 +345,8 @@ from twisted.internet import _sslverify
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from hpack.huffman import HuffmanEncoder
 
+FIELDS = ("_writeDisconnected",)
+
 def f(reactor, transport):
     reactor._exitSignal = None
     getattr(transport, "_tempDataLen", 0)
@@ -354,4 +368,12 @@ class R(AsyncioSelectorReactor):
         del _trees()[path]
         sys.modules.pop("twisted_asgi._fence_probe", None)
         _upstream_classes.cache_clear()
-    assert set(uses) == {"_sslverify", "hpack.huffman", "_exitSignal", "_tempDataLen", "_readOrWrite", "_readers"}
+    assert set(uses) == {
+        "_sslverify",
+        "hpack.huffman",
+        "_writeDisconnected",
+        "_exitSignal",
+        "_tempDataLen",
+        "_readOrWrite",
+        "_readers",
+    }
