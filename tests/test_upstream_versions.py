@@ -113,6 +113,15 @@ def test_tox_envs_oldest_and_newest():
         assert re.search(r"^\s*pytest -p no:cacheprovider", env.get("commands", config["testenv"]["commands"]), re.M)
 
 
+def test_every_subpackage_is_packaged():
+    """setup.cfg lists packages by name: a new one (twisted_asgi._upstream) must be there."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    listed = set(config["options"]["packages"].split())
+    found = {".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "twisted_asgi").rglob("__init__.py")}
+    assert found <= listed, f"not in setup.cfg's packages: {sorted(found - listed)}"
+
+
 if __name__ == "__main__":
     comment, _body = _constraints_text()
     print(comment + pins(), end="")
