@@ -97,6 +97,27 @@ def test_ready_socket_reaches_do_read_through_our_callback(reactor_and_pair):
     assert not reader.lost.done()
 
 
+def test_without_the_seam_registration_is_twisteds_own(reactor_and_pair):
+    """With the seam off (a private name it needs is gone: see
+    tests/test_upstream_fallback.py), readers and writers are registered through
+    Twisted's own addReader/addWriter, and data, errors and removal behave the same."""
+    from twisted.python.log import callWithLogger
+
+    reactor, loop, a, b = reactor_and_pair
+    assert reactor.asgi_seam and reactor.asgi_seam_problem is None
+    reactor.asgi_seam = False
+    reader = Reader(a, loop, result=ConnectionDone())
+    reactor.addReader(reader)
+    if loop_name(loop) == "asyncio":
+        handle = loop._selector.get_key(a.fileno()).data[0]
+        assert handle._callback is callWithLogger
+    b.send(b"bye")
+    assert loop.run_until_complete(asyncio.wait_for(reader.read, 5)) == b"bye"
+    lost = loop.run_until_complete(asyncio.wait_for(reader.lost, 5))
+    assert lost.check(ConnectionDone)
+    assert reader not in reactor.getReaders()
+
+
 def test_reader_reporting_an_error_is_disconnected(reactor_and_pair):
     """doRead returning a failure reason removes the reader and calls connectionLost with it."""
     reactor, loop, a, b = reactor_and_pair
