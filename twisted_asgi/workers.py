@@ -541,7 +541,9 @@ def _watch_exit(reactor: Any, worker_process: Any) -> None:
     a stopping supervisor waits for it forever. A pidfd becomes readable when
     its process ends, whatever happens to signals.
     """
-    loop = getattr(reactor, "_asyncioEventloop", None)
+    from ._upstream.twisted import event_loop, reap_process
+
+    loop = event_loop(reactor)
     pidfd_open = getattr(os, "pidfd_open", None)
     pid = worker_process.pid
     if loop is None or pidfd_open is None or pid is None:
@@ -557,7 +559,7 @@ def _watch_exit(reactor: Any, worker_process: Any) -> None:
         # Twisted's own SIGCHLD handler may have reaped it first (its pid is
         # then None): one reaper, no second waitpid.
         if worker_process.pid is not None:
-            worker_process.reapProcess()
+            reap_process(worker_process)
 
     loop.add_reader(fd, ended)
 
