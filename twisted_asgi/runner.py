@@ -30,10 +30,10 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .clock import Scheduler, Timer
 from .config import Config
 from .cycle import HTTPCycle, SendState
 from .events import AppError, Body, ClientDisconnected, Request, Response
-from .reactor import Scheduler, Timer
 from .scope import client_text
 
 __all__ = ["HTTPCarrier", "HTTPTask", "Runner"]
