@@ -14,6 +14,7 @@ library.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +29,8 @@ NOTES = BENCH_DIR / "notes.rst"
 #: Marks on a cell: the load generator used > 90% of its core; the load generator counted errors.
 CLIENT_MARK = "†"
 ERROR_MARK = "‡"
+#: Scenario kinds with a server CPU time per request (per message, per new connection) and latencies.
+CPU_KINDS = ("wrk", "h2load", "ws-echo", "tls-new", "workers")
 
 
 def fmt(value: float | None) -> str:
@@ -105,7 +108,7 @@ def describe_errors(errors: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Targets of issue 7, as ratios measured in the same run.
+# The performance targets, as ratios measured in the same run.
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -147,7 +150,8 @@ def targets(document: dict) -> list[list[str]]:
         mine = _median(document, scenario, me, "throughput")
         theirs = peer(scenario, "hypercorn", "throughput")
         add(f"{label} req/s ≥ 3× hypercorn", _ratio(mine, theirs), 3.0, False, scenario=scenario)
-        rows.append([f"{label} req/s ahead of uvicorn", "n/a", "uvicorn serves no HTTP/2"])
+        theirs = peer(scenario, "uvicorn-zttp", "throughput")
+        add(f"{label} req/s ≥ 1.0× uvicorn-zttp", _ratio(mine, theirs), 1.0, False, scenario=scenario)
     mine = _median(document, "ws-echo", me, "throughput")
     add(
         "WebSocket echo msg/s ≥ 1.0× uvicorn",
@@ -164,16 +168,102 @@ def targets(document: dict) -> list[list[str]]:
     mine = _median(document, keep_alive, me, "p99_us")
     theirs = peer(keep_alive, "uvicorn", "p99_us")
     add("p99 latency, keep-alive load ≤ 1.0× uvicorn", _ratio(mine, theirs), 1.0, True, scenario=keep_alive)
-    mine = _median(document, "tls-first-byte", me, "p99_us")
-    theirs = peer("tls-first-byte", "uvicorn", "p99_us")
+    # The second round's targets.
+    for scenario, label in (("h2c-cpu", "HTTP/2 h2c"), ("h2-tls-cpu", "HTTP/2 over TLS")):
+        mine = _median(document, scenario, me, "cpu_us_per_request")
+        for name, limit in (("granian", 2.0), ("uvicorn-zttp", 1.0)):
+            theirs = peer(scenario, name, "cpu_us_per_request")
+            add(f"{label} CPU/request ≤ {limit:.1f}× {name}", _ratio(mine, theirs), limit, True, scenario=scenario)
+    mine = _median(document, "h1-close", me, "throughput")
+    for name, limit in (("uvicorn", 1.0), ("granian", 0.8)):
+        theirs = peer("h1-close", name, "throughput")
+        add(f"Connection: close req/s ≥ {limit:.1f}× {name}", _ratio(mine, theirs), limit, False, scenario="h1-close")
+    for scenario, label in (("tls13-new-conn", "TLS 1.3"), ("tls12-new-conn", "TLS 1.2")):
+        mine = _median(document, scenario, me, "throughput")
+        theirs = peer(scenario, "uvicorn", "throughput")
+        add(f"New {label} connection req/s ≥ 1.0× uvicorn", _ratio(mine, theirs), 1.0, False, scenario=scenario)
+        mine = _median(document, scenario, me, "p99_us")
+        theirs = peer(scenario, "uvicorn", "p99_us")
+        add(
+            f"New {label} connection, p99 time to first byte ≤ 1.0× uvicorn",
+            _ratio(mine, theirs),
+            1.0,
+            True,
+            scenario=scenario,
+        )
+    mine = _median(document, "startup", me, "throughput")
     add(
-        "Fresh TLS connection, p99 time to first byte ≤ 1.0× uvicorn",
-        _ratio(mine, theirs),
+        "Startup to the first 200 ≤ 1.2× uvicorn",
+        _ratio(mine, peer("startup", "uvicorn", "throughput")),
+        1.2,
+        True,
+        scenario="startup",
+    )
+    mine = _median(document, "workers", me, "scaling")
+    workers = _cell(document, "workers", me).get("measurements") or [{}]
+    most = workers[0].get("workers_max")
+    label = f"--workers {most or 'N'}: req/s ≥ 0.85× N × one worker's"
+    if most == 1 and mine is not None:  # one worker is trivially 1.00x itself
+        rows.append([label, "N = 1 only", "not measured: one worker beside the load generator"])
+    else:
+        add(label, mine, 0.85, False, scenario="workers")
+    mine = _median(document, "tls-idle", me, "throughput")
+    add(
+        "Idle TLS connection RSS ≤ 1.0× uvicorn",
+        _ratio(mine, peer("tls-idle", "uvicorn", "throughput")),
         1.0,
         True,
-        scenario="tls-first-byte",
+        scenario="tls-idle",
     )
+    mine = _median(document, "h2c-idle", me, "throughput")
+    theirs = peer("h2c-idle", "hypercorn", "throughput")
+    add("Idle HTTP/2 connection RSS ≤ 1.0× hypercorn", _ratio(mine, theirs), 1.0, True, scenario="h2c-idle")
     return rows
+
+
+def baseline_rows(document: dict) -> list[list[str]]:
+    """Each row against the baseline install (``run.py --baseline``): the current install's
+    median, the baseline's, their ratio, and whether the current one is worse by more than
+    the limit (3%): lower throughput, or more CPU per request, time or memory."""
+    baseline = document.get("baseline")
+    if not baseline:
+        return []
+    current, ref = baseline.get("current", SELF), baseline["server"]
+    limit = baseline.get("regression_limit", 0.03)
+    rows = []
+    for s in document["scenarios"]:
+        figures = [("throughput", s["unit"], s["higher_is_better"])]
+        if s["kind"] in CPU_KINDS:
+            figures.append(("cpu_us_per_request", "µs CPU/" + ("msg" if s["kind"] == "ws-echo" else "req"), False))
+        for key, unit, higher_is_better in figures:
+            cells = (_cell(document, s["name"], current), _cell(document, s["name"], ref))
+            if all(cell.get("status") in (None, "n/a") for cell in cells):
+                continue
+            mine, theirs = _median(document, s["name"], current, key), _median(document, s["name"], ref, key)
+            if mine is None or theirs is None or not theirs:
+                rows.append([s["title"], unit, fmt(mine), fmt(theirs), "–", "not measured"])
+                continue
+            ratio = mine / theirs
+            worse = ratio < 1 - limit if higher_is_better else ratio > 1 + limit
+            change = (ratio - 1) * 100
+            verdict = f"WORSE by {abs(change):.1f}%" if worse else "ok"
+            rows.append([s["title"], unit, fmt(mine), fmt(theirs), f"{ratio:.3f}×", verdict])
+    return rows
+
+
+def baseline_text(document: dict) -> str:
+    """The comparison with the baseline as plain text for the terminal."""
+    baseline = document.get("baseline") or {}
+    rows = baseline_rows(document)
+    worse = [row for row in rows if row[-1].startswith("WORSE")]
+    headers = ["scenario", "unit", baseline.get("current", SELF), baseline.get("server", "baseline"), "ratio", "result"]
+    lines = [
+        f"run.py: {baseline.get('current', SELF)} against {baseline.get('server')} ({baseline.get('ref')});"
+        f" medians, a row is WORSE past {baseline.get('regression_limit', 0.03):.0%}:"
+    ]
+    lines += grid(headers, rows)
+    lines.append(f"run.py: {len(worse)} of {len(rows)} row(s) worse than the baseline by more than the limit")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------
@@ -184,8 +274,57 @@ def _title(text: str, char: str) -> list[str]:
     return [text, char * len(text), ""]
 
 
-def render_rst(document: dict, chart: str | None = None, results_name: str = "") -> str:
-    """The whole benchmarks page for one results document."""
+def scaling_section(document: dict, scenario: dict) -> list[str]:
+    """The --workers table: req/s per worker count and the scaling at the largest count."""
+    servers = [
+        v for v in document["servers"] if _cell(document, scenario["name"], v).get("status") not in (None, "n/a")
+    ]
+    counts = sorted(
+        {
+            int(n)
+            for v in servers
+            for n in _cell(document, scenario["name"], v).get("summary", {}).get("per_workers", {})
+        }
+    )
+    out = _title("Scaling with --workers", "-")
+    out += [
+        "Keep-alive hello (wrk, 64 connections per worker): req/s with N worker processes pinned to",
+        "CPUs 0..N-1 and the load generator on the last cores (medians). *Scaling* is req/s with the",
+        "most workers over N times req/s with one: 1.00 is linear.",
+        "",
+    ]
+    rows = []
+    for v in servers:
+        summary = _cell(document, scenario["name"], v).get("summary", {})
+        per = summary.get("per_workers", {})
+        scaling = summary.get("scaling")
+        rows.append([v, *(fmt(per.get(str(n))) for n in counts), f"{scaling['median']:.2f}" if scaling else "error"])
+    if rows:
+        out += grid(["server", *(f"N={n}" for n in counts), "scaling"], rows) + [""]
+    return out
+
+
+def baseline_section(document: dict) -> list[str]:
+    """The comparison of the current install with the baseline install of ``--baseline``."""
+    baseline = document["baseline"]
+    out = _title("Against the baseline", "-")
+    out += [
+        f"``{baseline.get('current', SELF)}`` (this checkout, ``.venv-self``) against ``{baseline['server']}``,",
+        f"twisted-asgi installed from commit ``{baseline['commit']}`` (``--baseline {baseline['ref']}``), in the same",
+        f"interleaved run. Ratio of the medians; a row worse by more than {baseline.get('regression_limit', 0.03):.0%}",
+        "(lower throughput; more CPU, time or memory) is marked WORSE.",
+        "",
+    ]
+    rows = baseline_rows(document)
+    headers = ["scenario", "unit", baseline.get("current", SELF), baseline["server"], "ratio", "result"]
+    return out + grid(headers, rows) + [""] if rows else out + ["No row was measured for both.", ""]
+
+
+def render_rst(
+    document: dict, chart: str | None = None, results_name: str = "", known: list[tuple[str, str]] | None = None
+) -> str:
+    """The whole benchmarks page for one results document; ``known`` (name, title) lists the
+    suite's scenarios, and those the document lacks are listed as not yet measured."""
     servers = document["servers"]
     scenarios = document["scenarios"]
     params = document["parameters"]
@@ -196,8 +335,9 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
     out.append("")
     out += _title("Benchmarks", "=")
     out += [
-        "twisted-asgi measured against Daphne, uvicorn, hypercorn and granian by the project's own suite",
-        "in ``benchmarks/``: every scenario against every server in one run, interleaved",
+        "twisted-asgi measured against Daphne, uvicorn (with httptools, and as *uvicorn-zttp* with",
+        "``--http zttp --http2``, which serves HTTP/2 over TLS and h2c), hypercorn and granian by the",
+        "project's own suite in ``benchmarks/``: every scenario against every server in one run, interleaved",
         "(A B C A B C), each server started fresh for each measurement, pinned to one core with",
         "the load generator on the other, on loopback. *twisted-bare* is the floor, not a server:",
         "a bare Twisted protocol on the asyncio reactor over uvloop, answering fixed bytes without parsing",
@@ -231,11 +371,22 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
         "    benchmarks/setup.sh self                 # after changing the server: reinstall it alone",
         "    python benchmarks/run.py --rounds 5 --duration 20 --scenarios h1-keepalive-wrk,ws-echo",
         "    python benchmarks/run.py --servers twisted-asgi,uvicorn --smoke",
+        "    python benchmarks/run.py --servers twisted-asgi --baseline main   # this checkout against main's commit",
+        "    python benchmarks/run.py --scenarios workers --workers-max 12    # on a machine with 16 cores",
         "",
         "``run.py`` writes ``benchmarks/results/<date>.json`` and regenerates this page and its chart;",
         "``python benchmarks/report.py benchmarks/results/<date>.json`` regenerates them from a saved run.",
         "``run.py --list`` prints every command line without running anything. Run it on an otherwise",
         "idle machine: the figures below are only as quiet as the machine was.",
+        "",
+        "``--baseline REF`` installs twisted-asgi from the git commit REF into",
+        "``benchmarks/.venv-ref-<commit>`` (once per commit: ``git archive`` and ``pip install``, with the",
+        "versions of ``.venv-self`` as constraints) and runs it as ``twisted-asgi@<commit>`` beside",
+        "twisted-asgi, interleaved, in every scenario twisted-asgi takes part in. The terminal and the",
+        "results file get each row's ratio of the current install to the baseline; a row worse by more",
+        "than 3% (medians) is marked WORSE. Such a run writes no page unless ``--docs`` is given.",
+        "Reinstall the current checkout first (``benchmarks/setup.sh self``): the results file records",
+        "the commit ``.venv-self`` was installed from.",
         "",
     ]
     out += _title("This run", "-")
@@ -255,12 +406,13 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
         ),
         (
             f"- Rounds: {params['rounds']}; {params['duration_s']} s of load per measurement after"
-            f" {params['warmup_s']} s of warm-up; {params['ws_idle_connections']} idle WebSockets"
+            f" {params['warmup_s']} s of warm-up;"
+            f" {params.get('idle_connections', params['ws_idle_connections'])} idle connections per idle scenario"
         ),
         f"- Command: ``{params['command']}``",
         (
             f"- Load generators: {document['tools'].get('wrk')}; {document['tools'].get('h2load')};"
-            " ``benchmarks/wsload.py`` (WebSocket)"
+            " ``benchmarks/wsload.py`` (WebSocket, idle connections); ``benchmarks/tlsfirst.py`` (new TLS connections)"
         ),
         "",
     ]
@@ -273,7 +425,7 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
 
     out += _title("Targets", "-")
     out += [
-        "The targets of issue 7, as ratios of twisted-asgi to a peer measured in the same run (medians).",
+        "The project's performance targets, as ratios of twisted-asgi to a peer measured in the same run (medians).",
         "",
     ]
     out += grid(["target", "measured", "result"], targets(document)) + [""]
@@ -295,11 +447,12 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
     out += _title("Server CPU time per request", "-")
     out += [
         "Microseconds of CPU (user + system, the server's process tree, ``/proc/PID/stat``) per",
-        "request, or per message for WebSocket echo. Lower is better. Steadier than throughput on a",
+        "request, per message for WebSocket echo, and per new connection (its TLS handshake and one",
+        "request) in the new-TLS-connection rows. Lower is better. Steadier than throughput on a",
         "shared machine, because it does not depend on how much of the core the server got.",
         "",
     ]
-    cpu_scenarios = [s for s in scenarios if s["kind"] in ("wrk", "h2load", "ws-echo")]
+    cpu_scenarios = [s for s in scenarios if s["kind"] in CPU_KINDS]
     rows = [
         [s["title"], *(cell_text(document, s["name"], v, "cpu_us_per_request") for v in servers)] for s in cpu_scenarios
     ]
@@ -308,7 +461,8 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
     out += _title("Latency", "-")
     out += [
         "p50 / p99 in microseconds (medians across rounds): per request for wrk and h2load; for",
-        "WebSocket echo, the round trip of a window of messages sent together.",
+        "WebSocket echo, the round trip of a window of messages sent together; for a new TLS",
+        "connection, from the start of the TCP connection to the first byte of the response.",
         "",
     ]
     rows = []
@@ -339,6 +493,12 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
             cells.append(f"{client:.2f} / {server_share or 0:.2f}" if client is not None else (status or "–"))
         rows.append([s["title"], *cells])
     out += grid(["scenario", *servers], rows) + [""]
+
+    workers = [s for s in scenarios if s["kind"] == "workers"]
+    if workers:
+        out += scaling_section(document, workers[0])
+    if document.get("baseline"):
+        out += baseline_section(document)
 
     problems = []
     for s in scenarios:
@@ -375,20 +535,45 @@ def render_rst(document: dict, chart: str | None = None, results_name: str = "")
         for lines in commands.values():
             out.append(f"    {lines['server']}")
         out.append("")
+    missing = [(name, title) for name, title in (known or []) if name not in {s["name"] for s in scenarios}]
+    if missing:
+        out += _title("Not yet measured", "-")
+        out += [
+            "Scenarios of the suite that this run did not include; the next full run",
+            "(``python benchmarks/run.py``) fills their rows in the tables above.",
+            "",
+        ]
+        out += [f"- ``{name}``: {title}" for name, title in missing] + [""]
     if NOTES.exists():
         out += _title("Analysis", "-")
         out += [NOTES.read_text().rstrip(), ""]
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_rst(document: dict, path: Path, chart: Path | None = None, results_path: Path | None = None) -> None:
+def write_rst(
+    document: dict,
+    path: Path,
+    chart: Path | None = None,
+    results_path: Path | None = None,
+    known: list[tuple[str, str]] | None = None,
+) -> None:
     """Write the page; ``chart`` is linked relative to the page's folder."""
     relative_chart = None
     if chart is not None:
         relative_chart = os.path.relpath(chart, path.parent)
     name = results_path.name if results_path else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_rst(document, relative_chart, name))
+    path.write_text(render_rst(document, relative_chart, name, known=known))
+
+
+def suite_scenarios() -> list[tuple[str, str]]:
+    """(name, title) of every scenario ``run.py`` has (run.py imports only the standard library)."""
+    spec = importlib.util.spec_from_file_location("_bench_run_scenarios", BENCH_DIR / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return [(s.name, s.title) for s in module.SCENARIOS]
 
 
 # --------------------------------------------------------------------------------------
@@ -407,7 +592,7 @@ def write_chart(document: dict, path: Path) -> None:
     for s in document["scenarios"]:
         panels.append((s, "throughput", s["unit"]))
     for s in document["scenarios"]:
-        if s["kind"] in ("wrk", "h2load", "ws-echo"):
+        if s["kind"] in CPU_KINDS:
             panels.append((s, "cpu_us_per_request", "µs CPU/" + ("msg" if s["kind"] == "ws-echo" else "req")))
     columns = 4
     rows = (len(panels) + columns - 1) // columns
@@ -497,10 +682,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart", type=Path, default=ROOT / "docs" / "_static" / "benchmarks.png")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--chart-only", action="store_true")
+    parser.add_argument(
+        "--keep-chart", action="store_true", help="with --no-chart: the page still shows the existing chart"
+    )
     args = parser.parse_args(argv)
     document = json.loads(args.results.read_text())
     if not args.chart_only:
-        write_rst(document, args.rst, None if args.no_chart else args.chart, args.results)
+        chart = None if args.no_chart and not args.keep_chart else args.chart
+        write_rst(document, args.rst, chart, args.results, known=suite_scenarios())
         print(f"report.py: wrote {args.rst}")
     if not args.no_chart:
         if args.chart_only:

@@ -8,11 +8,20 @@ One command (after ``benchmarks/setup.sh``)::
 
 For each round, for each scenario, each server in turn is started fresh (A B C A B C),
 warmed up, measured and stopped.  The server is pinned to CPU 0 and the load generator
-to CPU 1 (``taskset``), everything on loopback, every step bounded in time.
+to CPU 1 (``taskset``), everything on loopback, every step bounded in time.  The
+``--workers`` scaling scenario pins N worker processes to CPUs 0..N-1 and the load
+generator to the last cores instead.
+
+``--baseline REF`` adds a second install of twisted-asgi, built from the git commit REF
+into ``benchmarks/.venv-ref-<commit>`` (cached), as the server ``twisted-asgi@<commit>``
+in every scenario twisted-asgi takes part in, interleaved with it (the two swap places
+every other round); the report gives each row's ratio of the current install to the
+baseline and flags a row worse by more than 3%.
 
 Per measurement: throughput, server CPU time per request (utime+stime of the server and
 its children from ``/proc/PID/stat``, before and after the load, divided by the requests
-the load generator counted), p50/p99 latency, and the load generator's own CPU use (a
+the load generator counted; per new connection, so per TLS handshake, in the new-TLS
+scenarios), p50/p99 latency, and the load generator's own CPU use (a
 row is flagged when it used more than 90% of its core: the client, not the server, may
 have been the limit).
 
@@ -24,6 +33,7 @@ here; the servers run from ``benchmarks/.venv-self`` and ``benchmarks/.venv-peer
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -52,6 +62,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CLIENT_SATURATED = 0.9
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
+#: A row of the baseline comparison is flagged when the current install is worse by more than this.
+REGRESSION_LIMIT = 0.03
 
 
 # --------------------------------------------------------------------------------------
@@ -65,11 +77,11 @@ class ServerSpec:
 
     Command lines are templates, split like a shell would split them; placeholders:
     ``{python}`` and ``{bin}`` (the server's virtualenv), ``{port}``, ``{app}``,
-    ``{cert}`` and ``{key}``.
+    ``{cert}`` and ``{key}``; ``{workers}`` in the ``workers`` line.
     """
 
     name: str
-    venv: str  # "self" or "peers"
+    venv: str  # "self", "peers" or "ref" (the --baseline install)
     http: str
     tls: str | None = None  # HTTP/2 over TLS (ALPN h2); None: not supported
     tls_http1: str | None = None  # HTTPS without HTTP/2, for servers with no ``tls`` line
@@ -77,6 +89,10 @@ class ServerSpec:
     websocket: bool = True
     package: str = ""  # the distribution whose version is reported
     only: tuple[str, ...] = ()  # when set, the only scenarios it takes part in
+    workers: str | None = None  # cleartext HTTP/1.1 with {workers} processes; None: no such option
+    # Appended in the idle TLS and idle HTTP/2 scenarios: an idle keep-alive timeout long
+    # enough that the server does not close connections before their memory is read.
+    idle_args: str = ""
 
 
 _TA = "{python} -m twisted_asgi"
@@ -85,10 +101,18 @@ _TA_TLS = "--endpoint ssl:port={port}:interface=127.0.0.1:privateKey={key}:certK
 _DAPHNE = "{bin}/daphne -v 0"
 # --workers 0: serve in the hypercorn process itself rather than one spawned worker.
 _HYPERCORN = "{bin}/hypercorn --workers 0 --worker-class uvloop"
-_GRANIAN = (
-    "{bin}/granian --interface asgi --host 127.0.0.1 --port {port} --workers 1 --runtime-threads 1"
-    " --loop uvloop --http auto --no-access-log"
+_HYPERCORN_WORKERS = "{bin}/hypercorn --workers {workers} --worker-class uvloop --bind 127.0.0.1:{port} {app}"
+_GRANIAN_ARGS = (
+    "--interface asgi --host 127.0.0.1 --port {port} --runtime-threads 1 --loop uvloop --http auto --no-access-log"
 )
+_GRANIAN = f"{{bin}}/granian {_GRANIAN_ARGS} --workers 1"
+_UVICORN = "{bin}/uvicorn --host 127.0.0.1 --port {port} --no-access-log --loop uvloop"
+_UVICORN_HTTPTOOLS = f"{_UVICORN} --http httptools"
+# zttp (a separate package) for HTTP/1.1; --http2 adds HTTP/2 by ALPN over TLS and by
+# prior knowledge in cleartext on the same port.
+_UVICORN_ZTTP = f"{_UVICORN} --http zttp --http2"
+_UVICORN_TLS = "--ssl-certfile {cert} --ssl-keyfile {key}"
+_LONG_IDLE = "300"
 
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
@@ -100,6 +124,8 @@ SERVERS: dict[str, ServerSpec] = {
             tls=f"{_TA} {_TA_TLS} {{app}}",
             h2c=True,
             package="twisted-asgi",
+            workers=f"{_TA} --workers {{workers}} --bind 127.0.0.1 --port {{port}} {{app}}",
+            idle_args=f"--timeout-keep-alive {_LONG_IDLE} --timeout-request-head {_LONG_IDLE}",
         ),
         # The same server on asyncio's own event loop (its default, --loop auto,
         # is uvloop, the loop uvicorn[standard] runs on too).
@@ -110,6 +136,7 @@ SERVERS: dict[str, ServerSpec] = {
             tls=f"{_TA} --loop asyncio {_TA_TLS} {{app}}",
             h2c=True,
             package="twisted-asgi",
+            idle_args=f"--timeout-keep-alive {_LONG_IDLE} --timeout-request-head {_LONG_IDLE}",
         ),
         # The floor: Twisted's reactor answering fixed bytes, no parsing, no ASGI.
         ServerSpec(
@@ -128,14 +155,26 @@ SERVERS: dict[str, ServerSpec] = {
             tls=f"{_DAPHNE} -e ssl:{{port}}:interface=127.0.0.1:privateKey={{key}}:certKey={{cert}} {{app}}",
             package="daphne",
         ),
-        # uvicorn[standard]: httptools and uvloop; no HTTP/2.
+        # uvicorn[standard]: httptools and uvloop, HTTP/1.1 only (HTTP/2 is the zttp line below).
         ServerSpec(
             "uvicorn",
             "peers",
-            "{bin}/uvicorn --host 127.0.0.1 --port {port} --no-access-log --loop uvloop --http httptools {app}",
-            tls_http1="{bin}/uvicorn --host 127.0.0.1 --port {port} --no-access-log --loop uvloop --http httptools"
-            " --ssl-certfile {cert} --ssl-keyfile {key} {app}",
+            f"{_UVICORN_HTTPTOOLS} {{app}}",
+            tls_http1=f"{_UVICORN_HTTPTOOLS} {_UVICORN_TLS} {{app}}",
             package="uvicorn",
+            workers=f"{_UVICORN_HTTPTOOLS} --workers {{workers}} {{app}}",
+            idle_args=f"--timeout-keep-alive {_LONG_IDLE}",
+        ),
+        # uvicorn with --http zttp --http2: HTTP/1.1, HTTP/2 over TLS (ALPN) and h2c.
+        ServerSpec(
+            "uvicorn-zttp",
+            "peers",
+            f"{_UVICORN_ZTTP} {{app}}",
+            tls=f"{_UVICORN_ZTTP} {_UVICORN_TLS} {{app}}",
+            h2c=True,
+            package="zttp",
+            workers=f"{_UVICORN_ZTTP} --workers {{workers}} {{app}}",
+            idle_args=f"--timeout-keep-alive {_LONG_IDLE}",
         ),
         ServerSpec(
             "hypercorn",
@@ -144,18 +183,34 @@ SERVERS: dict[str, ServerSpec] = {
             tls=f"{_HYPERCORN} --certfile {{cert}} --keyfile {{key}} --bind 127.0.0.1:{{port}} {{app}}",
             h2c=True,
             package="hypercorn",
+            workers=_HYPERCORN_WORKERS,
+            idle_args=f"--keep-alive {_LONG_IDLE}",
         ),
+        # granian keeps idle connections open (no idle timeout by default), but serves at most
+        # --backpressure (default: its listen backlog, 1024) connections at once.
         ServerSpec(
             "granian",
             "peers",
             f"{_GRANIAN} {{app}}",
-            tls=f"{_GRANIAN} --ssl-certificate {{cert}} --ssl-keyfile {{key}} {{app}}",
+            # TLS 1.2 too (granian's default minimum is 1.3), for the TLS 1.2 scenario.
+            tls=f"{_GRANIAN} --ssl-certificate {{cert}} --ssl-keyfile {{key}} --ssl-protocol-min tls1.2 {{app}}",
             h2c=True,
             package="granian",
+            workers=f"{{bin}}/granian {_GRANIAN_ARGS} --workers {{workers}} {{app}}",
+            idle_args="--backpressure 100000",
         ),
     ]
 }
-DEFAULT_SERVERS = ("twisted-asgi", "twisted-asgi-asyncio", "twisted-bare", "daphne", "uvicorn", "hypercorn", "granian")
+DEFAULT_SERVERS = (
+    "twisted-asgi",
+    "twisted-asgi-asyncio",
+    "twisted-bare",
+    "daphne",
+    "uvicorn",
+    "uvicorn-zttp",
+    "hypercorn",
+    "granian",
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -168,7 +223,7 @@ class Scenario:
 
     name: str
     title: str
-    kind: str  # wrk | h2load | ws-echo | ws-idle | startup | tls-first
+    kind: str  # wrk | h2load | ws-echo | idle | startup | tls-new | workers
     app: str = "apps:hello"
     unit: str = "req/s"
     higher_is_better: bool = True
@@ -178,7 +233,9 @@ class Scenario:
     tls: bool = False
     env: dict[str, str] = field(default_factory=dict)  # wrk_bench.lua settings
     min_response_bytes: int = 0  # a response shorter than this means the server answered wrong
-    needs: str = ""  # "h2-tls" | "h2c" | "websocket" | "tls"
+    needs: str = ""  # "h2-tls" | "h2c" | "websocket" | "tls" | "workers"
+    protocol: str = ""  # idle: "ws" | "tls" | "h2c"
+    tls_version: str = ""  # tls-new: "1.3" | "1.2"
 
 
 SCENARIOS: list[Scenario] = [
@@ -212,6 +269,17 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario("h2-tls", "HTTP/2 over TLS (h2load)", "h2load", connections=8, streams=32, tls=True, needs="h2-tls"),
     Scenario("h2c", "HTTP/2 cleartext, prior knowledge (h2load)", "h2load", connections=8, streams=32, needs="h2c"),
+    # The same HTTP/2 loads at 16 connections: the server CPU per request is the figure here.
+    Scenario(
+        "h2-tls-cpu",
+        "HTTP/2 over TLS, server CPU (h2load -c16 -m32)",
+        "h2load",
+        connections=16,
+        streams=32,
+        tls=True,
+        needs="h2-tls",
+    ),
+    Scenario("h2c-cpu", "HTTP/2 h2c, server CPU (h2load -c16 -m32)", "h2load", connections=16, streams=32, needs="h2c"),
     Scenario(
         "ws-echo",
         "WebSocket echo, 32-byte binary messages",
@@ -225,25 +293,60 @@ SCENARIOS: list[Scenario] = [
     Scenario(
         "ws-idle",
         "Idle WebSocket connections (server RSS each)",
-        "ws-idle",
+        "idle",
         app="apps:ws_echo",
         unit="KiB/conn",
         higher_is_better=False,
         connections=2000,
         needs="websocket",
+        protocol="ws",
     ),
     Scenario(
-        "tls-first-byte",
-        "Fresh TLS 1.3 connection, first response byte, p99 (curl)",
-        "tls-first",
-        unit="ms",
+        "tls-idle",
+        "Idle TLS connections, handshake done, no request (server RSS each)",
+        "idle",
+        unit="KiB/conn",
         higher_is_better=False,
-        connections=200,  # fresh connections, one request each, one after another
+        connections=2000,
         tls=True,
         needs="tls",
+        protocol="tls",
+    ),
+    Scenario(
+        "h2c-idle",
+        "Idle HTTP/2 connections, h2c, SETTINGS exchanged (server RSS each)",
+        "idle",
+        unit="KiB/conn",
+        higher_is_better=False,
+        connections=2000,
+        needs="h2c",
+        protocol="h2c",
+    ),
+    # A new connection per request, 16 at a time: a full handshake (never resumed), one
+    # request, close.  The server CPU per request is its CPU per handshake (and request).
+    Scenario(
+        "tls13-new-conn",
+        "New TLS 1.3 connection per request",
+        "tls-new",
+        connections=16,
+        tls=True,
+        needs="tls",
+        tls_version="1.3",
+    ),
+    Scenario(
+        "tls12-new-conn",
+        "New TLS 1.2 connection per request",
+        "tls-new",
+        connections=16,
+        tls=True,
+        needs="tls",
+        tls_version="1.2",
     ),
     Scenario("startup", "Startup time, until the port answers 200", "startup", unit="ms", higher_is_better=False),
     Scenario("django", "Django view (async view, 2 middleware)", "wrk", app="benchsite.asgi:application"),
+    # N worker processes on CPUs 0..N-1 (64 wrk connections each), the load generator on
+    # the last cores; the row's figure is the throughput at the largest N (--workers-max).
+    Scenario("workers", "--workers scaling, keep-alive hello (wrk)", "workers", needs="workers", min_response_bytes=13),
 ]
 SCENARIO_NAMES = [s.name for s in SCENARIOS]
 
@@ -260,6 +363,8 @@ def supports(spec: ServerSpec, scenario: Scenario) -> bool:
         return spec.websocket
     if scenario.needs == "tls":
         return spec.tls is not None or spec.tls_http1 is not None
+    if scenario.needs == "workers":
+        return spec.workers is not None
     return True
 
 
@@ -481,19 +586,34 @@ class Context:
     raw_dir: Path
     env: dict[str, str]
     pin: bool
+    ref_env: dict[str, str] | None = None  # the --baseline server's environment
+    workers: int = 0  # the workers scenario: worker processes of this measurement
+    server_cpus: str = SERVER_CPU
+    client_cpus: str = CLIENT_CPU
+    client_threads: int = 1  # wrk -t
 
     def server_prefix(self) -> list[str]:
-        return ["taskset", "-c", SERVER_CPU] if self.pin else []
+        return ["taskset", "-c", self.server_cpus] if self.pin else []
 
     def client_prefix(self) -> list[str]:
-        return ["taskset", "-c", CLIENT_CPU] if self.pin else []
+        return ["taskset", "-c", self.client_cpus] if self.pin else []
+
+    def env_for(self, spec: ServerSpec) -> dict[str, str]:
+        """The server's environment: the baseline's imports its own twisted-asgi, not the checkout's."""
+        return self.ref_env if spec.venv == "ref" and self.ref_env is not None else self.env
 
 
 def server_argv(spec: ServerSpec, scenario: Scenario, values: dict[str, str]) -> list[str]:
     """The server's command line for ``scenario`` with the placeholders filled in."""
-    template = (spec.tls or spec.tls_http1) if scenario.tls else spec.http
+    if scenario.kind == "workers":
+        template = spec.workers
+    else:
+        template = (spec.tls or spec.tls_http1) if scenario.tls else spec.http
     assert template is not None
-    return [part.format(**values) for part in shlex.split(template)]
+    argv = [part.format(**values) for part in shlex.split(template)]
+    if scenario.protocol in ("tls", "h2c") and spec.idle_args:
+        argv[-1:-1] = shlex.split(spec.idle_args)  # before the app, the last argument
+    return argv
 
 
 def _values(ctx: Context, spec: ServerSpec, scenario: Scenario, port: int) -> dict[str, str]:
@@ -505,6 +625,7 @@ def _values(ctx: Context, spec: ServerSpec, scenario: Scenario, port: int) -> di
         "app": scenario.app,
         "cert": str(ctx.cert),
         "key": str(ctx.key),
+        "workers": str(ctx.workers or 1),
     }
 
 
@@ -518,6 +639,7 @@ def _display_values(ctx: Context, spec: ServerSpec, scenario: Scenario) -> dict[
         "app": scenario.app,
         "cert": "cert.pem",
         "key": "key.pem",
+        "workers": str(ctx.workers or 1),
     }
 
 
@@ -541,11 +663,11 @@ def client_argv(
     started as the time runs out (nghttp2 1.52).
     """
     args = ctx.args
-    if scenario.kind == "wrk":
+    if scenario.kind in ("wrk", "workers"):
         return [
             "wrk",
-            "-t1",
-            f"-c{scenario.connections}",
+            f"-t{ctx.client_threads}",
+            f"-c{scenario.connections * max(1, ctx.workers)}",
             f"-d{duration}s",
             "--timeout",
             "10s",
@@ -577,24 +699,30 @@ def client_argv(
             "--duration",
             str(duration),
         ]
-    if scenario.kind == "tls-first":
+    if scenario.kind == "tls-new":
         return [
             _relative(ctx.client_python),
             _relative(str(BENCH_DIR / "tlsfirst.py")),
             "--port",
             str(port),
-            "--count",
-            str(scenario.connections if not ctx.args.smoke else 10),
+            "--tls",
+            scenario.tls_version,
+            "--concurrency",
+            str(scenario.connections),
+            "--duration",
+            str(duration),
         ]
-    if scenario.kind == "ws-idle":
+    if scenario.kind == "idle":
         return [
             _relative(ctx.client_python),
             _relative(str(BENCH_DIR / "wsload.py")),
             "idle",
+            "--protocol",
+            scenario.protocol,
             "--port",
             str(port),
             "--connections",
-            str(args.ws_idle_connections),
+            str(args.idle_connections),
         ]
     return []
 
@@ -662,12 +790,12 @@ def _measure_load(ctx: Context, scenario: Scenario, server: ServerProcess, durat
     result["server_cpu_share"] = server_cpu / run.wall if run.wall else None
     if run.timed_out:
         raise RuntimeError(f"load generator ran past its time limit: {(run.stdout + run.stderr)[-300:]}")
-    if scenario.kind == "wrk":
+    if scenario.kind in ("wrk", "workers"):
         _read_wrk(scenario, run, result)
     elif scenario.kind == "h2load":
         _read_h2load(scenario, server.port, run, log_file, result)
-    elif scenario.kind == "tls-first":
-        _read_tls_first(run, result)
+    elif scenario.kind == "tls-new":
+        _read_tls_new(run, result)
     else:
         _read_ws_echo(run, result)
     _note_overflows(overflows, result)
@@ -801,20 +929,25 @@ def _read_ws_echo(run: ClientRun, result: dict[str, Any]) -> None:
         raise RuntimeError(f"WebSocket client errors: {data['errors']}")
 
 
-def _read_tls_first(run: ClientRun, result: dict[str, Any]) -> None:
-    """tlsfirst.py's JSON line: the p99 time to the first byte is the row's figure (ms)."""
-    if run.returncode != 0:
-        raise RuntimeError(f"tlsfirst.py failed ({run.returncode}): {(run.stdout + run.stderr)[-300:]}")
-    data = _last_json(run.stdout)
+def _read_tls_new(run: ClientRun, result: dict[str, Any]) -> None:
+    """tlsfirst.py's JSON line: new connections (one request each) per second, time to first byte."""
+    try:
+        data = _last_json(run.stdout)
+    except ValueError:
+        raise RuntimeError(f"tlsfirst.py failed ({run.returncode}): {(run.stdout + run.stderr)[-300:]}") from None
+    if not data["count"]:
+        raise RuntimeError(f"no TLS connection completed a request: {data['error_samples']}")
     result.update(
         {
             "count": data["count"],
-            "throughput": data["p99_us"] / 1000,
+            "seconds": data["seconds"],
+            "throughput": data["count"] / data["seconds"],
             "p50_us": data["p50_us"],
             "p99_us": data["p99_us"],
             "after_handshake_p50_us": data["after_handshake_p50_us"],
             "after_handshake_p99_us": data["after_handshake_p99_us"],
-            "errors": {"failed": data["errors"]} if data["errors"] else {},
+            "tls_version": data["tls"],
+            "errors": {"failed_connections": data["errors"]} if data["errors"] else {},
         }
     )
 
@@ -828,13 +961,13 @@ def _percentile(ordered: list[int], fraction: float) -> float | None:
 
 
 def _measure_idle(ctx: Context, scenario: Scenario, server: ServerProcess, log: Path) -> dict[str, Any]:
-    """RSS growth of the server per idle WebSocket connection."""
-    count = ctx.args.ws_idle_connections
+    """RSS growth of the server per idle connection (WebSocket, TLS or HTTP/2, as the scenario says)."""
+    count = ctx.args.idle_connections
     # A few connections first, so lazily imported modules and first-use allocations
     # land in the baseline rather than in the per-connection figure.
-    warm = _hold_idle(ctx, server.port, 10, log, lambda: None)
+    warm = _hold_idle(ctx, scenario.protocol, server.port, 10, log, lambda: None)
     if warm.get("error"):
-        raise RuntimeError(f"warm-up WebSockets failed: {warm['error']}")
+        raise RuntimeError(f"warm-up connections failed: {warm['error']}")
     baseline = rss_bytes(server.tree())
     readings: dict[str, int] = {}
 
@@ -843,7 +976,7 @@ def _measure_idle(ctx: Context, scenario: Scenario, server: ServerProcess, log: 
         readings["rss"] = rss_bytes(server.tree())
 
     overflows = listen_overflows()
-    held = _hold_idle(ctx, server.port, count, log, measure)
+    held = _hold_idle(ctx, scenario.protocol, server.port, count, log, measure)
     if held.get("error"):
         raise RuntimeError(held["error"])
     growth = readings["rss"] - baseline
@@ -859,12 +992,14 @@ def _measure_idle(ctx: Context, scenario: Scenario, server: ServerProcess, log: 
     return result
 
 
-def _hold_idle(ctx: Context, port: int, count: int, log: Path, while_open: Any) -> dict[str, Any]:
-    """Open ``count`` idle WebSockets with wsload.py, call ``while_open()``, close them."""
+def _hold_idle(ctx: Context, protocol: str, port: int, count: int, log: Path, while_open: Any) -> dict[str, Any]:
+    """Open ``count`` idle connections with wsload.py, call ``while_open()``, close them."""
     argv = ctx.client_prefix() + [
         ctx.client_python,
         str(BENCH_DIR / "wsload.py"),
         "idle",
+        "--protocol",
+        protocol,
         "--port",
         str(port),
         "--connections",
@@ -882,7 +1017,7 @@ def _hold_idle(ctx: Context, port: int, count: int, log: Path, while_open: Any) 
             return {"error": f"idle client did not get ready: {line!r} {why}"}
         opened = int(line.split()[1])
         if opened < count:
-            return {"error": f"only {opened} of {count} WebSockets opened"}
+            return {"error": f"only {opened} of {count} idle {protocol} connections opened"}
         while_open()
         proc.stdin.write("\n")
         proc.stdin.flush()
@@ -891,7 +1026,7 @@ def _hold_idle(ctx: Context, port: int, count: int, log: Path, while_open: Any) 
             handle.write(out + err + "\n")
         data = _last_json(out)
         if data["open_at_end"] < count:
-            return {"error": f"the server closed {count - data['open_at_end']} idle WebSockets"}
+            return {"error": f"the server closed {count - data['open_at_end']} idle {protocol} connections"}
         return {"open": opened}
     finally:
         if proc.poll() is None:
@@ -912,16 +1047,18 @@ def _readline(proc: subprocess.Popen, timeout: float) -> str:
 
 def measure(ctx: Context, spec: ServerSpec, scenario: Scenario, round_index: int) -> dict[str, Any]:
     """One measurement of ``scenario`` on a fresh ``spec`` server; figures or an error."""
-    log = ctx.raw_dir / f"{scenario.name}.{spec.name}.r{round_index}.log"
+    log = ctx.raw_dir / f"{scenario.name}.{_file_name(spec.name)}.r{round_index}.log"
+    if scenario.kind == "workers":
+        return _measure_workers(ctx, spec, scenario, round_index, log)
     port = free_port()
     argv = ctx.server_prefix() + server_argv(spec, scenario, _values(ctx, spec, scenario, port))
-    server = ServerProcess(argv, port, scenario.tls, ctx.env, log)
+    server = ServerProcess(argv, port, scenario.tls, ctx.env_for(spec), log)
     measurement: dict[str, Any] = {"round": round_index}
     try:
         measurement["startup_s"] = server.wait_ready(ctx.args.start_timeout)
         if scenario.kind == "startup":
             measurement.update({"count": 1, "throughput": server.startup * 1000, "errors": {}})
-        elif scenario.kind == "ws-idle":
+        elif scenario.kind == "idle":
             measurement.update(_measure_idle(ctx, scenario, server, log))
         else:
             measurement.update(_measure_load(ctx, scenario, server, ctx.args.duration, log))
@@ -935,6 +1072,157 @@ def measure(ctx: Context, spec: ServerSpec, scenario: Scenario, round_index: int
     return measurement
 
 
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def worker_counts(maximum: int) -> list[int]:
+    """The worker counts the scaling scenario measures: 1, 2, 4, ... and ``maximum``."""
+    counts, n = [], 1
+    while n < maximum:
+        counts.append(n)
+        n *= 2
+    return [*counts, maximum]
+
+
+def workers_layout(ctx: Context, workers: int) -> Context:
+    """``ctx`` for ``workers`` server processes on CPUs 0..N-1, the load generator on the last cores."""
+    cpus = os.cpu_count() or 1
+    clients = ctx.args.workers_client_cpus
+    return dataclasses.replace(
+        ctx,
+        workers=workers,
+        server_cpus=f"0-{workers - 1}" if workers > 1 else "0",
+        client_cpus=",".join(str(cpu) for cpu in range(cpus - clients, cpus)),
+        client_threads=clients,
+    )
+
+
+def _measure_workers(ctx: Context, spec: ServerSpec, scenario: Scenario, round_index: int, log: Path) -> dict[str, Any]:
+    """Keep-alive throughput with 1, 2, 4 ... ``--workers-max`` workers, each on a fresh server;
+    the figures of the largest count, each count's, and the scaling: throughput(N) / (N x throughput(1))."""
+    measurement: dict[str, Any] = {"round": round_index}
+    per: dict[int, dict[str, Any]] = {}
+    try:
+        for workers in worker_counts(ctx.args.workers_max):
+            sub = workers_layout(ctx, workers)
+            port = free_port()
+            argv = sub.server_prefix() + server_argv(spec, scenario, _values(sub, spec, scenario, port))
+            server = ServerProcess(argv, port, False, ctx.env_for(spec), log)
+            try:
+                server.wait_ready(ctx.args.start_timeout)
+                per[workers] = _measure_load(sub, scenario, server, ctx.args.duration, log)
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {server.proc.returncode}: {server.log_tail()}")
+                per[workers]["rss_bytes"] = rss_bytes(server.tree())
+            finally:
+                server.stop()
+    except Exception as exc:  # noqa: BLE001 -- reported in the cell, the run goes on
+        measurement["error"] = f"{type(exc).__name__}: {exc}"
+        return measurement
+    top = max(per)
+    measurement.update(per[top])
+    measurement["workers_max"] = top
+    measurement["per_workers"] = {
+        str(n): {k: m.get(k) for k in ("throughput", "cpu_us_per_request", "client_cpu_share", "server_cpu_share")}
+        for n, m in per.items()
+    }
+    one = per[1]["throughput"]
+    measurement["scaling"] = per[top]["throughput"] / (top * one) if one else None
+    return measurement
+
+
+# --------------------------------------------------------------------------------------
+# The baseline: a second install of twisted-asgi from a git commit (--baseline REF).
+
+
+def resolve_commit(ref: str) -> str:
+    """The full hash of the commit ``ref`` names in this repository."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"run.py: --baseline {ref!r} names no commit of {ROOT}")
+    return done.stdout.strip()
+
+
+def ref_source(commit: str, directory: Path) -> Path:
+    """The tree of ``commit`` (``git archive``), extracted once into ``directory/src``."""
+    src = directory / "src"
+    marker = directory / "src-commit"
+    if marker.exists() and marker.read_text().strip() == commit and src.is_dir():
+        return src
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True, timeout=120)
+    marker.write_text(commit + "\n")
+    return src
+
+
+def _pip(python: str, *args: str) -> None:
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"run.py: pip install {' '.join(args)} failed: {(done.stdout + done.stderr)[-1500:]}")
+
+
+def build_ref_venv(commit: str, self_python: str, directory: Path) -> str:
+    """A virtualenv in ``directory`` with twisted-asgi installed (``pip install``, not editable)
+    from ``commit``, next to the dependencies of ``benchmarks/requirements-self.txt`` at the
+    versions the current install's interpreter has (``pip freeze`` of ``self_python`` as
+    constraints; pip takes them from its cache when it has them).  Built once per commit:
+    a finished one has the file ``installed-commit``."""
+    python = directory / "bin" / "python"
+    marker = directory / "installed-commit"
+    if marker.exists() and marker.read_text().strip() == commit and python.exists():
+        return str(python)
+    print(f"run.py: building the baseline's virtualenv {_relative(str(directory))} ...", flush=True)
+    if directory.exists():
+        shutil.rmtree(directory)  # a half-built one
+    subprocess.run([self_python, "-m", "venv", str(directory)], check=True, timeout=300)
+    frozen = subprocess.run(
+        [self_python, "-m", "pip", "freeze", "--exclude", "twisted-asgi"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    pins = [line for line in frozen.stdout.splitlines() if "==" in line and " @ " not in line]
+    constraints = directory / "constraints.txt"
+    constraints.write_text("".join(f"{line}\n" for line in pins))
+    src = ref_source(commit, directory)
+    _pip(str(python), "-r", str(BENCH_DIR / "requirements-self.txt"), "-c", str(constraints))
+    _pip(str(python), "-c", str(constraints), str(src))
+    marker.write_text(commit + "\n")
+    return str(python)
+
+
+def twisted_asgi_location(python: str, env: dict[str, str]) -> str:
+    """Where ``python`` imports twisted_asgi from in ``env`` (which install a server runs)."""
+    done = subprocess.run(
+        [python, "-c", "import twisted_asgi; print(twisted_asgi.__file__)"],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    return done.stdout.strip() or f"(not importable: {done.stderr.strip()[-200:]})"
+
+
 # --------------------------------------------------------------------------------------
 # Summaries, environment, the run.
 
@@ -943,10 +1231,28 @@ def summarize(measurements: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and min–max across rounds of each figure; errors and flags of any round."""
     good = [m for m in measurements if "error" not in m and m.get("throughput") is not None]
     summary: dict[str, Any] = {"rounds_ok": len(good), "rounds": len(measurements)}
-    for key in ("throughput", "cpu_us_per_request", "p50_us", "p99_us", "client_cpu_share", "server_cpu_share"):
+    for key in (
+        "throughput",
+        "cpu_us_per_request",
+        "p50_us",
+        "p99_us",
+        "client_cpu_share",
+        "server_cpu_share",
+        "after_handshake_p99_us",
+        "scaling",
+    ):
         values = [m[key] for m in good if m.get(key) is not None]
         if values:
             summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    per_workers = [m["per_workers"] for m in good if m.get("per_workers")]
+    if per_workers:
+        counts = sorted({int(n) for per in per_workers for n in per})
+        summary["per_workers"] = {
+            str(n): statistics.median(
+                per[str(n)]["throughput"] for per in per_workers if per.get(str(n), {}).get("throughput") is not None
+            )
+            for n in counts
+        }
     summary["client_saturated"] = any(m.get("client_saturated") for m in good)
     summary["listen_overflows"] = sum(m.get("listen_overflows") or 0 for m in good)
     summary["errors"] = sorted({m["error"] for m in measurements if "error" in m})
@@ -1062,7 +1368,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers-python", default=str(BENCH_DIR / ".venv-peers" / "bin" / "python"), help="Python with the peers"
     )
-    parser.add_argument("--ws-idle-connections", type=int, default=None, help="idle WebSockets (default 2000)")
+    parser.add_argument(
+        "--idle-connections",
+        "--ws-idle-connections",
+        dest="idle_connections",
+        type=int,
+        default=None,
+        help="connections held open in the idle WebSocket, TLS and HTTP/2 scenarios (default 2000)",
+    )
+    cpus = os.cpu_count() or 1
+    parser.add_argument(
+        "--workers-client-cpus",
+        type=int,
+        default=1 if cpus <= 4 else cpus // 4,
+        help="workers scenario: the last K CPUs run the load generator (wrk -tK) (default: 1, a quarter above 4 CPUs)",
+    )
+    parser.add_argument(
+        "--workers-max",
+        type=int,
+        default=None,
+        help="workers scenario: measure 1, 2, 4 ... up to this many workers (default: the CPUs left to the servers)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        default=None,
+        help="also run twisted-asgi as installed from git commit REF (benchmarks/.venv-ref-<commit>, built once)"
+        " and compare every row with it",
+    )
+    parser.add_argument(
+        "--baseline-python",
+        default=None,
+        help="serve the baseline with this interpreter (its dependencies) and REF's tree first on PYTHONPATH,"
+        " instead of building a virtualenv",
+    )
+    parser.add_argument(
+        "--baseline-dir", default=str(BENCH_DIR), help="where .venv-ref-<commit> goes (default benchmarks/)"
+    )
     parser.add_argument(
         "--idle-settle", type=float, default=1.0, help="seconds between opening the idle sockets and reading RSS"
     )
@@ -1080,15 +1422,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = args.rounds if args.rounds is not None else (1 if smoke else 3)
     args.duration = args.duration if args.duration is not None else (1 if smoke else 10)
     args.warmup = args.warmup if args.warmup is not None else (0 if smoke else 2)
-    args.ws_idle_connections = args.ws_idle_connections or (50 if smoke else 2000)
+    args.idle_connections = args.idle_connections or (50 if smoke else 2000)
+    if args.workers_client_cpus < 1:
+        parser.error("--workers-client-cpus must be at least 1")
+    if args.workers_max is None:
+        args.workers_max = max(1, cpus - args.workers_client_cpus)
+    if args.workers_max < 1:
+        parser.error("--workers-max must be at least 1")
+    if not args.no_pin and cpus >= 2 and args.workers_max + args.workers_client_cpus > cpus:
+        parser.error(
+            f"--workers-max {args.workers_max} and --workers-client-cpus {args.workers_client_cpus} need"
+            f" {args.workers_max + args.workers_client_cpus} CPUs, this machine has {cpus} (or use --no-pin)"
+        )
+    args.baseline_dir = Path(args.baseline_dir)
     if smoke:
         args.idle_settle = min(args.idle_settle, 0.2)
     # A smoke run's files go to the ignored raw/ folder unless told otherwise: they are no
     # measurement and must not replace the committed page.
     default_results = BENCH_DIR / "results" / ("raw/smoke" if smoke else "")
     args.results_dir = Path(args.results_dir) if args.results_dir else default_results
-    args.docs = Path(args.docs) if args.docs else (None if smoke else ROOT / "docs" / "benchmarks.rst")
-    args.chart = Path(args.chart) if args.chart else (None if smoke else ROOT / "docs" / "_static" / "benchmarks.png")
+    # Nor does a comparison with a baseline (--baseline) replace it, unless asked to.
+    publish = not smoke and not args.baseline
+    args.docs = Path(args.docs) if args.docs else (ROOT / "docs" / "benchmarks.rst" if publish else None)
+    args.chart = Path(args.chart) if args.chart else (ROOT / "docs" / "_static" / "benchmarks.png" if publish else None)
     args.servers = [s for s in args.servers.split(",") if s]
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     for name in args.servers:
@@ -1109,14 +1465,16 @@ def command_lines(
     commands: dict[str, dict[str, dict[str, str]]] = {}
     for scenario in scenarios:
         commands[scenario.name] = {}
+        # The workers scenario's lines are those of its largest worker count.
+        shown = workers_layout(ctx, ctx.args.workers_max) if scenario.kind == "workers" else ctx
         for spec in specs:
             if not supports(spec, scenario):
                 continue
-            server = ctx.server_prefix() + server_argv(spec, scenario, _display_values(ctx, spec, scenario))
-            client = client_argv(ctx, scenario, "PORT", ctx.args.duration)
+            server = shown.server_prefix() + server_argv(spec, scenario, _display_values(shown, spec, scenario))
+            client = client_argv(shown, scenario, "PORT", ctx.args.duration)
             env = " ".join(f"{k}={v}" for k, v in scenario.env.items())
             client_line = (
-                shlex.join(ctx.client_prefix() + client) if client else "(run.py: spawn, poll GET / until 200)"
+                shlex.join(shown.client_prefix() + client) if client else "(run.py: spawn, poll GET / until 200)"
             )
             commands[scenario.name][spec.name] = {
                 "server": shlex.join(server),
@@ -1129,6 +1487,7 @@ SELF_PACKAGES = ["twisted-asgi", "Twisted", "httptools", "uvloop", "autobahn", "
 PEER_PACKAGES = [
     "daphne",
     "uvicorn",
+    "zttp",
     "hypercorn",
     "granian",
     "Twisted",
@@ -1146,8 +1505,15 @@ def run_rounds(ctx: Context, specs: list[ServerSpec], scenarios: list[Scenario])
         s.name: {spec.name: {"measurements": []} for spec in specs} for s in scenarios
     }
     for round_index in range(1, ctx.args.rounds + 1):
+        order = list(specs)
+        if round_index % 2 == 0:
+            # The baseline and the current install swap places every other round (A B, B A),
+            # so that neither is always the one measured right after the other.
+            pair = [i for i, spec in enumerate(order) if spec.venv == "ref" or spec.name == "twisted-asgi"]
+            if len(pair) == 2:
+                order[pair[0]], order[pair[1]] = order[pair[1]], order[pair[0]]
         for scenario in scenarios:
-            for spec in specs:
+            for spec in order:
                 cell = results[scenario.name][spec.name]
                 if not supports(spec, scenario):
                     cell["status"] = "n/a"
@@ -1178,12 +1544,39 @@ def main(argv: list[str] | None = None) -> int:
     # The apps and the Django project are imported from benchmarks/ by every server.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH", "")]))
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    baseline: dict[str, Any] | None = None
+    ref_env: dict[str, str] | None = None
+    if args.baseline:
+        if "twisted-asgi" not in args.servers:
+            print("run.py: --baseline compares with twisted-asgi: add it to --servers", file=sys.stderr)
+            return 2
+        commit = resolve_commit(args.baseline)
+        directory = args.baseline_dir / f".venv-ref-{commit[:12]}"
+        # Only benchmarks/ is inherited: a PYTHONPATH naming a checkout would shadow the install.
+        ref_env = {**env, "PYTHONPATH": str(BENCH_DIR)}
+        if args.baseline_python:
+            src = ref_source(commit, directory)
+            ref_env["PYTHONPATH"] = os.pathsep.join([str(BENCH_DIR), str(src)])
+            pythons["ref"] = args.baseline_python
+        elif args.list:
+            pythons["ref"] = str(directory / "bin" / "python")
+        else:
+            pythons["ref"] = build_ref_venv(commit, args.self_python, directory)
+        ref_spec = dataclasses.replace(SERVERS["twisted-asgi"], name=f"twisted-asgi@{commit[:10]}", venv="ref")
+        specs.insert(args.servers.index("twisted-asgi") + 1, ref_spec)
+        baseline = {
+            "ref": args.baseline,
+            "commit": commit,
+            "server": ref_spec.name,
+            "current": "twisted-asgi",
+            "regression_limit": REGRESSION_LIMIT,
+        }
     started = datetime.datetime.now(datetime.UTC)
     run_id = started.strftime("%Y-%m-%dT%H%M%S")
     raw_dir = BENCH_DIR / "results" / "raw" / run_id
     with tempfile.TemporaryDirectory(prefix="twisted-asgi-bench-") as tmp:
         cert, key = make_certificate(Path(tmp))
-        ctx = Context(args, pythons, client_python, cert, key, raw_dir, env, pin)
+        ctx = Context(args, pythons, client_python, cert, key, raw_dir, env, pin, ref_env=ref_env)
         commands = command_lines(ctx, specs, scenarios)
         if args.list:
             print(json.dumps(commands, indent=2))
@@ -1193,8 +1586,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run.py: {', '.join(missing)} not found; run benchmarks/setup.sh first", file=sys.stderr)
             return 2
         if pin:
-            # The orchestrator stays off the server's core too.
-            os.sched_setaffinity(0, {int(CLIENT_CPU)})
+            # The orchestrator stays off the servers' cores: on the last CPU, a load generator's.
+            os.sched_setaffinity(0, {(os.cpu_count() or 2) - 1})
         raw_dir.mkdir(parents=True, exist_ok=True)
         minutes = args.rounds * len(scenarios) * len(specs) * (args.warmup + args.duration + 2) / 60
         print(
@@ -1204,6 +1597,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         results = run_rounds(ctx, specs, scenarios)
     versions = {"self": _package_versions(pythons["self"], SELF_PACKAGES)}
+    versions["self"]["twisted_asgi_file"] = twisted_asgi_location(pythons["self"], env)
+    installed_from = Path(pythons["self"]).parent.parent / "installed-from"
+    if installed_from.exists():  # written by setup.sh: the commit .venv-self was installed from
+        versions["self"]["installed_from"] = installed_from.read_text().strip()
+    if baseline is not None and ref_env is not None:
+        versions["ref"] = _package_versions(pythons["ref"], SELF_PACKAGES)
+        versions["ref"]["twisted_asgi_file"] = twisted_asgi_location(pythons["ref"], ref_env)
+        versions["ref"]["installed_from"] = baseline["commit"]
     if os.path.exists(args.peers_python):
         versions["peers"] = _package_versions(args.peers_python, PEER_PACKAGES)
     document = {
@@ -1219,7 +1620,10 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
-            "ws_idle_connections": args.ws_idle_connections,
+            "ws_idle_connections": args.idle_connections,
+            "idle_connections": args.idle_connections,
+            "workers_max": args.workers_max,
+            "workers_client_cpus": args.workers_client_cpus,
             "smoke": args.smoke,
             "command": shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
         },
@@ -1230,17 +1634,21 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "commands": commands,
         "results": results,
+        "baseline": baseline,
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
     path = _result_path(args.results_dir, started.strftime("%Y-%m-%d"))
     path.write_text(json.dumps(document, indent=1) + "\n")
     print(f"run.py: results in {_relative(str(path))}")
-    if not args.no_report and (args.docs or args.chart):
-        sys.path.insert(0, str(BENCH_DIR))
-        import report
+    sys.path.insert(0, str(BENCH_DIR))
+    import report
 
+    if baseline is not None:
+        print(report.baseline_text(document))
+    if not args.no_report and (args.docs or args.chart):
         if args.docs:
-            report.write_rst(document, args.docs, chart=args.chart, results_path=path)
+            known = [(s.name, s.title) for s in SCENARIOS]
+            report.write_rst(document, args.docs, chart=args.chart, results_path=path, known=known)
             print(f"run.py: wrote {_relative(str(args.docs))}")
         if args.chart:
             print(report.write_chart_with(path, args.chart, [args.peers_python, sys.executable]))

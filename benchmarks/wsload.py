@@ -1,5 +1,8 @@
 """WebSocket load client for the benchmark: echo throughput, or many idle connections.
 
+Idle connections may also be plain TLS (handshake done, no request: ``--protocol tls``)
+or HTTP/2 cleartext (preface and SETTINGS exchanged, no stream: ``--protocol h2c``).
+
 Built to cost the client as little as possible per message, so the server is what is
 measured: frames are masked once up front (RFC 6455 section 5.3 only requires a mask
 per frame, not a fresh one), each connection keeps ``--window`` messages in flight and
@@ -8,8 +11,9 @@ is used when importable.  Only the standard library (plus optional uvloop) is ne
 
 ``echo`` mode prints one JSON object: messages echoed, seconds, p50/p99 of the
 round-trip time of a window (send ``--window`` messages, get them all back).
-``idle`` mode opens ``--connections`` WebSockets, prints ``READY <n>``, holds them open
-until a line arrives on standard input, then closes them and prints JSON.
+``idle`` mode opens ``--connections`` WebSockets (or TLS or h2c connections, see
+``--protocol``), prints ``READY <n>``, holds them open until a line arrives on standard
+input, then closes them and prints JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import base64
 import json
 import os
+import ssl
 import struct
 import sys
 import time
@@ -206,19 +211,112 @@ async def run_echo(args: argparse.Namespace) -> dict:
     }
 
 
-async def run_idle(args: argparse.Namespace) -> dict:
-    """Open ``args.connections`` WebSockets, report, hold them until stdin says go."""
+#: The HTTP/2 client connection preface and an empty SETTINGS frame (RFC 9113 section 3.4).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+H2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+class IdleClient(asyncio.Protocol):
+    """An idle connection that is not a WebSocket: TLS with nothing sent after the handshake,
+    or HTTP/2 cleartext with the preface and SETTINGS exchanged and no stream opened."""
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: Any = None
+        self.buffer = bytearray()
+        self.error: str | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if self.protocol == "tls":  # an SSL transport is made once the handshake is done
+            self.opened.set_result(None)
+        else:
+            transport.write(H2_PREFACE)
+
+    def data_received(self, data: bytes) -> None:
+        if self.protocol == "tls":
+            self.fail(f"the server sent {len(data)} bytes to an idle TLS connection")
+            return
+        self.buffer += data
+        while len(self.buffer) >= 9:
+            length = int.from_bytes(self.buffer[:3], "big")
+            kind, flags = self.buffer[3], self.buffer[4]
+            if len(self.buffer) < 9 + length:
+                return
+            payload = bytes(self.buffer[9 : 9 + length])
+            del self.buffer[: 9 + length]
+            if kind == 0x4 and not flags & 0x1:  # the server's SETTINGS: acknowledge them
+                self.transport.write(H2_SETTINGS_ACK)
+                if not self.opened.done():
+                    self.opened.set_result(None)
+            elif kind == 0x6 and not flags & 0x1:  # PING: answer it (section 6.7)
+                self.transport.write(b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + payload)
+            elif kind == 0x7:  # GOAWAY
+                self.fail("the server sent GOAWAY")
+                return
+
+    def fail(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+        if not self.opened.done():
+            self.opened.set_result(None)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.error is None:
+            self.fail(f"connection lost: {exc or 'closed by the server'}")
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+async def _connect_idle(args: argparse.Namespace) -> WSClient | IdleClient:
+    """One idle connection of the kind ``args.protocol`` names."""
+    if args.protocol == "ws":
+        return await _connect(args.host, args.port, args.path, None, 0, 0.0, [])
     loop = asyncio.get_running_loop()
-    clients: list[WSClient] = []
+    client = IdleClient(args.protocol)
+    context = None
+    if args.protocol == "tls":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols(["http/1.1"])
+    await loop.create_connection(
+        lambda: client, args.host, args.port, ssl=context, server_hostname="localhost" if context else None
+    )
+    return client
+
+
+async def _open_idle(args: argparse.Namespace) -> WSClient | IdleClient:
+    """One idle connection, once it is open (or has failed: then its ``error`` says why)."""
+    client = await _connect_idle(args)
+    await client.opened
+    return client
+
+
+async def run_idle(args: argparse.Namespace) -> dict:
+    """Open ``args.connections`` idle connections, report, hold them until stdin says go."""
+    loop = asyncio.get_running_loop()
+    clients: list[WSClient | IdleClient] = []
     batch = 100  # handshakes in flight at once: below the servers' listen backlogs
+    stalled = 0
     for first in range(0, args.connections, batch):
         count = min(batch, args.connections - first)
-        made = await asyncio.gather(
-            *(_connect(args.host, args.port, args.path, None, 0, 0.0, []) for _ in range(count))
-        )
-        await asyncio.wait_for(asyncio.gather(*(c.opened for c in made)), 30)
-        clients.extend(made)
+        tasks = [asyncio.ensure_future(_open_idle(args)) for _ in range(count)]
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        for task in pending:  # a server that stops accepting or handshaking: say how far it got
+            task.cancel()
+        stalled += len(pending)
+        clients.extend(task.result() for task in done if task.exception() is None)
+        if pending or any(task.exception() is not None for task in done):
+            break
     failed = [c.error for c in clients if c.error]
+    if stalled:
+        print(f"{stalled} connection(s) not open after 30 s", file=sys.stderr)
     sys.stdout.write(f"READY {len(clients) - len(failed)}\n")
     sys.stdout.flush()
     await loop.run_in_executor(None, sys.stdin.readline)
@@ -239,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=4, help="messages in flight per connection")
     parser.add_argument("--size", type=int, default=32, help="payload bytes per binary message")
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument(
+        "--protocol", choices=["ws", "tls", "h2c"], default="ws", help="idle mode: what each connection is"
+    )
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args(argv)
     if not args.no_uvloop:

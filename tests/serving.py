@@ -101,6 +101,7 @@ def start_server(
     cwd: str | os.PathLike | None = None,
     app_first: bool = False,
     new_session: bool = False,
+    listeners: int | None = None,
 ) -> Server:
     """Start a server for ``app``; return once it listens (unless ``wait`` is False).
 
@@ -108,7 +109,12 @@ def start_server(
     ``app_first`` puts the application before the options, as uvicorn users type it;
     ``new_session`` gives the server a process group of its own (a terminal's
     Ctrl-C reaches every process of a group: ``os.killpg`` stands for it).
+    ``listeners``: how many "Listening on" lines to wait for; by default one
+    per ``endpoint`` and ``-e``/``--endpoint``/``--listen`` option.
     """
+    if listeners is None:
+        listeners = (endpoint is not None) + sum(arg in ("-e", "--endpoint", "--listen") for arg in args)
+        listeners = max(listeners, 1)
     if command == "twistd":
         argv = [TWISTD, "-n", "asgi"]
     else:
@@ -139,7 +145,7 @@ def start_server(
     while True:
         text = server.read_output(0.05)
         found = _LISTEN.findall(text)
-        if found:
+        if len(found) >= listeners:
             for desc, host, port in found:
                 server.addresses.append((desc, host, int(port) if port else None))
             _desc, host, port = found[0]

@@ -22,6 +22,41 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
 
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The checkout's own package, not whatever version is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _run_suite(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """run.py --smoke against this checkout's twisted-asgi only, results and page under ``out``."""
+    argv = [
+        sys.executable,
+        str(BENCH / "run.py"),
+        "--smoke",
+        "--self-python",
+        sys.executable,
+        # No peers' virtualenv, even where one was built: the load clients then run on
+        # this interpreter too.
+        "--peers-python",
+        str(out / "no-peers-venv" / "bin" / "python"),
+        "--duration",
+        "1",
+        "--rounds",
+        "1",
+        # One worker: the scaling scenario's code path, on a machine of any size.
+        "--workers-max",
+        "1",
+        "--results-dir",
+        str(out),
+        "--docs",
+        str(out / "benchmarks.rst"),
+        *extra,
+    ]
+    return subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=420, check=False)
+
+
 def _load(name: str) -> ModuleType:
     """Import benchmarks/<name>.py under a private name: benchmarks/ is not a package, and
     putting it on sys.path would let its apps.py shadow the tests' own."""
@@ -36,45 +71,29 @@ def _load(name: str) -> ModuleType:
 report = _load("report")
 bench_run = _load("run")
 
-LOAD_SCENARIOS = {"h1-keepalive-wrk", "h1-keepalive-h2load", "h1-close", "h1-post-64k", "h1-stream-1m", "django"}
+LOAD_SCENARIOS = {
+    "h1-keepalive-wrk",
+    "h1-keepalive-h2load",
+    "h1-close",
+    "h1-post-64k",
+    "h1-stream-1m",
+    "django",
+    "workers",
+}
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     """One smoke run of the whole suite; its results document and generated page."""
     out = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ)
-    # The checkout's own package, not whatever version is installed.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    argv = [
-        sys.executable,
-        str(BENCH / "run.py"),
-        "--smoke",
-        "--servers",
-        "twisted-asgi",
-        "--self-python",
-        sys.executable,
-        # No peers' virtualenv, even where one was built: the WebSocket client then runs
-        # on this interpreter too.
-        "--peers-python",
-        str(out / "no-peers-venv" / "bin" / "python"),
-        "--duration",
-        "1",
-        "--rounds",
-        "1",
-        "--results-dir",
-        str(out),
-        "--docs",
-        str(out / "benchmarks.rst"),
-    ]
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150, check=False)
+    done = _run_suite(out, "--servers", "twisted-asgi")
     assert done.returncode == 0, done.stdout + done.stderr
     results = list(out.glob("*.json"))
     assert len(results) == 1, done.stdout
     return json.loads(results[0].read_text()), (out / "benchmarks.rst").read_text()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(480)
 def test_results_document_shape(smoke: tuple[dict, str]) -> None:
     """The results file names the run, the machine, versions, every scenario and its command lines."""
     document, _ = smoke
@@ -93,7 +112,7 @@ def test_results_document_shape(smoke: tuple[dict, str]) -> None:
         assert "twisted_asgi" in document["commands"][name]["twisted-asgi"]["server"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(480)
 def test_figures_are_measured(smoke: tuple[dict, str]) -> None:
     """Load scenarios have throughput, CPU per request and latency; WebSocket, idle and startup theirs."""
     document, _ = smoke
@@ -117,19 +136,39 @@ def test_figures_are_measured(smoke: tuple[dict, str]) -> None:
         assert not wrong, (name, m["errors"])
     echo = results["ws-echo"]["twisted-asgi"]["measurements"][0]
     assert echo["throughput"] > 0 and echo["cpu_us_per_request"] > 0 and echo["p99_us"] > 0
-    idle = results["ws-idle"]["twisted-asgi"]["measurements"][0]
-    assert idle["count"] == 50 and idle["rss_loaded_bytes"] > idle["rss_baseline_bytes"] > 0
+    for name in ("ws-idle", "tls-idle", "h2c-idle"):
+        cell = results[name]["twisted-asgi"]
+        assert cell["status"] == "ok", (name, cell["summary"]["errors"])
+        idle = cell["measurements"][0]
+        assert idle["count"] == 50 and idle["rss_loaded_bytes"] > idle["rss_baseline_bytes"] > 0, (name, idle)
+        assert idle["throughput"] == pytest.approx((idle["rss_loaded_bytes"] - idle["rss_baseline_bytes"]) / 50 / 1024)
     startup = results["startup"]["twisted-asgi"]["measurements"][0]
     assert 0 < startup["throughput"] < 30_000  # milliseconds
-    first = results["tls-first-byte"]["twisted-asgi"]["measurements"][0]
-    assert first["count"] == 10 and not first["errors"], first
-    assert 0 < first["after_handshake_p50_us"] <= first["p50_us"] <= first["p99_us"] == first["throughput"] * 1000
-    for name in ("h2-tls", "h2c"):  # HTTP/2 may not be served yet: then the reason is recorded
+    for name, version in (("tls13-new-conn", "1.3"), ("tls12-new-conn", "1.2")):
         cell = results[name]["twisted-asgi"]
-        assert cell["status"] == "ok" or cell["summary"]["errors"], (name, cell)
+        assert cell["status"] == "ok", (name, cell["summary"]["errors"])
+        new = cell["measurements"][0]
+        assert new["tls_version"] == version and new["count"] > 0 and not new["errors"], new
+        assert new["throughput"] == pytest.approx(new["count"] / new["seconds"])
+        assert 0 < new["after_handshake_p50_us"] <= new["p50_us"] <= new["p99_us"], new
+        # Server CPU per new connection: a handshake costs well over a microsecond, well under a second.
+        assert 1 < new["cpu_us_per_request"] < 1e6, new
+    for name in ("h2-tls", "h2c", "h2-tls-cpu", "h2c-cpu"):
+        cell = results[name]["twisted-asgi"]
+        if tools["h2load"] is None:
+            assert cell["status"] == "error" and "h2load" in cell["summary"]["errors"][0]
+            continue
+        assert cell["status"] == "ok", (name, cell["summary"]["errors"])
+        m = cell["measurements"][0]
+        assert m["protocol"] in ("h2", "h2c") and 0 < m["cpu_us_per_request"] < 1e6, (name, m)
+    workers = results["workers"]["twisted-asgi"]["measurements"][0]
+    if tools["wrk"] is not None:
+        assert workers["workers_max"] == 1 and set(workers["per_workers"]) == {"1"}
+        assert workers["scaling"] == pytest.approx(1.0)
+        assert "--workers 1" in document["commands"]["workers"]["twisted-asgi"]["server"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(480)
 def test_generated_page(smoke: tuple[dict, str]) -> None:
     """The page has the run's facts, the tables, the targets and the exact command lines."""
     document, page = smoke
@@ -140,9 +179,18 @@ def test_generated_page(smoke: tuple[dict, str]) -> None:
     assert document["date"] in page
     assert document["commands"]["h1-keepalive-wrk"]["twisted-asgi"]["server"] in page
     assert "| HTTP/1.1 keep-alive hello (wrk)" in page
+    for title in ("| New TLS 1.3 connection per request", "| Idle TLS connections", "| HTTP/2 h2c, server CPU"):
+        assert title in page
+    assert "\nScaling with --workers\n" in page
+    # Every scenario ran: none is listed as missing, and no peer is said to lack HTTP/2.
+    assert "Not yet measured" not in page
+    assert "serves no HTTP/2" not in page
+    # One worker (this test's --workers-max 1) says nothing about scaling: not called met.
+    rows = {row[0]: row[1:] for row in report.targets(document)}
+    assert rows["--workers 1: req/s ≥ 0.85× N × one worker's"][1].startswith("not measured")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(480)
 @pytest.mark.parametrize(
     ("rounds", "duration", "expected", "absent"),
     [
@@ -195,7 +243,147 @@ def test_targets_ratios() -> None:
     assert rows["p99 latency, keep-alive load ≤ 1.0× uvicorn"] == ["0.90×", "met"]
     assert rows["Idle WebSocket ≤ 15 KiB RSS each"] == ["9.50 KiB", "met"]
     assert rows["HTTP/2 over TLS req/s ≥ 3× hypercorn"][0] == "not measured"
-    assert rows["HTTP/2 over TLS req/s ahead of uvicorn"] == ["n/a", "uvicorn serves no HTTP/2"]
+    assert rows["HTTP/2 over TLS req/s ≥ 1.0× uvicorn-zttp"] == ["not measured", "not in this run"]
+
+
+def test_second_round_targets() -> None:
+    """HTTP/2 CPU against granian and uvicorn-zttp, new TLS connections, idle memory, --workers scaling."""
+    document = _document(
+        {
+            "h2c-cpu": {
+                "twisted-asgi": {"cpu_us_per_request": 30.0},
+                "granian": {"cpu_us_per_request": 12.0},
+                "uvicorn-zttp": {"cpu_us_per_request": 29.0},
+            },
+            "tls13-new-conn": {
+                "twisted-asgi": {"throughput": 1100.0, "p99_us": 4000.0},
+                "uvicorn": {"throughput": 1000.0, "p99_us": 5000.0},
+            },
+            "tls-idle": {"twisted-asgi": {"throughput": 40.0}, "uvicorn": {"throughput": 50.0}},
+            "h2c-idle": {"twisted-asgi": {"throughput": 30.0}, "hypercorn": {"throughput": 20.0}},
+            "workers": {"twisted-asgi": {"scaling": 0.9}},
+        }
+    )
+    rows = {row[0]: row[1:] for row in report.targets(document)}
+    assert rows["HTTP/2 h2c CPU/request ≤ 2.0× granian"] == ["2.50×", "NOT met"]
+    assert rows["HTTP/2 h2c CPU/request ≤ 1.0× uvicorn-zttp"] == ["1.03×", "NOT met"]
+    assert rows["New TLS 1.3 connection req/s ≥ 1.0× uvicorn"] == ["1.10×", "met"]
+    assert rows["New TLS 1.3 connection, p99 time to first byte ≤ 1.0× uvicorn"] == ["0.80×", "met"]
+    assert rows["New TLS 1.2 connection req/s ≥ 1.0× uvicorn"][0] == "not measured"
+    assert rows["Idle TLS connection RSS ≤ 1.0× uvicorn"] == ["0.80×", "met"]
+    assert rows["Idle HTTP/2 connection RSS ≤ 1.0× hypercorn"] == ["1.50×", "NOT met"]
+    assert rows["--workers N: req/s ≥ 0.85× N × one worker's"] == ["0.90×", "met"]
+
+
+def test_baseline_rows() -> None:
+    """Each row's ratio to the baseline, WORSE only past 3% in the bad direction of that figure."""
+    document = _document(
+        {
+            "h1-keepalive-wrk": {
+                "twisted-asgi": {"throughput": 960.0, "cpu_us_per_request": 20.5},
+                "twisted-asgi@abc": {"throughput": 1000.0, "cpu_us_per_request": 20.0},
+            },
+            "ws-idle": {"twisted-asgi": {"throughput": 10.0}, "twisted-asgi@abc": {"throughput": 9.0}},
+            "startup": {"twisted-asgi": {"throughput": 100.0}, "twisted-asgi@abc": {"throughput": 200.0}},
+        }
+    )
+    document["scenarios"] = [
+        {"name": "h1-keepalive-wrk", "title": "keep-alive", "unit": "req/s", "higher_is_better": True, "kind": "wrk"},
+        {"name": "ws-idle", "title": "idle", "unit": "KiB/conn", "higher_is_better": False, "kind": "idle"},
+        {"name": "startup", "title": "startup", "unit": "ms", "higher_is_better": False, "kind": "startup"},
+        {"name": "h2c", "title": "h2c", "unit": "req/s", "higher_is_better": True, "kind": "h2load"},
+    ]
+    document["baseline"] = {"ref": "HEAD~1", "commit": "abc" * 13 + "a", "server": "twisted-asgi@abc"}
+    rows = {(row[0], row[1]): row[2:] for row in report.baseline_rows(document)}
+    assert rows[("keep-alive", "req/s")] == ["960", "1,000", "0.960×", "WORSE by 4.0%"]
+    assert rows[("keep-alive", "µs CPU/req")] == ["20.5", "20.0", "1.025×", "ok"]  # 2.5% more CPU: within 3%
+    assert rows[("idle", "KiB/conn")] == ["10.0", "9.00", "1.111×", "WORSE by 11.1%"]  # more memory is worse
+    assert rows[("startup", "ms")][-1] == "ok"  # half the start-up time
+    assert ("h2c", "req/s") not in rows  # in neither: no row
+    assert "2 of 4 row(s) worse" in report.baseline_text(document)
+    assert "\nAgainst the baseline\n" in report.render_rst(
+        {
+            **document,
+            "servers": ["twisted-asgi", "twisted-asgi@abc"],
+            "parameters": {"rounds": 3, "duration_s": 10, "warmup_s": 2, "ws_idle_connections": 9, "command": "x"},
+            "machine": {},
+            "date": "d",
+            "tools": {},
+            "commands": {},
+        }
+    )
+
+
+def test_worker_counts() -> None:
+    """1, 2, 4 ... and the maximum: a 16-core machine (3 cores for wrk) measures 1, 2, 4, 8 and 12 workers."""
+    assert bench_run.worker_counts(1) == [1]
+    assert bench_run.worker_counts(2) == [1, 2]
+    assert bench_run.worker_counts(8) == [1, 2, 4, 8]
+    assert bench_run.worker_counts(12) == [1, 2, 4, 8, 12]
+
+
+def test_ref_source_and_venv_cache(tmp_path: Path) -> None:
+    """The baseline's tree comes from git; a finished virtualenv for a commit is reused, not rebuilt."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    commit = head.stdout.strip()
+    assert bench_run.resolve_commit("HEAD") == commit
+    with pytest.raises(SystemExit, match="names no commit"):
+        bench_run.resolve_commit("no-such-ref-anywhere")
+    src = bench_run.ref_source(commit, tmp_path)
+    tracked = subprocess.run(["git", "show", f"{commit}:setup.cfg"], cwd=ROOT, capture_output=True, check=True)
+    assert (src / "setup.cfg").read_bytes() == tracked.stdout
+    (src / "setup.cfg").write_text("changed")  # reused as it is: extracted once per commit
+    assert bench_run.ref_source(commit, tmp_path) == src and (src / "setup.cfg").read_text() == "changed"
+    # A finished virtualenv (its marker names the commit) is returned without running pip.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").write_text("")
+    (tmp_path / "installed-commit").write_text(commit + "\n")
+    assert bench_run.build_ref_venv(commit, "/nonexistent/python", tmp_path) == str(tmp_path / "bin" / "python")
+
+
+@pytest.mark.timeout(480)
+def test_baseline_run(tmp_path: Path) -> None:
+    """--baseline HEAD: a second twisted-asgi from git's tree of HEAD runs interleaved with the
+    current one, in every scenario twisted-asgi runs, and every row gets its ratio."""
+    scenarios = "h1-keepalive-wrk,tls13-new-conn,ws-idle,h2c-cpu"
+    done = _run_suite(
+        tmp_path,
+        "--servers",
+        "twisted-asgi",
+        "--scenarios",
+        scenarios,
+        "--baseline",
+        "HEAD",
+        "--baseline-python",
+        sys.executable,
+        "--baseline-dir",
+        str(tmp_path / "refs"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(next(tmp_path.glob("*.json")).read_text())
+    commit = bench_run.resolve_commit("HEAD")
+    ref = f"twisted-asgi@{commit[:10]}"
+    assert document["baseline"]["commit"] == commit and document["baseline"]["server"] == ref
+    assert document["servers"] == ["twisted-asgi", ref]
+    # The baseline imports the tree of HEAD, the current one the checkout (PYTHONPATH).
+    src = tmp_path / "refs" / f".venv-ref-{commit[:12]}" / "src"
+    assert document["versions"]["ref"]["twisted_asgi_file"] == str(src / "twisted_asgi" / "__init__.py")
+    assert document["versions"]["self"]["twisted_asgi_file"] == str(ROOT / "twisted_asgi" / "__init__.py")
+    for name in scenarios.split(","):
+        for server in ("twisted-asgi", ref):
+            cell = document["results"][name][server]
+            if name in ("h1-keepalive-wrk", "h2c-cpu") and not shutil.which("wrk" if "wrk" in name else "h2load"):
+                continue
+            assert cell["status"] == "ok", (name, server, cell["summary"]["errors"])
+    assert ref in document["commands"]["tls13-new-conn"]
+    rows = report.baseline_rows(document)
+    assert {row[0] for row in rows} >= {
+        "New TLS 1.3 connection per request",
+        "Idle WebSocket connections (server RSS each)",
+    }
+    assert "row(s) worse than the baseline" in done.stdout
+    page = (tmp_path / "benchmarks.rst").read_text()
+    assert "\nAgainst the baseline\n" in page and f"``{commit}``" in page
 
 
 def test_grid_table_is_rectangular() -> None:

@@ -256,7 +256,8 @@ def _documented_endpoints() -> list[str]:
     """Every whole endpoint string on a docs page, an example file or the README
     (``...`` abbreviations left out; placeholders filled in)."""
     texts = [path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.rst"))]
-    texts += [path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs" / "examples").iterdir())]
+    examples = sorted(path for path in (ROOT / "docs" / "examples").rglob("*") if path.is_file())
+    texts += [path.read_text(encoding="utf-8") for path in examples if "__pycache__" not in path.parts]
     texts.append((ROOT / "README.md").read_text(encoding="utf-8"))
     found: set[str] = set()
     for text in texts:
@@ -284,6 +285,8 @@ def test_every_endpoint_string_in_the_docs_is_accepted(tmp_path):
     for name in ("key.pem", "cert.pem"):
         (tmp_path / name).write_bytes(certs["key" if name == "key.pem" else "cert"].read_bytes())
     (tmp_path / "clients-ca.pem").write_bytes(certs["ca"].read_bytes())
+    (tmp_path / "certs").mkdir()  # certDir=certs (SNI): one NAME.pem holding key and certificate
+    (tmp_path / "certs" / "localhost.pem").write_bytes(certs["key"].read_bytes() + certs["cert"].read_bytes())
     script = tmp_path / "check.py"
     script.write_text(
         "import sys, json\n"

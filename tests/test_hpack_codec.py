@@ -327,3 +327,11 @@ def test_request_field_names_remembered_only_when_short():
     for value in (b" 1", b"1\t", b"a\rb", b"a\nb", b"a\x00b"):
         with pytest.raises(ValueError, match="invalid value"):
             http2._parse_request(5, [*fields[:3], (b"x-b", value)], True)
+
+
+def test_static_table_is_rfc_7541s_as_hpack_has_it():
+    # Our copy of Appendix A (hpack_codec.STATIC_TABLE) against the hpack package's.
+    from hpack.table import HeaderTable
+
+    assert tuple(HeaderTable.STATIC_TABLE) == hpack_codec.STATIC_TABLE
+    assert len(hpack_codec.STATIC_TABLE) == 61

@@ -81,7 +81,7 @@ def test_loop_name():
 
 
 def test_ready_socket_reaches_do_read_through_our_callback(reactor_and_pair):
-    """A registered reader's data arrives in doRead, called by ASGIReactor._ready."""
+    """A registered reader's data arrives in doRead, called by ASGIReactor.asgi_ready."""
     reactor, loop, a, b = reactor_and_pair
     reader = Reader(a, loop)
     reactor.addReader(reader)
@@ -89,12 +89,33 @@ def test_ready_socket_reaches_do_read_through_our_callback(reactor_and_pair):
     if loop_name(loop) == "asyncio":
         # The seam itself: the loop's handle calls our method, not callWithLogger.
         handle = loop._selector.get_key(a.fileno()).data[0]
-        assert handle._callback == reactor._ready
+        assert handle._callback == reactor.asgi_ready
     b.send(b"hello")
     assert loop.run_until_complete(asyncio.wait_for(reader.read, 5)) == b"hello"
     reactor.removeReader(reader)
     assert reader not in reactor.getReaders()
     assert not reader.lost.done()
+
+
+def test_without_the_seam_registration_is_twisteds_own(reactor_and_pair):
+    """With the seam off (a private name it needs is gone: see
+    tests/test_upstream_fallback.py), readers and writers are registered through
+    Twisted's own addReader/addWriter, and data, errors and removal behave the same."""
+    from twisted.python.log import callWithLogger
+
+    reactor, loop, a, b = reactor_and_pair
+    assert reactor.asgi_seam and reactor.asgi_seam_problem is None
+    reactor.asgi_seam = False
+    reader = Reader(a, loop, result=ConnectionDone())
+    reactor.addReader(reader)
+    if loop_name(loop) == "asyncio":
+        handle = loop._selector.get_key(a.fileno()).data[0]
+        assert handle._callback is callWithLogger
+    b.send(b"bye")
+    assert loop.run_until_complete(asyncio.wait_for(reader.read, 5)) == b"bye"
+    lost = loop.run_until_complete(asyncio.wait_for(reader.lost, 5))
+    assert lost.check(ConnectionDone)
+    assert reader not in reactor.getReaders()
 
 
 def test_reader_reporting_an_error_is_disconnected(reactor_and_pair):
@@ -162,7 +183,7 @@ def test_reader_whose_descriptor_went_away_is_disconnected(reactor_and_pair):
     reactor.addReader(reader)
     fd = a.fileno()
     reader.fileno = lambda: -1  # type: ignore[method-assign]
-    reactor._ready(reader, True)
+    reactor.asgi_ready(reader, True)
     lost = loop.run_until_complete(asyncio.wait_for(reader.lost, 5))
     assert lost.check(ConnectionFdescWentAway)
     assert reader.data == b""

@@ -1,39 +1,76 @@
-"""The small-frame masker put into Autobahn (twisted_asgi.wsmask): the seam is
-in place once the WebSocket module is imported, and the masker agrees with
-Autobahn's own on every payload and every way of splitting it."""
+"""The small-frame masker (twisted_asgi.wsmask): it agrees with Autobahn's own
+on every payload and every way of splitting it, and our protocol class, only
+it, unmasks through it (small frames) or through Autobahn's masker (large
+ones) without Autobahn making a masker first."""
 
 from __future__ import annotations
 
 import itertools
 
 import autobahn.websocket.protocol
+import autobahn.websocket.xormasker
 import pytest
+from autobahn.websocket.protocol import FrameHeader, WebSocketServerProtocol
+from autobahn.websocket.xormasker import XorMaskerNull
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import twisted_asgi.websocket  # noqa: F401 (installs the seam)
 from twisted_asgi import wsmask
-from twisted_asgi.wsmask import SMALL_FRAME, FrameMasker
+from twisted_asgi.wsmask import SMALL_FRAME, FrameMasker, SmallFrameMasking
 
-ORIGINAL = autobahn.websocket.protocol.create_xor_masker.original
-
-
-def test_seam_is_installed_once_in_autobahn():
-    factory = autobahn.websocket.protocol.create_xor_masker
-    assert factory.twisted_asgi
-    assert wsmask.install(autobahn.websocket.protocol)  # again: unchanged
-    assert autobahn.websocket.protocol.create_xor_masker is factory
-    assert type(factory(b"abcd", SMALL_FRAME - 1)) is FrameMasker
-    assert type(factory(b"abcd", SMALL_FRAME)) is not FrameMasker  # Autobahn's own for large frames
-    assert type(factory(b"abcd")) is not FrameMasker  # no length given: Autobahn's
+ORIGINAL = autobahn.websocket.xormasker.create_xor_masker
 
 
-def test_install_leaves_a_module_without_the_factory_alone():
-    class Module:
+class Masked(SmallFrameMasking, WebSocketServerProtocol):
+    """The mixin on a bare Autobahn server protocol, stopped before Autobahn's own onFrameBegin."""
+
+    def __init__(self, length: int, mask: bytes = b"abcd") -> None:
+        self.current_frame = FrameHeader(2, True, 0, length, mask)
+        self.current_frame_masker = XorMaskerNull()  # what Autobahn makes while applyMask is False
+
+    def _onMessageFrameBegin(self, length: int) -> None:
         pass
 
-    assert not wsmask.install(Module)
-    assert not hasattr(Module, "create_xor_masker")
+    inside_message = True  # onFrameBegin then goes straight to _onMessageFrameBegin
+
+
+def test_autobahn_has_what_the_mixin_needs():
+    # Nothing is off with the Autobahn installed (tests/test_upstream_fallback.py
+    # covers an Autobahn that lacks it).
+    assert wsmask.PROBLEM is None
+    assert SmallFrameMasking.applyMask is False
+
+
+@pytest.mark.parametrize(
+    ("length", "ours"), [(1, True), (SMALL_FRAME - 1, True), (SMALL_FRAME, False), (SMALL_FRAME * 4, False)]
+)
+def test_our_masker_for_small_frames_autobahns_for_large(length, ours):
+    proto = Masked(length)
+    proto.onFrameBegin()
+    masker = proto.current_frame_masker
+    assert (type(masker) is FrameMasker) is ours
+    if not ours:
+        assert type(masker).__module__.startswith("autobahn.")
+    assert masker.process(b"\0\0\0\0\0") == b"abcda"
+
+
+def test_unmasked_and_empty_frames_and_apply_mask_are_left_to_autobahn():
+    for proto in (Masked(5, mask=None), Masked(0)):
+        proto.onFrameBegin()
+        assert type(proto.current_frame_masker) is XorMaskerNull
+    proto = Masked(5)
+    proto.applyMask = True  # Autobahn made its own masker: kept
+    autobahns = ORIGINAL(b"abcd", 5)
+    proto.current_frame_masker = autobahns
+    proto.onFrameBegin()
+    assert proto.current_frame_masker is autobahns
+
+
+def test_autobahns_module_is_left_alone():
+    import twisted_asgi.websocket  # noqa: F401 (the module that uses the mixin)
+
+    assert autobahn.websocket.protocol.create_xor_masker is ORIGINAL
+    assert not hasattr(WebSocketServerProtocol, "applyMask") or WebSocketServerProtocol.applyMask is not False
 
 
 def test_rfc6455_example():

@@ -408,6 +408,74 @@ class Config:
         "spin (systemd's RestartSec idea).",
         flag="--timeout-worker-restart",
     )
+    limit_worker_requests: int = _f(
+        0,
+        "Requests (HTTP requests, HTTP/2 streams and WebSocket handshakes) a "
+        "worker of workers serves before it is recycled: a fresh worker is "
+        "started, and once it serves the old one stops accepting and drains "
+        "gracefully. Plus a random 0 to limit_worker_requests_jitter per worker, "
+        "so that workers started together do not recycle together. For apps "
+        "that leak memory or state; gunicorn's max_requests, uvicorn's "
+        "--limit-max-requests.",
+        flag="--limit-worker-requests",
+        zero="no limit",
+    )
+    limit_worker_requests_jitter: int = _f(
+        0,
+        "Most requests added at random to each worker's limit_worker_requests "
+        "(gunicorn's max_requests_jitter); 0 takes a tenth of "
+        "limit_worker_requests, as workers that recycle at the same moment "
+        "would all be starting at once.",
+        flag="--limit-worker-requests-jitter",
+        zero="a tenth of limit_worker_requests",
+    )
+    limit_worker_rss_mib: int = _f(
+        0,
+        "Resident memory, in MiB, past which a worker is recycled (replaced "
+        "first, then drained). The supervisor reads each worker's RSS from "
+        "/proc every second. granian's --workers-max-rss.",
+        flag="--limit-worker-rss",
+        zero="no limit",
+    )
+    timeout_worker_lifetime: float = _f(
+        0.0,
+        "Seconds a worker serves before it is recycled (replaced first, then "
+        "drained), plus a random 0 to 10% per worker so that workers started "
+        "together are not recycled together. granian's --workers-lifetime.",
+        flag="--timeout-worker-lifetime",
+        zero="no limit",
+    )
+
+    # -- development: --reload (reload.py, docs/quickstart.rst) ---------------
+    reload: bool = _f(
+        False,
+        "Development: serve from one worker process and replace it when a "
+        "watched file changes (the listening sockets stay open, so no "
+        "connection is refused meanwhile), as uvicorn's --reload. Needs the "
+        "watchfiles package (the 'reload' extra).",
+        flag="--reload",
+    )
+    reload_dirs: tuple[str, ...] = _f(
+        (),
+        "Directories --reload watches, recursively; empty: the application "
+        "directory (--app-dir, the current directory by default).",
+        flag="--reload-dir",
+    )
+    reload_include: tuple[str, ...] = _f(
+        ("*.py",),
+        "Glob patterns of the files whose change restarts the worker under "
+        "--reload, matched against the end of the path ('*.html', "
+        "'templates/*'); patterns given add to '*.py'.",
+        flag="--reload-include",
+    )
+    reload_exclude: tuple[str, ...] = _f(
+        (),
+        "Glob patterns of files --reload ignores even when included (an "
+        "exclusion wins). Editor swap and backup files, bytecode and the "
+        "directories .git, __pycache__, .venv, node_modules and the like are "
+        "always ignored (watchfiles' default filter).",
+        flag="--reload-exclude",
+    )
 
     # -- HTTP/2 (RFC 9113); owned by http2.py and h2channel.py, see docs/http2.rst --
     http2: bool = _f(
@@ -571,6 +639,12 @@ class Config:
             raise ConfigError("limit_proxy_protocol_bytes must be at least 232 (a v2 header with unix addresses)")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise ConfigError(f"workers must be a whole number >= 0, not {self.workers!r}")
+        if self.reload and self.workers > 1:
+            raise ConfigError("reload serves from one worker process: it needs workers 0 or 1")
+        for name in ("reload_dirs", "reload_include", "reload_exclude"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{name} must be a tuple of non-empty strings, not {value!r}")
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied (and validated)."""

@@ -24,7 +24,8 @@ literals, so that no intermediary puts them in its own table, and are not kept.
 The decoder: :class:`FieldDecoder` is the whole of RFC 7541's decoding side
 (dynamic table, size updates, Huffman strings, the header-list limit) in one
 loop over the block, raising the ``hpack`` package's exceptions, which h2 turns
-into connection errors. Huffman strings decode through ``hpack``'s table, and
+into connection errors. Huffman strings decode through ``hpack``'s table
+(fenced in :mod:`twisted_asgi._upstream.hpack`, with a public fallback), and
 their results are kept in one bounded table, as clients send the same values
 again and again.
 
@@ -42,19 +43,81 @@ from hpack.exceptions import (
     InvalidTableSizeError,
     OversizedHeaderListError,
 )
-from hpack.huffman import HuffmanEncoder
-from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
-from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable
 
-__all__ = ["FieldDecoder", "StaticEncoder", "encode_integer"]
+from ._upstream.hpack import huffman_decode, huffman_encode
 
-_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+__all__ = ["STATIC_TABLE", "FieldDecoder", "StaticEncoder", "encode_integer"]
 
-#: Static table (RFC 7541 Appendix A): full matches and names, first index wins.
+#: RFC 7541 Appendix A (fixed by the RFC; tests/test_hpack_codec.py checks it
+#: against hpack's own copy).
+STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = (
+    (b":authority", b""),  # 1
+    (b":method", b"GET"),  # 2
+    (b":method", b"POST"),  # 3
+    (b":path", b"/"),  # 4
+    (b":path", b"/index.html"),  # 5
+    (b":scheme", b"http"),  # 6
+    (b":scheme", b"https"),  # 7
+    (b":status", b"200"),  # 8
+    (b":status", b"204"),  # 9
+    (b":status", b"206"),  # 10
+    (b":status", b"304"),  # 11
+    (b":status", b"400"),  # 12
+    (b":status", b"404"),  # 13
+    (b":status", b"500"),  # 14
+    (b"accept-charset", b""),  # 15
+    (b"accept-encoding", b"gzip, deflate"),  # 16
+    (b"accept-language", b""),  # 17
+    (b"accept-ranges", b""),  # 18
+    (b"accept", b""),  # 19
+    (b"access-control-allow-origin", b""),  # 20
+    (b"age", b""),  # 21
+    (b"allow", b""),  # 22
+    (b"authorization", b""),  # 23
+    (b"cache-control", b""),  # 24
+    (b"content-disposition", b""),  # 25
+    (b"content-encoding", b""),  # 26
+    (b"content-language", b""),  # 27
+    (b"content-length", b""),  # 28
+    (b"content-location", b""),  # 29
+    (b"content-range", b""),  # 30
+    (b"content-type", b""),  # 31
+    (b"cookie", b""),  # 32
+    (b"date", b""),  # 33
+    (b"etag", b""),  # 34
+    (b"expect", b""),  # 35
+    (b"expires", b""),  # 36
+    (b"from", b""),  # 37
+    (b"host", b""),  # 38
+    (b"if-match", b""),  # 39
+    (b"if-modified-since", b""),  # 40
+    (b"if-none-match", b""),  # 41
+    (b"if-range", b""),  # 42
+    (b"if-unmodified-since", b""),  # 43
+    (b"last-modified", b""),  # 44
+    (b"link", b""),  # 45
+    (b"location", b""),  # 46
+    (b"max-forwards", b""),  # 47
+    (b"proxy-authenticate", b""),  # 48
+    (b"proxy-authorization", b""),  # 49
+    (b"range", b""),  # 50
+    (b"referer", b""),  # 51
+    (b"refresh", b""),  # 52
+    (b"retry-after", b""),  # 53
+    (b"server", b""),  # 54
+    (b"set-cookie", b""),  # 55
+    (b"strict-transport-security", b""),  # 56
+    (b"transfer-encoding", b""),  # 57
+    (b"user-agent", b""),  # 58
+    (b"vary", b""),  # 59
+    (b"via", b""),  # 60
+    (b"www-authenticate", b""),  # 61
+)
+
+#: Static table lookups: full matches and names, first index wins.
 _STATIC_FIELD: dict[tuple[bytes, bytes], int] = {}
 _STATIC_NAME: dict[bytes, int] = {}
-for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, 1):
+for _index, (_name, _value) in enumerate(STATIC_TABLE, 1):
     _STATIC_FIELD.setdefault((_name, _value), _index)
     _STATIC_NAME.setdefault(_name, _index)
 del _index, _name, _value
@@ -91,9 +154,10 @@ def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
 
 
 def _literal(data: bytes) -> bytes:
-    """A string literal (RFC 7541 §5.2), Huffman-coded when that is shorter."""
-    coded = _HUFFMAN.encode(data)
-    if len(coded) < len(data):
+    """A string literal (RFC 7541 §5.2), Huffman-coded when that is shorter
+    (and hpack's Huffman tables can be used, see twisted_asgi._upstream.hpack)."""
+    coded = huffman_encode(data)
+    if coded is not None and len(coded) < len(data):
         return encode_integer(len(coded), 7, 0x80) + coded
     return encode_integer(len(data), 7) + data
 
@@ -170,7 +234,7 @@ class StaticEncoder:
 
 # -- decoding --------------------------------------------------------------------------
 
-_STATIC_TABLE = HeaderTable.STATIC_TABLE
+_STATIC_TABLE = STATIC_TABLE
 _STATIC_LENGTH = len(_STATIC_TABLE)
 
 #: Huffman-coded strings already decoded, shared by every connection. Bounded
@@ -217,10 +281,10 @@ def _string(data: bytes, i: int) -> tuple[bytes, int]:
     if not huffman:
         return raw, end
     if length > _HUFFMAN_KEPT_BYTES:
-        return decode_huffman(raw), end
+        return huffman_decode(raw), end
     decoded = _HUFFMAN_DECODED.get(raw)
     if decoded is None:
-        decoded = decode_huffman(raw)
+        decoded = huffman_decode(raw)
         if len(_HUFFMAN_DECODED) >= _HUFFMAN_DECODED_MAX:
             _HUFFMAN_DECODED.clear()
         _HUFFMAN_DECODED[raw] = decoded

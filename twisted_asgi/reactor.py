@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from twisted.logger import Logger
+
+from ._upstream.fastpaths import report as report_fast_paths
+from ._upstream.twisted import event_loop, fast_reactor_class
+
 __all__ = ["LoopClock", "ReactorError", "Scheduler", "Timer", "install_asyncio_reactor"]
+
+log = Logger(namespace="twisted_asgi.reactor")
 
 
 class ReactorError(Exception):
@@ -38,8 +43,9 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
                 f"ASGI apps need Twisted's asyncio reactor, but {type(reactor).__module__}."
                 f"{type(reactor).__name__} is installed; drop --reactor or use --reactor=asyncio"
             )
-        if loop == "uvloop" and "uvloop" not in type(reactor._asyncioEventloop).__module__:
+        if loop == "uvloop" and "uvloop" not in type(event_loop(reactor)).__module__:
             raise ReactorError("--loop uvloop needs the reactor installed by twisted-asgi itself; drop --reactor")
+        report_fast_paths(log, reactor)
         return reactor
     uvloop: Any = None
     if loop in ("uvloop", "auto"):
@@ -51,15 +57,33 @@ def install_asyncio_reactor(loop: str = "asyncio") -> Any:
                     "--loop uvloop needs the uvloop package (pip install twisted-asgi[uvloop])"
                 ) from None
     if uvloop is not None:
-        event_loop = uvloop.new_event_loop()
+        new_loop = uvloop.new_event_loop()
     else:
-        event_loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(event_loop)
+        new_loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(new_loop)
     from twisted.internet.main import installReactor
 
-    reactor = _reactor_class(uvloop is not None)(event_loop)
-    installReactor(reactor)
-    return reactor
+    made: Any = _reactor_class(uvloop is not None)(new_loop)
+    if uvloop is not None and not made.asgi_seam:
+        # Without the seam nothing checks uvloop's dead poll handles (see
+        # _reactor_class): asyncio's own loop instead, which has none.
+        why = made.asgi_seam_problem
+        _discard(made, new_loop)
+        new_loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(new_loop)
+        made = _reactor_class(False)(new_loop)
+        made.asgi_seam_problem = f"{why}; so asyncio's event loop runs instead of uvloop (uvloop issue 552)"
+    installReactor(made)
+    report_fast_paths(log, made)
+    return made
+
+
+def _discard(reactor: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Close a reactor that was made but never installed, and its loop."""
+    waker = getattr(reactor, "waker", None)
+    if waker is not None:
+        waker.connectionLost(None)  # closes its two descriptors
+    loop.close()
 
 
 def _reactor_class(uv: bool = False) -> type:
@@ -72,84 +96,21 @@ def _reactor_class(uv: bool = False) -> type:
     their "system". Nothing in this server logs that way on the hot path, so
     the socket's ``doRead``/``doWrite`` is called directly, with Twisted's own
     error handling; registration, removal, and everything else stay Twisted's.
+    The seam reads Twisted's private bookkeeping, so it lives behind the fence
+    (:func:`twisted_asgi._upstream.twisted.fast_reactor_class`); where that
+    bookkeeping is missing or changed, the reactor registers sockets Twisted's
+    own way and says so at start-up.
+
+    ``uv``: on uvloop, a socket error the peer caused (a reset) makes libuv
+    report the poll handle as failed; uvloop then runs the read callback once
+    and closes the handle without telling anyone (uvloop issue 552). When that
+    read still found data, Twisted would keep a connection that is never read
+    again, and the descriptor's dead handle would break the next connection
+    given the same number. So after each read the socket is asked for a
+    pending error, and a connection that has one is disconnected at once,
+    while its handle is still alive.
     """
-    from socket import SO_ERROR, SOL_SOCKET
-
-    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-    from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
-
-    class ASGIReactor(AsyncioSelectorReactor):
-        #: Ask the socket for a pending error after each read (uvloop, see
-        #: ASGIUVReactor).
-        _check_reset = False
-
-        # Twisted's addReader/addWriter, registering our callback in place of
-        # callWithLogger(..., _readOrWrite, ...), with Twisted's handling of
-        # descriptors epoll refuses (polled continuously instead).
-
-        def addReader(self, reader: Any) -> None:
-            if reader in self._readers or reader in self._continuousPolling._readers:
-                return
-            fd = reader.fileno()
-            try:
-                self._asyncioEventloop.add_reader(fd, self._ready, reader, True)
-                self._readers[reader] = fd
-            except OSError as exc:
-                self._unregisterFDInAsyncio(fd)
-                if exc.errno != errno.EPERM:
-                    raise
-                self._continuousPolling.addReader(reader)
-
-        def addWriter(self, writer: Any) -> None:
-            if writer in self._writers or writer in self._continuousPolling._writers:
-                return
-            fd = writer.fileno()
-            try:
-                self._asyncioEventloop.add_writer(fd, self._ready, writer, False)
-                self._writers[writer] = fd
-            except PermissionError:
-                self._unregisterFDInAsyncio(fd)
-                self._continuousPolling.addWriter(writer)
-            except BrokenPipeError:
-                self._unregisterFDInAsyncio(fd)
-            except BaseException:
-                self._unregisterFDInAsyncio(fd)
-                raise
-
-        def _ready(self, selectable: Any, read: bool) -> None:
-            if selectable.fileno() == -1:
-                self._disconnectSelectable(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
-                return
-            try:
-                why = selectable.doRead() if read else selectable.doWrite()
-                if read and not why and self._check_reset:
-                    sock = getattr(selectable, "socket", None)
-                    if sock is not None:
-                        error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
-                        if error:
-                            why = ConnectionLost(os.strerror(error))
-            except Exception as exc:
-                why = exc
-                self._log.failure("Error in {selectable!r}", selectable=selectable)
-            if why:
-                self._disconnectSelectable(selectable, why, read)
-
-    if not uv:
-        return ASGIReactor
-
-    class ASGIUVReactor(ASGIReactor):
-        """On uvloop, a socket error the peer caused (a reset) makes libuv
-        report the poll handle as failed; uvloop then runs the read callback
-        once and closes the handle without telling anyone (uvloop issue 552).
-        When that read still found data, Twisted would keep a connection that
-        is never read again, and the descriptor's dead handle would break the
-        next connection given the same number. So after each read the socket
-        is asked for a pending error, and a connection that has one is
-        disconnected at once, while its handle is still alive."""
-
-        _check_reset = True
-
-    return ASGIUVReactor
+    return fast_reactor_class(check_reset=uv)
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:
@@ -164,7 +125,7 @@ def reactor_loop(reactor: Any) -> asyncio.AbstractEventLoop:
     twistd daemonises (a fork), Python 3.12+ forgets the current event loop in
     the child, and ``get_event_loop()`` would hand out a new loop that never runs.
     """
-    loop = getattr(reactor, "_asyncioEventloop", None)
+    loop = event_loop(reactor)
     if loop is None:
         raise ReactorError("the installed reactor is not Twisted's asyncio reactor")
     return loop

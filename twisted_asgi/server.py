@@ -517,8 +517,9 @@ def _force_exit(factory: ASGIFactory, name: str) -> None:
 def clear_exit_signal(reactor: Any) -> None:
     """Forget the signal that stopped ``reactor`` so twistd exits 0 after a
     graceful shutdown (the narrow seam over Twisted's ``_exitSignal``)."""
-    if getattr(reactor, "_exitSignal", None) is not None:
-        reactor._exitSignal = None
+    from ._upstream.twisted import clear_exit_signal as clear
+
+    clear(reactor)
 
 
 def _describe(port: IListeningPort, scheme: str) -> str:

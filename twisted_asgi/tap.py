@@ -70,7 +70,21 @@ def _flags_for_fields(text: str, flags: dict[str, str]) -> str:
 #: in this order: by name first, then ``limit-``/``timeout-`` by prefix.
 OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("Listeners", ("endpoint", "listen", "bind", "port", "unix-socket", "fd", "backlog")),
-    ("Application", ("django", "factory", "app-dir", "lifespan", "root-path", "loop")),
+    (
+        "Application",
+        (
+            "django",
+            "factory",
+            "app-dir",
+            "lifespan",
+            "root-path",
+            "loop",
+            "reload",
+            "reload-dir",
+            "reload-include",
+            "reload-exclude",
+        ),
+    ),
     (
         "Protocols",
         (
@@ -101,7 +115,18 @@ OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
             "timeout-proxy-protocol",
         ),
     ),
-    ("Workers", ("workers", "timeout-worker-start", "timeout-worker-restart")),
+    (
+        "Workers",
+        (
+            "workers",
+            "timeout-worker-start",
+            "timeout-worker-restart",
+            "limit-worker-requests",
+            "limit-worker-requests-jitter",
+            "limit-worker-rss",
+            "timeout-worker-lifetime",
+        ),
+    ),
     ("Logging", ("access-log",)),
     ("Help", ("help", "version")),
 ]
@@ -125,6 +150,10 @@ _METAVARS = {
     "forwarded-allow-ips": "ADDRESSES",
     "proxy-protocol-allow-ips": "ADDRESSES",
     "proxy-headers-trust": "NAMES",
+    "limit-worker-rss": "MIB",
+    "reload-dir": "DIR",
+    "reload-include": "PATTERN",
+    "reload-exclude": "PATTERN",
 }
 
 
@@ -172,7 +201,7 @@ def group_options(names: list[str]) -> list[tuple[str, list[str]]]:
 #: Options read from no environment variable (they act, they set nothing).
 _NOT_FROM_ENVIRONMENT = frozenset({"help", "version"})
 #: Options that may be given several times.
-_REPEATABLE = frozenset({"endpoint", "listen", "ws-allowed-origin"})
+_REPEATABLE = frozenset({"endpoint", "listen", "ws-allowed-origin", "reload-dir", "reload-include", "reload-exclude"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -241,6 +270,12 @@ class Options(usage.Options):
             None,
             "Every listener expects a PROXY protocol v1/v2 header (before TLS) from peers in "
             "--proxy-protocol-allow-ips; others are closed.",
+        ],
+        [
+            "reload",
+            None,
+            "Development: restart the serving process when a watched file changes (--reload-dir, "
+            "--reload-include), keeping the listening sockets. Foreground only; not with --workers N.",
         ],
     ]
 
@@ -432,8 +467,8 @@ class Options(usage.Options):
           (``--limit-request-body`` from ``TWISTED_ASGI_LIMIT_REQUEST_BODY``) that
           the command line does not give: the command line wins. A flag takes
           1/true/yes/on or 0/false/no/off; a repeatable option (``--endpoint``,
-          ``--ws-allowed-origin``) several values, one per line (or
-          comma-separated on one line). ``TWISTED_ASGI_APP`` is the application
+          ``--ws-allowed-origin``, ``--reload-dir``/``-include``/``-exclude``)
+          several values, one per line (or comma-separated on one line). ``TWISTED_ASGI_APP`` is the application
           when the command line names none.
 
         :raises usage.UsageError: an option given twice, or a flag's variable
@@ -498,6 +533,21 @@ class Options(usage.Options):
         e.g. https://*.example.com); repeatable. Others get 403. Default: any."""
         self.setdefault("ws-allowed-origins", []).append(origin)
 
+    def opt_reload_dir(self, directory: str) -> None:
+        """A directory --reload watches, recursively; repeatable. Default: the
+        application directory (--app-dir)."""
+        self.setdefault("reload-dirs", []).append(directory)
+
+    def opt_reload_include(self, pattern: str) -> None:
+        """A glob pattern of files whose change restarts the server under --reload
+        (e.g. '*.html'); repeatable, added to '*.py'."""
+        self.setdefault("reload-includes", []).append(pattern)
+
+    def opt_reload_exclude(self, pattern: str) -> None:
+        """A glob pattern of files --reload ignores (wins over --reload-include);
+        repeatable. Editor, bytecode, .git and virtualenv files are always ignored."""
+        self.setdefault("reload-excludes", []).append(pattern)
+
     def parseArgs(self, application: str | None = None) -> None:
         if application is None and not self["django"]:
             raise usage.UsageError(
@@ -513,6 +563,7 @@ class Options(usage.Options):
             raise usage.UsageError("--h2c-upgrade and --no-h2c-upgrade contradict each other")
         if self["lifespan"] not in ("auto", "on", "off"):
             raise usage.UsageError(f"--lifespan must be auto, on or off, not {self['lifespan']!r}")
+        self._check_workers()
         # Validation only, as Twisted's own taps do: no reactor is installed
         # here (makeService does it), so options parse in-process in tests.
         try:
@@ -523,6 +574,26 @@ class Options(usage.Options):
             problem = check_endpoint(description)
             if problem is not None:
                 raise usage.UsageError(f"bad endpoint {description!r}: {problem}")
+
+    def _check_workers(self) -> None:
+        """Recycling needs workers; --reload is one foreground worker."""
+        recycling = [
+            name for name in ("limit-worker-requests", "limit-worker-rss", "timeout-worker-lifetime") if self.get(name)
+        ]
+        if recycling and not self["workers"]:
+            raise usage.UsageError(f"--{recycling[0]} recycles worker processes: it needs --workers N")
+        if not self["reload"]:
+            return
+        if self["workers"] > 1:
+            raise usage.UsageError(
+                "--reload restarts one serving process: it cannot be combined with --workers N (N > 1)"
+            )
+        parent = getattr(self, "parent", None)
+        if parent is not None and not parent.get("nodaemon"):
+            raise usage.UsageError("--reload is for the foreground: run twistd with -n (twistd -n asgi --reload ...)")
+        for directory in self.get("reload-dirs") or ():
+            if not os.path.isdir(directory):
+                raise usage.UsageError(f"--reload-dir {directory}: no such directory")
 
 
 def check_endpoint(description: str) -> str | None:
@@ -572,6 +643,10 @@ def config_from_options(options: Options) -> Config:
         "root_path_header": options["root-path-header"],
         "proxy_protocol": bool(options["proxy-protocol"]),
         "workers": options["workers"],
+        "reload": bool(options["reload"]),
+        "reload_dirs": tuple(options.get("reload-dirs") or ()),
+        "reload_include": ("*.py", *(p for p in options.get("reload-includes") or () if p != "*.py")),
+        "reload_exclude": tuple(options.get("reload-excludes") or ()),
     }
     for name in ("forwarded_allow_ips", "proxy_protocol_allow_ips", "proxy_headers_trust"):
         if options[name.replace("_", "-")] is not None:
@@ -621,9 +696,9 @@ def endpoint_problem(description: str, exc: BaseException | None = None) -> str 
         kind, args, kwargs = split_description(rest)
     except ValueError:
         return str(exc) if exc is not None else None
-    if kind == "ssl" and "privateKey" not in kwargs:
+    if kind == "ssl" and "privateKey" not in kwargs and "certDir" not in kwargs:
         # Twisted's parser would look for "server.pem", a file the user never named.
-        return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem when the certificate is in another file)"
+        return "ssl: needs privateKey=KEY.pem (and certKey=CERT.pem for a separate certificate file) or certDir=DIR"
     if kind == "systemd" and "domain" not in kwargs:
         return "systemd: needs domain=INET, INET6 or UNIX (e.g. systemd:domain=INET:index=0)"
     if exc is not None:
@@ -660,9 +735,20 @@ def build_service(options: Options, reactor: Any = None) -> Any:
     from .workers import Supervisor, attach_worker, worker_settings
 
     worker = worker_settings() is not None
-    if config.workers and not worker:
+    if (config.workers or config.reload) and not worker:
         # The workers load the app and check the listeners; this process only supervises.
-        return Supervisor(getattr(options, "argv", []), config, endpoints, reactor)
+        supervisor = Supervisor(getattr(options, "argv", []), config, endpoints, reactor)
+        if config.reload:
+            from .reload import MISSING, Reloader
+
+            try:
+                import watchfiles  # noqa: F401 (checked here, used by the reloader's thread)
+            except ImportError:
+                raise SystemExit(f"twistd asgi: {MISSING}") from None
+            supervisor.count = 1
+            directories = list(config.reload_dirs or (options["app-dir"],))
+            supervisor.reloader = Reloader(supervisor, directories, config.reload_include, config.reload_exclude)
+        return supervisor
     try:
         if options["django"]:
             from .django import load_project

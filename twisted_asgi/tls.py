@@ -1,5 +1,6 @@
 """TLS for ``ssl:`` listeners: certificates that can be reloaded without
-dropping a connection, client-certificate verification, and the ASGI ``tls``
+dropping a connection, several certificates chosen by the client's server name
+(SNI), OCSP stapling, client-certificate verification, and the ASGI ``tls``
 extension (ASGI TLS extension spec, version 0.2) in every scope of a TLS
 connection.
 
@@ -12,11 +13,13 @@ ALPN offers what the server factory accepts, as Twisted's own ``ssl:`` does.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import ssl as stdlib_ssl
 import weakref
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from OpenSSL import SSL
@@ -43,34 +46,145 @@ class TLSOptions:
     """Where a listener's TLS material lives (the ``ssl:`` endpoint keys).
 
     ``private_key`` and ``cert`` are PEM files (the certificate file may hold
-    the key too, and the chain after the certificate); ``extra_chain`` more
-    intermediate certificates; ``ca_certs`` the CA certificates that client
-    certificates must chain to; ``client_cert`` one of
-    :data:`CLIENT_CERT_POLICIES`.
+    the key too, and the chain after the certificate): the default
+    certificate; ``extra_chain`` more intermediate certificates for it;
+    ``cert_dir`` a directory of more certificates, each chosen by the server
+    name a client asks for (SNI, see :class:`ReloadableTLS`); ``ca_certs`` the
+    CA certificates that client certificates must chain to; ``client_cert``
+    one of :data:`CLIENT_CERT_POLICIES`.
     """
 
-    private_key: str
-    cert: str
+    private_key: str | None = None
+    cert: str | None = None
     extra_chain: str | None = None
     dh_parameters: str | None = None
     ca_certs: str | None = None
     client_cert: str = "none"
+    cert_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.client_cert not in CLIENT_CERT_POLICIES:
             raise ValueError(f"clientCert must be one of {', '.join(CLIENT_CERT_POLICIES)}, not {self.client_cert!r}")
         if self.client_cert != "none" and not self.ca_certs:
             raise ValueError(f"clientCert={self.client_cert} needs caCerts=FILE (the CAs client certificates chain to)")
+        if self.cert is None and self.private_key is not None:
+            object.__setattr__(self, "cert", self.private_key)
+        elif self.private_key is None and self.cert is not None:
+            object.__setattr__(self, "private_key", self.cert)
+        if self.cert is None and self.cert_dir is None:
+            raise ValueError("ssl: needs a certificate: privateKey=FILE and certKey=FILE, or certDir=DIR")
+        if self.extra_chain is not None and self.cert is None:
+            raise ValueError("extraCertChain= is the chain of certKey=: give certKey=FILE too")
+
+
+class _Staple:
+    """A DER OCSP response stapled to the handshakes of one certificate until
+    its ``nextUpdate``; past it nothing is stapled, and that is logged once."""
+
+    def __init__(self, path: str, der: bytes, next_update: datetime | None) -> None:
+        self.path = path
+        self.der = der
+        self.next_update = next_update
+        self.expired = False
+
+    def current(self) -> bytes:
+        if self.next_update is not None and datetime.now(UTC) >= self.next_update:
+            if not self.expired:
+                self.expired = True
+                log.warn(
+                    "OCSP response {path} expired at {when}: no longer stapled (replace it and send SIGHUP)",
+                    path=self.path,
+                    when=self.next_update.isoformat(),
+                )
+            return b""
+        return self.der
+
+
+def _staple_ocsp(_connection: SSL.Connection, staple: _Staple | None) -> bytes:
+    """pyOpenSSL's OCSP server callback: the response to staple, or b"" for none.
+    It runs after the server name callback, on the context chosen for the name."""
+    try:
+        return staple.current() if staple is not None else b""
+    except Exception:  # an exception here would fail the handshake
+        log.failure("Stapling an OCSP response failed")
+        return b""
+
+
+@dataclass
+class _Certificate:
+    """One certificate (and its key, chain, OCSP response) as a ready context."""
+
+    #: The certificate file, as log lines name it.
+    source: str
+    #: The DNS names it serves, lower-case; wildcards as ``*.example.com``.
+    names: tuple[str, ...]
+    context: SSL.Context
+    staple: _Staple | None
+    #: Why its OCSP response file is not stapled ("" when there is none, or it is).
+    ocsp_problem: str = ""
+
+    def describe(self) -> str:
+        names = ", ".join(self.names) or "no DNS name"
+        ocsp = "; OCSP stapled" if self.staple is not None else ""
+        return f"{self.source} ({names}{ocsp})"
+
+
+class _CertificateSet:
+    """The certificates of one load, and which serves a server name: an exact
+    name first, then a wildcard for the name's first label, else the default.
+    The first certificate to claim a name keeps it (the default first, then
+    the directory's files in name order)."""
+
+    def __init__(self, default: _Certificate, others: list[_Certificate]) -> None:
+        self.default = default
+        self.all = [default, *(c for c in others if c is not default)]
+        self.exact: dict[str, _Certificate] = {}
+        self.wildcard: dict[str, _Certificate] = {}
+        for certificate in self.all:
+            for name in certificate.names:
+                if name.startswith("*."):
+                    self.wildcard.setdefault(name[2:], certificate)
+                else:
+                    self.exact.setdefault(name, certificate)
+
+    def by_source(self, source: str) -> _Certificate | None:
+        return next((c for c in self.all if c.source == source), None)
+
+    def choose(self, server_name: bytes | None) -> _Certificate:
+        """The certificate for a client's SNI ``server_name`` (RFC 6066 §3: ASCII,
+        no trailing dot, compared without case)."""
+        if not server_name or len(server_name) > 253:
+            return self.default
+        try:
+            name = server_name.decode("ascii").lower().rstrip(".")
+        except UnicodeDecodeError:
+            return self.default
+        found = self.exact.get(name)
+        if found is None:
+            _label, dot, parent = name.partition(".")
+            if dot and parent:
+                found = self.wildcard.get(parent)
+        return found if found is not None else self.default
 
 
 @implementer(IOpenSSLServerConnectionCreator)
 class ReloadableTLS:
     """Makes each new TLS connection from the certificates loaded last.
 
+    The default certificate (``privateKey``/``certKey``) serves clients that
+    send no server name or one no certificate has; each ``*.pem`` file of the
+    ``certDir`` directory serves the DNS names in its subjectAltName (the
+    common name without one), wildcards included: the client's SNI picks the
+    context in OpenSSL's server name callback, before ALPN, the certificate
+    and OCSP stapling are settled. Every context is made by the same code, so
+    TLS versions, ciphers, options, ALPN and client-certificate checks are the
+    same whatever the name. ``NAME.ocsp`` beside a certificate file ``NAME.pem``
+    is a DER OCSP response to staple.
+
     :meth:`reload` reads the files again; connections made before keep the
-    context they started with, so a reload drops nothing. A reload that fails
-    (a missing file, a key that does not match) keeps the old certificates
-    and says why.
+    context they started with, so a reload drops nothing. A certificate that
+    fails to load again (a missing file, a key that does not match) keeps its
+    previous context and the reason is logged.
 
     :raises ValueError: (from the constructor) the files cannot be loaded.
     """
@@ -78,44 +192,103 @@ class ReloadableTLS:
     def __init__(self, options: TLSOptions) -> None:
         self.options = options
         self.loads = 0
-        self._context: SSL.Context = self._make_context()
+        self._set, _failures = self._load(None)
         self.loads = 1
 
-    def _load(self) -> None:
-        self._context = self._make_context()
-        self.loads += 1
+    def describe(self, certificates: list[_Certificate] | None = None) -> str:
+        """The certificates loaded (or those given): file, names, stapling; the default first."""
+        chosen = self._set.all if certificates is None else certificates
+        return "; ".join(("default " if c is self._set.default else "") + c.describe() for c in chosen)
 
-    def _make_context(self) -> SSL.Context:
+    def announce(self) -> None:
+        """Log, once when the listener starts, the certificates a listener with
+        several or with OCSP responses serves, and why a response is not stapled."""
+        certificates = self._set.all
+        for certificate in certificates:
+            if certificate.ocsp_problem:
+                log.warn("{problem}", problem=certificate.ocsp_problem)
+        if self.options.cert_dir is not None or any(c.staple is not None or c.ocsp_problem for c in certificates):
+            log.info("TLS certificates: {certificates}", certificates=self.describe())
+
+    def _load(self, previous: _CertificateSet | None) -> tuple[_CertificateSet, list[tuple[str, str, bool]]]:
+        """Load every certificate; with ``previous`` (a reload), one that fails
+        keeps its previous context and is listed as ``(source, why, kept)``.
+
+        :raises ValueError: a certificate cannot be loaded at start-up, or none at all on a reload.
+        """
+        options = self.options
+        failures: list[tuple[str, str, bool]] = []
+
+        def build(key: str, cert: str, extra: str | None) -> _Certificate | None:
+            try:
+                return self._certificate(key, cert, extra)
+            except ValueError as exc:
+                if previous is None:
+                    raise
+                old = previous.by_source(cert)
+                failures.append((cert, str(exc), old is not None))
+                return old
+
+        default = None
+        if options.cert is not None:
+            default = build(options.private_key or options.cert, options.cert, options.extra_chain)
+        others: list[_Certificate] = []
+        if options.cert_dir is not None:
+            try:
+                files = _certificate_files(options.cert_dir)
+            except ValueError as exc:
+                if previous is None:
+                    raise
+                failures.append((options.cert_dir, str(exc), True))
+                others = [c for c in previous.all if c.source.startswith(os.path.join(options.cert_dir, ""))]
+            else:
+                for cert in files:
+                    loaded = build(_key_beside(cert), cert, None)
+                    if loaded is not None:
+                        others.append(loaded)
+        if default is None:
+            if not others:
+                raise ValueError(f"no certificate (NAME.pem) in {options.cert_dir!r}")
+            default = others[0]
+        return _CertificateSet(default, others), failures
+
+    def _certificate(self, key_path: str, cert_path: str, extra_path: str | None) -> _Certificate:
         from cryptography import x509
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         options = self.options
         try:
-            key_pem = _read(options.private_key)
-            cert_pem = _read(options.cert)
-            extra_pem = _read(options.extra_chain) if options.extra_chain else b""
+            key_pem = _read(key_path)
+            cert_pem = _read(cert_path)
+            extra_pem = _read(extra_path) if extra_path else b""
         except OSError as exc:
             raise ValueError(f"cannot read TLS key or certificate: {exc}") from None
         certs = _CERT.findall(cert_pem)
         if not certs:
-            raise ValueError(f"no PEM certificate in {options.cert!r}")
-        if options.extra_chain and not _CERT.findall(extra_pem):
-            raise ValueError(f"no PEM certificate in {options.extra_chain!r}")
+            raise ValueError(f"no PEM certificate in {cert_path!r}")
+        if extra_path and not _CERT.findall(extra_pem):
+            raise ValueError(f"no PEM certificate in {extra_path!r}")
         try:
             certificate = x509.load_pem_x509_certificate(certs[0])
             chain = [x509.load_pem_x509_certificate(pem) for pem in certs[1:] + _CERT.findall(extra_pem)]
             key = load_pem_private_key(key_pem, password=None)
         except ValueError as exc:
-            raise ValueError(f"cannot load TLS key and certificate: {exc}") from None
+            raise ValueError(f"cannot load TLS key and certificate from {cert_path!r}: {exc}") from None
         except TypeError as exc:  # an encrypted key
-            raise ValueError(f"cannot load TLS private key: {exc}") from None
+            raise ValueError(f"cannot load TLS private key {key_path!r}: {exc}") from None
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         # Mozilla's "intermediate" server profile: TLS 1.2 and 1.3, forward-secret
-        # AEAD suites only, the server's order, no compression (CRIME) and no
-        # session tickets (their keys would outlive a certificate reload).
+        # AEAD suites only, the server's order, no compression (CRIME), no session
+        # tickets (their keys would outlive a certificate reload) and no
+        # renegotiation (client-initiated renegotiation costs the server a
+        # handshake per request of the client's: a denial of service).
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         context.set_options(
-            SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_TICKET | SSL.OP_SINGLE_DH_USE
+            SSL.OP_NO_COMPRESSION
+            | SSL.OP_CIPHER_SERVER_PREFERENCE
+            | SSL.OP_NO_TICKET
+            | SSL.OP_SINGLE_DH_USE
+            | SSL.OP_NO_RENEGOTIATION
         )
         context.set_mode(SSL.MODE_RELEASE_BUFFERS)
         context.set_cipher_list(_CIPHERS)
@@ -142,27 +315,163 @@ class ReloadableTLS:
         except OSError as exc:
             raise ValueError(f"cannot read TLS file: {exc}") from None
         except SSL.Error as exc:
-            raise ValueError(f"cannot use TLS key and certificate: {exc}") from None
+            raise ValueError(f"cannot use TLS key and certificate {cert_path!r}: {exc}") from None
         # Needed for client certificates with resumed sessions (SSL_CTX_set_session_id_context(3)).
         context.set_session_id(b"twisted-asgi")
         context.set_alpn_select_callback(_select_alpn)
+        if options.cert_dir is not None:
+            # Only a listener with a directory has a certificate to choose (a
+            # Python call per handshake otherwise saved).
+            context.set_tlsext_servername_callback(self._server_name)
+            # OpenSSL looks a TLS 1.2 session up before the server name callback,
+            # and then reports the session's name, not the one the client sent:
+            # a session made for one name would be resumed under another, which
+            # RFC 6066 §3 forbids. Such a listener makes every handshake a full one.
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ocsp_path = os.path.splitext(cert_path)[0] + ".ocsp"
+        staple, problem = _load_staple(ocsp_path, certificate, chain)
+        if staple is not None:
+            # Without a callback OpenSSL answers a status request with nothing.
+            context.set_ocsp_server_callback(_staple_ocsp, staple)
         server_pem = certs[0].decode("ascii").replace("\r\n", "\n") + "\n"
         context.set_info_callback(_handshake_watcher(server_pem))
-        return context
+        ocsp_problem = f"OCSP response {ocsp_path} not stapled: {problem}" if problem else ""
+        return _Certificate(cert_path, _dns_names(certificate), context, staple, ocsp_problem)
+
+    def _server_name(self, connection: SSL.Connection) -> None:
+        """OpenSSL's server name callback (it runs for every ClientHello, with
+        or without SNI): switch the connection to the certificate for the name."""
+        try:
+            chosen = self._set.choose(connection.get_servername())
+            if connection.get_context() is not chosen.context:
+                connection.set_context(chosen.context)
+        except Exception:  # an exception here would fail the handshake: keep the default
+            log.failure("Choosing a TLS certificate by server name failed")
 
     def reload(self) -> bool:
-        """Load the files again for new connections; True when it worked."""
+        """Load the files again for new connections; True when all of them loaded."""
         try:
-            self._load()
+            loaded, failures = self._load(self._set)
         except ValueError as exc:
             log.error("TLS reload failed, keeping the previous certificates: {error}", error=str(exc))
             return False
-        log.info("Reloaded TLS certificate {cert}", cert=self.options.cert)
-        return True
+        for source, error, kept in failures:
+            log.error(
+                "TLS reload failed for {source}, {what}: {error}",
+                source=source,
+                what="keeping its previous certificate" if kept else "not served",
+                error=error,
+            )
+        failed = {source for source, _error, _kept in failures}
+        if all(c.source in failed for c in loaded.all):
+            return False
+        self._set = loaded
+        self.loads += 1
+        reloaded = [c for c in loaded.all if c.source not in failed]
+        for certificate in reloaded:
+            if certificate.ocsp_problem:
+                log.warn("{problem}", problem=certificate.ocsp_problem)
+        if len(loaded.all) == 1:
+            log.info("Reloaded TLS certificate {cert}", cert=loaded.default.describe())
+        else:
+            log.info(
+                "Reloaded TLS certificates: {certificates}{kept}",
+                certificates=self.describe(reloaded),
+                kept=f" (not reloaded, see above: {', '.join(sorted(failed))})" if failed else "",
+            )
+        return not failures
 
     def serverConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
-        """A new server-side OpenSSL connection from the current certificates."""
-        return SSL.Connection(self._context, None)
+        """A new server-side OpenSSL connection, on the current default
+        certificate until the client's server name picks one."""
+        return SSL.Connection(self._set.default.context, None)
+
+
+def _certificate_files(directory: str) -> list[str]:
+    """The certificate files of a ``certDir``: ``*.pem`` in name order.
+
+    :raises ValueError: the directory cannot be listed.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise ValueError(f"cannot list the certificate directory: {exc}") from None
+    return [
+        os.path.join(directory, name)
+        for name in names
+        if name.endswith(".pem") and not name.startswith(".") and os.path.isfile(os.path.join(directory, name))
+    ]
+
+
+def _key_beside(cert_path: str) -> str:
+    """The private key of a ``certDir`` file: in the file itself, else ``NAME.key`` beside ``NAME.pem``."""
+    try:
+        if b"PRIVATE KEY-----" in _read(cert_path):
+            return cert_path
+    except OSError:
+        return cert_path  # reported when the certificate is read
+    beside = os.path.splitext(cert_path)[0] + ".key"
+    return beside if os.path.exists(beside) else cert_path
+
+
+def _dns_names(certificate: Any) -> tuple[str, ...]:
+    """The DNS names a certificate serves: its subjectAltName's, or its common name without one."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = san.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return tuple(dict.fromkeys(n.lower().rstrip(".") for n in names if isinstance(n, str) and n))
+
+
+def _load_staple(path: str, certificate: Any, chain: list[Any]) -> tuple[_Staple | None, str]:
+    """The OCSP response in ``path`` if it can be stapled, else why not ("" when
+    there is no such file: stapling is not asked for).
+
+    It must be a DER OCSP response whose status is successful, about this
+    certificate (serial number and issuer name hash), saying "good", and
+    current (thisUpdate not ahead by more than five minutes, nextUpdate not
+    past). Its signature is the client's to check.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp
+
+    try:
+        der = _read(path)
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"cannot read it: {exc.strerror or exc}"
+    try:
+        response = ocsp.load_der_ocsp_response(der)
+    except ValueError as exc:
+        return None, f"not a DER OCSP response ({exc})"
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return None, f"its status is {response.response_status.name.lower()}, not successful"
+    issuer_name = certificate.issuer.public_bytes()
+    single = None
+    for candidate in response.responses:
+        if candidate.serial_number != certificate.serial_number:
+            continue
+        digest = hashes.Hash(candidate.hash_algorithm)
+        digest.update(issuer_name)
+        if digest.finalize() == candidate.issuer_name_hash:
+            single = candidate
+            break
+    if single is None:
+        return None, f"it is not about this certificate (serial {certificate.serial_number:x})"
+    if single.certificate_status != ocsp.OCSPCertStatus.GOOD:
+        return None, f"it says the certificate is {single.certificate_status.name.lower()}"
+    now = datetime.now(UTC)
+    if single.this_update_utc > now + timedelta(minutes=5):
+        return None, f"it is not valid before {single.this_update_utc.isoformat()}"
+    next_update = single.next_update_utc
+    if next_update is not None and next_update <= now:
+        return None, f"it expired at {next_update.isoformat()}"
+    return _Staple(path, der, next_update), ""
 
 
 #: Mozilla's "intermediate" TLS 1.2 suites (TLS 1.3 suites are OpenSSL's defaults).
@@ -206,7 +515,9 @@ class TLSServerEndpoint:
         self.tls = tls
 
     def listen(self, factory: Any, wrap: Any = None) -> Any:
-        tls_factory = ClosingTLSFactory(self.tls, False, factory)
+        tls = self.tls
+        tls.announce()
+        tls_factory = ClosingTLSFactory(tls, False, factory)
         return self.inner.listen(wrap(tls_factory) if wrap is not None else tls_factory)
 
     def reload(self) -> bool:
@@ -393,6 +704,7 @@ _SSL_KEYS = {
     "fileno",
     "privateKey",
     "certKey",
+    "certDir",
     "extraCertChain",
     "dhParameters",
     "caCerts",
@@ -405,7 +717,10 @@ def ssl_endpoint(reactor: Any, args: list[str], kwargs: dict[str, str]) -> TLSSe
 
     Twisted's keys (``port``, ``interface``, ``backlog``, ``privateKey``,
     ``certKey``, ``extraCertChain``, ``dhParameters``) mean what they mean
-    there; ``caCerts`` and ``clientCert=none|optional|required`` ask for client
+    there; ``certDir=DIR`` adds a certificate per ``*.pem`` file of DIR, chosen
+    by the client's server name (SNI; see :class:`ReloadableTLS`), the first
+    file being the default when ``privateKey``/``certKey`` are not given;
+    ``caCerts`` and ``clientCert=none|optional|required`` ask for client
     certificates, and ``fileno=N`` serves TLS on an inherited listening socket
     (workers, systemd) instead of binding a port.
 
@@ -421,14 +736,18 @@ def ssl_endpoint(reactor: Any, args: list[str], kwargs: dict[str, str]) -> TLSSe
     unknown = set(kwargs) - _SSL_KEYS
     if unknown:
         raise ValueError(f"unknown ssl: keys {sorted(unknown)} (known: {', '.join(sorted(_SSL_KEYS))})")
-    private_key = kwargs.get("privateKey", "server.pem")
+    private_key = kwargs.get("privateKey")
+    cert = kwargs.get("certKey", private_key)
+    if cert is None and "certDir" not in kwargs:
+        private_key = cert = "server.pem"  # Twisted's default
     options = TLSOptions(
         private_key=private_key,
-        cert=kwargs.get("certKey", private_key),
+        cert=cert,
         extra_chain=kwargs.get("extraCertChain"),
         dh_parameters=kwargs.get("dhParameters"),
         ca_certs=kwargs.get("caCerts"),
         client_cert=kwargs.get("clientCert", "none"),
+        cert_dir=kwargs.get("certDir"),
     )
     tls = ReloadableTLS(options)
     if "fileno" in kwargs:

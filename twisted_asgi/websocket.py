@@ -46,7 +46,6 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import autobahn.websocket.protocol
 from autobahn.websocket.compress import (
     PerMessageDeflate,
     PerMessageDeflateOffer,
@@ -73,11 +72,8 @@ from .wscycle import (
     parse_handshake,
 )
 from .wsmask import SMALL_FRAME as _SMALL_FRAME
-from .wsmask import install as _install_masker
+from .wsmask import SmallFrameMasking
 from .wsmask import unmask as _unmask
-
-# Small client frames are unmasked by twisted_asgi.wsmask (see there).
-_install_masker(autobahn.websocket.protocol)
 
 if TYPE_CHECKING:
     from .channel import HTTPChannel
@@ -211,7 +207,7 @@ class _Settings:
         self._batched_timer = timers
 
 
-class _Framing(WebSocketServerProtocol):
+class _Framing(SmallFrameMasking, WebSocketServerProtocol):  # wsmask: our masker, on this class only
     """Autobahn's server protocol reduced to framing for one connection.
 
     Every ``_on*`` hook below is one Autobahn calls on its network adapter;
@@ -515,7 +511,7 @@ def _framing_class(config: Any, clock: Any) -> type[_Framing]:
         "logFrames": False,
         "trackTimings": False,
         "utf8validateIncoming": True,  # RFC 6455 §8.1: fail invalid UTF-8 with 1007
-        "applyMask": True,
+        # "applyMask": SmallFrameMasking's (it unmasks client frames itself).
         "maxFramePayloadSize": config.limit_ws_frame_bytes,
         "maxMessagePayloadSize": config.limit_ws_message_bytes,
         "maxMessageFrames": config.limit_ws_fragments,

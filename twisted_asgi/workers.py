@@ -14,19 +14,29 @@ The supervisor:
 * on SIGHUP replaces the workers one at a time (rolling restart): a new one
   is started and, once it listens, the old one is told to stop (SIGTERM) and
   finishes its requests; if the new one fails to start, the old one stays;
+* recycles a worker past ``limit_worker_requests`` (the worker counts and
+  says so), ``limit_worker_rss_mib`` (read from ``/proc`` every second) or
+  ``timeout_worker_lifetime``: the same replacement as a rolling restart's, for
+  that one worker (a new one first; once it serves, the old one drains);
 * on SIGTERM/SIGINT closes its own copy of the listeners and sends SIGTERM
   to every worker, which stops listening (new connections are refused),
   finishes its requests within ``timeout_graceful_shutdown`` and exits.
 
+Under ``--reload`` (:mod:`.reload`) it supervises one worker and replaces it
+the same way when a watched file changes; a worker that cannot start then
+waits for the next change instead of stopping the server.
+
 Workers learn they are workers from the ``TWISTED_ASGI_WORKER`` environment
 variable (which they remove), tell the parent they listen by writing to a
-pipe, and get SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``).
+pipe (one line: ``ready``, or ``requests N`` once past their request limit),
+and get SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -35,6 +45,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -52,6 +63,12 @@ _MAX_RESTART_DELAY = 30.0
 _YOUNG = 60.0
 #: Seconds past the graceful timeout before a stopping worker is killed.
 _KILL_MARGIN = 5.0
+#: Seconds between two reads of the workers' resident memory (limit_worker_rss_mib).
+RSS_INTERVAL = 1.0
+#: A worker's lifetime (timeout_worker_lifetime) is lengthened by up to this fraction, at random.
+LIFETIME_JITTER = 0.1
+#: Seconds before a recycling whose replacement failed to start is tried again.
+_RECYCLE_RETRY = 30.0
 
 
 # -- listeners -------------------------------------------------------------------------
@@ -72,6 +89,17 @@ class Worker:
     exited: defer.Deferred = field(default_factory=defer.Deferred)
     became_ready: defer.Deferred = field(default_factory=defer.Deferred)
     start_timer: Any = None
+    #: A replacement for it is starting (recycling, rolling restart, reload).
+    replacing: bool = False
+    #: It replaces another worker: if it fails to start, nothing restarts it
+    #: (the one it was to replace keeps serving).
+    replacement: bool = False
+    #: timeout_worker_lifetime's timer, and the retry of a failed recycling.
+    lifetime_timer: Any = None
+    retry_timer: Any = None
+    #: Why it was to be recycled while another replacement of it was under
+    #: way (tried again if that one fails).
+    recycle_later: str | None = None
     #: Kept here: Twisted forgets ``process.pid`` once the process has ended,
     #: and the death is still to be logged with it.
     pid: int | None = None
@@ -88,8 +116,9 @@ class _WorkerProcess(ProcessProtocol):
         if fd != self.notify_fd:
             return
         self.buffer += data
-        if b"ready\n" in self.buffer and not self.worker.ready:
-            self.supervisor._worker_ready(self.worker)
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            self.supervisor._worker_said(self.worker, line.decode("ascii", "replace"))
 
     def processEnded(self, reason: Failure) -> None:
         value = reason.value
@@ -121,6 +150,10 @@ class Supervisor(Service):
         self.restart_delay = config.timeout_worker_restart
         self.ready: defer.Deferred = defer.Deferred()
         self._restart_timers: list[Any] = []
+        self._rss_check: LoopingCall | None = None
+        #: Set by :mod:`.reload` under ``--reload``: a worker that cannot start
+        #: waits for the next change instead of stopping the server.
+        self.reloader: Any = None
 
     # -- start ---------------------------------------------------------------------------
 
@@ -152,8 +185,17 @@ class Supervisor(Service):
         log.info("Starting {n} worker(s)", n=self.count)
         for slot in range(self.count):
             self._spawn(slot)
+        if self.config.limit_worker_rss_mib:
+            if _rss_mib(os.getpid()) is None:
+                log.warn("--limit-worker-rss needs /proc (Linux): worker memory is not checked here")
+            else:
+                self._rss_check = LoopingCall(self._check_rss)
+                self._rss_check.clock = self.reactor
+                self._rss_check.start(RSS_INTERVAL, now=False)
+        if self.reloader is not None:
+            self.reloader.start()
 
-    def _spawn(self, slot: int) -> Worker:
+    def _spawn(self, slot: int, replacement: bool = False) -> Worker:
         fds = [listener.fileno for listener in self.listeners]
         notify_fd = max([2, *fds]) + 1
         settings = {
@@ -169,7 +211,7 @@ class Supervisor(Service):
         child_fds: dict[int, Any] = {0: 0, 1: 1, 2: 2, notify_fd: "r"}
         for fd in fds:
             child_fds[fd] = fd
-        worker = Worker(slot, self.reactor.seconds())
+        worker = Worker(slot, self.reactor.seconds(), replacement=replacement)
         protocol = _WorkerProcess(self, worker, notify_fd)
         worker.process = self.reactor.spawnProcess(
             protocol,
@@ -186,10 +228,25 @@ class Supervisor(Service):
         log.info("Worker {pid} started (slot {slot})", pid=worker.pid, slot=slot)
         return worker
 
+    def _worker_said(self, worker: Worker, line: str) -> None:
+        """A line from a worker's notification pipe."""
+        if line == "ready":
+            if not worker.ready:
+                self._worker_ready(worker)
+        elif line.startswith("requests "):
+            limit = self.config.limit_worker_requests
+            jitter = "" if line[9:] == str(limit) else " plus jitter"
+            self.recycle(worker, f"served {line[9:]} requests (--limit-worker-requests {limit}{jitter})")
+
     def _worker_ready(self, worker: Worker) -> None:
         worker.ready = True
         _cancel(worker.start_timer)
         log.info("Worker {pid} is serving", pid=worker.pid)
+        lifetime = self.config.timeout_worker_lifetime
+        if lifetime and not self.stopping:
+            delay = lifetime * (1 + LIFETIME_JITTER * random.random())
+            why = f"served for {delay:.1f}s (--timeout-worker-lifetime {lifetime:g}, plus jitter)"
+            worker.lifetime_timer = self.reactor.callLater(delay, self.recycle, worker, why)
         if not self.ever_ready and all(w.ready for w in self.workers if not w.retiring):
             self.ever_ready = True
             if not self.ready.called:
@@ -209,7 +266,8 @@ class Supervisor(Service):
     # -- deaths ----------------------------------------------------------------------------
 
     def _worker_exited(self, worker: Worker, code: int | None, sig: int | None) -> None:
-        _cancel(worker.start_timer)
+        for timer in (worker.start_timer, worker.lifetime_timer, worker.retry_timer):
+            _cancel(timer)
         if worker in self.workers:
             self.workers.remove(worker)
         how = f"signal {sig}" if sig else f"exit code {code}"
@@ -223,14 +281,28 @@ class Supervisor(Service):
         if worker.retiring:
             log.info("Worker {pid} retired ({how})", pid=worker.pid, how=how)
             return
+        if worker.replacing:
+            # Its replacement is starting and takes its slot (or, if it fails,
+            # _replace starts another).
+            log.warn("Worker {pid} died ({how}) while its replacement was starting", pid=worker.pid, how=how)
+            return
+        if not worker.ready and self.reloader is not None:
+            serving = any(w.ready and not w.retiring for w in self.workers)
+            log.error(
+                "Worker {pid} failed to start ({how}); {what} until a watched file changes",
+                pid=worker.pid,
+                how=how,
+                what="the previous worker keeps serving" if serving else "requests wait",
+            )
+            return
+        if worker.replacement and not worker.ready:
+            log.error("Worker {pid} failed to start ({how})", pid=worker.pid, how=how)
+            return  # _replace sees it through became_ready: the old one keeps serving
         if not worker.ready and not self.ever_ready:
             # The first workers cannot start (import error, lifespan failure,
             # unusable certificate): restarting them would only repeat it.
             self._fatal(f"Worker {worker.pid} failed to start ({how}); stopping")
             return
-        if self.rolling and not worker.ready:
-            log.error("Worker {pid} of the rolling restart failed to start ({how})", pid=worker.pid, how=how)
-            return  # rolling_restart sees it through became_ready and stops
         lived = self.reactor.seconds() - worker.started_at
         if lived < _YOUNG:
             delay = self.restart_delay
@@ -264,25 +336,105 @@ class Supervisor(Service):
         self.rolling = True
         log.info("Rolling restart of {n} worker(s)", n=len(self.workers))
         try:
-            for old in [w for w in self.workers if not w.retiring]:
+            for old in [w for w in self.workers if not w.retiring and not w.replacing]:
                 if self.stopping:
                     return False
-                if old not in self.workers:
-                    continue  # it died meanwhile and was replaced
-                new = self._spawn(old.slot)
+                if old not in self.workers or old.retiring or old.replacing:
+                    continue  # it died (and was replaced) or is being recycled meanwhile
+                if old.replacement and not old.ready:
+                    # Still starting in another worker's place (recycling): once it
+                    # serves, that one is retired, and then it is replaced in turn.
+                    # (Retiring it now would fail that recycling and leave its old
+                    # worker serving beside this restart's new one.)
+                    await _settled(old)
+                    if not old.ready or old not in self.workers or old.retiring or old.replacing:
+                        continue
+                    if self.stopping:
+                        return False
                 try:
-                    await new.became_ready
+                    await self._replace(old)
                 except RuntimeError as exc:
                     log.error("Rolling restart stopped, old workers keep serving: {error}", error=str(exc))
                     return False
-                self._retire(old)
             log.info("Rolling restart done")
             return True
         finally:
             self.rolling = False
 
+    async def _replace(self, old: Worker) -> Worker:
+        """Start a worker in ``old``'s slot and, once it serves, retire ``old``
+        (which drains gracefully). Returns the new worker.
+
+        :raises RuntimeError: the new worker ended before it was serving; ``old``
+            keeps serving (or, if it died meanwhile, its slot is restarted).
+        """
+        old.replacing = True
+        new = self._spawn(old.slot, replacement=True)
+        try:
+            await new.became_ready
+        except RuntimeError:
+            old.replacing = False
+            if self.stopping:
+                raise
+            if old not in self.workers:
+                if self.reloader is None:
+                    timer = self.reactor.callLater(self.restart_delay, self._respawn, old.slot)
+                    self._restart_timers.append(timer)
+            elif old.recycle_later is not None:
+                # A limit it passed meanwhile: recycled later, as a failed recycling is.
+                why, old.recycle_later = old.recycle_later, None
+                _cancel(old.retry_timer)
+                old.retry_timer = self.reactor.callLater(_RECYCLE_RETRY, self.recycle, old, why)
+            raise
+        if old in self.workers and not old.retiring:
+            self._retire(old)
+        return new
+
+    # -- recycling -----------------------------------------------------------------------------
+
+    def recycle(self, worker: Worker, why: str) -> defer.Deferred:
+        """Replace ``worker`` (past one of its limits, said by ``why``): a new
+        worker first, then ``worker`` drains. Fires True when replaced."""
+        if self.stopping or worker.retiring or worker not in self.workers:
+            return defer.succeed(False)
+        if worker.replacing:
+            worker.recycle_later = why  # a rolling restart or reload is replacing it already
+            return defer.succeed(False)
+        _cancel(worker.retry_timer)
+        log.info("Recycling worker {pid}: it {why}; starting its replacement", pid=worker.pid, why=why)
+        return defer.ensureDeferred(self._recycle(worker, why))
+
+    async def _recycle(self, worker: Worker, why: str) -> bool:
+        try:
+            await self._replace(worker)
+        except RuntimeError as exc:
+            if worker in self.workers and not self.stopping:
+                log.error(
+                    "Recycling worker {pid} failed ({error}); it keeps serving, next try in {delay:g}s",
+                    pid=worker.pid,
+                    error=str(exc),
+                    delay=_RECYCLE_RETRY,
+                )
+                _cancel(worker.retry_timer)
+                worker.retry_timer = self.reactor.callLater(_RECYCLE_RETRY, self.recycle, worker, why)
+            return False
+        return True
+
+    def _check_rss(self) -> None:
+        limit = self.config.limit_worker_rss_mib
+        for worker in list(self.workers):
+            if not worker.ready or worker.retiring or worker.replacing or worker.pid is None:
+                continue
+            if worker.retry_timer is not None and worker.retry_timer.active():
+                continue
+            rss = _rss_mib(worker.pid)
+            if rss is not None and rss > limit:
+                self.recycle(worker, f"uses {rss:.0f} MiB of memory (--limit-worker-rss {limit})")
+
     def _retire(self, worker: Worker) -> None:
         worker.retiring = True
+        for pending in (worker.lifetime_timer, worker.retry_timer):
+            _cancel(pending)
         _signal(worker, signal.SIGTERM)
         timer = self.reactor.callLater(
             self.config.timeout_graceful_shutdown + _KILL_MARGIN, _signal, worker, signal.SIGKILL
@@ -313,6 +465,10 @@ class Supervisor(Service):
         self.stopping = True
         for timer in self._restart_timers:
             _cancel(timer)
+        if self._rss_check is not None and self._rss_check.running:
+            self._rss_check.stop()
+        if self.reloader is not None:
+            self.reloader.stop()
         # Our copies first: once the workers close theirs, the kernel refuses
         # new connections instead of queueing them for nobody.
         for listener in self.listeners:
@@ -341,6 +497,26 @@ class Supervisor(Service):
             self.reactor.stop()
 
 
+async def _settled(worker: Worker) -> None:
+    """Wait until ``worker`` serves or has ended (its ``ready`` says which).
+
+    Not by awaiting ``became_ready`` again: its first waiter (the replacement
+    under way) takes the result, and a second waiter would see None."""
+    done: defer.Deferred = defer.Deferred()
+    worker.became_ready.addBoth(lambda result: (done.called or done.callback(None), result)[1])
+    await done
+
+
+def _rss_mib(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MiB, from ``/proc`` (None: not readable)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
 def _signal(worker: Worker, sig: int) -> None:
     process = worker.process
     if process is not None and process.pid is not None:
@@ -365,7 +541,9 @@ def _watch_exit(reactor: Any, worker_process: Any) -> None:
     a stopping supervisor waits for it forever. A pidfd becomes readable when
     its process ends, whatever happens to signals.
     """
-    loop = getattr(reactor, "_asyncioEventloop", None)
+    from ._upstream.twisted import event_loop, reap_process
+
+    loop = event_loop(reactor)
     pidfd_open = getattr(os, "pidfd_open", None)
     pid = worker_process.pid
     if loop is None or pidfd_open is None or pid is None:
@@ -381,7 +559,7 @@ def _watch_exit(reactor: Any, worker_process: Any) -> None:
         # Twisted's own SIGCHLD handler may have reaped it first (its pid is
         # then None): one reaper, no second waitpid.
         if worker_process.pid is not None:
-            worker_process.reapProcess()
+            reap_process(worker_process)
 
     loop.add_reader(fd, ended)
 
@@ -420,14 +598,44 @@ def attach_worker(service: Any) -> None:
     service.worker = True
     fd = int(settings["notify_fd"])
 
-    def ready(result: Any) -> Any:
+    def say(line: str) -> None:
         try:
-            os.write(fd, b"ready\n")
+            os.write(fd, line.encode("ascii") + b"\n")
         except OSError:
             pass
+
+    def ready(result: Any) -> Any:
+        say("ready")
         return result
 
     service.ready.addCallback(ready)
+    config = service.config
+    if config.limit_worker_requests:
+        jitter = config.limit_worker_requests_jitter or config.limit_worker_requests // 10
+        limit = config.limit_worker_requests + random.randint(0, jitter)
+        count_requests(service.factory.runner, limit, lambda served: say(f"requests {served}"))
+
+
+def count_requests(runner: Any, limit: int, reached: Any) -> None:
+    """Call ``reached(count)`` once ``runner`` has started ``limit`` app calls
+    (HTTP requests, HTTP/2 streams, WebSocket handshakes; lifespan is not one).
+
+    Every app call, whatever its protocol, looks ``runner.app`` up once: it is
+    wrapped here by a plain function (an add and a compare, no extra coroutine),
+    and the wrapper takes itself out once the limit is reached.
+    """
+    app = runner.app
+    served = 0
+
+    def counted(scope: Any, receive: Any, send: Any) -> Any:
+        nonlocal served
+        served += 1
+        if served >= limit:
+            runner.app = app
+            reached(served)
+        return app(scope, receive, send)
+
+    runner.app = counted
 
 
 def _die_with_parent(parent: int) -> None:

@@ -1,18 +1,25 @@
-"""Unmasking of small WebSocket frames for Autobahn (RFC 6455 §5.3).
+"""Unmasking of small WebSocket frames for Autobahn (RFC 6455 §5.3), on our
+protocol instances only.
 
 Autobahn makes one masker object per masked frame, through the module-level
 ``create_xor_masker`` of ``autobahn.websocket.protocol``. Its native (NVX)
 masker costs a foreign-memory allocation, a finaliser and two C calls to make,
-and a copy in and out per ``process()``: for the small frames most apps send,
-that was about a sixth of the server's CPU per echoed message. The masking
-itself is one XOR, which Python's integers do in C for a payload of any
-length.
+and a copy in and out per ``process()`` (older Autobahns without NVX or wsaccel
+XOR byte by byte in Python): for the small frames most apps send, that was
+about a sixth of the server's CPU per echoed message. The masking itself is
+one XOR, which Python's integers do in C for a payload of any length.
 
-:func:`install` puts a factory in Autobahn's module that returns
-:class:`FrameMasker` for frames under :data:`SMALL_FRAME` bytes and Autobahn's
-own masker for larger ones (where its SIMD code is faster). It is the one place
-that changes Autobahn; ``tests/test_wsmask.py`` checks the seam and that both
-maskers agree on every split of a payload.
+:class:`SmallFrameMasking` is a mixin for our Autobahn protocol class: its
+``applyMask`` is False, so Autobahn's frame parser makes only its null masker
+(``if frame_masked and ... and self.applyMask``, protocol.py's
+``processData``), and its :meth:`~SmallFrameMasking.onFrameBegin` (which
+Autobahn calls right after) puts in :class:`FrameMasker` for a frame under
+:data:`SMALL_FRAME` bytes and Autobahn's own masker for a larger one (where its
+SIMD code is faster). Nothing in Autobahn's modules is replaced: every other
+Autobahn protocol in the process keeps Autobahn's masker
+(``tests/test_upstream_side_effects.py``). Where Autobahn lacks what the
+mixin relies on (:data:`PROBLEM` says what), the mixin does nothing and
+Autobahn masks as it always does.
 
 Imports neither Twisted nor asyncio.
 """
@@ -21,7 +28,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SMALL_FRAME", "FrameMasker", "install", "unmask"]
+from autobahn.websocket import xormasker
+from autobahn.websocket.protocol import FrameHeader, WebSocketProtocol
+
+__all__ = ["PROBLEM", "SMALL_FRAME", "FrameMasker", "SmallFrameMasking", "unmask"]
+
+#: Autobahn's masker for large frames (xormasker.py: its NVX or wsaccel one where
+#: present, else pure Python), found as Autobahn's own frame parser finds it.
+_autobahn_masker: Any = vars(xormasker)["create_xor_masker"]
 
 #: Frames shorter than this are unmasked here; longer ones by Autobahn's masker.
 SMALL_FRAME = 4096
@@ -71,21 +85,45 @@ def unmask(data: bytes, key: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-def install(protocol_module: Any) -> bool:
-    """Put the small-frame factory in front of ``protocol_module.create_xor_masker``
-    (once). Returns False, changing nothing, where the module has no such factory."""
-    original = getattr(protocol_module, "create_xor_masker", None)
-    if original is None:
-        return False
-    if getattr(original, "twisted_asgi", False):
-        return True
+def _autobahn_problem() -> str | None:
+    """What :class:`SmallFrameMasking` needs from Autobahn and does not find
+    (read from Autobahn 26.10.1 and 26.11.1, and 23.6.1, websocket/protocol.py and
+    websocket/xormasker.py), or None."""
+    import autobahn
 
-    def create_xor_masker(mask: bytes, length: int | None = None) -> Any:
-        if length is not None and length < SMALL_FRAME:
-            return FrameMasker(mask)
-        return original(mask, length)
+    version = getattr(autobahn, "__version__", "?")
+    if "applyMask" not in getattr(WebSocketProtocol, "CONFIG_ATTRS_COMMON", ()):
+        return f"Autobahn {version} has no applyMask option"
+    if not callable(getattr(WebSocketProtocol, "onFrameBegin", None)):
+        return f"Autobahn {version} has no WebSocketProtocol.onFrameBegin"
+    try:
+        make: Any = FrameHeader
+        frame = make(1, True, 0, 5, b"abcd")
+    except TypeError as exc:
+        return f"Autobahn {version}'s FrameHeader is made differently ({exc})"
+    if getattr(frame, "mask", None) != b"abcd" or getattr(frame, "length", None) != 5:
+        return f"Autobahn {version}'s FrameHeader has no mask or length"
+    return None
 
-    create_xor_masker.twisted_asgi = True  # type: ignore[attr-defined]
-    create_xor_masker.original = original  # type: ignore[attr-defined]
-    protocol_module.create_xor_masker = create_xor_masker
-    return True
+
+#: Why the small-frame masker is off (None: it is on).
+PROBLEM = _autobahn_problem()
+
+
+class SmallFrameMasking(WebSocketProtocol):
+    """Mixin (before Autobahn's protocol class in the bases): this protocol's
+    incoming frames are unmasked by :class:`FrameMasker` when small, by
+    Autobahn's own masker when large; nothing changes for any other protocol."""
+
+    #: Autobahn makes no masker of its own (see the module docstring); an
+    #: instance or subclass that sets it True gets Autobahn's maskers throughout.
+    applyMask = PROBLEM is not None
+
+    def onFrameBegin(self) -> None:
+        frame: Any = self.current_frame
+        if not self.applyMask and frame is not None and frame.mask and frame.length > 0:
+            if frame.length < SMALL_FRAME:
+                self.current_frame_masker = FrameMasker(frame.mask)
+            else:
+                self.current_frame_masker = _autobahn_masker(frame.mask, frame.length)
+        super().onFrameBegin()

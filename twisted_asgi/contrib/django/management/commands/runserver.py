@@ -115,7 +115,7 @@ class Command(RunserverCommand):
     def on_listening(self, ports: list[Any]) -> list[Any]:
         """Print Django's start-up banner once the port is bound (so port 0 shows the real one)."""
         port = ports[0].getHost().port
-        addr = f"[{self.addr}]" if self._raw_ipv6 else ("0.0.0.0" if self.addr == "0" else self.addr)
+        addr = f"[{self.addr}]" if ":" in self.addr else ("0.0.0.0" if self.addr == "0" else self.addr)
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
         self.stdout.write(
             f"{datetime.now().strftime('%B %d, %Y - %X')}\n"

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from .views import healthz
+
+urlpatterns = [
+    path("healthz/", healthz),
+]

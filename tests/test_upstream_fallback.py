@@ -1,0 +1,286 @@
+"""Fallback to the public path (issue 18, item 3): with a private name of a
+dependency gone, the fast path that used it is off, the server says so once at
+start-up, and still serves correctly over loopback (slower is fine, wrong is not).
+
+A server is started by tests/upstream_strip.py, which makes the dependency
+look like a release without the name: ``--rename`` rewrites the package's own
+source as it is imported (it stays consistent with itself, only our use of the
+old name is left behind), ``--delete`` removes a module attribute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+from tests.serving import ROOT, Server, recv_response
+from tests.ws_apps import RawClient, client_frame
+
+OFF = "Fast path(s) off"
+
+#: The reactor seam's names (twisted_asgi/_upstream/twisted.py REACTOR_SEAM_NAMES).
+SEAM = [
+    "_readers",
+    "_writers",
+    "_continuousPolling",
+    "_asyncioEventloop",
+    "_unregisterFDInAsyncio",
+    "_disconnectSelectable",
+]
+
+
+def start(strip: list[str], *args: str, app: str = "tests.ws_apps:app") -> Server:
+    """A server from ``python -m tests.upstream_strip STRIP -- ARGS APP``, listening."""
+    import time
+
+    from tests.serving import _LISTEN
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env["PYTHONUNBUFFERED"] = "1"
+    argv = [sys.executable, "-m", "tests.upstream_strip", *strip, "--", "-e", "tcp:port=0:interface=127.0.0.1", *args]
+    proc = subprocess.Popen(
+        [*argv, app], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT
+    )
+    server = Server(proc, None, "127.0.0.1")
+    deadline = time.monotonic() + 30
+    while True:
+        found = _LISTEN.findall(server.read_output(0.05))
+        if found:
+            server.port = int(found[0][2])
+            return server
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop() if proc.poll() is None else None
+            raise AssertionError(f"server did not start; output:\n{''.join(server.output)}")
+
+
+def http_get(server: Server, path: str = "/") -> tuple[bytes, dict[bytes, bytes], bytes]:
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        return recv_response(sock)
+
+
+def ws_round_trips(server: Server) -> None:
+    """Whole frames (the fast path), a fragmented message and a large frame
+    (Autobahn's masker path) come back as they went."""
+    client = RawClient(server.host, server.port, "/echo")
+    try:
+        assert b" 101 " in client.head
+        client.send(client_frame(2, b"small"))
+        assert client.read_frame() == (2, b"small")
+        client.send(client_frame(1, b"frag", fin=False) + client_frame(0, b"mented"))
+        assert client.read_frame() == (1, b"fragmented")
+        big = os.urandom(70000)
+        client.send(client_frame(2, big))
+        assert client.read_frame() == (2, big)
+    finally:
+        client.close()
+
+
+def said_once(server: Server, *words: str) -> str:
+    text = "".join(server.output)
+    lines = [line for line in text.splitlines() if OFF in line]
+    assert len(lines) == 1, text
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def stopping() -> Any:
+    servers: list[Server] = []
+    yield servers.append
+    for server in servers:
+        server.stop()
+
+
+def test_all_fast_paths_on_says_nothing(stopping):
+    server = start([])
+    stopping(server)
+    status, _headers, _body = http_get(server)
+    assert status.startswith(b"HTTP/1.1 200")
+    server.read_output(0.2)
+    assert OFF not in "".join(server.output)
+
+
+@pytest.mark.parametrize("name", SEAM)
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])
+def test_reactor_seam_off_serves_http_and_websocket(stopping, name, loop):
+    server = start(["--rename", f"twisted:{name}:{name}_gone_in_a_future_twisted"], "--loop", loop)
+    stopping(server)
+    line = said_once(server, "reactor seam", name)
+    if loop == "auto":
+        assert "asyncio's event loop runs instead of uvloop" in line
+    for _ in range(3):
+        status, _headers, body = http_get(server)
+        assert status.startswith(b"HTTP/1.1 200") and body
+    ws_round_trips(server)
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["hpack.huffman:HuffmanEncoder", "hpack.huffman_table:decode_huffman", "hpack.huffman_constants:REQUEST_CODES"],
+)
+def test_hpack_huffman_off_serves_http2(stopping, name, tmp_path):
+    server = start(["--delete", name], app="tests.apps:scope_echo")
+    stopping(server)
+    said_once(server, "HPACK Huffman coding", name.split(":")[1])
+    # curl (nghttp2) Huffman-codes the request's fields; our decoder's public
+    # path decodes them, our encoder sends plain literals back.
+    value = "a-long-header-value-that-huffman-shortens-" * 3
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--http2-prior-knowledge",
+            "-D",
+            "-",
+            "-H",
+            f"x-probe: {value}",
+            f"http://127.0.0.1:{server.port}/path?q=1",
+        ],
+        capture_output=True,
+        timeout=20,
+        check=True,
+    ).stdout
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/2 200"), out
+    assert b"content-type: application/json" in head.lower(), head  # our encoder's plain literals, read by curl
+    scope = json.loads(body)
+    assert scope["http_version"] == "2" and scope["path"] == "/path"
+    assert ["x-probe", value] in scope["headers"], scope[
+        "headers"
+    ]  # curl's Huffman strings, decoded by hpack's Decoder
+
+
+def test_masker_off_serves_websocket(stopping):
+    server = start(["--rename", "autobahn:onFrameBegin:onFrameBegin_gone_in_a_future_autobahn"])
+    stopping(server)
+    said_once(server, "WebSocket small-frame masker", "onFrameBegin")
+    ws_round_trips(server)
+
+
+# -- in-process: the checks and the public functions themselves ----------------------
+
+
+def test_seam_check_names_each_missing_field(monkeypatch):
+    import asyncio
+
+    from twisted_asgi._upstream.twisted import reactor_seam_problem
+    from twisted_asgi.reactor import _reactor_class
+
+    loop = asyncio.new_event_loop()
+    try:
+        reactor = _reactor_class(False)(loop)
+        assert reactor.asgi_seam and reactor_seam_problem(reactor) is None
+        assert reactor.asgi_loop is loop
+        plain = AsyncioSelectorReactor(loop)
+        for name in ("_readers", "_writers", "_continuousPolling", "_asyncioEventloop"):
+            with monkeypatch.context() as patch:
+                patch.delattr(plain, name)
+                assert name in (reactor_seam_problem(plain) or "")
+        with monkeypatch.context() as patch:
+            patch.setattr(plain, "_writers", [])
+            assert "no longer dicts" in (reactor_seam_problem(plain) or "")
+        with monkeypatch.context() as patch:
+            patch.delattr(AsyncioSelectorReactor, "_unregisterFDInAsyncio")
+            assert "_unregisterFDInAsyncio" in (reactor_seam_problem(plain) or "")
+    finally:
+        loop.close()
+
+
+def test_event_loop_without_twisteds_private_name():
+    from twisted_asgi._upstream.twisted import event_loop
+
+    class Ours:
+        asgi_loop = object()
+
+    assert event_loop(Ours()) is Ours.asgi_loop
+    assert event_loop(object()) is None
+
+
+def test_clear_exit_signal_and_reap_process_without_private_names(monkeypatch):
+    from twisted.internet import process
+
+    from twisted_asgi._upstream.twisted import clear_exit_signal, reap_process
+
+    class Reactor:
+        _exitSignal = 15
+
+    reactor = Reactor()
+    clear_exit_signal(reactor)
+    assert reactor._exitSignal is None
+    clear_exit_signal(object())  # a reactor without it: nothing to forget
+
+    reaped: list[str] = []
+
+    class Old:
+        def reapProcess(self) -> None:
+            reaped.append("own")
+
+    reap_process(Old())
+    monkeypatch.setattr(process, "reapAllProcesses", lambda: reaped.append("all"))
+    reap_process(object())  # a Process without reapProcess: the module's public function
+    assert reaped == ["own", "all"]
+
+
+def test_hpack_public_decoding_agrees(monkeypatch):
+    """The Huffman fallbacks give what hpack's tables give: RFC 7541's examples
+    and every byte, both ways, and the same error for invalid code."""
+    import hpack
+
+    from twisted_asgi._upstream import hpack as upstream
+
+    samples = [b"", b"www.example.com", b"no-cache", b"custom-value", bytes(range(256)), b"\xff" * 40]
+    coded = [upstream.huffman_encode(s) for s in samples]
+    assert all(c is not None for c in coded)
+    monkeypatch.setattr(upstream, "_encode", None)
+    monkeypatch.setattr(upstream, "_decode", None)
+    assert upstream.huffman_encode(b"abc") is None
+    for sample, code in zip(samples, coded, strict=True):
+        assert upstream.huffman_decode(code) == sample
+    with pytest.raises(hpack.HPACKDecodingError):
+        upstream.huffman_decode(b"\x00\x00\x00")  # a string of EOS-less zero codes that does not end in 1-padding
+
+
+def test_hpack_codec_round_trips_on_the_public_path(monkeypatch):
+    import hpack
+
+    from twisted_asgi import hpack_codec
+    from twisted_asgi._upstream import hpack as upstream
+
+    monkeypatch.setattr(upstream, "_encode", None)
+    monkeypatch.setattr(upstream, "_decode", None)
+    hpack_codec._FIELDS.clear()
+    hpack_codec._HUFFMAN_DECODED.clear()
+    try:
+        fields = [(b":status", b"200"), (b"content-type", b"text/plain"), (b"x-custom", b"v" * 50)]
+        block = hpack_codec.StaticEncoder().encode(fields)
+        assert hpack.Decoder().decode(block, raw=True) == fields
+        coded = hpack.Encoder().encode(fields + [(b"x-again", b"www.example.com")], huffman=True)
+        assert hpack_codec.FieldDecoder().decode(coded) == fields + [(b"x-again", b"www.example.com")]
+    finally:
+        hpack_codec._FIELDS.clear()
+        hpack_codec._HUFFMAN_DECODED.clear()
+
+
+def test_masker_check_reports_a_missing_hook(monkeypatch):
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    from twisted_asgi import wsmask
+
+    monkeypatch.delattr(WebSocketProtocol, "onFrameBegin")
+    assert "onFrameBegin" in (wsmask._autobahn_problem() or "")
+    monkeypatch.undo()
+    monkeypatch.setattr(WebSocketProtocol, "CONFIG_ATTRS_COMMON", [])
+    assert "applyMask" in (wsmask._autobahn_problem() or "")
+    monkeypatch.undo()
+    assert wsmask._autobahn_problem() is None

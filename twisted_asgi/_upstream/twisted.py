@@ -1,0 +1,228 @@
+"""Twisted's private names, fenced (see the package docstring).
+
+Read from Twisted 26.10.0, the release setup.cfg allows (24.7.0 to 26.4.0 have
+the same names with the same meaning, annotations aside):
+
+* twisted/internet/asyncioreactor.py, ``AsyncioSelectorReactor``:
+  ``_readers``, ``_writers`` (reader/writer -> fd), ``_continuousPolling``
+  (descriptors epoll refuses), ``_asyncioEventloop`` (the loop under the
+  reactor), ``_unregisterFDInAsyncio``; ``addReader``/``addWriter`` are copied
+  into :func:`fast_reactor_class` with another callback, ``_readOrWrite``'s
+  body is :meth:`_ready`'s model.
+* twisted/internet/posixbase.py, ``_DisconnectSelectableMixin._disconnectSelectable``,
+  and ``_ContinuousPolling._readers``/``_writers``.
+* twisted/internet/base.py, ``ReactorBase._exitSignal`` (the signal that stopped
+  the reactor; twistd exits with it).
+* twisted/internet/process.py, ``Process.reapProcess`` (public name, not in
+  any interface; ``reapAllProcesses`` is the module's function over it).
+
+``tests/test_upstream_drift.py`` pins the source of each of these per Twisted
+version; ``tests/test_upstream_fallback.py`` serves with each one renamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from socket import SO_ERROR, SOL_SOCKET
+from typing import Any
+
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
+from twisted.logger import Logger
+
+__all__ = [
+    "REACTOR_SEAM_NAMES",
+    "clear_exit_signal",
+    "event_loop",
+    "fast_reactor_class",
+    "reactor_seam_problem",
+    "reap_process",
+]
+
+log = Logger(namespace="twisted_asgi.reactor")
+
+#: What the reactor seam reads or calls on the reactor (asyncioreactor.py,
+#: posixbase.py): all present, or the seam is off.
+REACTOR_SEAM_NAMES = (
+    "_readers",
+    "_writers",
+    "_continuousPolling",
+    "_asyncioEventloop",
+    "_unregisterFDInAsyncio",
+    "_disconnectSelectable",
+)
+
+
+def reactor_seam_problem(reactor: Any) -> str | None:
+    """Why the fast reactor seam cannot run on ``reactor``, or None when it can:
+    a name it uses is missing, or is not what it was (a dict of descriptors,
+    a poller with its own two dicts, an event loop). A reactor of ours says
+    what it found when it was made (with what was done about it)."""
+    if hasattr(reactor, "asgi_seam_problem"):
+        problem: str | None = reactor.asgi_seam_problem
+        return problem
+    return _seam_problem(reactor)
+
+
+def _seam_problem(reactor: Any) -> str | None:
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        return f"{type(reactor).__name__} is not Twisted's asyncio reactor"
+    missing = [name for name in REACTOR_SEAM_NAMES if not hasattr(reactor, name)]
+    polling = getattr(reactor, "_continuousPolling", None)
+    if polling is not None:
+        missing += [f"_continuousPolling.{name}" for name in ("_readers", "_writers") if not hasattr(polling, name)]
+    if missing:
+        return f"Twisted {_version()} has no {', '.join(missing)} on its asyncio reactor"
+    if not isinstance(reactor._readers, dict) or not isinstance(reactor._writers, dict):
+        return f"Twisted {_version()}'s reactor._readers/_writers are no longer dicts"
+    if not isinstance(reactor._asyncioEventloop, asyncio.AbstractEventLoop):
+        return f"Twisted {_version()}'s reactor._asyncioEventloop is no event loop"
+    for name in ("_unregisterFDInAsyncio", "_disconnectSelectable"):
+        if not callable(getattr(reactor, name)):
+            return f"Twisted {_version()}'s reactor.{name} is not callable"
+    return None
+
+
+def _version() -> str:
+    import twisted
+
+    return str(twisted.__version__)
+
+
+def event_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
+    """The asyncio event loop under Twisted's asyncio ``reactor`` (None: not one).
+
+    Our own reactor keeps the loop it was made with (``asgi_loop``, public);
+    another is asked for Twisted's ``_asyncioEventloop`` (asyncioreactor.py,
+    ``AsyncioSelectorReactor.__init__``). A reactor with neither but of
+    Twisted's asyncio class: ``asyncio.get_event_loop()`` (the loop Twisted
+    made current), the public path.
+    """
+    loop = getattr(reactor, "asgi_loop", None)
+    if loop is None:
+        loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is None and isinstance(reactor, AsyncioSelectorReactor):
+        policy = asyncio.get_event_loop_policy()
+        loop = policy.get_event_loop()
+    return loop
+
+
+def clear_exit_signal(reactor: Any) -> None:
+    """Forget the signal that stopped ``reactor``, so twistd exits 0 after a
+    graceful shutdown. base.py ``ReactorBase._exitSignal`` (set by its signal
+    handlers, read by twistd's runner); a reactor without it has nothing to
+    forget (twistd then exits as that Twisted decides)."""
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
+
+
+def reap_process(process: Any) -> None:
+    """Reap ``process`` (a spawned ``twisted.internet.process.Process``) if it
+    has ended, without blocking: its ``reapProcess`` (process.py); where a
+    Twisted has none, ``reapAllProcesses()``, the module's public function
+    over every registered process."""
+    reap = getattr(process, "reapProcess", None)
+    if callable(reap):
+        reap()
+        return
+    from twisted.internet.process import reapAllProcesses
+
+    reapAllProcesses()
+
+
+def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
+    """Twisted's asyncio reactor with a leaner path from the event loop to a
+    ready socket (see twisted_asgi.reactor); ``check_reset``: ask the socket
+    for a pending error after each read (uvloop).
+
+    When :func:`reactor_seam_problem` finds something wrong with the instance,
+    ``asgi_seam`` is False and registration is Twisted's own (its
+    ``callWithLogger`` path): slower, the same behaviour.
+    """
+
+    class ASGIReactor(AsyncioSelectorReactor):
+        #: Whether the fast registration runs (decided once per reactor).
+        asgi_seam = False
+        #: Why not (None when it runs).
+        asgi_seam_problem: str | None = "not checked"
+        #: The event loop the reactor was made with (public: see event_loop()).
+        asgi_loop: asyncio.AbstractEventLoop | None = None
+
+        def __init__(self, eventloop: asyncio.AbstractEventLoop | None = None) -> None:
+            super().__init__(eventloop)
+            self.asgi_loop = eventloop
+            self.asgi_seam_problem = _seam_problem(self)
+            self.asgi_seam = self.asgi_seam_problem is None
+
+        def asgi_unregister(self, fd: int) -> None:
+            unregister: Any = self._unregisterFDInAsyncio  # unannotated in Twisted
+            unregister(fd)
+
+        def asgi_disconnect(self, selectable: Any, why: Any, read: bool) -> None:
+            disconnect: Any = self._disconnectSelectable  # unannotated in Twisted
+            disconnect(selectable, why, read)
+
+        # Twisted's addReader/addWriter (asyncioreactor.py, 24.7.0-26.10.0),
+        # registering asgi_ready in place of callWithLogger(..., _readOrWrite,
+        # ...), with Twisted's handling of descriptors epoll refuses (polled
+        # continuously instead).
+
+        def addReader(self, reader: Any) -> None:
+            if not self.asgi_seam:
+                AsyncioSelectorReactor.addReader(self, reader)
+                return
+            if reader in self._readers or reader in self._continuousPolling._readers:
+                return
+            fd = reader.fileno()
+            try:
+                self._asyncioEventloop.add_reader(fd, self.asgi_ready, reader, True)
+                self._readers[reader] = fd
+            except OSError as exc:
+                self.asgi_unregister(fd)
+                if exc.errno != errno.EPERM:
+                    raise
+                self._continuousPolling.addReader(reader)
+
+        def addWriter(self, writer: Any) -> None:
+            if not self.asgi_seam:
+                AsyncioSelectorReactor.addWriter(self, writer)
+                return
+            if writer in self._writers or writer in self._continuousPolling._writers:
+                return
+            fd = writer.fileno()
+            try:
+                self._asyncioEventloop.add_writer(fd, self.asgi_ready, writer, False)
+                self._writers[writer] = fd
+            except PermissionError:
+                self.asgi_unregister(fd)
+                self._continuousPolling.addWriter(writer)
+            except BrokenPipeError:
+                self.asgi_unregister(fd)
+            except BaseException:
+                self.asgi_unregister(fd)
+                raise
+
+        # Twisted's _readOrWrite (asyncioreactor.py), without the legacy-log
+        # context callWithLogger wraps around it, and with uvloop's reset check.
+
+        def asgi_ready(self, selectable: Any, read: bool) -> None:
+            if selectable.fileno() == -1:
+                self.asgi_disconnect(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
+                return
+            try:
+                why = selectable.doRead() if read else selectable.doWrite()
+                if read and not why and check_reset:
+                    sock = getattr(selectable, "socket", None)
+                    if sock is not None:
+                        error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
+                        if error:
+                            why = ConnectionLost(os.strerror(error))
+            except Exception as exc:
+                why = exc
+                log.failure("Error in {selectable!r}", selectable=selectable)
+            if why:
+                self.asgi_disconnect(selectable, why, read)
+
+    return ASGIReactor
