@@ -26,6 +26,7 @@ class Conn:
     protocol_name: str = "http/1.1"
     bytes_received: int = 0
     bytes_sent: int = 0
+    streams_open: int = 0
 
 
 def request(version="1.1"):
@@ -65,23 +66,26 @@ def test_duration_histogram_is_cumulative():
 
 def test_open_connections_are_read_live_and_their_bytes_kept_at_close():
     m = Metrics()
-    a, b = Conn(), Conn()
-    m.connection_opened(a)
-    m.connection_opened(b)
+    live: set[Conn] = set()
+    m.live = live  # the server's own set of open connections
+    a, b = Conn(), Conn(streams_open=3)
+    for conn in (a, b):
+        live.add(conn)
+        m.connection_opened(conn)
     a.bytes_received, a.bytes_sent = 100, 1000
-    b.protocol_name, b.bytes_received = "websocket", 7
+    b.protocol_name, b.bytes_received = "http/2", 7
     got = samples(m.snapshot())
     assert got[("twisted_asgi_connections_total", ())] == 2
     assert got[("twisted_asgi_connections_open", (("protocol", "http/1.1"),))] == 1
-    assert got[("twisted_asgi_connections_open", (("protocol", "websocket"),))] == 1
+    assert got[("twisted_asgi_connections_open", (("protocol", "http/2"),))] == 1
+    assert got[("twisted_asgi_http2_streams_open", ())] == 3
     assert got[("twisted_asgi_received_bytes_total", (("protocol", "http/1.1"),))] == 100
+    live.discard(a)
     m.connection_closed(a)
-    m.connection_closed(a)  # a second close counts nothing twice
-    a.bytes_sent = 99999  # nor later changes
+    a.bytes_sent = 99999  # later changes of a closed connection count nothing
     got = samples(m.snapshot())
     assert got[("twisted_asgi_sent_bytes_total", (("protocol", "http/1.1"),))] == 1000
     assert ("twisted_asgi_connections_open", (("protocol", "http/1.1"),)) not in got
-    assert m.live == {b}
 
 
 def test_websockets_streams_failures():
@@ -92,7 +96,6 @@ def test_websockets_streams_failures():
     m.websocket_message("sent")
     m.stream_opened()
     m.stream_opened()
-    m.stream_closed()
     m.app_exception("http/2")
     m.limit("limit_request_body_bytes")
     m.timeout("timeout_keep_alive")
@@ -103,7 +106,6 @@ def test_websockets_streams_failures():
     assert got[("twisted_asgi_responses_total", (("protocol", "websocket"), ("status_class", "1xx")))] == 1
     assert got[("twisted_asgi_websocket_messages_total", (("direction", "sent"),))] == 2
     assert got[("twisted_asgi_http2_streams_total", ())] == 2
-    assert got[("twisted_asgi_http2_streams_open", ())] == 1
     assert got[("twisted_asgi_app_exceptions_total", (("protocol", "http/2"),))] == 1
     assert got[("twisted_asgi_limits_total", (("limit", "limit_request_body_bytes"),))] == 1
     assert got[("twisted_asgi_timeouts_total", (("timeout", "timeout_keep_alive"),))] == 1
@@ -119,6 +121,7 @@ def test_merge_sums_workers_and_fold_keeps_only_counters_of_ended_ones():
     one.response("http/1.1", 200, 0.001)
     two.response("http/1.1", 200, 0.2)
     conn = Conn(bytes_sent=10)
+    two.live = {conn}
     two.connection_opened(conn)
     one.loop_lagged(0.5)
     two.loop_lagged(0.01)

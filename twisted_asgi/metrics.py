@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Protocol
 
 __all__ = [
@@ -78,6 +78,10 @@ class Counted(Protocol):
     bytes_received: int
     bytes_sent: int
 
+    @property
+    def streams_open(self) -> int:
+        """HTTP/2 streams open on it (0 for other protocols)."""
+
 
 class _Histogram:
     """Cumulative-at-render histogram: one count per bucket, a sum and a count."""
@@ -111,10 +115,10 @@ class Metrics:
         self.responses: dict[tuple[str, str], int] = {}
         self.duration: dict[str, _Histogram] = {}
         self.connections = 0
-        #: The open connections: their bytes and protocols are read at a snapshot.
-        self.live: set[Counted] = set()
+        #: The open connections (the server's own set of them): their bytes,
+        #: protocols and streams are read at a snapshot.
+        self.live: Collection[Counted] = ()
         self.http2_streams = 0
-        self.http2_streams_open = 0
         self.websockets_open = 0
         self.websocket_messages: dict[str, int] = {"received": 0, "sent": 0}
         self.bytes_received: dict[str, int] = {}
@@ -152,24 +156,17 @@ class Metrics:
     # -- connections ------------------------------------------------------------------
 
     def connection_opened(self, connection: Counted) -> None:
-        """A connection accepted: counted, and read at each snapshot while open."""
+        """A connection accepted (it is read at each snapshot while in :attr:`live`)."""
         self.connections += 1
-        self.live.add(connection)
 
     def connection_closed(self, connection: Counted) -> None:
-        """A connection closed: its bytes join the closed connections' sums."""
-        if connection in self.live:
-            self.live.discard(connection)
-            protocol = connection.protocol_name
-            self.bytes_received[protocol] = self.bytes_received.get(protocol, 0) + connection.bytes_received
-            self.bytes_sent[protocol] = self.bytes_sent.get(protocol, 0) + connection.bytes_sent
+        """A connection closed (and left :attr:`live`): its bytes join the closed ones'."""
+        protocol = connection.protocol_name
+        self.bytes_received[protocol] = self.bytes_received.get(protocol, 0) + connection.bytes_received
+        self.bytes_sent[protocol] = self.bytes_sent.get(protocol, 0) + connection.bytes_sent
 
     def stream_opened(self) -> None:
         self.http2_streams += 1
-        self.http2_streams_open += 1
-
-    def stream_closed(self) -> None:
-        self.http2_streams_open -= 1
 
     def websocket_message(self, direction: str) -> None:
         """``direction``: ``"received"`` or ``"sent"``."""
@@ -203,18 +200,20 @@ class Metrics:
         connections_open: dict[str, int] = {}
         received = dict(self.bytes_received)
         sent = dict(self.bytes_sent)
-        for connection in self.live:
+        streams = 0
+        for connection in list(self.live):
             protocol = connection.protocol_name
             connections_open[protocol] = connections_open.get(protocol, 0) + 1
             received[protocol] = received.get(protocol, 0) + connection.bytes_received
             sent[protocol] = sent.get(protocol, 0) + connection.bytes_sent
+            streams += connection.streams_open
         return {
             "responses": {f"{p}|{c}": n for (p, c), n in self.responses.items()},
             "duration": {p: h.snapshot() for p, h in self.duration.items()},
             "connections": {"": self.connections},
             "connections_open": connections_open,
             "http2_streams": {"": self.http2_streams},
-            "http2_streams_open": {"": self.http2_streams_open},
+            "http2_streams_open": {"": streams},
             "websockets_open": {"": self.websockets_open},
             "websocket_messages": dict(self.websocket_messages),
             "bytes_received": received,
@@ -331,7 +330,9 @@ def collect(snapshot: dict[str, Any]) -> list[Any]:
         protocol, klass = key.split("|", 1)
         responses.add_metric([protocol, klass], count)
     families.append(responses)
-    histogram("request_duration_seconds", "From the request head to the response's end.", "protocol", "duration", DURATION_BUCKETS)
+    histogram(
+        "request_duration_seconds", "From request head to response end.", "protocol", "duration", DURATION_BUCKETS
+    )
     counter("connections", "Connections accepted.", None, "connections")
     gauge("connections_open", "Open connections by protocol.", "protocol", "connections_open")
     counter("http2_streams", "HTTP/2 streams opened by clients.", None, "http2_streams")
@@ -360,6 +361,6 @@ def render(snapshot: dict[str, Any]) -> bytes:
             return collect(snapshot)
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())  # type: ignore[arg-type]
+    registry.register(_Collector())
     data: bytes = generate_latest(registry)
     return data

@@ -20,7 +20,6 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -28,7 +27,11 @@ from twisted.web.server import Site
 
 from .metrics import Metrics, fold, merge, read_snapshots, render, write_snapshot
 
-__all__ = ["Aggregator", "LagSampler", "MetricsService", "SnapshotWriter", "metrics_resource"]
+__all__ = ["METRICS_DIR", "Aggregator", "LagSampler", "MetricsService", "SnapshotWriter", "metrics_resource"]
+
+#: The environment variable that tells a worker where to write its snapshot
+#: (set by the supervisor; a directory only it and its workers use).
+METRICS_DIR = "TWISTED_ASGI_METRICS_DIR"
 
 log = Logger(namespace="twisted_asgi.metrics")
 
@@ -40,7 +43,7 @@ class _MetricsPage(Resource):
     isLeaf = True
 
     def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.source = source
 
     def render(self, request: Any) -> bytes:
@@ -63,14 +66,19 @@ def metrics_resource(source: Callable[[], dict[str, Any]]) -> Resource:
 
 
 class _QuietSite(Site):
-    # twisted.web logs every request to the server log: a scrape every few
-    # seconds would bury the log.
+    # twisted.web logs every request (and its factory's start and stop) to the
+    # server log: a scrape every few seconds would bury the log.
+    noisy = False
+
     def log(self, request: Any) -> None:
         pass
 
 
-class MetricsService(Service):
-    """Listen on ``description`` and serve ``source()`` at ``/metrics``."""
+class MetricsService:
+    """Listen on ``description`` and serve ``source()`` at ``/metrics``.
+
+    A listener that cannot be made is logged (critical) and the server goes
+    on serving its application: metrics are not worth an outage."""
 
     def __init__(self, reactor: Any, description: str, source: Callable[[], dict[str, Any]]) -> None:
         self.reactor = reactor
@@ -78,34 +86,32 @@ class MetricsService(Service):
         self.source = source
         self.port: Any = None
 
-    def listen(self) -> defer.Deferred:
+    def start(self) -> defer.Deferred[Any]:
         from .listeners import endpoint_from_string
 
-        endpoint = endpoint_from_string(self.reactor, self.description)
-        site = _QuietSite(metrics_resource(self.source))
+        site = _QuietSite(metrics_resource(self.source))  # type: ignore[no-untyped-call]
         site.displayTracebacks = False
-        d: defer.Deferred = endpoint.listen(site)
+        try:
+            endpoint = endpoint_from_string(self.reactor, self.description)
+            d: defer.Deferred[Any] = endpoint.listen(site)
+        except Exception as exc:  # noqa: BLE001 (a bad string or a bind error: said in one line)
+            d = defer.fail(exc)
 
         def listening(port: Any) -> Any:
             self.port = port
             log.info("Metrics at {address}/metrics", address=_address(port))
             return port
 
-        return d.addCallback(listening)
-
-    def startService(self) -> None:
-        super().startService()
-        if self.port is None:
-            self.listen().addErrback(
-                lambda failure: log.error(
-                    "Cannot serve metrics on {description}: {error}",
-                    description=self.description,
-                    error=failure.getErrorMessage(),
-                )
+        def failed(failure: Any) -> None:
+            log.critical(
+                "Cannot serve metrics on {description}: {error}",
+                description=self.description,
+                error=failure.getErrorMessage(),
             )
 
-    def stopService(self) -> defer.Deferred | None:
-        super().stopService()
+        return d.addCallbacks(listening, failed)
+
+    def stop(self) -> defer.Deferred[Any] | None:
         port, self.port = self.port, None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)

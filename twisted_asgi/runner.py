@@ -95,6 +95,8 @@ class Runner:
         self.config = config
         self.clock = clock
         self._loop = loop
+        #: The Prometheus counters (``--metrics-endpoint``), None when off.
+        self.metrics: Any = None
         #: App calls not yet returned: work after a response (background tasks)
         #: still runs in them, and a graceful shutdown waits for it.
         self.running: set[asyncio.Task[None]] = set()
@@ -208,6 +210,12 @@ class _AppCall:
             else:
                 self.outcome = "error"
                 self._log_exception(exc)
+                if self.runner.metrics is not None:
+                    scope = self.scope
+                    if scope["type"] == "websocket":
+                        self.runner.metrics.app_exception("websocket")
+                    else:
+                        self.runner.metrics.app_exception("http/2" if scope["http_version"] == "2" else "http/1.1")
         else:
             self.outcome = "ok"
             if not cycle.disconnected:
