@@ -378,6 +378,8 @@ def test_unaccepted_upgrade_is_plain_http(loop):
 class _Handler:
     """A protocol that takes a connection over and records what it is told."""
 
+    protocol_name = "test"
+
     def __init__(self) -> None:
         self.lost = []
 

@@ -370,6 +370,8 @@ class HTTPChannel(Protocol):
         "protocol_name",
         "bytes_received",
         "bytes_sent",
+        "_dispatching",
+        "_continue_later",
     )
 
     def __init__(self, factory: ASGIFactory) -> None:
@@ -421,6 +423,10 @@ class HTTPChannel(Protocol):
         self.protocol_name = "http/1.1"
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: How deep in _dispatch we are, and whether a response completed in
+        #: there (an app started eagerly may answer before _start returns).
+        self._dispatching = 0
+        self._continue_later = False
 
     @property
     def streams_open(self) -> int:
@@ -475,6 +481,10 @@ class HTTPChannel(Protocol):
             events = self._refused(exc)
         if events:
             self._dispatch(events)
+            if self._continue_later:
+                self._continue()
+                if self.closed or self.handler is not None:
+                    return
         if conn.unparsed:
             # The core stopped at the pipelining bound and keeps the rest:
             # read no more until responses make room (see _next).
@@ -582,6 +592,13 @@ class HTTPChannel(Protocol):
         """Route parsed events: body events to the request being answered,
         a new request to the app when the connection is free, and everything
         else to the pipeline queue, in order."""
+        self._dispatching += 1
+        try:
+            self._route(events)
+        finally:
+            self._dispatching -= 1
+
+    def _route(self, events: list) -> None:
         for event in events:
             if self.closed:
                 return
@@ -659,27 +676,52 @@ class HTTPChannel(Protocol):
         conn = self.conn
         conn.response_done()  # type: ignore[union-attr]
         self._finished_stream = self.request.stream_id  # type: ignore[union-attr]
+        finished = self.task
         self.request = None
         self.task = None
+        if finished is not None and self.write_paused:
+            # Its last send() waits for the transport to take more. The response
+            # is whole: let that call return, and the next request's send()
+            # wait in its place, so that one app call per connection waits and
+            # a client that leaves (connectionLost) reaches it.
+            finished.writable()
         if self.paused:
             self._resume(_PAUSE_BODY)
-        pending = self.pending
-        if pending:
-            self.pending = []
-            self.pending_bytes = 0
-            self._dispatch(pending)
-            if self.closed:
-                return
-        if conn.unparsed:  # type: ignore[union-attr]
-            # Bytes kept at the pipelining bound: this response made room.
-            try:
-                events = conn.receive_data(b"")  # type: ignore[union-attr]
-            except ProtocolError as exc:
-                events = self._refused(exc)
-            if events:
-                self._dispatch(events)
-            if self.closed:
-                return
+        if self._dispatching:
+            # The app answered inside _start (an eager task start, Python
+            # 3.12+) while _dispatch still routes the events that came before
+            # anything parsed or queued since: that loop goes on in order, and
+            # whoever called it continues from here once it is done.
+            self._continue_later = True
+            return
+        self._continue()
+
+    def _continue(self) -> None:
+        """After a response: the queued pipelined requests, then the bytes kept
+        at the pipelining bound, then the timers."""
+        conn = self.conn
+        while True:
+            self._continue_later = False
+            pending = self.pending
+            if pending:
+                self.pending = []
+                self.pending_bytes = 0
+                self._dispatch(pending)
+                if self.closed:
+                    return
+            if conn.unparsed:  # type: ignore[union-attr]
+                # Bytes kept at the pipelining bound: this response made room.
+                try:
+                    events = conn.receive_data(b"")  # type: ignore[union-attr]
+                except ProtocolError as exc:
+                    events = self._refused(exc)
+                if events:
+                    self._dispatch(events)
+                if self.closed:
+                    return
+            if not self._continue_later:
+                break
+            # A response completed inside that dispatch: go on from there.
         if self.paused & _PAUSE_PIPELINE and not self.pending and not conn.unparsed:  # type: ignore[union-attr]
             self._resume(_PAUSE_PIPELINE)
         if self.task is None and self.request is not None:

@@ -266,8 +266,14 @@ class _AppCall:
         """Called each time ``receive()`` is about to wait for the client."""
 
     async def _drain(self) -> None:
-        """Wait while the connection cannot take more bytes (``send()``'s back-pressure)."""
-        if self.carrier.write_paused and not self.cycle.disconnected:
+        """Wait while the connection cannot take more bytes (``send()``'s back-pressure).
+
+        Not once the connection has gone on to its next request (HTTP/1.1
+        pipelining: the whole response was handed over, and the next request's
+        app call waits in its place): only the carrier's current app call is
+        woken when the connection can take more, or is lost."""
+        carrier = self.carrier
+        if carrier.write_paused and not self.cycle.disconnected and carrier.task is self:
             waiter = self.drain_waiter = self.runner.loop.create_future()
             try:
                 await waiter
