@@ -141,9 +141,17 @@ class Metrics:
         histogram.observe(duration)
 
     def log_http(self, info: Any, request: Any, status: int, size: int, duration: float) -> None:
-        """A response written (the access log's hook)."""
-        version = request.http_version if request is not None else "1.1"
-        self.response("http/2" if version == "2" else "http/1.1", status, duration)
+        """A response written (the access log's hook): :meth:`response`, inlined
+        (it runs once per request)."""
+        protocol = "http/2" if request is not None and request.http_version == "2" else "http/1.1"
+        key = (protocol, _CLASSES[status // 100 - 1] if 100 <= status < 600 else "other")
+        responses = self.responses
+        responses[key] = responses.get(key, 0) + 1
+        histogram = self.duration.get(protocol)
+        if histogram is None:
+            histogram = self.duration[protocol] = _Histogram(DURATION_BUCKETS)
+        histogram.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+        histogram.sum += duration
 
     def log_websocket(self, info: Any, request: Any, kind: str, code: int, duration: float) -> None:
         """A WebSocket accepted (``WSCONNECT``, 101) or ended (``WSDISCONNECT``)."""
