@@ -97,7 +97,7 @@ def test_help_is_grouped_short_and_names_only_flags():
         "Timeouts:",
         "Behind proxies:",
         "Workers:",
-        "Logging:",
+        "Logging and metrics:",
     ]
     positions = [text.index(f"\n{title}\n") for title in titles]
     assert positions == sorted(positions)

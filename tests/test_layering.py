@@ -23,7 +23,7 @@ FORBIDDEN = frozenset({"twisted", "asyncio", "autobahn", "django"})
 
 # The core named in DESIGN.md; optional modules join when they exist.
 CORE = ["config", "events", "fieldrules", "scope", "cycle", "http11"]
-OPTIONAL = ["http2", "proxy", "wscycle"]
+OPTIONAL = ["http2", "proxy", "wscycle", "metrics"]
 MODULES = CORE + [name for name in OPTIONAL if (PACKAGE / f"{name}.py").exists()]
 
 

@@ -49,6 +49,8 @@ _T_HEAD = "request head"
 _T_IDLE = "keep-alive"
 _T_BODY = "request body"
 _T_NONE = "none"
+#: The setting each connection timer stands for (the metrics count them by it).
+_TIMEOUT_NAMES = {_T_HEAD: "timeout_request_head", _T_IDLE: "timeout_keep_alive", _T_BODY: "timeout_request_body"}
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -176,6 +178,26 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     return write
 
 
+def _counted(channel: HTTPChannel, write: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """``write``, adding what it is given to ``channel.bytes_sent`` (metrics on)."""
+
+    def counted_write(data: bytes) -> None:
+        channel.bytes_sent += len(data)
+        write(data)
+
+    return counted_write
+
+
+def _counted_sequence(
+    channel: HTTPChannel, write_sequence: Callable[[list[bytes]], None]
+) -> Callable[[list[bytes]], None]:
+    def counted_write_sequence(pieces: list[bytes]) -> None:
+        channel.bytes_sent += sum(map(len, pieces))
+        write_sequence(pieces)
+
+    return counted_write_sequence
+
+
 def direct_sequence_writer(transport: Any) -> Callable[[list[bytes]], None] | None:
     """Like :func:`direct_writer`, for a list of byte strings sent as one
     ``sendmsg()`` (a gathering write: the pieces are not joined first); None
@@ -284,6 +306,9 @@ class Handler(typing.Protocol):
     and the graceful shutdown; it writes through the channel's ``write`` and
     closes the transport itself."""
 
+    #: What the connection speaks once handed over (``"http/2"``, ``"websocket"``).
+    protocol_name: str
+
     def data_received(self, data: bytes) -> None: ...
     def connection_lost(self, reason: Failure) -> None: ...
     def pause_producing(self) -> None: ...
@@ -342,6 +367,11 @@ class HTTPChannel(Protocol):
         "_discard_left",
         "_finished_stream",
         "handler",
+        "protocol_name",
+        "bytes_received",
+        "bytes_sent",
+        "_dispatching",
+        "_continue_later",
     )
 
     def __init__(self, factory: ASGIFactory) -> None:
@@ -388,6 +418,20 @@ class HTTPChannel(Protocol):
         #: Once another protocol (WebSocket, HTTP/2) took the connection over,
         #: every transport callback goes to it.
         self.handler: Handler | None = None
+        #: What the connection speaks now, and its bytes so far (read by the
+        #: metrics; bytes_sent is counted only when they are on).
+        self.protocol_name = "http/1.1"
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        #: How deep in _dispatch we are, and whether a response completed in
+        #: there (an app started eagerly may answer before _start returns).
+        self._dispatching = 0
+        self._continue_later = False
+
+    @property
+    def streams_open(self) -> int:
+        """HTTP/2 streams open on this connection (for the metrics)."""
+        return len(getattr(self.handler, "streams", ()))
 
     # -- Twisted protocol ----------------------------------------------------
 
@@ -396,6 +440,11 @@ class HTTPChannel(Protocol):
         no_delay(self.transport)
         #: Write bytes to the client (see :func:`direct_writer`).
         self.write = direct_writer(self.transport)
+        if self.factory.metrics is not None:
+            self.write = _counted(self, self.write)
+            sequence = direct_sequence_writer(self.transport)
+            if sequence is not None:
+                self._write_sequence = _counted_sequence(self, sequence)
         #: Whether body bytes may be held for one gathering write (not when the
         #: transport buffers itself, e.g. TLS).
         self._can_gather = _has_tcp_buffer(self.transport)
@@ -408,6 +457,7 @@ class HTTPChannel(Protocol):
         self.factory.connection_opened(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         if self.handler is not None:
             self.handler.data_received(data)
             return
@@ -431,6 +481,10 @@ class HTTPChannel(Protocol):
             events = self._refused(exc)
         if events:
             self._dispatch(events)
+            if self._continue_later:
+                self._continue()
+                if self.closed or self.handler is not None:
+                    return
         if conn.unparsed:
             # The core stopped at the pipelining bound and keeps the rest:
             # read no more until responses make room (see _next).
@@ -525,6 +579,7 @@ class HTTPChannel(Protocol):
         # HTTP/1.1's own gathering of body chunks ends; write_soon stays.
         self._can_gather = False
         self.handler = handler
+        self.protocol_name = handler.protocol_name
         self._cancel_timers(keep_send_timer=True)  # the send timeout goes on for the handler
         if self.conn is not None:
             self.conn.release()  # its parser holds its callbacks (a cycle)
@@ -537,6 +592,13 @@ class HTTPChannel(Protocol):
         """Route parsed events: body events to the request being answered,
         a new request to the app when the connection is free, and everything
         else to the pipeline queue, in order."""
+        self._dispatching += 1
+        try:
+            self._route(events)
+        finally:
+            self._dispatching -= 1
+
+    def _route(self, events: list) -> None:
         for event in events:
             if self.closed:
                 return
@@ -614,27 +676,52 @@ class HTTPChannel(Protocol):
         conn = self.conn
         conn.response_done()  # type: ignore[union-attr]
         self._finished_stream = self.request.stream_id  # type: ignore[union-attr]
+        finished = self.task
         self.request = None
         self.task = None
+        if finished is not None and self.write_paused:
+            # Its last send() waits for the transport to take more. The response
+            # is whole: let that call return, and the next request's send()
+            # wait in its place, so that one app call per connection waits and
+            # a client that leaves (connectionLost) reaches it.
+            finished.writable()
         if self.paused:
             self._resume(_PAUSE_BODY)
-        pending = self.pending
-        if pending:
-            self.pending = []
-            self.pending_bytes = 0
-            self._dispatch(pending)
-            if self.closed:
-                return
-        if conn.unparsed:  # type: ignore[union-attr]
-            # Bytes kept at the pipelining bound: this response made room.
-            try:
-                events = conn.receive_data(b"")  # type: ignore[union-attr]
-            except ProtocolError as exc:
-                events = self._refused(exc)
-            if events:
-                self._dispatch(events)
-            if self.closed:
-                return
+        if self._dispatching:
+            # The app answered inside _start (an eager task start, Python
+            # 3.12+) while _dispatch still routes the events that came before
+            # anything parsed or queued since: that loop goes on in order, and
+            # whoever called it continues from here once it is done.
+            self._continue_later = True
+            return
+        self._continue()
+
+    def _continue(self) -> None:
+        """After a response: the queued pipelined requests, then the bytes kept
+        at the pipelining bound, then the timers."""
+        conn = self.conn
+        while True:
+            self._continue_later = False
+            pending = self.pending
+            if pending:
+                self.pending = []
+                self.pending_bytes = 0
+                self._dispatch(pending)
+                if self.closed:
+                    return
+            if conn.unparsed:  # type: ignore[union-attr]
+                # Bytes kept at the pipelining bound: this response made room.
+                try:
+                    events = conn.receive_data(b"")  # type: ignore[union-attr]
+                except ProtocolError as exc:
+                    events = self._refused(exc)
+                if events:
+                    self._dispatch(events)
+                if self.closed:
+                    return
+            if not self._continue_later:
+                break
+            # A response completed inside that dispatch: go on from there.
         if self.paused & _PAUSE_PIPELINE and not self.pending and not conn.unparsed:  # type: ignore[union-attr]
             self._resume(_PAUSE_PIPELINE)
         if self.task is None and self.request is not None:
@@ -848,6 +935,8 @@ class HTTPChannel(Protocol):
             reason=exc.reason,
             status=exc.status,
         )
+        if exc.limit is not None and self.factory.metrics is not None:
+            self.factory.metrics.limit(exc.limit)
         if self.task is not None:
             self.task.feed_disconnect()
         if self.conn is not None and self.conn.head_on_wire:
@@ -990,6 +1079,9 @@ class HTTPChannel(Protocol):
             return
         self._deadline = None
         kind = self._timer_kind
+        metrics = self.factory.metrics
+        if metrics is not None and kind in _TIMEOUT_NAMES:
+            metrics.timeout(_TIMEOUT_NAMES[kind])
         if kind is _T_HEAD and self.conn is not None and self.conn.in_request_head:
             log.info("Request head timed out from {client}", client=self.client_text())
             self._error_response(408, "request head not received in time")
@@ -1006,6 +1098,8 @@ class HTTPChannel(Protocol):
 
     def _on_send_timeout(self) -> None:
         self._send_timer = None
+        if self.factory.metrics is not None:
+            self.factory.metrics.timeout("timeout_send")
         if self._closing:
             # Still here (connectionLost cancels this timer): the client has not
             # taken the rest of its output since the close began.

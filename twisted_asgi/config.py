@@ -387,6 +387,14 @@ class Config:
         "specification; 4 KiB holds HAProxy's and cloud balancers' TLVs.",
         flag="--limit-proxy-protocol",
     )
+    metrics_endpoint: str | None = _f(
+        None,
+        "Serve Prometheus metrics at /metrics on this listener (an endpoint "
+        "string of its own, e.g. tcp:port=9100:interface=127.0.0.1; never one "
+        "of the application's); None: no metrics, and they cost nothing. Under "
+        "--workers the supervisor serves the sum of its workers'.",
+        flag="--metrics-endpoint",
+    )
     workers: int = _f(
         0,
         "Worker processes sharing the listeners, supervised by a parent that "

@@ -111,10 +111,12 @@ class Trailers:
 class ProtocolError(Exception):
     """The peer broke the protocol; answer ``status`` (when one can still be sent) and close."""
 
-    def __init__(self, reason: str, status: int = 400) -> None:
+    def __init__(self, reason: str, status: int = 400, limit: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        #: The ``limit_*`` setting the request broke, if a limit refused it (for the metrics).
+        self.limit = limit
         #: Events parsed from the same bytes before the error (HTTP/1.1 pipelining).
         self.events: list = []
         #: The request refused, when its head was read before the refusal (for the access log).

@@ -166,6 +166,8 @@ class HTTP2Handler:
     (``data_received``, ``connection_lost``, ``pause_producing``,
     ``resume_producing``, ``drain``, ``abort``)."""
 
+    protocol_name = "http/2"
+
     def __init__(self, server: HTTP2Server, channel: HTTPChannel) -> None:
         self.server = server
         self.factory = server.factory
@@ -329,6 +331,8 @@ class HTTP2Handler:
             return
         stream = HTTP2StreamHandler(self, request)
         self.streams[stream_id] = stream
+        if self.factory.metrics is not None:
+            self.factory.metrics.stream_opened()
         scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
         self.running += 1
         self._cancel_idle()

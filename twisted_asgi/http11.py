@@ -316,7 +316,7 @@ class HTTP11Connection:
                 # limit_request_head_bytes of extensions (Node's CVE-2024-22019).
                 self._chunk_overhead += len(data) - (self._body_bytes - body_before)
                 if self._chunk_overhead > self._config.limit_request_head_bytes + 32 * self._chunks:
-                    self._fail("chunk extensions too long")
+                    self._fail("chunk extensions too long", 400, "limit_request_head_bytes")
             if (self.in_request_head or self._maybe_trailers) and section == self._head_section:
                 # httptools buffers a header until it ends, so count raw bytes too:
                 # an endless header is refused after at most one read past the limit.
@@ -324,7 +324,7 @@ class HTTP11Connection:
                 # carried a body or an earlier request is bounded by its own size.
                 self._head_raw += len(data)
                 if self._head_raw > self._config.limit_request_head_bytes + _REQUEST_LINE_SLACK:
-                    self._fail("request head too large", 431)
+                    self._fail("request head too large", 431, "limit_request_head_bytes")
         except ProtocolError as exc:
             self._error = exc
             exc.events = events
@@ -416,8 +416,8 @@ class HTTP11Connection:
             return 0
         return int(self._content_length) - self._body_bytes
 
-    def _fail(self, reason: str, status: int = 400) -> None:
-        error = self._error = ProtocolError(reason, status)
+    def _fail(self, reason: str, status: int = 400, limit: str | None = None) -> None:
+        error = self._error = ProtocolError(reason, status, limit)
         error.request = self._refused_request()
         raise error
 
@@ -462,12 +462,12 @@ class HTTP11Connection:
         self._url.append(url)
         self._head_bytes += len(url)
         if self._head_bytes > self._config.limit_request_head_bytes:
-            self._fail("request target too long", 414)
+            self._fail("request target too long", 414, "limit_request_head_bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self._limit_head:
-            self._fail("request head too large", 431)
+            self._fail("request head too large", 431, "limit_request_head_bytes")
         if _NEL in value:
             self._fail("invalid character in header value")
         if value[-1:] in _OWS:
@@ -479,7 +479,7 @@ class HTTP11Connection:
             return
         headers = self._headers
         if len(headers) >= self._limit_headers:
-            self._fail("too many request headers", 431)
+            self._fail("too many request headers", 431, "limit_request_headers")
         name = name.lower()
         headers.append((name, value))
         if name in _FRAMING_FIELDS:
@@ -530,7 +530,7 @@ class HTTP11Connection:
                 has_body = content_length > 0
                 limit = self._config.limit_request_body_bytes
                 if limit and content_length > limit:
-                    self._fail("request body too large", 413)
+                    self._fail("request body too large", 413, "limit_request_body_bytes")
             if self._expect is not None:
                 if self._expect.strip().lower() != b"100-continue":
                     self._fail("unsupported expectation", 417)
@@ -578,7 +578,7 @@ class HTTP11Connection:
         self._body_bytes += len(body)
         limit = self._config.limit_request_body_bytes
         if limit and self._body_bytes > limit:
-            self._fail("request body too large", 413)
+            self._fail("request body too large", 413, "limit_request_body_bytes")
         self._events.append(Data(self._stream_id, body))
 
     def on_message_complete(self) -> None:

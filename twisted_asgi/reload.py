@@ -126,6 +126,8 @@ class Reloader:
             # Starting in a recycled worker's place: let that replacement finish first.
             await _settled(current[0])
             current = [w for w in supervisor.workers if not w.retiring and not w.replacing]
+        if supervisor.metrics is not None:
+            supervisor.metrics.metrics.worker_restart("reload")
         try:
             if current:
                 await supervisor._replace(current[0])

@@ -95,6 +95,8 @@ class Runner:
         self.config = config
         self.clock = clock
         self._loop = loop
+        #: The Prometheus counters (``--metrics-endpoint``), None when off.
+        self.metrics: Any = None
         #: App calls not yet returned: work after a response (background tasks)
         #: still runs in them, and a graceful shutdown waits for it.
         self.running: set[asyncio.Task[None]] = set()
@@ -208,6 +210,12 @@ class _AppCall:
             else:
                 self.outcome = "error"
                 self._log_exception(exc)
+                if self.runner.metrics is not None:
+                    scope = self.scope
+                    if scope["type"] == "websocket":
+                        self.runner.metrics.app_exception("websocket")
+                    else:
+                        self.runner.metrics.app_exception("http/2" if scope["http_version"] == "2" else "http/1.1")
         else:
             self.outcome = "ok"
             if not cycle.disconnected:
@@ -258,8 +266,14 @@ class _AppCall:
         """Called each time ``receive()`` is about to wait for the client."""
 
     async def _drain(self) -> None:
-        """Wait while the connection cannot take more bytes (``send()``'s back-pressure)."""
-        if self.carrier.write_paused and not self.cycle.disconnected:
+        """Wait while the connection cannot take more bytes (``send()``'s back-pressure).
+
+        Not once the connection has gone on to its next request (HTTP/1.1
+        pipelining: the whole response was handed over, and the next request's
+        app call waits in its place): only the carrier's current app call is
+        woken when the connection can take more, or is lost."""
+        carrier = self.carrier
+        if carrier.write_paused and not self.cycle.disconnected and carrier.task is self:
             waiter = self.drain_waiter = self.runner.loop.create_future()
             try:
                 await waiter

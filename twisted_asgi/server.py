@@ -27,6 +27,7 @@ from .events import Request
 from .http11 import error_response
 from .lifespan import Lifespan, LifespanFailure
 from .listeners import bind_listeners, endpoint_from_string, is_tls
+from .metrics import Metrics
 from .reactor import LoopClock, loop_name, reactor_loop
 from .runner import Runner
 from .scope import ConnectionInfo
@@ -79,6 +80,8 @@ class ASGIFactory(Factory):
         self.call_later: Callable[..., Any] = clock.callLater
         self.access_log = access_log
         self.connections: set[HTTPChannel] = set()
+        #: The Prometheus counters (``--metrics-endpoint``), None when off.
+        self.metrics: Metrics | None = None
         #: ``Upgrade`` tokens the channel switches protocol for.
         self.upgrades: frozenset[bytes] = frozenset()
         #: Lifespan state shared (shallow-copied) into every scope; None when off.
@@ -108,6 +111,8 @@ class ASGIFactory(Factory):
             if not self._refused:
                 log.warn("Connection limit ({limit}) reached: new connections get 503 until one closes", limit=limit)
             self._refused += 1
+            if self.metrics is not None:
+                self.metrics.limit("limit_concurrent_connections")
             return _Refused(error_response(503, "too many connections; try again later", self.config.server_name))
         return HTTPChannel(self)
 
@@ -119,9 +124,14 @@ class ASGIFactory(Factory):
 
     def connection_opened(self, channel: HTTPChannel) -> None:
         self.connections.add(channel)
+        if self.metrics is not None:
+            self.metrics.connection_opened(channel)
 
     def connection_closed(self, channel: HTTPChannel) -> None:
-        self.connections.discard(channel)
+        if channel in self.connections:
+            self.connections.discard(channel)
+            if self.metrics is not None:
+                self.metrics.connection_closed(channel)
         if self._refused and len(self.connections) < self.config.limit_concurrent_connections:
             log.info("Below the connection limit again; {count} connections were refused", count=self._refused)
             self._refused = 0
@@ -205,12 +215,16 @@ class AccessLog:
     they never mix with the server log and cost nothing when disabled.
     Control characters, non-ASCII bytes, quotes and backslashes in the request
     line, referer and user agent are escaped as ``\\xHH``.
+
+    With ``--metrics-endpoint`` the same calls feed the :class:`Metrics`
+    (``metrics``); without an access log file (``stream`` None) only them.
     """
 
-    def __init__(self, stream: IO[str], path: str | None = None) -> None:
+    def __init__(self, stream: IO[str] | None, path: str | None = None, metrics: Metrics | None = None) -> None:
         self.stream = stream
-        #: The file's path, for :meth:`reopen` (None: standard output).
+        #: The file's path, for :meth:`reopen` (None: standard output, or no file).
         self.path = path
+        self.metrics = metrics
         publisher = LogPublisher(self._write)
         self.logger = Logger(namespace="twisted_asgi.access", observer=publisher)
 
@@ -231,13 +245,23 @@ class AccessLog:
             log.error("Cannot reopen the access log {path}: {error}", path=self.path, error=str(exc))
             return False
         old, self.stream = self.stream, stream
-        old.close()
+        if old is not None:
+            old.close()
         return True
 
     def _write(self, event: dict[str, Any]) -> None:
-        self.stream.write(event["access_line"] + "\n")
+        if self.stream is not None:
+            self.stream.write(event["access_line"] + "\n")
 
     def log_http(
+        self, info: ConnectionInfo | None, request: Request | None, status: int, size: int, duration: float
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.log_http(info, request, status, size, duration)
+        if self.stream is not None:
+            self._line(info, request, status, size, duration)
+
+    def _line(
         self, info: ConnectionInfo | None, request: Request | None, status: int, size: int, duration: float
     ) -> None:
         import time
@@ -268,10 +292,14 @@ class AccessLog:
         """A WebSocket line in the same format: ``kind`` is ``WSCONNECT`` (code 101,
         when the handshake completes) or ``WSDISCONNECT`` (the close code, and
         the seconds the WebSocket was open) in place of the method and status."""
+        if self.metrics is not None:
+            self.metrics.log_websocket(info, request, kind, code, duration)
+        if self.stream is None:
+            return
         shown = Request(
             request.stream_id, kind.encode("ascii"), request.path, request.query, request.http_version, request.headers
         )
-        self.log_http(info, shown, code, 0, duration)
+        self._line(info, shown, code, 0, duration)
 
 
 # Control characters (C0, DEL, C1), non-ASCII bytes, quote and backslash: a log
@@ -314,6 +342,32 @@ class ASGIService(Service):
         self.tls_listeners: list[Any] = []
         #: Sockets bound ahead of start-up by :meth:`bind_now`, by endpoint string.
         self.bound: dict[str, Any] = {}
+        #: What serves or hands on the metrics (``--metrics-endpoint``), started
+        #: and stopped with the service.
+        self._metrics_parts: list[Any] = []
+        if config.metrics_endpoint:
+            metrics = self.factory.metrics = self.factory.runner.metrics = Metrics()
+            metrics.live = self.factory.connections
+            if access_log is None:
+                self.factory.access_log = AccessLog(None, None, metrics)
+            else:
+                access_log.metrics = metrics
+
+    def _start_metrics(self) -> None:
+        """The loop-lag sampler, and the /metrics listener (a single process)
+        or the snapshot file the supervisor reads (a worker)."""
+        from .metrics_http import METRICS_DIR, LagSampler, MetricsService, SnapshotWriter
+
+        metrics = self.factory.metrics
+        assert metrics is not None and self.config.metrics_endpoint
+        self._metrics_parts.append(LagSampler(metrics, self.reactor))
+        directory = os.environ.get(METRICS_DIR)
+        if self.worker and directory:
+            self._metrics_parts.append(SnapshotWriter(metrics, self.reactor, directory, f"worker-{os.getpid()}"))
+        else:
+            self._metrics_parts.append(MetricsService(self.reactor, self.config.metrics_endpoint, metrics.snapshot))
+        for part in self._metrics_parts:
+            part.start()
 
     def startService(self) -> None:
         super().startService()
@@ -326,6 +380,8 @@ class ASGIService(Service):
         # SIGHUP is the reload signal (systemd's ExecReload, nginx): it must never
         # stop a server, whether or not it has certificates to reload.
         _on_sighup(self.reactor, self.reload)
+        if self.factory.metrics is not None:
+            self._start_metrics()
         self.reactor.callWhenRunning(self._begin)
 
     def _begin(self) -> None:
@@ -442,6 +498,10 @@ class ASGIService(Service):
         await defer.Deferred.fromFuture(self.loop.create_task(runner.finish(left)))
         if self.lifespan is not None and self.lifespan.supported and self._app_started:
             await defer.Deferred.fromFuture(self.loop.create_task(self.lifespan.shutdown()))
+        # Scrapes are answered until the drain is over.
+        parts, self._metrics_parts = self._metrics_parts, []
+        for part in parts:
+            await defer.maybeDeferred(part.stop)
         if self.exit_code == 0:
             # A graceful stop on SIGTERM/SIGINT is a success: twistd would otherwise
             # re-raise the signal on itself and exit with it (see Twisted's app.py).

@@ -127,7 +127,7 @@ OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
             "timeout-worker-lifetime",
         ),
     ),
-    ("Logging", ("access-log",)),
+    ("Logging and metrics", ("access-log", "metrics-endpoint")),
     ("Help", ("help", "version")),
 ]
 
@@ -141,6 +141,7 @@ _METAVARS = {
     "unix-socket": "PATH",
     "fd": "FD",
     "access-log": "FILE",
+    "metrics-endpoint": "ENDPOINT",
     "app-dir": "DIR",
     "django": "SETTINGS",
     "ws-allowed-origin": "ORIGIN",
@@ -300,6 +301,13 @@ class Options(usage.Options):
             "uvloop (about a tenth less CPU per request) or asyncio.",
         ],
         ["access-log", None, None, "Write an access log line per request to FILE ('-' for standard output)."],
+        [
+            "metrics-endpoint",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this endpoint string, a listener of "
+            "its own (e.g. tcp:port=9100:interface=127.0.0.1); off by default.",
+        ],
         ["app-dir", None, ".", "Directory put first on sys.path before importing the application."],
         [
             "forwarded-allow-ips",

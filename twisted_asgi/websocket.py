@@ -573,6 +573,8 @@ class WebSocketConnection:
     ``write_paused``).
     """
 
+    protocol_name = "websocket"
+
     __slots__ = (
         "buffer",
         "channel",
@@ -731,6 +733,9 @@ class WebSocketConnection:
     def send_ws(self, task: WebSocketTask, event: Any) -> None:
         kind = type(event)
         if kind is Message:
+            metrics = self.channel.factory.metrics
+            if metrics is not None:
+                metrics.websocket_message("sent")
             framing = self.framing
             if framing is None or framing.state != _OPEN:
                 # Dropped (ping timeout) a moment before the transport says so.
@@ -801,6 +806,9 @@ class WebSocketConnection:
     # -- from the framing ---------------------------------------------------------
 
     def message_received(self, payload: bytes, binary: bool) -> None:
+        metrics = self.channel.factory.metrics
+        if metrics is not None:
+            metrics.websocket_message("received")
         task = self.task
         if self.discarding or task is None or task.returned:
             return

@@ -154,6 +154,16 @@ class Supervisor(Service):
         #: Set by :mod:`.reload` under ``--reload``: a worker that cannot start
         #: waits for the next change instead of stopping the server.
         self.reloader: Any = None
+        #: ``--metrics-endpoint``: the workers' counters added up
+        #: (:class:`~twisted_asgi.metrics_http.Aggregator`), and their listener.
+        self.metrics: Any = None
+        self._metrics_service: Any = None
+        if config.metrics_endpoint:
+            from .metrics import Metrics
+            from .metrics_http import Aggregator, MetricsService
+
+            self.metrics = Aggregator(Metrics())
+            self._metrics_service = MetricsService(reactor, config.metrics_endpoint, self.metrics.snapshot)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -182,6 +192,8 @@ class Supervisor(Service):
         for listener in self.listeners:
             log.info("Listening on {endpoint} ({address})", endpoint=listener.description, address=listener.address())
         _on_signal(signal.SIGHUP, lambda: self.reactor.callFromThread(self.rolling_restart))
+        if self._metrics_service is not None:
+            self._metrics_service.start()
         log.info("Starting {n} worker(s)", n=self.count)
         for slot in range(self.count):
             self._spawn(slot)
@@ -205,6 +217,10 @@ class Supervisor(Service):
         }
         env = dict(os.environ)
         env[ENV] = json.dumps(settings)
+        if self.metrics is not None:
+            from .metrics_http import METRICS_DIR
+
+            env[METRICS_DIR] = self.metrics.directory
         # The systemd variables describe this process's sockets, not the worker's.
         for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             env.pop(name, None)
@@ -270,6 +286,8 @@ class Supervisor(Service):
             _cancel(timer)
         if worker in self.workers:
             self.workers.remove(worker)
+        if self.metrics is not None and worker.pid is not None:
+            self.metrics.ended(f"worker-{worker.pid}")
         how = f"signal {sig}" if sig else f"exit code {code}"
         if not worker.became_ready.called:
             worker.became_ready.errback(RuntimeError(f"worker {worker.pid} ended ({how}) before it was serving"))
@@ -317,6 +335,8 @@ class Supervisor(Service):
         )
         timer = self.reactor.callLater(delay, self._respawn, worker.slot)
         self._restart_timers.append(timer)
+        if self.metrics is not None:
+            self.metrics.metrics.worker_restart("died")
 
     def _respawn(self, slot: int) -> None:
         self._restart_timers = [t for t in self._restart_timers if t.active()]
@@ -351,6 +371,8 @@ class Supervisor(Service):
                         continue
                     if self.stopping:
                         return False
+                if self.metrics is not None:
+                    self.metrics.metrics.worker_restart("sighup")
                 try:
                     await self._replace(old)
                 except RuntimeError as exc:
@@ -405,6 +427,8 @@ class Supervisor(Service):
         return defer.ensureDeferred(self._recycle(worker, why))
 
     async def _recycle(self, worker: Worker, why: str) -> bool:
+        if self.metrics is not None:
+            self.metrics.metrics.worker_restart("recycled")
         try:
             await self._replace(worker)
         except RuntimeError as exc:
@@ -482,6 +506,9 @@ class Supervisor(Service):
             self._retire(worker)
         if workers:
             await defer.DeferredList([w.exited for w in workers], consumeErrors=True)
+        if self._metrics_service is not None:
+            await defer.maybeDeferred(self._metrics_service.stop)
+            self.metrics.close()
         if self.exit_code == 0:
             from .server import clear_exit_signal
 
