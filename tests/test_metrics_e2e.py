@@ -189,3 +189,22 @@ def test_workers_add_up_and_keep_counting_across_a_dead_worker():
         assert total() == 40
     finally:
         assert server.stop() == 0
+
+
+def test_without_prometheus_client_the_option_stops_the_server_with_one_line(tmp_path):
+    hidden = tmp_path / "prometheus_client"
+    hidden.mkdir()
+    (hidden / "__init__.py").write_text("raise ImportError('hidden for this test')\n")
+    from tests.serving import ROOT
+
+    server = start_server(
+        APP,
+        "--metrics-endpoint",
+        METRICS,
+        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+        wait=False,
+    )
+    assert server.wait(30) != 0
+    text = server.read_output(1)
+    assert "--metrics-endpoint needs prometheus_client: pip install 'twisted-asgi[metrics]'" in text
+    assert "Traceback" not in text

@@ -743,6 +743,13 @@ def build_service(options: Options, reactor: Any = None) -> Any:
     from .workers import Supervisor, attach_worker, worker_settings
 
     worker = worker_settings() is not None
+    if config.metrics_endpoint:
+        try:
+            import prometheus_client  # noqa: F401 (checked here, used at each scrape)
+        except ImportError:
+            raise SystemExit(
+                "twistd asgi: --metrics-endpoint needs prometheus_client: pip install 'twisted-asgi[metrics]'"
+            ) from None
     if (config.workers or config.reload) and not worker:
         # The workers load the app and check the listeners; this process only supervises.
         supervisor = Supervisor(getattr(options, "argv", []), config, endpoints, reactor)
