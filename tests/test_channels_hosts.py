@@ -314,16 +314,31 @@ def open_client(port: int, stack: contextlib.ExitStack) -> Client:
 
 
 def spread_clients(stack: Stack, exits: contextlib.ExitStack, limit: int = 60) -> list[Client]:
-    """Clients through nginx until every worker of every instance has two; fails past ``limit`` clients."""
+    """Clients through nginx until every worker of every instance has two; fails past ``limit`` clients.
+
+    The workers of an instance share one listening socket, and which of them
+    accepts is the kernel's choice (one may take nearly all): while a worker is
+    given its clients, the other workers of its instance are stopped
+    (SIGSTOP), so that it is the one that accepts there. nginx still sends
+    every other client to the other instance."""
     clients: list[Client] = []
     want = {pid: 2 for instance in stack.instances for pid in instance.workers}
-    while any(clients_of(clients, pid) < n for pid, n in want.items()):
-        assert len(clients) < limit, (
-            f"{limit} clients did not reach every worker twice: {[c.pid for c in clients]}, wanted {want}"
-        )
-        client = open_client(stack.port, exits)
-        stack.owner(client.pid)  # a pid no instance logged fails here
-        clients.append(client)
+    for instance in stack.instances:
+        for pid in instance.workers:
+            others = [other for other in instance.workers if other != pid]
+            for other in others:
+                os.kill(other, signal.SIGSTOP)
+            try:
+                while clients_of(clients, pid) < 2:
+                    assert len(clients) < limit, (
+                        f"{limit} clients did not reach every worker twice: {[c.pid for c in clients]}, wanted {want}"
+                    )
+                    client = open_client(stack.port, exits)
+                    stack.owner(client.pid)  # a pid no instance logged fails here
+                    clients.append(client)
+            finally:
+                for other in others:
+                    os.kill(other, signal.SIGCONT)
     return clients
 
 
