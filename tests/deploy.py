@@ -231,15 +231,24 @@ def require(binary: str) -> str:
     return path
 
 
-def start_nginx(tmp: Path, substitutions: list[tuple[str, str]], ports: list[int]) -> Daemon:
-    """nginx with ``docs/examples/nginx.conf`` (the guide's site configuration)
-    adapted by ``substitutions`` (regex, replacement), inside a main
-    configuration that keeps everything in ``tmp`` and runs in the foreground."""
+def start_nginx(
+    tmp: Path,
+    substitutions: list[tuple[str, str]],
+    ports: list[int],
+    config: Path | None = None,
+    once: bool = False,
+) -> Daemon:
+    """nginx with ``config`` (by default ``docs/examples/nginx.conf``, the
+    guide's site configuration) adapted by ``substitutions`` (regex,
+    replacement; each found exactly once with ``once``), inside a main
+    configuration that keeps everything in ``tmp`` and runs in the
+    foreground; ``nginx -t`` must accept it first."""
     binary = require("nginx")
-    site = (DOCS / "nginx.conf").read_text()
+    config = config or DOCS / "nginx.conf"
+    site = config.read_text()
     for pattern, replacement in substitutions:
         site, n = re.subn(pattern, replacement, site)
-        assert n, f"{pattern!r} not found in docs/examples/nginx.conf"
+        assert n == 1 if once else n, f"{pattern!r} not found{' once' if once else ''} in {config}"
     (tmp / "site.conf").write_text(site)
     for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (tmp / name).mkdir(exist_ok=True)
@@ -249,7 +258,7 @@ master_process off;
 worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 256; }}
+events {{ worker_connections 512; }}
 http {{
     access_log {tmp}/nginx-access.log;
     client_body_temp_path {tmp}/client_body;
@@ -261,6 +270,10 @@ http {{
 }}
 """
     (tmp / "nginx-main.conf").write_text(main)
+    check = subprocess.run(
+        [binary, "-t", "-p", str(tmp), "-c", str(tmp / "nginx-main.conf")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
     daemon = Daemon([binary, "-p", str(tmp), "-c", str(tmp / "nginx-main.conf")], ports, tmp / "nginx.out")
     daemon.wait_listening()
     return daemon

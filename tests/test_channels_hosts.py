@@ -38,6 +38,7 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
 from tests.deploy import DOCS, Daemon, free_port, require, wait_for
+from tests.deploy import start_nginx as start_guide_nginx
 from tests.serving import _LISTEN, ROOT, TWISTD, Server, recv_response
 
 EXAMPLE = DOCS / "channels"
@@ -215,42 +216,12 @@ def start_nginx(tmp: Path, ports: list[int]) -> tuple[Daemon, int]:
     """nginx with the page's configuration, its two hosts the two instances'
     loopback ports; returns it and the port it listens on."""
     port = free_port()
-    site = NGINX_CONF.read_text()
-    for pattern, replacement in [
+    substitutions = [
         (r"listen 80;", f"listen 127.0.0.1:{port};"),
         (rf"server {re.escape(HOSTS[0])}:8000 ", f"server 127.0.0.1:{ports[0]} "),
         (rf"server {re.escape(HOSTS[1])}:8000 ", f"server 127.0.0.1:{ports[1]} "),
-    ]:
-        site, n = re.subn(pattern, replacement, site)
-        assert n == 1, f"{pattern!r} not found once in {NGINX_CONF}"
-    (tmp / "site.conf").write_text(site)
-    for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp / name).mkdir(exist_ok=True)
-    (tmp / "nginx-main.conf").write_text(
-        f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 512; }}
-http {{
-    access_log {tmp}/nginx-access.log;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    include {tmp}/site.conf;
-}}
-"""
-    )
-    check = subprocess.run(
-        [require("nginx"), "-t", "-p", str(tmp), "-c", str(tmp / "nginx-main.conf")], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stderr
-    daemon = Daemon([require("nginx"), "-p", str(tmp), "-c", str(tmp / "nginx-main.conf")], [port], tmp / "nginx.out")
-    daemon.wait_listening()
+    ]
+    daemon = start_guide_nginx(tmp, substitutions, [port], config=NGINX_CONF, once=True)
     return daemon, port
 
 

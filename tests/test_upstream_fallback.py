@@ -22,18 +22,12 @@ from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
 from tests.serving import ROOT, Server, recv_response
 from tests.ws_apps import RawClient, client_frame
+from twisted_asgi._upstream.twisted import REACTOR_SEAM_NAMES
 
 OFF = "Fast path(s) off"
 
-#: The reactor seam's names (twisted_asgi/_upstream/twisted.py REACTOR_SEAM_NAMES).
-SEAM = [
-    "_readers",
-    "_writers",
-    "_continuousPolling",
-    "_asyncioEventloop",
-    "_unregisterFDInAsyncio",
-    "_disconnectSelectable",
-]
+#: The reactor seam's names.
+SEAM = list(REACTOR_SEAM_NAMES)
 
 
 def start(strip: list[str], *args: str, app: str = "tests.ws_apps:app") -> Server:
