@@ -488,6 +488,8 @@ class HTTPChannel(Protocol):
         if conn.unparsed:
             # The core stopped at the pipelining bound and keeps the rest:
             # read no more until responses make room (see _next).
+            if self.factory.metrics is not None and not self.paused & _PAUSE_PIPELINE:
+                self.factory.metrics.limit("limit_pipelined_requests")
             self._pause(_PAUSE_PIPELINE)
         if self.task is None and self.request is not None:
             self._switch_protocol()

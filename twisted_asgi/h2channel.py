@@ -26,6 +26,7 @@ from .http2 import (
     PREFACE,
     ConnectionClosed,
     HTTP2Connection,
+    LimitHit,
     MalformedStream,
     StreamComplete,
     WriteReady,
@@ -321,12 +322,16 @@ class HTTP2Handler:
                     stream=event.stream_id,
                     reason=event.reason,
                 )
+            elif kind is LimitHit and self.factory.metrics is not None:
+                self.factory.metrics.limit(event.name)
 
     def _start(self, request: Request) -> None:
         stream_id = request.stream_id
         if self.running >= self.config.limit_concurrent_streams:
             # App calls of reset streams still run: a new stream must wait for
             # them (RFC 9113 §8.7: REFUSED_STREAM, the client may retry).
+            if self.factory.metrics is not None:
+                self.factory.metrics.limit("limit_concurrent_streams")
             self.handle(self.core.refuse(stream_id))
             return
         stream = HTTP2StreamHandler(self, request)
@@ -430,6 +435,10 @@ class HTTP2Handler:
     def _on_idle(self) -> None:
         self._idle_timer = None
         if not (self.closed or self._closing or self.running or self.core.open_streams):
+            if self.factory.metrics is not None:  # before the first request the head timeout ran
+                self.factory.metrics.timeout(
+                    "timeout_keep_alive" if self.core.h2.highest_inbound_stream_id else "timeout_request_head"
+                )
             self._go_away_and_close()
 
     def _go_away_and_close(self) -> None:
@@ -559,6 +568,8 @@ class HTTP2StreamHandler:
                 timeout - idle if idle < timeout else timeout, self._body_timed_out
             )
             return
+        if handler.factory.metrics is not None:
+            handler.factory.metrics.timeout("timeout_request_body")
         log.info(
             "HTTP/2 client {client} sent no request body on stream {stream} for {timeout}s",
             client=handler.channel.client_text(),
@@ -641,6 +652,8 @@ class HTTP2StreamHandler:
             # connection's own send timer bounds that (pause_producing).
             self.send_timer = handler.clock.callLater(handler.config.timeout_send, self._send_timed_out)
             return
+        if handler.factory.metrics is not None:
+            handler.factory.metrics.timeout("timeout_send")
         log.info(
             "HTTP/2 client {client} opened no window on stream {stream} for {timeout}s; resetting it",
             client=handler.channel.client_text(),

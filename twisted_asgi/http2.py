@@ -65,6 +65,7 @@ __all__ = [
     "PREFACE",
     "ConnectionClosed",
     "HTTP2Connection",
+    "LimitHit",
     "MalformedStream",
     "StreamComplete",
     "WriteReady",
@@ -197,6 +198,21 @@ class ConnectionClosed:
 
     error_code: int
     reason: str
+
+
+@dataclass(slots=True)
+class LimitHit:
+    """A limit or budget refused something of the client's (for the metrics):
+    ``name`` is the :class:`~twisted_asgi.config.Config` field."""
+
+    name: str
+
+
+#: h2's own errors that are one of our limits running out.
+_H2_LIMITS = {
+    h2.exceptions.FrameTooLargeError: "limit_h2_frame_bytes",
+    h2.exceptions.DenialOfServiceError: "limit_h2_header_list_bytes",
+}
 
 
 def decode_settings(value: bytes) -> bytes:
@@ -572,6 +588,8 @@ class HTTP2Connection:
             # h2 has queued its GOAWAY; what came before the error still counts.
             self.closed = True
             code = int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR) or ErrorCodes.PROTOCOL_ERROR)
+            if type(exc) in _H2_LIMITS:
+                events.append(LimitHit(_H2_LIMITS[type(exc)]))
             events.append(ConnectionClosed(code, describe_protocol_error(exc)))
             return events
         resets = {e.stream_id for e in h2_events if type(e) is h2.events.StreamReset}
@@ -659,6 +677,7 @@ class HTTP2Connection:
             if self._block is not None:
                 self._block += length
                 if self._block > self._block_cap:
+                    self._events.append(LimitHit("limit_h2_header_list_bytes"))
                     return ENHANCE_YOUR_CALM, "header block too large"
                 if flags & _END_HEADERS:
                     self._block = None
@@ -676,6 +695,7 @@ class HTTP2Connection:
         if overhead and self._overhead is not None:
             self._overhead -= 1
             if self._overhead < 0:
+                self._events.append(LimitHit("limit_h2_control_frames"))
                 return ENHANCE_YOUR_CALM, "too many frames that do no work"
         return None
 
@@ -726,6 +746,7 @@ class HTTP2Connection:
         if len(self.streams) > self.config.limit_concurrent_streams:
             # RFC 9113 §5.1.2: over our SETTINGS_MAX_CONCURRENT_STREAMS. REFUSED_STREAM
             # tells the client no work was done and it may retry (§8.7).
+            self._events.append(LimitHit("limit_concurrent_streams"))
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             self.streams.pop(stream_id, None)
             self._charge_reset()
@@ -742,10 +763,13 @@ class HTTP2Connection:
             return  # the client resets it in the same read: no app for it
         config = self.config
         if size > config.limit_h2_header_list_bytes or len(request.headers) > config.limit_request_headers:
+            too_big = size > config.limit_h2_header_list_bytes
+            self._events.append(LimitHit("limit_h2_header_list_bytes" if too_big else "limit_request_headers"))
             self._answer(stream_id, 431, "request header list too large")
         elif request.method == b"CONNECT":
             self._answer(stream_id, 501, "CONNECT is not supported")
         elif config.limit_request_body_bytes and (request.content_length or 0) > config.limit_request_body_bytes:
+            self._events.append(LimitHit("limit_request_body_bytes"))
             self._answer(stream_id, 413, "request body too large")
         else:
             self._events.append(request)
@@ -769,6 +793,7 @@ class HTTP2Connection:
             return
         limit = self.config.limit_request_body_bytes
         if limit and stream.received > limit:
+            self._events.append(LimitHit("limit_request_body_bytes"))
             self._events.append(StreamReset(stream_id))
             if not stream.status:
                 self._answer(stream_id, 413, "request body too large")
@@ -1084,6 +1109,8 @@ class HTTP2Connection:
         if self._resets is not None:
             self._resets -= 1
             if self._resets < 0:
+                if not self.closed:  # counted once: later resets only confirm it
+                    self._events.append(LimitHit("limit_h2_resets"))
                 self._end(ENHANCE_YOUR_CALM, "too many stream resets")
 
     def _refund_reset(self) -> None:

@@ -193,6 +193,17 @@ class Metrics:
         """A ``timeout_*`` setting fired (its Config field name)."""
         self.timeouts[name] = self.timeouts.get(name, 0) + 1
 
+    def websocket_too_big(self, framing: Any) -> None:
+        """A WebSocket failed with 1009: which of the three limits it ran into,
+        from the flags Autobahn's framing sets (the frame count is ours and
+        sets none)."""
+        if getattr(framing, "wasMaxFramePayloadSizeExceeded", False):
+            self.limit("limit_ws_frame_bytes")
+        elif getattr(framing, "wasMaxMessagePayloadSizeExceeded", False):
+            self.limit("limit_ws_message_bytes")
+        else:
+            self.limit("limit_ws_fragments")
+
     def worker_restart(self, reason: str) -> None:
         self.worker_restarts[reason] = self.worker_restarts.get(reason, 0) + 1
 

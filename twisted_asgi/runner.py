@@ -357,6 +357,8 @@ class _AppCall:
             timer.cancel()  # still pending: the shutdown came first
         if self.task is not None and not self.task.done():
             if why is None:
+                if self.runner.metrics is not None:
+                    self.runner.metrics.timeout("timeout_app_close")
                 log.warn(
                     "ASGI app still running {timeout}s after " + self._gone + "; cancelling it",
                     timeout=self.runner.config.timeout_app_close,
@@ -441,6 +443,8 @@ class HTTPTask(_AppCall):
     def on_response_timeout(self) -> None:
         self.response_timer = None
         if self.outcome is None:
+            if self.runner.metrics is not None:
+                self.runner.metrics.timeout("timeout_response")
             log.warn(
                 "ASGI app did not finish its response within {timeout}s", timeout=self.runner.config.timeout_response
             )

@@ -470,11 +470,15 @@ class _Framing(SmallFrameMasking, WebSocketServerProtocol):  # wsmask: our maske
         return stop
 
     def onAutoPingTimeout(self) -> None:
+        if self.handler.channel.factory.metrics is not None:
+            self.handler.channel.factory.metrics.timeout("timeout_ws_ping")
         log.info("WebSocket client {client} did not answer a ping in time", client=self.handler.channel.client_text())
         WebSocketServerProtocol.onAutoPingTimeout(self)
 
     def onCloseHandshakeTimeout(self) -> None:
         if self.state != _CLOSED:
+            if self.handler.channel.factory.metrics is not None:
+                self.handler.channel.factory.metrics.timeout("timeout_ws_close")
             log.info(
                 "WebSocket client {client} did not answer our Close in time", client=self.handler.channel.client_text()
             )
@@ -655,6 +659,8 @@ class WebSocketConnection:
         elif self.state is _HANDSHAKE:
             self.buffer += data
             if len(self.buffer) > self.server.config.limit_receive_buffer_bytes:
+                if self.channel.factory.metrics is not None:
+                    self.channel.factory.metrics.limit("limit_receive_buffer_bytes")
                 self._fail_handshake(400, "data sent before the handshake completed")
 
     def connection_lost(self, reason: Failure) -> None:
@@ -821,6 +827,8 @@ class WebSocketConnection:
 
     def failed(self, code: int, reason: str) -> None:
         """Autobahn failed the connection (protocol error, size, UTF-8)."""
+        if code == 1009 and self.channel.factory.metrics is not None:
+            self.channel.factory.metrics.websocket_too_big(self.framing)
         log.info(
             "WebSocket from {client} failed with {code}: {reason}",
             client=self.channel.client_text(),
@@ -943,6 +951,8 @@ class WebSocketConnection:
         self.timer = None
         if self.state is _HANDSHAKE:
             # The app's fault, not the client's: a warning, as for HTTP's response timeout.
+            if self.channel.factory.metrics is not None:
+                self.channel.factory.metrics.timeout("timeout_ws_handshake")
             log.warn(
                 "WebSocket app did not answer websocket.connect from {client} within {timeout}s",
                 client=self.channel.client_text(),
@@ -973,6 +983,8 @@ class WebSocketConnection:
     def _lifetime_over(self) -> None:
         self.timer = None
         if self.state is _OPEN_WS:
+            if self.channel.factory.metrics is not None:
+                self.channel.factory.metrics.timeout("timeout_ws_lifetime")
             self._go_away(_GOING_AWAY, "connection lifetime reached")
 
     @property
