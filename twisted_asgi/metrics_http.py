@@ -99,7 +99,7 @@ class MetricsService:
 
         def listening(port: Any) -> Any:
             self.port = port
-            log.info("Metrics at {address}/metrics", address=_address(port))
+            log.info("Metrics at {address}/metrics", address=_address(port, self.description))
             return port
 
         def failed(failure: Any) -> None:
@@ -118,10 +118,11 @@ class MetricsService:
         return None
 
 
-def _address(port: Any) -> str:
+def _address(port: Any, description: str) -> str:
     host = port.getHost()
     if hasattr(host, "port"):
-        return f"http://{host.host}:{host.port}"
+        scheme = "https" if description.partition(":")[0].strip().lower() == "ssl" else "http"
+        return f"{scheme}://{host.host}:{host.port}"
     return f"unix:{getattr(host, 'name', host)}"
 
 
