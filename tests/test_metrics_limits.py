@@ -148,6 +148,21 @@ def test_h2_floods_count_the_control_frame_budget(h2, kind):
         client.close()
 
 
+def test_h2_empty_continuation_flood_counts_h2s_own_cap():
+    """With the default control-frame budget (1000), h2's cap of 64
+    CONTINUATION frames a header block ends an empty-CONTINUATION flood first."""
+    with serving(H2_APP, "--metrics-endpoint", METRICS) as server:
+        counted = Counted(server)
+        client = h2_client(counted)
+        f = client.f
+        try:
+            with counted.fires(LIMITS, "h2_continuation_frames"):
+                client.send(f.headers(1, request_headers(), end_headers=False) + f.continuation(1, b"") * 100)
+                assert client.goaway().error_code == 0x1  # PROTOCOL_ERROR
+        finally:
+            client.close()
+
+
 def test_h2_continuation_flood_counts_the_header_list_limit(h2):
     client = h2_client(h2)
     try:

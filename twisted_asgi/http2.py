@@ -208,10 +208,12 @@ class LimitHit:
     name: str
 
 
-#: h2's own errors that are one of our limits running out.
+#: h2's own errors that are a limit running out: two of our settings, and
+#: h2's fixed cap of 64 CONTINUATION frames a header block (no setting).
 _H2_LIMITS = {
     h2.exceptions.FrameTooLargeError: "limit_h2_frame_bytes",
     h2.exceptions.DenialOfServiceError: "limit_h2_header_list_bytes",
+    "Too many continuation frames received.": "h2_continuation_frames",
 }
 
 
@@ -588,8 +590,9 @@ class HTTP2Connection:
             # h2 has queued its GOAWAY; what came before the error still counts.
             self.closed = True
             code = int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR) or ErrorCodes.PROTOCOL_ERROR)
-            if type(exc) in _H2_LIMITS:
-                events.append(LimitHit(_H2_LIMITS[type(exc)]))
+            limit = _H2_LIMITS.get(type(exc)) or _H2_LIMITS.get(str(exc))
+            if limit is not None:
+                events.append(LimitHit(limit))
             events.append(ConnectionClosed(code, describe_protocol_error(exc)))
             return events
         resets = {e.stream_id for e in h2_events if type(e) is h2.events.StreamReset}
