@@ -208,3 +208,31 @@ def test_without_prometheus_client_the_option_stops_the_server_with_one_line(tmp
     text = server.read_output(1)
     assert "--metrics-endpoint needs prometheus_client: pip install 'twisted-asgi[metrics]'" in text
     assert "Traceback" not in text
+
+
+def test_bytes_sent_are_exact_through_partial_writes():
+    """A 16 MiB response to a client that reads slowly at first goes out in
+    partial sends (the kernel's buffers fill, the rest waits in Twisted's):
+    the bytes counted are the bytes the client received, head and body."""
+    server = start_server("tests.h2frames:app", "--metrics-endpoint", METRICS)
+    try:
+        url = metrics_url(server)
+        received = 0
+        with server.connect() as sock:
+            sock.sendall(b"GET /download?mib=16 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            sock.settimeout(30)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received < 4 * 2**20:
+                    time.sleep(0.005)  # slow at first: the server's sends come up short
+        assert received > 16 * 2**20
+        wait_for(
+            lambda: value(scrape(url), "twisted_asgi_sent_bytes_total", protocol="http/1.1") == received,
+            10,
+            f"{received} bytes counted",
+        )
+    finally:
+        assert server.stop() == 0

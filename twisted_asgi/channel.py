@@ -178,22 +178,67 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     return write
 
 
-def _counted(channel: HTTPChannel, write: Callable[[bytes], None]) -> Callable[[bytes], None]:
-    """``write``, adding what it is given to ``channel.bytes_sent`` (metrics on)."""
+def _counted(channel: HTTPChannel, transport: Any) -> Callable[[bytes], None]:
+    """:func:`direct_writer` adding what it is given to ``channel.bytes_sent``
+    (metrics on): its body repeated rather than wrapped, one function call
+    less per write."""
+    plain_write: Callable[[bytes], None] = transport.write
+    if not _has_tcp_buffer(transport):
+
+        def counted_plain_write(data: bytes) -> None:
+            channel.bytes_sent += len(data)
+            plain_write(data)
+
+        return counted_plain_write
+    sock = transport.socket
 
     def counted_write(data: bytes) -> None:
         channel.bytes_sent += len(data)
-        write(data)
+        if _kernel_next(transport):
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # let Twisted meet the error and close properly
+            if sent == len(data):
+                return
+            data = data[sent:]
+        plain_write(data)
 
     return counted_write
 
 
-def _counted_sequence(
-    channel: HTTPChannel, write_sequence: Callable[[list[bytes]], None]
-) -> Callable[[list[bytes]], None]:
+def _counted_sequence(channel: HTTPChannel, transport: Any) -> Callable[[list[bytes]], None] | None:
+    """:func:`direct_sequence_writer` adding what it sends to
+    ``channel.bytes_sent`` (its body repeated: ``sendmsg`` says how much)."""
+    if not _has_tcp_buffer(transport):
+        return None
+    sock = transport.socket
+    plain_write: Callable[[bytes], None] = transport.write
+
     def counted_write_sequence(pieces: list[bytes]) -> None:
-        channel.bytes_sent += sum(map(len, pieces))
-        write_sequence(pieces)
+        if _kernel_next(transport):
+            try:
+                sent = sock.sendmsg(pieces)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # let Twisted meet the error and close properly
+            channel.bytes_sent += sent
+            for i, piece in enumerate(pieces):
+                if sent < len(piece):
+                    rest = pieces[i:]
+                    if sent:
+                        rest[0] = piece[sent:]
+                    break
+                sent -= len(piece)
+            else:
+                return
+            pieces = rest
+        data = b"".join(pieces)
+        channel.bytes_sent += len(data)
+        plain_write(data)
 
     return counted_write_sequence
 
@@ -441,10 +486,8 @@ class HTTPChannel(Protocol):
         #: Write bytes to the client (see :func:`direct_writer`).
         self.write = direct_writer(self.transport)
         if self.factory.metrics is not None:
-            self.write = _counted(self, self.write)
-            sequence = direct_sequence_writer(self.transport)
-            if sequence is not None:
-                self._write_sequence = _counted_sequence(self, sequence)
+            self.write = _counted(self, self.transport)
+            self._write_sequence = _counted_sequence(self, self.transport)
         #: Whether body bytes may be held for one gathering write (not when the
         #: transport buffers itself, e.g. TLS).
         self._can_gather = _has_tcp_buffer(self.transport)
@@ -738,8 +781,12 @@ class HTTPChannel(Protocol):
         conn = self.conn
         self.requests_served += 1
         task = self.task
-        if self.factory.access_log is not None:
-            self._log_access(conn.status, conn.bytes_sent)  # type: ignore[union-attr]
+        access_log = self.factory.access_log
+        if access_log is not None:
+            # _log_access inlined: once per response with metrics on.
+            request = self.request
+            duration = self.clock.seconds() - self._started_at if request is not None else 0.0
+            access_log.log_http(self.info, request, conn.status, conn.bytes_sent, duration)  # type: ignore[union-attr]
         limit = self.config.limit_requests_per_connection
         if not conn.keep_alive or self.draining or (limit and self.requests_served >= limit):  # type: ignore[union-attr]
             self._close()

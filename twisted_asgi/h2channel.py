@@ -337,7 +337,7 @@ class HTTP2Handler:
         stream = HTTP2StreamHandler(self, request)
         self.streams[stream_id] = stream
         if self.factory.metrics is not None:
-            self.factory.metrics.stream_opened()
+            self.factory.metrics.http2_streams += 1  # not a call: once per stream
         scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
         self.running += 1
         self._cancel_idle()

@@ -40,6 +40,7 @@ __all__ = [
 
 #: Request duration buckets (seconds): Prometheus client libraries' defaults.
 DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_FIRST_BOUND = DURATION_BUCKETS[0]
 #: Event-loop lag buckets (seconds): a healthy loop answers within a millisecond.
 LAG_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -102,18 +103,35 @@ class _Histogram:
         return {"counts": list(self.counts), "sum": self.sum}
 
 
+class _Responses:
+    """One protocol's responses: a count per status class (index ``status //
+    100``, 0 for statuses outside 100..599) and the duration histogram, in
+    plain lists: a response costs two list additions and a float addition;
+    the labels are made at a snapshot."""
+
+    __slots__ = ("classes", "counts", "sum")
+
+    def __init__(self) -> None:
+        # Statuses are 100..599 (apps may send only 200..599); 0..999 fit.
+        self.classes = [0] * 10
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.sum = 0.0
+
+
 class Metrics:
     """The counters of one server process.
 
-    Every method is cheap: a dictionary addition or two. ``protocol`` is one of
+    Every method is cheap: a list or dictionary addition or two, nothing
+    formatted or labelled until :meth:`snapshot`. ``protocol`` is one of
     ``"http/1.1"``, ``"http/2"``, ``"websocket"``. The request methods take the
     same arguments as the access log's (:class:`twisted_asgi.server.AccessLog`),
     so both are fed from the same place.
     """
 
     def __init__(self) -> None:
-        self.responses: dict[tuple[str, str], int] = {}
-        self.duration: dict[str, _Histogram] = {}
+        self._responses: dict[str, _Responses] = {p: _Responses() for p in ("http/1.1", "http/2", "websocket")}
+        self._http1 = self._responses["http/1.1"]
+        self._http2 = self._responses["http/2"]
         self.connections = 0
         #: The open connections (the server's own set of them): their bytes,
         #: protocols and streams are read at a snapshot.
@@ -133,25 +151,21 @@ class Metrics:
     # -- requests and responses -----------------------------------------------------
 
     def response(self, protocol: str, status: int, duration: float) -> None:
-        key = (protocol, status_class(status))
-        self.responses[key] = self.responses.get(key, 0) + 1
-        histogram = self.duration.get(protocol)
-        if histogram is None:
-            histogram = self.duration[protocol] = _Histogram(DURATION_BUCKETS)
-        histogram.observe(duration)
+        counted = self._responses[protocol]
+        counted.classes[status // 100 if 0 <= status < 1000 else 0] += 1
+        counted.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+        counted.sum += duration
 
     def log_http(self, info: Any, request: Any, status: int, size: int, duration: float) -> None:
         """A response written (the access log's hook): :meth:`response`, inlined
         (it runs once per request)."""
-        protocol = "http/2" if request is not None and request.http_version == "2" else "http/1.1"
-        key = (protocol, _CLASSES[status // 100 - 1] if 100 <= status < 600 else "other")
-        responses = self.responses
-        responses[key] = responses.get(key, 0) + 1
-        histogram = self.duration.get(protocol)
-        if histogram is None:
-            histogram = self.duration[protocol] = _Histogram(DURATION_BUCKETS)
-        histogram.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
-        histogram.sum += duration
+        counted = self._http2 if request is not None and request.http_version == "2" else self._http1
+        counted.classes[status // 100] += 1  # a server's status: 100..599
+        if duration <= _FIRST_BOUND:  # most responses: a comparison, not a bisection
+            counted.counts[0] += 1
+        else:
+            counted.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+        counted.sum += duration
 
     def log_websocket(self, info: Any, request: Any, kind: str, code: int, duration: float) -> None:
         """A WebSocket accepted (``WSCONNECT``, 101) or ended (``WSDISCONNECT``)."""
@@ -226,9 +240,18 @@ class Metrics:
             received[protocol] = received.get(protocol, 0) + connection.bytes_received
             sent[protocol] = sent.get(protocol, 0) + connection.bytes_sent
             streams += connection.streams_open
+        responses: dict[str, int] = {}
+        duration: dict[str, Any] = {}
+        for protocol, counted in self._responses.items():
+            for index, count in enumerate(counted.classes):
+                if count:
+                    label = _CLASSES[index - 1] if 1 <= index <= 5 else "other"
+                    responses[f"{protocol}|{label}"] = responses.get(f"{protocol}|{label}", 0) + count
+            if any(counted.counts):
+                duration[protocol] = {"counts": list(counted.counts), "sum": counted.sum}
         return {
-            "responses": {f"{p}|{c}": n for (p, c), n in self.responses.items()},
-            "duration": {p: h.snapshot() for p, h in self.duration.items()},
+            "responses": responses,
+            "duration": duration,
             "connections": {"": self.connections},
             "connections_open": connections_open,
             "http2_streams": {"": self.http2_streams},

@@ -225,6 +225,10 @@ class AccessLog:
         #: The file's path, for :meth:`reopen` (None: standard output, or no file).
         self.path = path
         self.metrics = metrics
+        if stream is None and metrics is not None:
+            # Only the metrics: they are called straight (once per request).
+            self.log_http = metrics.log_http  # type: ignore[method-assign]
+            self.log_websocket = metrics.log_websocket  # type: ignore[method-assign]
         publisher = LogPublisher(self._write)
         self.logger = Logger(namespace="twisted_asgi.access", observer=publisher)
 
