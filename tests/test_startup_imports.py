@@ -94,10 +94,10 @@ def servers() -> Any:
         server.stop()
 
 
-def modules(server: Server) -> set[str]:
-    """What the serving process has imported, after serving a request."""
+def modules(server: Server, first: bytes = b"") -> set[str]:
+    """What the serving process has imported, after serving a request (sent after ``first``)."""
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        sock.sendall(b"GET /modules HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        sock.sendall(first + b"GET /modules HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         status, _headers, body = recv_response(sock)
     assert status.startswith(b"HTTP/1.1 200"), status
     return set(body.decode().split())
@@ -122,6 +122,15 @@ def test_plain_http11_start_up_imports_no_optional_protocol(app_dir, servers, co
     assert [p for p in NOT_ON_THE_PLAIN_PATH if imported(names, p)] == []
     # A second look, after more requests: nothing was imported meanwhile.
     assert [p for p in NOT_ON_THE_PLAIN_PATH if imported(modules(server), p)] == []
+
+
+def test_proxy_protocol_listener_imports_no_tls(app_dir, servers):
+    """``proxy:tcp:`` wraps a plain listener: neither Twisted's endpoints
+    module nor our TLS module is imported for it."""
+    server = start_server("startup_app:app", "--app-dir", str(app_dir), endpoint="proxy:tcp:port=0:interface=127.0.0.1")
+    servers(server)
+    names = modules(server, b"PROXY TCP4 192.0.2.1 127.0.0.1 4000 80\r\n")
+    assert [p for p in NOT_ON_THE_PLAIN_PATH if imported(names, p)] == []
 
 
 def test_first_http2_connection_imports_h2_and_is_served(app_dir, servers):

@@ -29,6 +29,7 @@ import os
 import re
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -457,11 +458,11 @@ def listener_endpoint(reactor: Any, description: str, config: Any = None) -> Any
     Other kinds (``tcp:``, ``unix:``, ``fd:``, ``systemd:``, ...) come from
     :func:`endpoint_from_string`.
     """
-    from .tls import ssl_endpoint
-
     prefixed, description = split_proxy_prefix(description)
     proxied = prefixed or bool(config is not None and config.proxy_protocol)
     if description.startswith("ssl:"):
+        from .tls import ssl_endpoint
+
         _kind, args, kwargs = split_description(description)
         inner: Any = ssl_endpoint(reactor, args, kwargs)
     elif description.startswith("systemd:"):
@@ -517,9 +518,9 @@ class ProxyProtocolEndpoint:
         return ProxyProtocolFactory(factory, self.trust, self.timeout, self.limit, self.clock)
 
     def listen(self, factory: Any) -> Any:
-        from .tls import TLSServerEndpoint
-
-        if isinstance(self.inner, TLSServerEndpoint):
+        # Our TLS module is imported by ssl: listeners only: without it, the inner one is no TLS listener.
+        tls = sys.modules.get(f"{__package__}.tls")
+        if tls is not None and isinstance(self.inner, tls.TLSServerEndpoint):
             return self.inner.listen(factory, wrap=self._wrap)
         return self.inner.listen(self._wrap(factory))
 
