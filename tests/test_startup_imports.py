@@ -228,3 +228,80 @@ def test_twistd_help_imports_no_server_module():
     assert not [n for n in names if n.startswith("twisted_asgi.") and n != "twisted_asgi"], sorted(
         n for n in names if n.startswith("twisted_asgi")
     )
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "tcp:8000",
+        "tcp:0:interface=127.0.0.1:backlog=7",
+        "tcp:port=8000:interface=127.0.0.1",
+        "tcp:8000:127.0.0.1:9",
+        "tcp:interface=\\:\\:1:port=8000",
+        "tcp6:8000",
+        "tcp6:8000:9:\\:\\:1",
+        "tcp6:port=8000:interface=\\:\\:1:backlog=3",
+        "unix:/run/app.sock",
+        "unix:address=/run/app.sock:mode=600:backlog=5:lockfile=0",
+        "unix:/run/a\\:b.sock:660:8:1",
+    ],
+)
+def test_plain_listeners_listen_as_twisteds_endpoints_would(description):
+    """``tcp:``, ``tcp6:`` and ``unix:`` strings, parsed by ``listeners``
+    without Twisted's endpoints module, listen with the same arguments as the
+    endpoint Twisted's parser makes from the same string."""
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.protocol import Factory
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_asgi.listeners import TCPListenerEndpoint, UNIXListenerEndpoint, endpoint_from_string
+
+    ours, theirs = MemoryReactor(), MemoryReactor()
+    endpoint = endpoint_from_string(ours, description)
+    assert isinstance(endpoint, (TCPListenerEndpoint, UNIXListenerEndpoint))
+    factory = Factory()
+    endpoint.listen(factory)
+    serverFromString(theirs, description).listen(factory)
+    assert ours.tcpServers == theirs.tcpServers
+    assert ours.unixServers == theirs.unixServers
+    assert ours.tcpServers or ours.unixServers
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["tcp:eighty", "tcp:8000:nokey=1", "tcp:8000:backlog=x", "unix:/x:mode=9", "tcp:1:2:3:4", "tcp:8000:port=80"],
+)
+def test_other_strings_get_twisteds_parser_and_its_error(description):
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_asgi.listeners import endpoint_from_string
+
+    with pytest.raises(Exception) as theirs:
+        serverFromString(MemoryReactor(), description)
+    with pytest.raises(type(theirs.value)) as ours:
+        endpoint_from_string(MemoryReactor(), description)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_adopted_socket_listens_once_and_closes_the_descriptor_given():
+    from twisted.internet.error import AlreadyListened
+    from twisted.internet.protocol import Factory
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_asgi.listeners import endpoint_from_string
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(1)
+    fileno = os.dup(listening.fileno())
+    listening.close()
+    reactor = MemoryReactor()
+    endpoint = endpoint_from_string(reactor, f"fd:fileno={fileno}")
+    results: list[Any] = []
+    endpoint.listen(Factory()).addBoth(results.append)
+    assert reactor.adoptedPorts and reactor.adoptedPorts[0][:2] == (fileno, socket.AF_INET)
+    with pytest.raises(OSError):
+        os.fstat(fileno)  # closed: the reactor's port keeps its own copy
+    endpoint.listen(Factory()).addBoth(results.append)
+    assert results[1].check(AlreadyListened)
