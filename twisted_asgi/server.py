@@ -217,7 +217,7 @@ class LazyHTTP2:
     """Stands in for :class:`~twisted_asgi.h2channel.HTTP2Server` until a
     connection may be HTTP/2: ALPN chose ``h2``, its first bytes are (the
     start of) the preface, or it asks for ``Upgrade: h2c``. Only then are h2,
-    hpack and hyperframe imported (about 30 ms, paid once, by that first
+    hpack and hyperframe imported (about 15 ms on the benchmark machine, paid once, by that first
     connection), the real server replaces this one on the factory, and the
     connection is its. Every other connection goes to HTTP/1.1 unchanged, as
     the real server would send it."""
@@ -255,7 +255,7 @@ class LazyHTTP2:
 
 class LazyWebSocket:
     """The ``Upgrade: websocket`` handler until the first WebSocket: then
-    Autobahn is imported (about 40 ms, paid once, by that first connection)
+    Autobahn is imported (about 45 ms on the benchmark machine, paid once, by that first connection)
     and the real :class:`~twisted_asgi.websocket.WebSocketServer` takes its
     place on the factory and the connection."""
 
