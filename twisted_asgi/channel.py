@@ -235,6 +235,10 @@ def direct_sequence_writer(transport: Any) -> Callable[[list[bytes]], None] | No
 #: (see HTTPChannel._hold). The piece bound stays under the kernel's IOV_MAX.
 _HOLD_BYTES = 1024 * 1024
 _HOLD_PIECES = 256
+#: Held pieces of at most this many bytes in all are joined and sent with one
+#: ``send``: for small frames the copy costs less than building the gathering
+#: write's vector (WebSocket echo: about 1,000 fewer instructions per message).
+_JOIN_BYTES = 16384
 
 #: Seconds a connection that has sent nothing yet may still send its first
 #: request once a graceful shutdown began (see :meth:`HTTPChannel.drain`).
@@ -854,11 +858,14 @@ class HTTPChannel(Protocol):
         held = self._held
         if not held:
             return
+        size = self._held_bytes
         self._held = None
         self._held_bytes = 0
         try:
             if len(held) == 1:
                 self.write(held[0])
+            elif size <= _JOIN_BYTES:
+                self.write(b"".join(held))
             else:
                 self._write_pieces(held)
         except Exception:  # noqa: BLE001 (runs from the event loop: nothing above it would log it well)
