@@ -64,7 +64,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/starlette":
         from starlette.responses import FileResponse
 
-        await FileResponse(name)(scope, receive, send)
+        sent: list[str] = []
+
+        async def recording(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+            await send(message)
+
+        await FileResponse(name)(scope, receive, recording)
+        print(f"starlette sent {' '.join(sent)}", flush=True)
     else:
         await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})

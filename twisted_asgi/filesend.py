@@ -134,9 +134,16 @@ def _failed(task: HTTPTask, why: str, dropped: bool = False) -> NoReturn:
 
 async def send_file(task: HTTPTask, event: FileBody) -> None:
     """Send the file ``event`` names as (part of) the response body of ``task``."""
-    fd, offset, count, owned = _open(task, event)
+    carrier: FileCarrier = task.carrier
     try:
-        carrier: FileCarrier = task.carrier
+        fd, offset, count, owned = _open(task, event)
+    except AppError:
+        # The cycle took the message as the end of the body, so the app's
+        # exception ends nothing: answer 500 here (nothing of it was sent).
+        if not task.cycle.disconnected:
+            carrier.file_failed(task, False)
+        raise
+    try:
         if task.scope.get("method") == "HEAD":
             count = 0  # no body goes out: nothing to read
         sink = carrier.file_sink(task)

@@ -43,6 +43,7 @@ __all__ = [
     "FileSink",
     "file_sink",
     "file_sink_problem",
+    "sendfile_problem",
     "clear_exit_signal",
     "event_loop",
     "fast_reactor_class",
@@ -253,6 +254,34 @@ FILE_SINK_NAMES = (
 )
 
 _sink_problems: dict[type, str | None] = {}
+_no_problem = object()
+_class_problem: Any = _no_problem
+
+
+def sendfile_problem() -> str | None:
+    """Why no file goes straight to a socket in this process (None: it can,
+    on plain TCP connections), found from Twisted's classes before any
+    connection: the names of :data:`FILE_SINK_NAMES` that are class
+    attributes, and those ``__init__`` sets (``_tempDataLen`` in
+    ``FileDescriptor.__init__``, ``socket`` in ``tcp.Connection.__init__``).
+    For the start-up line (:mod:`.fastpaths`); each connection is checked
+    again (:func:`file_sink_problem`)."""
+    global _class_problem
+    if _class_problem is _no_problem:
+        from twisted.internet import abstract, tcp
+
+        problem: str | None = None
+        if not hasattr(os, "sendfile"):
+            problem = "os.sendfile is missing on this platform"
+        else:
+            set_in_init = set(abstract.FileDescriptor.__init__.__code__.co_names)
+            set_in_init |= set(tcp.Connection.__init__.__code__.co_names)
+            missing = [n for n in FILE_SINK_NAMES if not hasattr(tcp.Connection, n) and n not in set_in_init]
+            if missing:
+                problem = f"Twisted {_version()}'s TCP connection has no {', '.join(missing)}"
+        _class_problem = problem
+    result: str | None = _class_problem
+    return result
 
 
 def file_sink_problem(transport: Any) -> str | None:
@@ -266,8 +295,8 @@ def file_sink_problem(transport: Any) -> str | None:
     problem: str | None = None
     from twisted.internet import tcp
 
-    if not hasattr(os, "sendfile"):
-        problem = "os.sendfile is missing on this platform"
+    if sendfile_problem() is not None:
+        problem = sendfile_problem()
     elif not isinstance(transport, tcp.Connection):
         problem = f"{cls.__name__} is not a Twisted TCP connection"
     else:
