@@ -210,6 +210,21 @@ def test_curl_plain_http11(files):
     assert hashlib.sha256(out).hexdigest() == digest(files / "big")
 
 
+def test_curl_over_a_unix_socket(files, tmp_path):
+    """A unix socket is sent to with os.sendfile as well."""
+    path = tmp_path / "s.sock"
+    with serve(files, endpoint=f"unix:{path}") as server:
+        out = subprocess.run(
+            ["curl", "-sS", "--unix-socket", str(path), "http://t/path?f=big&chunked=1", "http://t/path?f=small"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        text = server.read_output(0.2)
+    assert out.endswith(b"hello, file\n") and hashlib.sha256(out[:-12]).hexdigest() == digest(files / "big")
+    assert "Traceback" not in text
+
+
 def test_zerocopysend_offset_count_and_file_position(files):
     big = (files / "big").read_bytes()
     with serve(files) as server, socket.create_connection((server.host, server.port), timeout=30) as sock:

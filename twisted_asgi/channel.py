@@ -827,8 +827,8 @@ class HTTPChannel(Protocol):
         """The socket took nothing, or Twisted still holds bytes: pause the
         app's ``send()`` (and run the send timeout) until the transport says
         it can take more, as when its buffer fills."""
-        if task is not self.task or self.closed:
-            return
+        if task is not self.task or self.closed or not sink.open():
+            raise ClientDisconnected("client disconnected")
         if not self.write_paused:
             self.pauseProducing()
         sink.wake_when_writable()

@@ -146,11 +146,17 @@ async def send_file(task: HTTPTask, event: FileBody) -> None:
     try:
         if task.scope.get("method") == "HEAD":
             count = 0  # no body goes out: nothing to read
-        sink = carrier.file_sink(task)
-        if sink is not None:
-            await _send_direct(task, carrier, sink, fd, offset, count, event.more)
-        else:
-            await _send_chunks(task, carrier, fd, offset, count, event.more)
+        try:
+            sink = carrier.file_sink(task)
+            if sink is not None:
+                await _send_direct(task, carrier, sink, fd, offset, count, event.more)
+            else:
+                await _send_chunks(task, carrier, fd, offset, count, event.more)
+        except ClientDisconnected:
+            # Whoever closed the connection under the send: the app's send()
+            # raises as after any client that left (not logged as its error).
+            task.feed_disconnect()
+            raise
         if not owned and event.offset is None:
             os.lseek(fd, offset + count, os.SEEK_SET)  # as os.sendfile without an offset would leave it
     finally:

@@ -336,16 +336,15 @@ class FileSink:
         self.transport = transport
         self.fd = transport.socket.fileno()
 
+    def open(self) -> bool:
+        """The connection is open for writing (no close has begun)."""
+        transport = self.transport
+        return bool(transport.connected and not transport.disconnecting and not transport._writeDisconnected)
+
     def ready(self) -> bool:
         """Nothing waits in Twisted's buffer and the connection is open for writing."""
         transport = self.transport
-        return (
-            not transport._tempDataLen
-            and len(transport.dataBuffer) == transport.offset
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnected
-        )
+        return not transport._tempDataLen and len(transport.dataBuffer) == transport.offset and self.open()
 
     def send(self, fd: int, offset: int, count: int) -> int | None:
         """``os.sendfile`` of up to ``count`` bytes of ``fd`` from ``offset``:
@@ -358,7 +357,8 @@ class FileSink:
 
     def wake_when_writable(self) -> None:
         """Have the transport call its producer's ``resumeProducing`` once
-        its buffer is empty and its socket can take more."""
+        its buffer is empty and its socket can take more (the connection
+        must be :meth:`open`)."""
         transport = self.transport
         transport.producerPaused = True
         transport.startWriting()
