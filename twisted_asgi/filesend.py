@@ -24,6 +24,7 @@ file, a descriptor that is not open, are the app's errors
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -45,6 +46,9 @@ CHUNK = 64 * 1024
 
 #: The most bytes one ``os.sendfile`` call is asked for.
 _SENDFILE_MAX = 16 * 1024 * 1024
+#: Bytes sent to a socket that keeps taking them before the event loop gets a
+#: pass (other connections' turn), as when the socket is full.
+_SENDFILE_TURN = 8 * 1024 * 1024
 
 
 class FileCarrier(Protocol):
@@ -198,7 +202,13 @@ async def _send_direct(
     before them, waiting for the socket whenever it is full."""
     n, after = carrier.send_file_frame(task, count, more)
     end = offset + n
+    turn = offset + _SENDFILE_TURN
     while offset < end:
+        if offset >= turn:
+            await asyncio.sleep(0)
+            if task.cycle.disconnected:
+                raise ClientDisconnected("client disconnected")
+            turn = offset + _SENDFILE_TURN
         if not sink.ready():
             carrier.wait_writable(task, sink)
             await _wait(task)
@@ -210,6 +220,7 @@ async def _send_direct(
         if sent is None:
             carrier.wait_writable(task, sink)
             await _wait(task)
+            turn = offset + _SENDFILE_TURN
             continue
         if not sent:
             _failed(task, f"the file ended {end - offset} bytes early while it was sent")
