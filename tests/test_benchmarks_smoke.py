@@ -77,6 +77,8 @@ LOAD_SCENARIOS = {
     "h1-close",
     "h1-post-64k",
     "h1-stream-1m",
+    "file-1m",
+    "file-100m",
     "django",
     "workers",
 }
