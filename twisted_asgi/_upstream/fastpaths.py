@@ -1,9 +1,10 @@
 """Which fast paths are off, and the start-up line that says so.
 
-The reactor seam is checked at start-up. The HPACK Huffman coding and the
-WebSocket small-frame masker are checked when HTTP/2 and WebSocket are first
-used: their libraries (h2 and hpack, Autobahn) are imported only then, so a
-server that never serves them never pays for importing them.
+The reactor seam and Twisted's names for sendfile are checked at start-up.
+The HPACK Huffman coding and the WebSocket small-frame masker are checked
+when HTTP/2 and WebSocket are first used: their libraries (h2 and hpack,
+Autobahn) are imported only then, so a server that never serves them never
+pays for importing them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ _reported: set[str] = set()
 def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = True) -> dict[str, str]:
     """The fast paths that are off, each with why (empty when all are on).
 
-    ``reactor``: the reactor whose seam to check (none: the seam is not asked about).
+    ``reactor``: the reactor whose seam to check, with Twisted's other names
+    (sendfile's) at the same time (none: Twisted is not asked about).
     ``http2``, ``websocket``: whether to check (and so import) hpack and Autobahn.
     """
     off: dict[str, str] = {}
@@ -29,6 +31,9 @@ def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = Tr
         why = upstream_twisted.reactor_seam_problem(reactor)
         if why is not None:
             off["reactor seam"] = why
+        why = upstream_twisted.sendfile_problem()
+        if why is not None:
+            off["sendfile of response files"] = why
     if http2:
         from . import hpack as upstream_hpack
 
