@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import ssl
 import time
 from typing import Any
@@ -585,3 +586,25 @@ def test_client_that_never_reads_is_bounded(transport, certs):
             client.close()
     finally:
         assert closing(server) == 0
+
+
+def test_websocket_through_haproxys_http2_connection(tmp_path):
+    """HAProxy as an RFC 8441 client: with the guide's configuration less its
+    HTTP/1.1 WebSocket backend, HAProxy carries a browser's ``Upgrade:
+    websocket`` to the server as an extended CONNECT on its h2c connection
+    (``proto h2``), and the app sees a WebSocket over HTTP/2 from the real
+    client (PROXY v2)."""
+    from websockets.sync.client import connect
+
+    from tests.test_deploy_haproxy import BALANCER, CLIENT, behind_haproxy
+
+    no_split = ((r"(?m)^\s*use_backend twisted_asgi_websocket if websocket\n", ""),)
+    endpoint = "haproxy:tcp:port=0:interface=127.0.0.1"
+    with behind_haproxy(tmp_path, endpoint, substitutions=no_split) as (_server, port):
+        sock = socket.create_connection((BALANCER, port), timeout=10, source_address=(CLIENT, 0))
+        with connect(f"ws://{BALANCER}:{port}/ws", sock=sock, open_timeout=10) as ws:
+            scope = json.loads(ws.recv(timeout=10))
+            ws.send("through haproxy's h2 connection")
+            assert ws.recv(timeout=10) == "through haproxy's h2 connection"
+    assert scope["type"] == "websocket" and scope["http_version"] == "2"
+    assert scope["client"][0] == CLIENT

@@ -845,7 +845,20 @@ class WebSocketStream(HTTP2StreamHandler):
         if cancel:
             ws.abort()
         reason = ConnectionDone() if self.closing else ConnectionLost("the HTTP/2 stream was reset")
-        self.handler.clock.callLater(0, ws.connection_lost, Failure(reason))
+        self.handler.clock.callLater(0, self._report_lost, Failure(reason))
+
+    def _report_lost(self, reason: Failure) -> None:
+        ws = self.ws
+        if ws is not None:
+            ws.connection_lost(reason)
+        self._release()
+
+    def _release(self) -> None:
+        """Once the WebSocket knows the stream is over and its app returned,
+        let go of it (it refers back to this stream): freed by reference
+        counting, as every connection is."""
+        if self.finished and self.reported and self.complete:
+            self.ws = None
 
     def _stalled(self) -> None:
         if self.ws is not None:
@@ -858,6 +871,8 @@ class WebSocketStream(HTTP2StreamHandler):
         if not self.finished:
             self.finished = True
             self.handler.app_done(self)
+        if self.ws is not None and self.ws.lost:
+            self._release()
 
 
 class _StreamDenial:
