@@ -21,7 +21,7 @@ from tests.serving import start_server
 from tests.test_browser import _open_demo, browser  # noqa: F401 (the fixture)
 from tests.test_metrics_e2e import metrics_url, scrape
 
-_LINE = re.compile(r'"(GET|WSCONNECT) (/\S*) (HTTP/[\d.]+)" (\d+)')
+_LINE = re.compile(r'"(GET|WSCONNECT|WSDISCONNECT) (/\S*) (HTTP/[\d.]+)" (\d+)')
 
 
 def _access_lines(server: Any, want: int) -> list[tuple[str, str, str, str]]:
@@ -61,6 +61,10 @@ def test_demo_websocket_rides_the_pages_http2_connection(browser, tmp_path, ws_o
             page.wait_for_function("document.getElementById('log').textContent.includes('echo: over one connection')")
             lines = _access_lines(server, 2)
             gauges = _open(url)
+            # The browser closes: the closing handshake completes cleanly.
+            page.evaluate("ws.close(1000)")
+            page.wait_for_function("document.getElementById('log').textContent.includes('closed (1000)')")
+            assert ("WSDISCONNECT", "/ws", "1000") in [(k, p, c) for k, p, _v, c in _access_lines(server, 3)]
         finally:
             context.close()
         assert ("GET", "/", "HTTP/2.0", "200") in lines, lines
