@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.deploy import closing, make_certs
 from tests.serving import Server, start_server
 from tests.test_websocket_misbehave import _APP_ERROR, _CRASH, AFTER_ACCEPT, BEFORE_ACCEPT, events, new_output
-from tests.ws_h2_client import H2Client, H2WebSocket, frame
+from tests.ws_h2_client import H2Client, H2WebSocket, frame, open_ws_h2
 
 TRANSPORTS = ["h2c", "tls"]
 
@@ -70,14 +70,7 @@ def client_of(server: Any, **kwargs: Any) -> H2Client:
 
 def ws_of(server: Any, path: str, **kwargs: Any) -> H2WebSocket:
     """A WebSocket on a connection of its own (closed with it)."""
-    client = client_of(server)
-    try:
-        ws = client.websocket(path, **kwargs)
-    except BaseException:
-        client.close()
-        raise
-    ws.own_client = True
-    return ws
+    return open_ws_h2(server, path, tls=_tls(server), **kwargs)
 
 
 def assert_still_serving(server: Any) -> None:
@@ -211,9 +204,7 @@ def test_wrong_version_is_400_with_the_version_we_speak(server):
     client = client_of(server)
     try:
         headers = [h for h in client.connect_headers("/echo") if h[0] != b"sec-websocket-version"]
-        stream_id = client.open_stream([*headers, (b"sec-websocket-version", b"8")])
-        state = client.streams[stream_id]
-        client.wait(lambda: state["ended"])
+        state = client.answer([*headers, (b"sec-websocket-version", b"8")])
         fields = dict(state["headers"])
         assert fields[b":status"] == b"400" and fields[b"sec-websocket-version"] == b"13"
     finally:
@@ -225,9 +216,7 @@ def test_protocol_names(server, protocol, status):
     """:protocol is an upgrade token (case-insensitive); one we do not speak is 501."""
     client = client_of(server)
     try:
-        stream_id = client.open_stream(client.connect_headers("/echo", protocol=protocol))
-        state = client.streams[stream_id]
-        client.wait(lambda: state["headers"] is not None)
+        state = client.answer(client.connect_headers("/echo", protocol=protocol), head_only=True)
         assert dict(state["headers"])[b":status"] == (b"%d" % status if status else b"200")
     finally:
         client.close()
@@ -236,9 +225,7 @@ def test_protocol_names(server, protocol, status):
 def test_plain_connect_is_still_501(server):
     client = client_of(server)
     try:
-        stream_id = client.open_stream([(b":method", b"CONNECT"), (b":authority", b"example.com:443")])
-        state = client.streams[stream_id]
-        client.wait(lambda: state["ended"])
+        state = client.answer([(b":method", b"CONNECT"), (b":authority", b"example.com:443")])
         assert dict(state["headers"])[b":status"] == b"501"
     finally:
         client.close()
@@ -252,9 +239,7 @@ def test_extended_connect_without_a_pseudo_header_is_malformed(server, drop):
     """RFC 8441 §4: :scheme, :path and :authority are required: RST_STREAM PROTOCOL_ERROR."""
     client = client_of(server)
     try:
-        stream_id = client.open_stream([h for h in client.connect_headers("/echo") if h[0] != drop])
-        state = client.streams[stream_id]
-        client.wait(lambda: state["ended"])
+        state = client.answer([h for h in client.connect_headers("/echo") if h[0] != drop])
         assert state["reset"] == h2.errors.ErrorCodes.PROTOCOL_ERROR
         assert client.request("/plain")[0] == 200
     finally:
@@ -265,9 +250,7 @@ def test_protocol_on_a_get_is_malformed(server):
     client = client_of(server)
     try:
         headers = [(b":method", b"GET") if h[0] == b":method" else h for h in client.connect_headers("/echo")]
-        stream_id = client.open_stream(headers, end_stream=True)
-        state = client.streams[stream_id]
-        client.wait(lambda: state["ended"])
+        state = client.answer(headers, end_stream=True)
         assert state["reset"] == h2.errors.ErrorCodes.PROTOCOL_ERROR
     finally:
         client.close()
@@ -314,9 +297,7 @@ def test_denial_body_unfinished_resets_the_stream(server):
     """Over HTTP/2 a cut denial body is a reset stream (HTTP/1.1 closes TCP)."""
     client = client_of(server)
     try:
-        stream_id = client.open_stream(client.connect_headers("/mis/denial-body-unfinished"))
-        state = client.streams[stream_id]
-        client.wait(lambda: state["ended"])
+        state = client.answer(client.connect_headers("/mis/denial-body-unfinished"))
         assert dict(state["headers"])[b":status"] == b"401"
         assert bytes(state["data"]) == b"partial"
         assert state["reset"] is not None
@@ -470,9 +451,7 @@ def test_no_ws_over_h2(transport, certs):
         client = client_of(server)
         try:
             assert client.conn.remote_settings.enable_connect_protocol == 0
-            stream_id = client.open_stream(client.connect_headers("/echo"))
-            state = client.streams[stream_id]
-            client.wait(lambda: state["ended"])
+            state = client.answer(client.connect_headers("/echo"))
             assert state["reset"] == h2.errors.ErrorCodes.PROTOCOL_ERROR
             assert client.request("/plain")[0] == 200
         finally:
@@ -528,9 +507,7 @@ def test_stream_limit_counts_websockets(transport, certs):
             client.conn.remote_settings.max_concurrent_streams = 1000
             client.conn.remote_settings.acknowledge()
             sockets = [client.websocket("/echo") for _ in range(3)]
-            stream_id = client.open_stream(client.connect_headers("/echo"))
-            state = client.streams[stream_id]
-            client.wait(lambda: state["ended"])
+            state = client.answer(client.connect_headers("/echo"))
             assert state["reset"] == h2.errors.ErrorCodes.REFUSED_STREAM
             sockets[0].close()
             client.wait(lambda: sockets[0].state["ended"])

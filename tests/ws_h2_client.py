@@ -14,7 +14,6 @@ something reads the socket.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import ssl
 import struct
@@ -32,26 +31,11 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, Inv
 from websockets.frames import Close
 from websockets.http11 import Response
 
+from tests.ws_apps import client_frame as frame
+
 __all__ = ["H2Client", "H2WebSocket", "frame", "open_ws_h2"]
 
 _TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1
-
-
-def frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
-    """One client frame, masked unless ``mask`` is False (RFC 6455 §5.2)."""
-    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([bit | 127]) + struct.pack("!Q", n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 class H2Client:
@@ -196,6 +180,13 @@ class H2Client:
         self.conn.send_headers(stream_id, headers, end_stream=end_stream)
         self.flush()
         return stream_id
+
+    def answer(self, headers: list[tuple[bytes, bytes]], end_stream: bool = False, head_only: bool = False) -> dict:
+        """Open a stream with ``headers`` and wait for its end (or, with
+        ``head_only``, its response head); returns the stream's state."""
+        state = self.streams[self.open_stream(headers, end_stream)]
+        self.wait(lambda: state["ended"] or (head_only and state["headers"] is not None))
+        return state
 
     def request(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         """A plain GET on the same connection: (status, body)."""
