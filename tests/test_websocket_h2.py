@@ -419,6 +419,8 @@ def test_limits_and_origin_as_over_http11(transport, certs):
         "1000",
         "--limit-ws-frame",
         "600",
+        "--limit-ws-fragments",
+        "4",
         "--ws-allowed-origin",
         "https://good.example",
     )
@@ -435,6 +437,11 @@ def test_limits_and_origin_as_over_http11(transport, certs):
             with pytest.raises(ConnectionClosed):
                 ws.recv(timeout=10)
             assert ws.close_code == 1009
+        with ws_of(server, "/echo") as ws:
+            ws.send_raw(frame(2, b"a", fin=False) + b"".join(frame(0, b"", fin=False) for _ in range(4)))
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1009  # a fifth fragment
         with pytest.raises(InvalidStatus) as info:
             ws_of(server, "/echo", origin="https://evil.example")
         assert info.value.response.status_code == 403
@@ -585,3 +592,34 @@ def test_websocket_through_haproxys_http2_connection(tmp_path):
             assert ws.recv(timeout=10) == "through haproxy's h2 connection"
     assert scope["type"] == "websocket" and scope["http_version"] == "2"
     assert scope["client"][0] == CLIENT
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_app_that_reads_nothing_shuts_the_clients_window(transport, certs):
+    """An app that takes no message: past --limit-ws-queue the server stops
+    acknowledging the stream's DATA, so the client can send no more than the
+    stream's window; once the app reads, every message arrives, in order."""
+    server = _start(transport, certs, "--limit-ws-queue", "4", app="tests.ws_apps:app")
+    try:
+        client = client_of(server)
+        try:
+            ws = client.websocket("/slow")
+            message = frame(2, b"z" * 1000)
+            sent = 0
+            while sent < 500:
+                if client.conn.local_flow_control_window(ws.stream_id) < len(message):
+                    client.pump(0.3)
+                    if client.conn.local_flow_control_window(ws.stream_id) < len(message):
+                        break
+                    continue
+                ws.send_raw(message)
+                sent += 1
+            assert 4 < sent < 100, sent  # 64 KiB of window and the queue, not all 500
+            assert client.request("/release")[1] == b"released"
+            for _ in range(sent):
+                assert ws.recv(timeout=10) == b"z" * 1000
+            ws.close()
+        finally:
+            client.close()
+    finally:
+        assert closing(server) == 0
