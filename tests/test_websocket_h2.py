@@ -623,3 +623,25 @@ def test_app_that_reads_nothing_shuts_the_clients_window(transport, certs):
             client.close()
     finally:
         assert closing(server) == 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_refused_handshakes_free_their_streams(transport, certs):
+    """A handshake the server refuses itself (an Origin not allowed, a wrong
+    version) runs no app call, and its stream no longer counts: with a limit
+    of two streams, five refusals on one connection leave room for a WebSocket."""
+    server = _start(transport, certs, "--limit-concurrent-streams", "2", "--ws-allowed-origin", "https://good.example")
+    try:
+        client = client_of(server)
+        try:
+            for _ in range(5):
+                with pytest.raises(InvalidStatus) as info:
+                    client.websocket("/echo", origin="https://evil.example")
+                assert info.value.response.status_code == 403
+            with client.websocket("/echo", origin="https://good.example") as ws:
+                ws.send("room")
+                assert ws.recv(timeout=10) == "room"
+        finally:
+            client.close()
+    finally:
+        assert closing(server) == 0

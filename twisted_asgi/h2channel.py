@@ -358,7 +358,7 @@ class HTTP2Handler:
             tunnel = self.streams[stream_id] = WebSocketStream(self, request)
             self.running += 1
             self._cancel_idle()
-            tunnel.ws = self.server.websocket().open_stream(tunnel, request)
+            self.server.websocket().open_stream(tunnel, request)
             return
         stream = HTTP2StreamHandler(self, request)
         self.streams[stream_id] = stream
@@ -851,6 +851,8 @@ class WebSocketStream(HTTP2StreamHandler):
         ws = self.ws
         if ws is not None:
             ws.connection_lost(reason)
+            if ws.task is None:
+                self.app_finished()  # the handshake was refused: no app call ran
         self._release()
 
     def _release(self) -> None:

@@ -566,7 +566,7 @@ class WebSocketServer:
         """Serve a WebSocket on an HTTP/2 stream (RFC 8441): ``stream`` is
         :class:`~twisted_asgi.h2channel.WebSocketStream`, which stands in for
         the channel."""
-        connection = StreamWebSocketConnection(self, stream, request)
+        connection = stream.ws = StreamWebSocketConnection(self, stream, request)
         connection.start(b"")
         return connection
 
