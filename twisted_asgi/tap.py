@@ -90,6 +90,7 @@ OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
         (
             "no-http2",
             "no-h2c-prior-knowledge",
+            "no-ws-over-h2",
             "h2c-upgrade",
             "no-h2c-upgrade",
             "no-websocket",
@@ -251,6 +252,11 @@ class Options(usage.Options):
             "no-h2c-prior-knowledge",
             None,
             "On cleartext listeners, do not take connections that open with the HTTP/2 preface.",
+        ],
+        [
+            "no-ws-over-h2",
+            None,
+            "Serve no WebSocket over HTTP/2 (RFC 8441 extended CONNECT): HTTP/2 clients use HTTP/1.1 for WebSocket.",
         ],
         [
             "h2c-upgrade",
@@ -645,6 +651,7 @@ def config_from_options(options: Options) -> Config:
         "http2": not options["no-http2"],
         "h2c_prior_knowledge": not options["no-h2c-prior-knowledge"],
         "h2c_upgrade": bool(options["h2c-upgrade"]),
+        "ws_over_h2": not options["no-ws-over-h2"],
         "ws_allowed_origins": tuple(options.get("ws-allowed-origins") or ()),
         "proxy_headers": bool(options["proxy-headers"]),
         "proxy_headers_style": options["proxy-headers-style"],
