@@ -18,7 +18,7 @@ import os
 import re
 import socket
 import ssl as stdlib_ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -677,6 +677,8 @@ class ServerTLS:
         else:
             directlyProvides(self, declaration)
         self.transport = transport
+        #: How TLS records go to TCP (see :meth:`asgi_direct_tcp`).
+        self.send_tcp: Callable[[bytes], None] = transport.write
         self.connected = True
         connection = self.factory.creator.serverConnectionForTLS(self)
         connection.set_accept_state()
@@ -775,7 +777,7 @@ class ServerTLS:
                 data = tls.bio_read(2**16)
             except SSL.WantReadError:
                 return
-            self.transport.write(data)
+            self.send_tcp(data)
             if len(data) < 2**16:
                 return
 
@@ -921,6 +923,28 @@ class ServerTLS:
     def stopProducing(self) -> None:
         self.transport.stopProducing()
 
+    def asgi_direct_tcp(self, make_writer: Callable[[Any], Callable[[bytes], None]]) -> None:
+        """Send TLS records with ``make_writer(tcp_transport)`` instead of the
+        TCP transport's ``write``: the channel lends its direct writer
+        (``channel.direct_writer``), which sends straight to the socket while
+        Twisted's buffer is empty, so a handshake flight, a response and
+        close_notify leave at once instead of a loop pass later, without
+        registering a writer with the event loop each time."""
+        self.send_tcp = make_writer(self.transport)
+
+    def asgi_tls_extension(self) -> dict[str, Any]:
+        """The ASGI ``tls`` extension dict for this connection's scopes:
+        filled now if the handshake is over, else in place when it completes
+        (before any request can arrive)."""
+        extension = _unknown_extension()
+        tls = self.tls
+        if tls is not None:
+            if self.handshake_done:
+                _fill(extension, tls)
+            else:
+                self.extension = extension
+        return extension
+
     def getHandle(self) -> SSL.Connection | None:
         """The OpenSSL connection (``ISystemHandle``; None once closed)."""
         return self.tls
@@ -997,9 +1021,20 @@ def tls_extension(transport: Any) -> dict[str, Any]:
     same dict is completed in place when the handshake finishes (which is
     before any request can arrive). Over a TLS transport that is not a
     :class:`ServerTLS`, it is filled only if its handshake is already over;
-    the values the spec allows to be unknown stay None otherwise.
+    the values the spec allows to be unknown stay None otherwise. (The
+    channel asks :meth:`ServerTLS.asgi_tls_extension`.)
     """
-    extension: dict[str, Any] = {
+    if isinstance(transport, ServerTLS):
+        return transport.asgi_tls_extension()
+    extension = _unknown_extension()
+    connection = transport.getHandle() if hasattr(transport, "getHandle") else None
+    if isinstance(connection, SSL.Connection) and connection.get_finished() is not None:
+        _fill(extension, connection)
+    return extension
+
+
+def _unknown_extension() -> dict[str, Any]:
+    return {
         "server_cert": None,
         "client_cert_chain": [],
         "client_cert_name": None,
@@ -1007,18 +1042,6 @@ def tls_extension(transport: Any) -> dict[str, Any]:
         "tls_version": None,
         "cipher_suite": None,
     }
-    if isinstance(transport, ServerTLS):
-        connection = transport.tls
-        if connection is not None:
-            if transport.handshake_done:
-                _fill(extension, connection)
-            else:
-                transport.extension = extension
-        return extension
-    connection = transport.getHandle() if hasattr(transport, "getHandle") else None
-    if isinstance(connection, SSL.Connection) and connection.get_finished() is not None:
-        _fill(extension, connection)
-    return extension
 
 
 def _fill(extension: dict[str, Any], connection: SSL.Connection) -> None:
