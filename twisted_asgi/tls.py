@@ -805,11 +805,13 @@ class ServerTLS:
         self.transport.loseConnection()
 
     def _tls_failed(self, error: SSL.Error) -> None:
+        # The error's traceback goes (its frames hold this protocol and the
+        # channel: a cycle only the cycle collector would free).
+        reason = _untraced(error)
         if _represents_eof(error):
             # A client that closed TCP without close_notify: a plain connection loss.
-            self._tls_finished(Failure(ConnectionLost("Connection lost (no TLS close_notify)")))
-        else:
-            self._tls_finished(_untraced(error))
+            reason = Failure(ConnectionLost("Connection lost (no TLS close_notify)"))
+        self._tls_finished(reason)
 
     def _encrypt(self, data: bytes) -> None:
         """Encrypt cleartext and send it; before the handshake completes (or
