@@ -506,13 +506,13 @@ def test_closed_connection_is_freed_by_reference_counting(loop, ending):
 
 @pytest.mark.parametrize("ending", ["close_notify", "tcp-close"])
 def test_closed_tls_connection_is_freed_by_reference_counting(loop, certs, ending):
-    """The same over TLS (the server's TLS protocol over an in-memory transport,
-    ALPN h2, the server's own TLS context; Twisted's TLS protocol as the client): with the cycle collector off, a
-    stream that completed, one reset and one waiting in send() while the
-    transport is paused; the client leaves (with close_notify, or by closing
-    TCP only); no connection object survives, and a collection finds none of
-    them (nor, after close_notify, either side's TLS protocol). Source: issue
-    15, item 2."""
+    """The same over TLS (the server's TLS protocol over an in-memory
+    transport, ALPN h2, the server's own TLS context; Twisted's TLS protocol
+    as the client): with the cycle collector off, a stream that completed, one
+    reset and one waiting in send() while the transport is paused; the client
+    leaves (with close_notify, or by closing TCP only); no connection object
+    survives, and a collection finds none of them (nor, after close_notify,
+    either side's TLS protocol). Source: issue 15, item 2."""
     gc.collect()
     gc.disable()
     try:

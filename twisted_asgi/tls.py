@@ -975,9 +975,8 @@ class ServerTLS:
 @implementer(IProtocolFactory, ILoggingContext)
 class ServerTLSFactory:
     """Makes a :class:`ServerTLS` around each protocol of the wrapped server
-    factory; its close bound runs on the wrapped
-    factory's scheduler (``call_later``, the clock tests advance) for its
-    ``timeout_tls_close``."""
+    factory; the close bound (the wrapped factory's ``config.timeout_tls_close``)
+    runs on its scheduler (``call_later``, the clock tests advance)."""
 
     noisy = False
 
