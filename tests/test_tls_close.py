@@ -186,13 +186,13 @@ def test_tls_shutdown_is_not_held_by_a_silent_client(certs):
 
 
 def test_tls_close_timer_closes_tcp_and_is_cancelled_by_loss():
-    """Sans-IO: ClosingTLS closes its TCP transport timeout_tls_close after
+    """Sans-IO: ServerTLS closes its TCP transport timeout_tls_close after
     loseConnection on the server's clock, and a connection lost before that
     leaves no timer behind. Source: issue 15, item 11 (outside attack)."""
     from twisted.internet.protocol import Factory, Protocol
 
     from twisted_asgi.config import Config
-    from twisted_asgi.tls import ClosingTLSFactory
+    from twisted_asgi.tls import ServerTLSFactory
 
     class Wrapped(Factory):
         protocol = Protocol
@@ -214,11 +214,11 @@ def test_tls_close_timer_closes_tcp_and_is_cancelled_by_loss():
     directlyProvides(creator, IOpenSSLServerConnectionCreator)
     for lost_first in (False, True):
         clock = Clock()
-        factory = ClosingTLSFactory(creator, False, Wrapped(clock))
+        factory = ServerTLSFactory(creator, Wrapped(clock))
         tls = factory.buildProtocol(None)
         transport = StringTransport()
         tls.makeConnection(transport)
-        tls._handshakeDone = True  # as after a handshake: loseConnection then sends close_notify
+        tls.handshake_done = True  # as after a handshake: loseConnection then sends close_notify
         tls.loseConnection()
         assert len(clock.getDelayedCalls()) == 1
         if lost_first:

@@ -304,7 +304,6 @@ def test_the_overrides_are_found():
         "h2.connection:H2Connection._receive_priority_frame",
         "h2.connection:H2Connection._receive_frame",
         "h2.connection:H2Connection.open_inbound_streams",
-        "twisted.protocols.tls:TLSMemoryBIOProtocol._tlsShutdownFinished",
         "autobahn.twisted.websocket:WebSocketAdapterProtocol._onMessageBegin",
         "autobahn.websocket.protocol:WebSocketProtocol.onFrameBegin",
     } <= keys

@@ -85,15 +85,28 @@ def connection_info(transport: Any, root_path: str, config: Any = None) -> Conne
         root_path=root_path,
     )
     if info.tls:
-        from .tls import tls_extension  # pyOpenSSL is touched only by TLS connections
-
-        info.extensions["tls"] = tls_extension(transport)
+        # The server's own TLS transport (tls.ServerTLS) makes the extension,
+        # filled once its handshake completes; another TLS transport's stays
+        # unknown (the values the spec allows to be None).
+        make = getattr(transport, "asgi_tls_extension", None)
+        info.extensions["tls"] = make() if make is not None else _unknown_tls()
     if config is not None and config.proxy_headers:
         resolver = proxy_headers_for(config, _proxy_report)
         info.proxy_headers = resolver
         # "unix" trusts a unix-socket listener, not a PROXY header claiming a unix client.
         info.proxy_trusted = resolver.trust.trusts_peer(info.client, isinstance(host, UNIXAddress))
     return info
+
+
+def _unknown_tls() -> dict[str, Any]:
+    return {
+        "server_cert": None,
+        "client_cert_chain": [],
+        "client_cert_name": None,
+        "client_cert_error": None,
+        "tls_version": None,
+        "cipher_suite": None,
+    }
 
 
 def _proxy_report(message: str) -> None:
@@ -443,6 +456,11 @@ class HTTPChannel(Protocol):
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)
         no_delay(self.transport)
+        direct_tcp = getattr(self.transport, "asgi_direct_tcp", None)
+        if direct_tcp is not None:
+            # The server's TLS layer (tls.ServerTLS) sends its records with the
+            # direct writer too.
+            direct_tcp(direct_writer)
         #: Write bytes to the client (see :func:`direct_writer`).
         self.write = direct_writer(self.transport)
         if self.factory.metrics is not None:

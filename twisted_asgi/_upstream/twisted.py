@@ -1,7 +1,9 @@
 """Twisted's private names, fenced (see the package docstring).
 
-Read from Twisted 26.10.0, the release setup.cfg allows (24.7.0 to 26.4.0 have
-the same names with the same meaning, annotations aside):
+Read from Twisted 26.10.0 and 24.7.0, the newest and the oldest releases
+setup.cfg allows (the same names with the same meaning; between them only
+annotations differ, and ``AsyncioSelectorReactor.__init__``'s choice of a loop
+when given none, which the seam does not rely on):
 
 * twisted/internet/asyncioreactor.py, ``AsyncioSelectorReactor``:
   ``_readers``, ``_writers`` (reader/writer -> fd), ``_continuousPolling``
