@@ -161,7 +161,7 @@ def test_endpoint_strings(tmp_path):
     assert type(endpoint).__name__ == "ProxyProtocolEndpoint"
     endpoint = endpoint_from_string(reactor, "tcp:0", Config(proxy_protocol=True))
     assert type(endpoint).__name__ == "ProxyProtocolEndpoint"
-    assert type(endpoint_from_string(reactor, "tcp:0")).__name__ == "TCP4ServerEndpoint"
+    assert type(endpoint_from_string(reactor, "tcp:0")).__name__ == "TCPListenerEndpoint"
     with pytest.raises(ValueError, match="twice"):
         listener_endpoint(reactor, "proxy:proxy:tcp:0")
     with pytest.raises(ValueError, match="unknown ssl: keys"):

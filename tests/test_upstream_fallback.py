@@ -126,7 +126,6 @@ def test_reactor_seam_off_serves_http_and_websocket(stopping, name, loop):
 def test_hpack_huffman_off_serves_http2(stopping, name, tmp_path):
     server = start(["--delete", name], app="tests.apps:scope_echo")
     stopping(server)
-    said_once(server, "HPACK Huffman coding", name.split(":")[1])
     # curl (nghttp2) Huffman-codes the request's fields; our decoder's public
     # path decodes them, our encoder sends plain literals back.
     value = "a-long-header-value-that-huffman-shortens-" * 3
@@ -153,13 +152,48 @@ def test_hpack_huffman_off_serves_http2(stopping, name, tmp_path):
     assert ["x-probe", value] in scope["headers"], scope[
         "headers"
     ]  # curl's Huffman strings, decoded by hpack's Decoder
+    # h2 and hpack are imported, and checked, at the first HTTP/2 connection.
+    server.wait_for_output(OFF)
+    said_once(server, "HPACK Huffman coding", name.split(":")[1])
+
+
+@pytest.mark.parametrize("name", ["_tempDataLen", "_writeDisconnected"])
+def test_sendfile_off_serves_files_in_chunks(stopping, monkeypatch, tmp_path, name):
+    """Without a name of Twisted's TCP buffer, path send reads the file into
+    body chunks (tests/test_pathsend.py serves it with os.sendfile)."""
+    import hashlib
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "file").write_bytes(data)
+    monkeypatch.setenv("PATHSEND_DIR", str(tmp_path))
+    server = start(["--rename", f"twisted:{name}:{name}_gone_in_a_future_twisted"], app="tests.pathsend_app:app")
+    stopping(server)
+    said_once(server, "sendfile of response files", name)
+    for query in ("f=file", "f=file&chunked=1"):
+        status, _headers, body = http_get(server, f"/path?{query}")
+        assert status.startswith(b"HTTP/1.1 200") and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
+def test_file_sink_check_names_each_missing_field():
+    from twisted_asgi._upstream import twisted as upstream
+
+    class Transport:
+        pass
+
+    assert "is not a Twisted TCP connection" in (upstream.file_sink_problem(Transport()) or "")
+    assert upstream.file_sink(Transport()) is None
+    assert upstream.sendfile_problem() is None  # this Twisted has them all
 
 
 def test_masker_off_serves_websocket(stopping):
     server = start(["--rename", "autobahn:onFrameBegin:onFrameBegin_gone_in_a_future_autobahn"])
     stopping(server)
-    said_once(server, "WebSocket small-frame masker", "onFrameBegin")
     ws_round_trips(server)
+    # Autobahn is imported, and checked, at the first WebSocket.
+    server.wait_for_output(OFF)
+    said_once(server, "WebSocket small-frame masker", "onFrameBegin")
 
 
 # -- in-process: the checks and the public functions themselves ----------------------

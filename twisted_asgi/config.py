@@ -498,6 +498,16 @@ class Config:
         "preface (RFC 9113 §3.3), as Envoy, nginx grpc_pass and Cloud Run send.",
         flag="--no-h2c-prior-knowledge",
     )
+    ws_over_h2: bool = _f(
+        True,
+        "Serve WebSocket over HTTP/2 streams (RFC 8441): advertise "
+        "SETTINGS_ENABLE_CONNECT_PROTOCOL and take an extended CONNECT with "
+        "':protocol: websocket' as a WebSocket, over TLS and h2c alike (with "
+        "websocket and http2 on). Off: the setting is 0 and such a request is "
+        "a malformed stream (RST_STREAM), as RFC 8441 §3 asks of a server that "
+        "did not send it. Chromium and Firefox use it when advertised.",
+        flag="--no-ws-over-h2",
+    )
     h2c_upgrade: bool = _f(
         False,
         "On cleartext listeners, switch a bodiless request with 'Upgrade: h2c', "

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import replace
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,6 +42,7 @@ from .scope import http_scope
 if TYPE_CHECKING:
     from .channel import HTTPChannel
     from .server import ASGIFactory
+    from .websocket import StreamWebSocketConnection, WebSocketServer
 
 __all__ = ["HTTP2Handler", "HTTP2Server", "install_http2"]
 
@@ -71,6 +74,16 @@ class HTTP2Server:
         self.config = factory.config
         #: First bytes held back while they may still be the start of the preface.
         self._held: weakref.WeakKeyDictionary[HTTPChannel, bytes] = weakref.WeakKeyDictionary()
+        self._websocket: WebSocketServer | None = None
+
+    def websocket(self) -> WebSocketServer:
+        """The WebSocket server for extended CONNECT streams (RFC 8441), made
+        at the first one: Autobahn is imported only when used."""
+        if self._websocket is None:
+            from .websocket import WebSocketServer
+
+            self._websocket = WebSocketServer(self.factory)
+        return self._websocket
 
     def sniff(self, channel: HTTPChannel, data: bytes) -> bytes | None:
         """Called with a connection's first bytes, before HTTP/1.1 parses
@@ -258,6 +271,9 @@ class HTTP2Handler:
         if self.closed or self._closing:
             return
         self.core.go_away()
+        for stream in list(self.streams.values()):
+            if isinstance(stream, WebSocketStream):
+                stream.drain()  # WebSocket: 1001, then END_STREAM
         self.flush_output()
         self._check_idle()
 
@@ -283,6 +299,8 @@ class HTTP2Handler:
                     stream.fed += len(event.data)
                     stream.last_data = self.clock.seconds()
                     stream.task.feed_data(event.data)
+                elif isinstance(stream, WebSocketStream):
+                    stream.data_received(event.data)
                 else:
                     self.core.consumed(event.stream_id, len(event.data))
             elif kind is Request:
@@ -292,6 +310,8 @@ class HTTP2Handler:
                 if stream is not None and stream.task is not None:
                     stream.cancel_body_timer()
                     stream.task.feed_end()
+                elif isinstance(stream, WebSocketStream):
+                    stream.close_transport()  # RFC 8441 §4: the client's END_STREAM is its FIN
             elif kind is WriteReady:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
@@ -304,6 +324,8 @@ class HTTP2Handler:
                 if stream is not None:
                     stream.complete = True
                     stream.cancel_body_timer()
+                    if isinstance(stream, WebSocketStream):
+                        stream.gone()  # our END_STREAM is out: the WebSocket's transport is closed
                     self._forget(stream)
             elif kind is StreamReset:
                 stream = streams.get(event.stream_id)
@@ -334,10 +356,17 @@ class HTTP2Handler:
                 self.factory.metrics.limit("limit_concurrent_streams")
             self.handle(self.core.refuse(stream_id))
             return
-        stream = HTTP2StreamHandler(self, request)
-        self.streams[stream_id] = stream
         if self.factory.metrics is not None:
             self.factory.metrics.http2_streams += 1  # not a call: once per stream
+        if request.upgrade is not None:
+            # RFC 8441: the core passes only ":protocol: websocket" on.
+            tunnel = self.streams[stream_id] = WebSocketStream(self, request)
+            self.running += 1
+            self._cancel_idle()
+            self.server.websocket().open_stream(tunnel, request)
+            return
+        stream = HTTP2StreamHandler(self, request)
+        self.streams[stream_id] = stream
         scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
         self.running += 1
         self._cancel_idle()
@@ -455,8 +484,8 @@ class HTTP2Handler:
 
     def _log(self, event: StreamComplete) -> None:
         access_log = self.factory.access_log
-        if access_log is None or event.request is None:
-            return
+        if access_log is None or event.request is None or event.request.upgrade is not None:
+            return  # a WebSocket logs itself
         stream = self.streams.get(event.stream_id)
         duration = self.clock.seconds() - stream.started_at if stream is not None else 0.0
         access_log.log_http(self.channel.info, event.request, event.status, event.bytes_sent, duration)
@@ -517,6 +546,17 @@ class HTTP2StreamHandler:
         finally:
             handler.flush_soon()
         self._after_send(events)
+
+    def file_sink(self, task: HTTPTask) -> None:
+        """A file on a stream is read into DATA chunks (twisted_asgi.filesend)."""
+        return None
+
+    def file_failed(self, task: HTTPTask, dropped: bool) -> None:
+        """The file of the response could not be sent (logged): 500 while
+        its head is unsent, else the stream is reset."""
+        if self._live(task):
+            self._fail(500, "the response's file could not be sent")
+            self.gone()
 
     def send_trailers(self, task: HTTPTask, event: Trailers) -> None:
         if self._live(task):
@@ -660,5 +700,225 @@ class HTTP2StreamHandler:
             stream=self.stream_id,
             timeout=handler.config.timeout_send,
         )
+        self._stalled()
+
+    def _stalled(self) -> None:
+        """The client left the stream's window shut for ``timeout_send``."""
+        handler = self.handler
         handler.handle(handler.core.reset(self.stream_id))
         handler.flush_output()
+
+
+class WebSocketStream(HTTP2StreamHandler):
+    """A WebSocket on an HTTP/2 stream (RFC 8441), seen from both sides.
+
+    To its :class:`~twisted_asgi.websocket.StreamWebSocketConnection` it is
+    the channel: ``write_soon`` frames the WebSocket's bytes as the stream's
+    DATA (its send path, so the stream's window and the transport are the
+    backpressure, and the stream's send timer bounds a client that opens no
+    window), ``close_transport`` is END_STREAM, ``drop`` is RST_STREAM,
+    ``stop_reading`` stops acknowledging the client's DATA (its window shuts),
+    and the stream's end is the connection's loss. To the
+    :class:`HTTP2Handler` it is one of its streams, with no ``task`` of its
+    own: the WebSocket's app call is the connection's.
+    """
+
+    __slots__ = ("ws", "held", "reading", "blocked", "closing", "reported")
+
+    def __init__(self, handler: HTTP2Handler, request: Request) -> None:
+        super().__init__(handler, request)
+        self.ws: StreamWebSocketConnection | None = None
+        #: DATA received while reading is stopped, not yet acknowledged.
+        self.held: list[bytes] = []
+        self.reading = True
+        #: The WebSocket was told to pause (its output waits for window).
+        self.blocked = False
+        #: END_STREAM is queued, or the stream was reset.
+        self.closing = False
+        #: The WebSocket was told the stream is over.
+        self.reported = False
+
+    # -- the WebSocket's channel -------------------------------------------------
+
+    @property
+    def factory(self) -> ASGIFactory:
+        return self.handler.factory
+
+    @property
+    def info(self) -> Any:
+        return self.handler.channel.info
+
+    @property
+    def draining(self) -> bool:
+        return self.handler.draining
+
+    @property
+    def transport(self) -> WebSocketStream:
+        return self
+
+    @property
+    def disconnecting(self) -> bool:
+        return self.closing or self.complete
+
+    def client_text(self) -> str:
+        return self.handler.channel.client_text()
+
+    def write_soon(self, data: bytes, limit: int = 0) -> None:
+        """Frame ``data`` as DATA on the stream, with what else the streams
+        send in this loop pass (the handler's one flush)."""
+        handler = self.handler
+        if self.closing or self.complete or handler.closed:
+            return
+        self._after_send(handler.core.send_body(self.stream_id, data, True))
+        self._check_blocked()
+
+    write_now = write_soon
+
+    def _check_blocked(self) -> None:
+        ws = self.ws
+        if not self.blocked and ws is not None and self.handler.core.write_blocked(self.stream_id):
+            # As a full socket buffer does over HTTP/1.1: send() waits, reading stops.
+            self.blocked = True
+            ws.pause_producing()
+
+    def writable(self) -> None:
+        ws = self.ws
+        if ws is None or self.handler.core.write_blocked(self.stream_id):
+            return
+        self.blocked = False
+        ws.resume_producing()
+
+    def accept(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """``:status 200`` without END_STREAM (RFC 8441 §5)."""
+        core = self.handler.core
+        core.send_response(self.stream_id, 200, headers)
+        self._after_send(core.send_body(self.stream_id, b"", True))
+
+    def error_response(self, status: int, reason: str, headers: Any) -> int:
+        """Refuse the WebSocket with an HTTP error (END_STREAM); return the body size."""
+        handler = self.handler
+        handler.handle(handler.core.error_response(self.stream_id, status, reason, list(headers)))
+        handler.flush_soon()
+        return len(f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode())
+
+    def start_denial(self, status: int, headers: list[tuple[bytes, bytes]]) -> _StreamDenial:
+        """The app's own response instead of the WebSocket (ASGI denial response extension)."""
+        self.handler.core.send_response(self.stream_id, status, headers)
+        return _StreamDenial(self, status)
+
+    def close_transport(self, prompt_tls: bool = False) -> None:
+        """END_STREAM after the frames already queued (RFC 8441 §4: TCP's FIN)."""
+        if self.closing or self.complete:
+            return
+        self.closing = True
+        if not self.handler.closed:
+            self._after_send(self.handler.core.send_body(self.stream_id, b"", False))
+
+    def drop(self) -> None:
+        """RST_STREAM (RFC 8441 §4: TCP's RST)."""
+        self.closing = True
+        handler = self.handler
+        if not self.complete and not handler.closed:
+            handler.handle(handler.core.reset(self.stream_id))
+            handler.flush_output()
+        self.gone()
+
+    def stop_reading(self) -> None:
+        self.reading = False
+
+    def start_reading(self) -> None:
+        self.reading = True
+        held, self.held = self.held, []
+        for i, data in enumerate(held):
+            if not self.reading:
+                self.held[:0] = held[i:]
+                break
+            self._deliver(data)
+        self.handler.flush_soon()  # the WINDOW_UPDATEs
+
+    # -- the handler's stream ----------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.reading and not self.held:
+            self._deliver(data)
+        else:
+            self.held.append(data)  # bounded by the stream's window: it is not acknowledged
+
+    def _deliver(self, data: bytes) -> None:
+        ws = self.ws
+        self.handler.core.consumed(self.stream_id, len(data))
+        if ws is not None:
+            ws.data_received(data)
+
+    def drain(self) -> None:
+        if self.ws is not None:
+            self.ws.drain()
+
+    def gone(self, cancel: bool = False) -> None:
+        """The stream is over (END_STREAM sent, reset, or the connection is
+        gone): the WebSocket hears it as its transport's loss, on a later
+        pass (as Twisted reports a closed socket), and with ``cancel`` its
+        app call is stopped now."""
+        self.complete = True
+        self.cancel_send_timer()
+        self.held = []
+        ws = self.ws
+        if self.reported or ws is None:
+            return
+        self.reported = True
+        if cancel:
+            ws.abort()
+        reason = ConnectionDone() if self.closing else ConnectionLost("the HTTP/2 stream was reset")
+        self.handler.clock.callLater(0, self._report_lost, Failure(reason))
+
+    def _report_lost(self, reason: Failure) -> None:
+        ws = self.ws
+        if ws is not None:
+            ws.connection_lost(reason)
+            if ws.task is None:
+                self.app_finished()  # the handshake was refused: no app call ran
+        self._release()
+
+    def _release(self) -> None:
+        """Once the WebSocket knows the stream is over and its app returned,
+        let go of it (it refers back to this stream): freed by reference
+        counting, as every connection is."""
+        if self.finished and self.reported and self.complete:
+            self.ws = None
+
+    def _stalled(self) -> None:
+        if self.ws is not None:
+            self.ws.send_timed_out()  # 1006 to the app, then drop(): RST_STREAM
+        else:
+            HTTP2StreamHandler._stalled(self)
+
+    def app_finished(self, task: Any = None) -> None:
+        """The WebSocket's app call returned."""
+        if not self.finished:
+            self.finished = True
+            self.handler.app_done(self)
+        if self.ws is not None and self.ws.lost:
+            self._release()
+
+
+class _StreamDenial:
+    """A denial response on a stream, as :class:`~twisted_asgi.websocket.WebSocketConnection`
+    drives one (what ``HTTP11Connection`` is to it over HTTP/1.1): the core
+    frames it, so ``send_body`` returns nothing to write."""
+
+    __slots__ = ("stream", "status", "bytes_sent", "response_complete", "head_on_wire")
+
+    def __init__(self, stream: WebSocketStream, status: int) -> None:
+        self.stream = stream
+        self.status = status
+        self.bytes_sent = 0
+        self.response_complete = False
+        self.head_on_wire = False
+
+    def send_body(self, data: bytes, more: bool) -> bytes:
+        stream = self.stream
+        stream._after_send(stream.handler.core.send_body(stream.stream_id, data, more))
+        self.head_on_wire = True
+        self.bytes_sent += len(data)
+        self.response_complete = not more
+        return b""

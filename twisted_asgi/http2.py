@@ -99,6 +99,8 @@ _COMMON_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTI
 # RFC 9113 §8.2.2: connection-specific fields make a request malformed.
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
+# RFC 8441 §4: ":protocol", in an extended CONNECT, once we sent SETTINGS_ENABLE_CONNECT_PROTOCOL.
+_EXTENDED_PSEUDO = _REQUEST_PSEUDO | {b":protocol"}
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 # Frame types (RFC 9113 §6) and flags, for the frame-header scan.
@@ -451,6 +453,7 @@ class _Stream:
         "bytes_sent",
         "request_complete",
         "answered",
+        "tunnel",
     )
 
     def __init__(self) -> None:
@@ -472,6 +475,9 @@ class _Stream:
         self.request_complete = False
         #: We answered the stream ourselves; the app has no (more) part in it.
         self.answered = False
+        #: An extended CONNECT (RFC 8441): its DATA is a byte stream both
+        #: ways, not a request body (no body limit, no content-length).
+        self.tunnel = False
 
 
 class HTTP2Connection:
@@ -501,15 +507,17 @@ class HTTP2Connection:
         self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
         self.h2.decoder = FieldDecoder()  # type: ignore[assignment]
         window = config.limit_h2_stream_window_bytes
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: config.limit_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: window,
-                SettingCodes.MAX_FRAME_SIZE: config.limit_h2_frame_bytes,
-                SettingCodes.MAX_HEADER_LIST_SIZE: config.limit_h2_header_list_bytes,
-            },
-        )
+        settings = {
+            SettingCodes.MAX_CONCURRENT_STREAMS: config.limit_concurrent_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: window,
+            SettingCodes.MAX_FRAME_SIZE: config.limit_h2_frame_bytes,
+            SettingCodes.MAX_HEADER_LIST_SIZE: config.limit_h2_header_list_bytes,
+        }
+        #: RFC 8441: WebSocket over HTTP/2 streams (extended CONNECT) is offered.
+        self.extended_connect = config.ws_over_h2 and config.websocket
+        if self.extended_connect:
+            settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         # Initial values take effect at once (h2 applies only *changes* on the
         # client's ACK), so its decoder and frame reader get them from us. The
         # decoder stops at twice the advertised list size: between the two the
@@ -564,8 +572,10 @@ class HTTP2Connection:
         stream.request_complete = True
         self._highest_seen = 1
         request.stream_id = 1
-        # Its response goes out over HTTP/2, and the app answers it as such.
+        # Its response goes out over HTTP/2, and the app answers it as such;
+        # its "Upgrade: h2c" is done (an upgrade on a stream is RFC 8441's).
         request.http_version = "2"
+        request.upgrade = None
         return [request, EndOfMessage(1)]
 
     def _open_connection_window(self) -> None:
@@ -755,13 +765,18 @@ class HTTP2Connection:
             self._charge_reset()
             return
         try:
-            request, size = _parse_request(stream_id, event.headers, event.stream_ended is not None)
+            request, size = _parse_request(
+                stream_id, event.headers, event.stream_ended is not None, self.extended_connect
+            )
         except ValueError as exc:
             self._malformed(stream_id, str(exc))
             return
         stream.request = request
         stream.expected = request.content_length
         stream.request_complete = not request.has_body
+        if request.upgrade is not None:
+            stream.tunnel = True
+            stream.expected = None
         if reset_later:
             return  # the client resets it in the same read: no app for it
         config = self.config
@@ -769,6 +784,15 @@ class HTTP2Connection:
             too_big = size > config.limit_h2_header_list_bytes
             self._events.append(LimitHit("limit_h2_header_list_bytes" if too_big else "limit_request_headers"))
             self._answer(stream_id, 431, "request header list too large")
+        elif request.upgrade is not None:
+            if request.upgrade != b"websocket":
+                self._answer(stream_id, 501, "only the websocket protocol is supported by extended CONNECT")
+            elif not request.has_body:
+                # RFC 8441 §4: the stream carries the protocol's bytes; one
+                # the client ended at once has none.
+                self._answer(stream_id, 400, "extended CONNECT with END_STREAM")
+            else:
+                self._events.append(request)
         elif request.method == b"CONNECT":
             self._answer(stream_id, 501, "CONNECT is not supported")
         elif config.limit_request_body_bytes and (request.content_length or 0) > config.limit_request_body_bytes:
@@ -795,7 +819,7 @@ class HTTP2Connection:
             self._malformed(stream_id, "body longer than content-length")
             return
         limit = self.config.limit_request_body_bytes
-        if limit and stream.received > limit:
+        if limit and stream.received > limit and not stream.tunnel:
             self._events.append(LimitHit("limit_request_body_bytes"))
             self._events.append(StreamReset(stream_id))
             if not stream.status:
@@ -939,21 +963,25 @@ class HTTP2Connection:
         stream = self.streams.get(stream_id)
         return stream is not None and stream.head is not None and not stream.bytes_sent
 
-    def error_response(self, stream_id: int, status: int, reason: str) -> list[Any]:
+    def error_response(self, stream_id: int, status: int, reason: str, extra: Headers | None = None) -> list[Any]:
         """Answer the stream ourselves (the app never saw it, or failed before
-        its first body bytes)."""
+        its first body bytes), with the ``extra`` fields."""
         self._events = []
         if not self.closed:
-            self._answer(stream_id, status, reason)
+            self._answer(stream_id, status, reason, extra)
             self._flush()
         return self._events
 
-    def _answer(self, stream_id: int, status: int, reason: str) -> None:
+    def _answer(self, stream_id: int, status: int, reason: str, extra: Headers | None = None) -> None:
         stream = self.streams.get(stream_id)
         if stream is None or stream.done or stream.answered:
             return
         body = f"{status} {HTTPStatus(status).phrase}: {reason}\n".encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            *(extra or ()),
+        ]
         stream.outbound.clear()
         stream.queued = 0
         stream.trailers = None
@@ -1186,9 +1214,14 @@ def _trailers_error(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> tuple[Request, int]:
+def _parse_request(
+    stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool, extended_connect: bool = False
+) -> tuple[Request, int]:
     """The :class:`Request` a HEADERS block stands for, and its header-list size
-    (RFC 9113 §6.5.2: names, values and 32 bytes a field).
+    (RFC 9113 §6.5.2: names, values and 32 bytes a field). With
+    ``extended_connect`` (we sent SETTINGS_ENABLE_CONNECT_PROTOCOL), a CONNECT
+    may carry ``:protocol`` (RFC 8441 §4): the request's ``upgrade`` is then
+    its lower-cased value, and it has ``:scheme`` and ``:path`` as any request.
 
     :raises ValueError: the request is malformed (RFC 9113 §8.1.1, §8.2, §8.3).
     """
@@ -1200,6 +1233,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
     size = 0
     has_host = expect_continue = False
     good_names = _GOOD_NAMES
+    allowed_pseudo = _EXTENDED_PSEUDO if extended_connect else _REQUEST_PSEUDO
     for name, value in headers:
         size += len(name) + len(value) + 32
         # RFC 9113 §8.2.1 with the shared byte rules (fieldrules: forbidden
@@ -1209,7 +1243,7 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
         if name[:1] == b":":
             if fields or cookies:
                 raise ValueError("pseudo-header after a regular field")
-            if name not in _REQUEST_PSEUDO:
+            if name not in allowed_pseudo:
                 raise ValueError(f"pseudo-header {name!r} not allowed in a request")
             if name in pseudo:
                 raise ValueError(f"duplicate {name!r}")
@@ -1248,11 +1282,16 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
     if not method or (method not in _COMMON_METHODS and not is_token(method)):
         raise ValueError("missing or invalid :method")
     authority = pseudo.get(b":authority")
-    if method == b"CONNECT":
+    protocol = pseudo.get(b":protocol")
+    if protocol is not None and method != b"CONNECT":
+        raise ValueError(":protocol in a request that is not CONNECT")  # RFC 8441 §4
+    if method == b"CONNECT" and protocol is None:
         if b":scheme" in pseudo or b":path" in pseudo or not authority:
             raise ValueError("malformed CONNECT")  # RFC 9113 §8.5
         path, query = b"", b""
     else:
+        if protocol is not None and (not authority or not protocol):
+            raise ValueError("malformed extended CONNECT")  # RFC 8441 §4
         target = pseudo.get(b":path")
         if not pseudo.get(b":scheme") or not target:
             raise ValueError("missing :scheme or :path")  # RFC 9113 §8.3.1
@@ -1284,4 +1323,6 @@ def _parse_request(stream_id: int, headers: list[tuple[bytes, bytes]], ended: bo
         content_length,
         not ended,
     )
+    if protocol is not None:
+        request.upgrade = protocol.lower()
     return request, size

@@ -8,6 +8,14 @@ reloadable certificates and client-certificate options (see :mod:`.tls`).
 ``haproxy:tcp:8000`` gets this implementation, not Twisted's.
 ``Config.proxy_protocol`` puts it in front of every listener.
 
+The common strings (``tcp:``, ``tcp6:``, ``unix:``, ``fd:``) are parsed here
+and listened on with the reactor's own ``listenTCP``/``listenUNIX``/
+``adoptStreamPort``, exactly as Twisted's endpoints would: importing
+:mod:`twisted.internet.endpoints` costs about a third of the start-up (it
+imports Twisted's TLS support, pyOpenSSL and ``cryptography`` with it), so it
+is imported only for the other kinds, and for strings whose keys are not the
+plain ones (its parser then says what is wrong, in its words).
+
 Why not Twisted's ``haproxy:`` endpoint: it hands the connection to the
 application before the header has arrived (so the first scope would see the
 balancer's address), gives up when the first read is shorter than 8 or 16
@@ -21,11 +29,12 @@ import os
 import re
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer, fdesc
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -306,7 +315,112 @@ def endpoint_from_string(reactor: Any, description: str, config: Any = None) -> 
         return listener_endpoint(reactor, description, config)
     if description.startswith("fd:"):
         return _adopted_endpoint(reactor, description)
+    plain = _plain_endpoint(reactor, description)
+    if plain is not None:
+        return plain
+    from twisted.internet.endpoints import serverFromString  # heavy: see the module's documentation
+
     return serverFromString(reactor, description)
+
+
+#: Twisted's keys for each plain kind, in the order its parser takes them
+#: positionally (``tcp:8000:127.0.0.1``; ``tcp6:`` puts the backlog second).
+_PLAIN_KEYS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+
+
+def _plain_endpoint(reactor: Any, description: str) -> Any:
+    """The endpoint Twisted's parser would build for a ``tcp:``, ``tcp6:`` or
+    ``unix:`` string with its own keys and well-formed values (same defaults:
+    backlog 50, every interface, mode 666, a lock file), without importing
+    :mod:`twisted.internet.endpoints`; None for anything else, which Twisted's
+    parser then takes (and reports on, when it is wrong)."""
+    try:
+        kind, args, kwargs = split_description(description)
+    except ValueError:
+        return None
+    keys = _PLAIN_KEYS.get(kind)
+    if keys is None or len(args) > len(keys):
+        return None
+    values = dict(zip(keys, args, strict=False))
+    if set(values) & set(kwargs) or not set(kwargs) <= set(keys):
+        return None
+    values.update(kwargs)
+    try:
+        backlog = int(values.get("backlog", "50"))
+        if kind == "unix":
+            address = values["address"]
+            mode = int(values.get("mode", "666"), 8)
+            want_pid = bool(int(values.get("lockfile", "1")))
+            return UNIXListenerEndpoint(reactor, address, backlog, mode, want_pid)
+        port = int(values["port"])
+    except (KeyError, ValueError):
+        return None
+    interface = values.get("interface", "::" if kind == "tcp6" else "")
+    return TCPListenerEndpoint(reactor, port, backlog, interface)
+
+
+@implementer(IStreamServerEndpoint)
+class TCPListenerEndpoint:
+    """``tcp:``/``tcp6:``: what Twisted's ``TCP4ServerEndpoint`` and
+    ``TCP6ServerEndpoint`` do (``listenTCP`` tells the families apart by the
+    interface's address)."""
+
+    def __init__(self, reactor: Any, port: int, backlog: int, interface: str) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.backlog = backlog
+        self.interface = interface
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        return defer.execute(self.reactor.listenTCP, self.port, factory, backlog=self.backlog, interface=self.interface)
+
+
+@implementer(IStreamServerEndpoint)
+class UNIXListenerEndpoint:
+    """``unix:``: what Twisted's ``UNIXServerEndpoint`` does."""
+
+    def __init__(self, reactor: Any, address: str, backlog: int, mode: int, want_pid: bool) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.backlog = backlog
+        self.mode = mode
+        self.want_pid = want_pid
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        return defer.execute(
+            self.reactor.listenUNIX, self.address, factory, backlog=self.backlog, mode=self.mode, wantPID=self.want_pid
+        )
+
+
+@implementer(IStreamServerEndpoint)
+class AdoptedListenerEndpoint:
+    """``fd:``: an inherited listening socket, as Twisted's
+    ``AdoptedStreamServerEndpoint`` adopts one (the reactor's port keeps a
+    copy of the descriptor; the one given is closed), once."""
+
+    def __init__(self, reactor: Any, fileno: int, family: int) -> None:
+        self.reactor = reactor
+        self.fileno = fileno
+        self.family = family
+        self._used = False
+
+    def listen(self, factory: Any) -> defer.Deferred[Any]:
+        if self._used:
+            from twisted.internet.error import AlreadyListened
+
+            return defer.fail(AlreadyListened())
+        self._used = True
+        try:
+            fdesc.setNonBlocking(self.fileno)
+            port = self.reactor.adoptStreamPort(self.fileno, self.family, factory)
+            os.close(self.fileno)
+        except BaseException:
+            return defer.fail()
+        return defer.succeed(port)
 
 
 def _adopted_endpoint(reactor: Any, description: str) -> Any:
@@ -330,7 +444,7 @@ def _adopted_endpoint(reactor: Any, description: str) -> Any:
         if domain not in families:
             raise ValueError(f"fd: domain must be INET, INET6 or UNIX, not {domain!r}")
         family = families[domain]
-    return AdoptedStreamServerEndpoint(reactor, fileno, family)
+    return AdoptedListenerEndpoint(reactor, fileno, family)
 
 
 def is_tls(description: str) -> bool:
@@ -344,11 +458,11 @@ def listener_endpoint(reactor: Any, description: str, config: Any = None) -> Any
     Other kinds (``tcp:``, ``unix:``, ``fd:``, ``systemd:``, ...) come from
     :func:`endpoint_from_string`.
     """
-    from .tls import ssl_endpoint
-
     prefixed, description = split_proxy_prefix(description)
     proxied = prefixed or bool(config is not None and config.proxy_protocol)
     if description.startswith("ssl:"):
+        from .tls import ssl_endpoint
+
         _kind, args, kwargs = split_description(description)
         inner: Any = ssl_endpoint(reactor, args, kwargs)
     elif description.startswith("systemd:"):
@@ -404,9 +518,9 @@ class ProxyProtocolEndpoint:
         return ProxyProtocolFactory(factory, self.trust, self.timeout, self.limit, self.clock)
 
     def listen(self, factory: Any) -> Any:
-        from .tls import TLSServerEndpoint
-
-        if isinstance(self.inner, TLSServerEndpoint):
+        # Our TLS module is imported by ssl: listeners only: without it, the inner one is no TLS listener.
+        tls = sys.modules.get(f"{__package__}.tls")
+        if tls is not None and isinstance(self.inner, tls.TLSServerEndpoint):
             return self.inner.listen(factory, wrap=self._wrap)
         return self.inner.listen(self._wrap(factory))
 

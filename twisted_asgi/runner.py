@@ -33,7 +33,8 @@ from twisted.python.failure import Failure
 from .clock import Scheduler, Timer
 from .config import Config
 from .cycle import HTTPCycle, SendState
-from .events import AppError, Body, ClientDisconnected, Request, Response
+from .events import AppError, Body, ClientDisconnected, FileBody, Request, Response
+from .filesend import send_file
 from .scope import client_text
 
 __all__ = ["HTTPCarrier", "HTTPTask", "Runner"]
@@ -408,6 +409,9 @@ class HTTPTask(_AppCall):
             carrier.send_body(self, event)
         elif kind is Response:
             carrier.send_response(self, event)
+            return
+        elif kind is FileBody:
+            await send_file(self, event)
             return
         else:
             carrier.send_trailers(self, event)

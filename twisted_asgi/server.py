@@ -22,6 +22,7 @@ from .channel import HTTPChannel
 
 if TYPE_CHECKING:
     from .h2channel import HTTP2Server
+    from .websocket import WebSocketServer
 from .config import Config
 from .events import Request
 from .http11 import error_response
@@ -86,20 +87,21 @@ class ASGIFactory(Factory):
         self.upgrades: frozenset[bytes] = frozenset()
         #: Lifespan state shared (shallow-copied) into every scope; None when off.
         self.lifespan_state: dict[str, Any] | None = None
-        #: Chooses HTTP/2 for a connection (ALPN, the preface), None when off.
-        self.http2: HTTP2Server | None = None
+        #: Chooses HTTP/2 for a connection (ALPN, the preface), None when off;
+        #: a :class:`LazyHTTP2` until a connection may be HTTP/2.
+        self.http2: HTTP2Server | LazyHTTP2 | None = None
         self._upgrade_handlers: dict[bytes, Callable[[HTTPChannel, Request, bytes], None]] = {}
         self._drained: defer.Deferred | None = None
         #: Connections refused since the connection limit was last reached.
         self._refused = 0
+        # h2 and Autobahn are imported at the first connection that needs them,
+        # not at start-up (see LazyHTTP2 and LazyWebSocket).
         if config.websocket:
-            from .websocket import WebSocketServer  # Autobahn is imported only when used
-
-            self.register_upgrade(b"websocket", WebSocketServer(self))
+            self.register_upgrade(b"websocket", LazyWebSocket(self))
         if config.http2:
-            from .h2channel import install_http2  # h2 is imported only when used
-
-            self.http2 = install_http2(self)
+            lazy = self.http2 = LazyHTTP2(self)
+            if config.h2c_upgrade:
+                self.register_upgrade(b"h2c", lazy.upgrade)
 
     # -- Factory -----------------------------------------------------------
 
@@ -204,6 +206,82 @@ class ASGIFactory(Factory):
             return result
 
         return drained.addBoth(done)
+
+
+#: RFC 9113 §3.4: the client connection preface (``http2.PREFACE``, which
+#: imports h2; a test checks that the two agree).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class LazyHTTP2:
+    """Stands in for :class:`~twisted_asgi.h2channel.HTTP2Server` until a
+    connection may be HTTP/2: ALPN chose ``h2``, its first bytes are (the
+    start of) the preface, or it asks for ``Upgrade: h2c``. Only then are h2,
+    hpack and hyperframe imported (about 15 ms on the benchmark machine, paid once, by that first
+    connection), the real server replaces this one on the factory, and the
+    connection is its. Every other connection goes to HTTP/1.1 unchanged, as
+    the real server would send it."""
+
+    def __init__(self, factory: ASGIFactory) -> None:
+        self.factory = factory
+        self._server: HTTP2Server | None = None
+
+    def load(self) -> HTTP2Server:
+        """The real server (imported, made and installed on first use)."""
+        server = self._server
+        if server is None:
+            from ._upstream.fastpaths import report as report_fast_paths
+            from .h2channel import install_http2
+
+            server = self._server = install_http2(self.factory)
+            self.factory.http2 = server
+            report_fast_paths(log, http2=True)
+        return server
+
+    def sniff(self, channel: HTTPChannel, data: bytes) -> bytes | None:
+        alpn_h2 = getattr(channel.transport, "negotiatedProtocol", None) == b"h2"
+        if alpn_h2 or H2_PREFACE.startswith(data[: len(H2_PREFACE)]):
+            return self.load().sniff(channel, data)
+        return data  # cannot be HTTP/2: the real server would hand all of it to HTTP/1.1 too
+
+    def upgrade(self, channel: HTTPChannel, request: Request, trailing: bytes) -> None:
+        self.load().upgrade(channel, request, trailing)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not made yet (copy, pickle): nothing to load
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+
+class LazyWebSocket:
+    """The ``Upgrade: websocket`` handler until the first WebSocket: then
+    Autobahn is imported (about 45 ms on the benchmark machine, paid once, by that first connection)
+    and the real :class:`~twisted_asgi.websocket.WebSocketServer` takes its
+    place on the factory and the connection."""
+
+    def __init__(self, factory: ASGIFactory) -> None:
+        self.factory = factory
+        self._server: WebSocketServer | None = None
+
+    def load(self) -> WebSocketServer:
+        """The real handler (imported, made and registered on first use)."""
+        server = self._server
+        if server is None:
+            from ._upstream.fastpaths import report as report_fast_paths
+            from .websocket import WebSocketServer
+
+            server = self._server = WebSocketServer(self.factory)
+            self.factory.register_upgrade(b"websocket", server)
+            report_fast_paths(log, websocket=True)
+        return server
+
+    def __call__(self, channel: HTTPChannel, request: Request, trailing: bytes) -> None:
+        self.load()(channel, request, trailing)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not made yet (copy, pickle): nothing to load
+            raise AttributeError(name)
+        return getattr(self.load(), name)
 
 
 class AccessLog:

@@ -90,6 +90,7 @@ OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
         (
             "no-http2",
             "no-h2c-prior-knowledge",
+            "no-ws-over-h2",
             "h2c-upgrade",
             "no-h2c-upgrade",
             "no-websocket",
@@ -251,6 +252,11 @@ class Options(usage.Options):
             "no-h2c-prior-knowledge",
             None,
             "On cleartext listeners, do not take connections that open with the HTTP/2 preface.",
+        ],
+        [
+            "no-ws-over-h2",
+            None,
+            "Serve no WebSocket over HTTP/2 (RFC 8441 extended CONNECT): HTTP/2 clients use HTTP/1.1 for WebSocket.",
         ],
         [
             "h2c-upgrade",
@@ -645,6 +651,7 @@ def config_from_options(options: Options) -> Config:
         "http2": not options["no-http2"],
         "h2c_prior_knowledge": not options["no-h2c-prior-knowledge"],
         "h2c_upgrade": bool(options["h2c-upgrade"]),
+        "ws_over_h2": not options["no-ws-over-h2"],
         "ws_allowed_origins": tuple(options.get("ws-allowed-origins") or ()),
         "proxy_headers": bool(options["proxy-headers"]),
         "proxy_headers_style": options["proxy-headers-style"],
@@ -673,12 +680,25 @@ def _tcp_endpoint(host: str, port: int) -> str:
     return f"tcp:port={port}:interface={host}"
 
 
+#: :data:`twisted_asgi.workers.ENV`: the environment variable that makes a
+#: process a worker (a test checks the two agree).
+WORKER_ENV = "TWISTED_ASGI_WORKER"
+
+
+def _worker_settings() -> dict[str, Any] | None:
+    """:func:`twisted_asgi.workers.worker_settings`, without importing the
+    supervisor's module into a server that is no worker (the usual case)."""
+    if WORKER_ENV not in os.environ and "twisted_asgi.workers" not in sys.modules:
+        return None
+    from .workers import worker_settings
+
+    return worker_settings()
+
+
 def endpoints_from_options(options: Options) -> list[str]:
     """Endpoint strings from ``--endpoint`` and the Daphne-style shorthands
     (in a worker: the inherited sockets the supervisor passed)."""
-    from .workers import worker_settings
-
-    settings = worker_settings()
+    settings = _worker_settings()
     if settings is not None:
         return list(settings["endpoints"])
     endpoints = list(options["endpoints"])
@@ -740,9 +760,7 @@ def build_service(options: Options, reactor: Any = None) -> Any:
         reactor = default_reactor
     config = options.config  # checked when the options were parsed, as the endpoints were
     endpoints = endpoints_from_options(options)
-    from .workers import Supervisor, attach_worker, worker_settings
-
-    worker = worker_settings() is not None
+    worker = _worker_settings() is not None
     if config.metrics_endpoint:
         try:
             import prometheus_client  # noqa: F401 (checked here, used at each scrape)
@@ -752,6 +770,8 @@ def build_service(options: Options, reactor: Any = None) -> Any:
             ) from None
     if (config.workers or config.reload) and not worker:
         # The workers load the app and check the listeners; this process only supervises.
+        from .workers import Supervisor
+
         supervisor = Supervisor(getattr(options, "argv", []), config, endpoints, reactor)
         if config.reload:
             from .reload import MISSING, Reloader
@@ -781,6 +801,8 @@ def build_service(options: Options, reactor: Any = None) -> Any:
             raise SystemExit(f"twistd asgi: cannot open access log: {exc}") from None
     service = ASGIService(app, config, endpoints, reactor, access_log)
     if worker:
+        from .workers import attach_worker
+
         attach_worker(service)
     return service
 

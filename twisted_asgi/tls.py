@@ -7,7 +7,8 @@ connection.
 The OpenSSL context is built here (TLS 1.2 or newer, Mozilla's intermediate
 cipher list, no compression) from ``cryptography`` objects, since Twisted's
 ``CertificateOptions`` still hands pyOpenSSL the deprecated ``X509`` type.
-Connections run in Twisted's :class:`~twisted.protocols.tls.TLSMemoryBIOFactory`;
+Connections run in :class:`ServerTLS`, OpenSSL over memory BIOs as in Twisted's
+``TLSMemoryBIOProtocol`` but leaner per connection and with public APIs only;
 ALPN offers what the server factory accepts, as Twisted's own ``ssl:`` does.
 """
 
@@ -17,20 +18,31 @@ import os
 import re
 import socket
 import ssl as stdlib_ssl
-import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import (
+    ILoggingContext,
+    INegotiated,
+    IOpenSSLServerConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IPushProducer,
+    ISSLTransport,
+    IStreamServerEndpoint,
+    ISystemHandle,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import classImplements, directlyProvides, implementer, providedBy
 
-__all__ = ["ClosingTLS", "ClosingTLSFactory", "ReloadableTLS", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
+__all__ = ["ReloadableTLS", "ServerTLS", "ServerTLSFactory", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
 
 log = Logger(namespace="twisted_asgi.tls")
 
@@ -333,8 +345,9 @@ class ReloadableTLS:
         if staple is not None:
             # Without a callback OpenSSL answers a status request with nothing.
             context.set_ocsp_server_callback(_staple_ocsp, staple)
-        server_pem = certs[0].decode("ascii").replace("\r\n", "\n") + "\n"
-        context.set_info_callback(_handshake_watcher(server_pem))
+        # The ASGI tls extension's server_cert, read when a handshake on this
+        # context completes (tls_extension).
+        context.set_app_data(certs[0].decode("ascii").replace("\r\n", "\n") + "\n")
         ocsp_problem = f"OCSP response {ocsp_path} not stapled: {problem}" if problem else ""
         return _Certificate(cert_path, _dns_names(certificate), context, staple, ocsp_problem)
 
@@ -485,11 +498,12 @@ _CIPHERS = (
 def _select_alpn(connection: SSL.Connection, offered: list[bytes]) -> Any:
     """Pick the first protocol the server factory accepts that the client offered
     (RFC 7301 §3.2: the server's preference), or go on without ALPN."""
-    from twisted.internet.interfaces import IProtocolNegotiationFactory
-
     tls_protocol = connection.get_app_data()
-    factory = getattr(getattr(tls_protocol, "factory", None), "wrappedFactory", None)
-    negotiation = IProtocolNegotiationFactory(factory, None)
+    factory = getattr(tls_protocol, "factory", None)
+    if isinstance(factory, ServerTLSFactory):
+        negotiation = factory.negotiation
+    else:  # another TLS protocol over our context (Twisted's: a WrappingFactory)
+        negotiation = IProtocolNegotiationFactory(getattr(factory, "wrappedFactory", None), None)
     if negotiation is not None:
         for protocol in negotiation.acceptableProtocols():
             if protocol in offered:
@@ -517,7 +531,7 @@ class TLSServerEndpoint:
     def listen(self, factory: Any, wrap: Any = None) -> Any:
         tls = self.tls
         tls.announce()
-        tls_factory = ClosingTLSFactory(tls, False, factory)
+        tls_factory = ServerTLSFactory(tls, factory)
         return self.inner.listen(wrap(tls_factory) if wrap is not None else tls_factory)
 
     def reload(self) -> bool:
@@ -525,92 +539,480 @@ class TLSServerEndpoint:
         return self.tls.reload()
 
 
-class ClosingTLS(BufferingTLSTransport):
-    """Twisted's TLS transport, with a bound on how long a close waits for the
-    client's close_notify.
+#: The most cleartext one TLS record carries (RFC 8446 §5.1).
+_RECORD = 2**14
+#: Per (class, the transport's interface declaration): a subclass of ours that
+#: also declares the transport's interfaces (see ServerTLS.makeConnection).
+_declared: dict[tuple[type, Any], type] = {}
 
-    Twisted's ``loseConnection`` sends our close_notify and then keeps TCP open
-    until the client answers with its own: a client that never does (most
-    do not bother, RFC 8446 §6.1 does not make them) kept every closed
-    connection, and its socket, until ``timeout_send`` aborted it.
-    ``timeout_tls_close`` seconds after ``loseConnection`` the TCP connection
-    is closed in the ordinary way (what is written, our close_notify included,
-    is still sent first; ``timeout_send`` bounds that for a client that does
-    not read). Every close path (keep-alive, timeouts, errors, WebSocket,
-    HTTP/2, shutdown) goes through ``loseConnection``, so all get the bound.
+
+def _declaring(cls: type, declaration: Any) -> type | None:
+    found = _declared.get((cls, declaration))
+    if found is None and len(_declared) < 64:
+        made: Any = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        declare: Any = classImplements  # (the zope mypy plugin wants a class statement)
+        declare(made, *declaration)
+        found = made
+        _declared[(cls, declaration)] = found
+    return found
+
+
+@implementer(IPushProducer)
+class _Membrane:
+    """The producer registered with the TCP transport in place of the
+    application's: the TLS layer pauses it too (cleartext waiting for the
+    handshake), and a pause from either side is passed on once."""
+
+    paused = False
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.producer.stopProducing()
+
+
+def _represents_eof(error: SSL.Error) -> bool:
+    """Whether an OpenSSL error is the client closing TCP without close_notify."""
+    if isinstance(error, SSL.SysCallError):
+        reason = error.args[1] if len(error.args) > 1 else ""
+    else:
+        queue = error.args[0] if error.args else None
+        if not queue:
+            return True  # OpenSSL 3.x/4 on an unexpected EOF: an empty error queue
+        try:
+            reason = queue[-1][2]
+        except (IndexError, TypeError):
+            return False
+    return str(reason).casefold().startswith("unexpected eof")
+
+
+def _untraced(error: BaseException) -> Failure:
+    """A Failure for ``error`` without its traceback (or its context's): the
+    frames would hold the failure, this protocol and the channel in a cycle
+    only the cycle collector frees. The type and message are kept."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            break
+        seen.__traceback__ = None
+        seen = seen.__context__ or seen.__cause__
+    error.__context__ = None
+    return Failure(error)
+
+
+@implementer(IProtocol, ISSLTransport, INegotiated, ISystemHandle)
+class ServerTLS:
+    """The server side of one TLS connection: OpenSSL over memory BIOs between
+    the TCP transport and the channel (whose transport it is).
+
+    It does for a server what Twisted's ``TLSMemoryBIOProtocol`` (and
+    ``BufferingTLSTransport``) do, with pyOpenSSL's and Twisted's public
+    interfaces only, and less per connection: the transport's interfaces are
+    declared once per transport class (a cached subclass, where Twisted calls
+    ``directlyProvides`` per connection), no handshake step runs before the
+    client has sent anything, the ASGI ``tls`` extension is filled when the
+    handshake completes (no OpenSSL info callback on every handshake state),
+    a close breaks every reference cycle (a closed connection is freed by
+    reference counting on every Twisted release), and a write is encrypted at
+    once: Twisted's ``BufferingTLSTransport`` holds writes for a loop pass to
+    encrypt them together, which the channel's ``write_soon`` already does
+    (one joined write per loop pass), so a response leaves one pass sooner.
+
+    Behaviour, as Twisted's: cleartext written before the handshake completes
+    waits (the producer paused meanwhile); ``loseConnection`` sends what was
+    written, then our close_notify; before the handshake completes it aborts
+    instead. Unlike
+    Twisted's, a close waits at most ``timeout_tls_close`` seconds for the
+    client's close_notify (most clients never send one, RFC 8446 §6.1 does not
+    make them): then the TCP connection is closed in the ordinary way (what is
+    written is still sent first; ``timeout_send`` bounds that for a client
+    that does not read). Every close path (keep-alive, timeouts, errors,
+    WebSocket, HTTP/2, shutdown) goes through ``loseConnection``.
     """
 
-    _close_timer: Any = None
+    connected = False
+    disconnecting = False
+    #: Whether the TLS handshake has completed.
+    handshake_done = False
+    #: Whether the TLS layer is finished (close_notify or an error).
+    tls_lost = False
+    #: Whether ``abortConnection`` was called: no more data for the channel.
+    aborted = False
+    transport: Any = None
+    #: The OpenSSL connection (None once closed).
+    tls: SSL.Connection | None = None
+    #: Why the TLS layer failed, for the channel's connectionLost.
+    reason: Failure | None = None
+    #: The registered producer, behind a membrane.
+    producer: _Membrane | None = None
+    #: The ASGI tls extension to fill when the handshake completes.
+    extension: dict[str, Any] | None = None
+    close_timer: Any = None
+
+    def __init__(self, factory: ServerTLSFactory, wrapped: Any) -> None:
+        self.factory = factory
+        #: The protocol this one is the transport of (Twisted's name for it).
+        self.wrappedProtocol = wrapped
+        #: Cleartext waiting for the handshake (Twisted's ``_appSendBuffer``).
+        self.unsent: list[bytes] = []
+
+    # -- as the TCP transport's protocol ------------------------------------------------
+
+    def makeConnection(self, transport: Any) -> None:
+        declaration = providedBy(transport)
+        cls = _declaring(type(self), declaration)
+        if cls is not None:
+            self.__class__ = cls
+        else:
+            directlyProvides(self, declaration)
+        self.transport = transport
+        #: How TLS records go to TCP (see :meth:`asgi_direct_tcp`).
+        self.send_tcp: Callable[[bytes], None] = transport.write
+        self.connected = True
+        connection = self.factory.creator.serverConnectionForTLS(self)
+        connection.set_accept_state()
+        connection.set_app_data(self)  # for the ALPN callback (_select_alpn)
+        self.tls = connection
+        self.wrappedProtocol.makeConnection(self)
+
+    def connectionMade(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        tls = self.tls
+        if tls is None:
+            return
+        tls.bio_write(data)
+        if not self.handshake_done:
+            if self.aborted:
+                return
+            try:
+                tls.do_handshake()
+            except SSL.WantReadError:
+                self._flush_tls()
+                return
+            except SSL.Error as exc:
+                self._tls_failed(exc)
+                return
+            self.handshake_done = True
+            extension, self.extension = self.extension, None
+            if extension is not None:
+                try:
+                    _fill(extension, tls)
+                except Exception:  # an error here must not break the connection
+                    log.failure("Filling the ASGI tls extension failed")
+        if self.unsent:
+            self._send_unsent()
+        self._receive()
+
+    def _receive(self) -> None:
+        """Decrypt what the receive BIO holds and hand it to the channel."""
+        tls = self.tls
+        while not self.tls_lost and tls is not None:
+            try:
+                data = tls.recv(2**15)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                # The client's close_notify: answer it, then close TCP.
+                self._shutdown_tls()
+                self._tls_finished(None)
+            except SSL.Error as exc:
+                self._tls_failed(exc)
+            else:
+                if not self.aborted:
+                    wrapped = self.wrappedProtocol
+                    if wrapped is not None:
+                        wrapped.dataReceived(data)
+        self._flush_tls()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        timer, self.close_timer = self.close_timer, None
+        if timer is not None:  # pending: it clears itself when it fires
+            timer.cancel()
+        tls = self.tls
+        if not self.tls_lost and tls is not None:
+            # No more bytes will come: let OpenSSL hand over what it still holds.
+            tls.bio_shutdown()
+            self._receive()
+            self.tls_lost = True
+        reason = self.reason or reason
+        self.reason = None
+        self.connected = False
+        wrapped, self.wrappedProtocol = self.wrappedProtocol, None
+        self.producer = None
+        if wrapped is not None:
+            wrapped.connectionLost(reason)
+        if tls is not None:
+            # The OpenSSL connection points back here (its app data): let go both ways.
+            tls.set_app_data(None)
+            self.tls = None
+        self.unsent = []
+
+    def logPrefix(self) -> str:
+        wrapped = self.wrappedProtocol
+        prefix = getattr(wrapped, "logPrefix", None)
+        return f"{prefix() if prefix is not None else type(wrapped).__name__} (TLS)"
+
+    # -- the OpenSSL connection ------------------------------------------------------------
+
+    def _flush_tls(self) -> None:
+        """Hand what OpenSSL wrote to its send BIO to the TCP transport."""
+        tls = self.tls
+        if tls is None:
+            return
+        while True:
+            try:
+                data = tls.bio_read(2**16)
+            except SSL.WantReadError:
+                return
+            self.send_tcp(data)
+            if len(data) < 2**16:
+                return
+
+    def _shutdown_tls(self) -> None:
+        """Send our close_notify (or answer the client's); once both sides
+        have sent one (or before any handshake), close TCP."""
+        tls = self.tls
+        if tls is None:
+            return
+        try:
+            done = tls.shutdown()
+        except SSL.Error:
+            done = False  # mid-handshake: OpenSSL wants to read first
+        self._flush_tls()
+        if done:
+            self.transport.loseConnection()
+
+    def _tls_finished(self, reason: Failure | None) -> None:
+        """The TLS layer is over (``reason`` None: a clean close_notify):
+        send what OpenSSL has (an alert) and close TCP."""
+        if self.reason is None:
+            self.reason = reason
+        self.tls_lost = True
+        self._flush_tls()
+        self.transport.loseConnection()
+
+    def _tls_failed(self, error: SSL.Error) -> None:
+        # The error's traceback goes (its frames hold this protocol and the
+        # channel: a cycle only the cycle collector would free).
+        reason = _untraced(error)
+        if _represents_eof(error):
+            # A client that closed TCP without close_notify: a plain connection loss.
+            reason = Failure(ConnectionLost("Connection lost (no TLS close_notify)"))
+        self._tls_finished(reason)
+
+    def _encrypt(self, data: bytes) -> None:
+        """Encrypt cleartext and send it; before the handshake completes (or
+        while earlier cleartext waits) it waits too."""
+        if self.tls_lost:
+            return
+        tls = self.tls
+        if tls is None:
+            return
+        if not self.handshake_done or self.unsent:
+            self._hold_unsent(data)
+            return
+        done = 0
+        size = len(data)
+        while done < size:
+            chunk = data if size <= _RECORD else data[done : done + _RECORD]
+            try:
+                done += tls.send(chunk)
+            except SSL.WantReadError:
+                self._hold_unsent(data[done:])
+                break
+            except SSL.Error as exc:
+                self._tls_failed(exc)
+                break
+            self._flush_tls()
+
+    def _hold_unsent(self, data: bytes) -> None:
+        self.unsent.append(data)
+        if self.producer is not None:
+            self.producer.pauseProducing()
+
+    def _send_unsent(self) -> None:
+        pending, self.unsent = self.unsent, []
+        for data in pending:
+            self._encrypt(data)
+        if self.unsent:
+            return
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        elif self.disconnecting:
+            self._shutdown_tls()
+
+    # -- as the channel's transport ----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        # Writes after loseConnection are dropped, unless a producer is still
+        # registered (as Twisted's TLS transport does).
+        if (self.disconnecting and self.producer is None) or self.tls is None:
+            return
+        self._encrypt(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
 
     def loseConnection(self) -> None:
-        BufferingTLSTransport.loseConnection(self)
-        factory: Any = self.factory
-        timeout = factory.close_timeout
-        if timeout and self._close_timer is None and self.connected:
-            self._close_timer = factory.call_later(timeout, self._close_timed_out)
+        if self.disconnecting or not self.connected:
+            return
+        if not self.handshake_done and not self.unsent:
+            # Before the handshake completes OpenSSL cannot send close_notify
+            # (it would wait for the handshake for ever): abort.
+            self.abortConnection()
+        self.disconnecting = True
+        if not self.unsent and self.producer is None:
+            self._shutdown_tls()
+        timeout = self.factory.close_timeout
+        if timeout and self.close_timer is None and self.connected:
+            self.close_timer = self.factory.call_later(timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
-        self._close_timer = None
+        self.close_timer = None
         transport = self.transport
         if self.connected and transport is not None:
             transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        timer, self._close_timer = self._close_timer, None
-        if timer is not None:
-            timer.cancel()
-        BufferingTLSTransport.connectionLost(self, reason)
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self.disconnecting = True
+        self._shutdown_tls()
+        self.transport.abortConnection()
 
-    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
-        # Twisted (26.10, twisted/protocols/tls.py) calls this with a Failure()
-        # made in _flushReceiveBIO when a client leaves without close_notify or
-        # resets: its traceback's frames hold that failure and this protocol, a
-        # cycle only the cycle collector frees, on every such connection. Twisted
-        # passes on a new ConnectionLost failure in its place; this one keeps its
-        # text and loses its frames.
-        if reason is not None:
-            _drop_traceback(reason)
-        TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if not streaming:
+            raise TypeError("ServerTLS takes streaming (push) producers only")
+        if self.tls_lost:
+            producer.stopProducing()
+            return
+        membrane = _Membrane(producer)
+        self.transport.registerProducer(membrane, True)
+        self.producer = membrane
+
+    def unregisterProducer(self) -> None:
+        if self.producer is None:
+            return
+        self.producer = None
+        self.transport.unregisterProducer()
+        if self.disconnecting and not self.unsent:
+            self._shutdown_tls()
+
+    def getPeer(self) -> Any:
+        return self.transport.getPeer()
+
+    def getHost(self) -> Any:
+        return self.transport.getHost()
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.transport.stopProducing()
+
+    def asgi_direct_tcp(self, make_writer: Callable[[Any], Callable[[bytes], None]]) -> None:
+        """Send TLS records with ``make_writer(tcp_transport)`` instead of the
+        TCP transport's ``write``: the channel lends its direct writer
+        (``channel.direct_writer``), which sends straight to the socket while
+        Twisted's buffer is empty, so a handshake flight, a response and
+        close_notify leave at once instead of a loop pass later, without
+        registering a writer with the event loop each time."""
+        self.send_tcp = make_writer(self.transport)
+
+    def asgi_tls_extension(self) -> dict[str, Any]:
+        """The ASGI ``tls`` extension dict for this connection's scopes:
+        filled now if the handshake is over, else in place when it completes
+        (before any request can arrive)."""
+        extension = _unknown_extension()
+        tls = self.tls
+        if tls is not None:
+            if self.handshake_done:
+                _fill(extension, tls)
+            else:
+                self.extension = extension
+        return extension
+
+    def getHandle(self) -> SSL.Connection | None:
+        """The OpenSSL connection (``ISystemHandle``; None once closed)."""
+        return self.tls
+
+    def getPeerCertificate(self) -> Any:
+        tls = self.tls
+        return tls.get_peer_certificate() if tls is not None else None
+
+    @property
+    def negotiatedProtocol(self) -> bytes | None:
+        """The protocol ALPN chose (``INegotiated``), or None."""
+        tls = self.tls
+        if tls is None:
+            return None
+        chosen: bytes = tls.get_alpn_proto_negotiated()
+        return chosen or None
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else the TCP transport has (setTcpNoDelay, socket, ...).
+        transport = self.__dict__.get("transport")
+        if transport is None:
+            raise AttributeError(name)
+        return getattr(transport, name)
 
 
-def _drop_traceback(reason: Failure) -> None:
-    """Let go of the frames a connection-lost failure may hold: a failure made
-    while an exception was handled (a TLS client that left without
-    close_notify: Failure() in Twisted's TLS receive path) keeps a traceback,
-    and so does its exception; their frames hold the failure and the
-    protocols, a cycle only the cycle collector would free. The failure keeps
-    its type and message."""
-    value = reason.value
-    if reason.tb is None and getattr(value, "__traceback__", None) is None:
-        return
-    reason.cleanFailure()
-    seen = 0
-    while isinstance(value, BaseException) and seen < 8:
-        value.__traceback__ = None
-        value = value.__context__ or value.__cause__
-        seen += 1
+@implementer(IProtocolFactory, ILoggingContext)
+class ServerTLSFactory:
+    """Makes a :class:`ServerTLS` around each protocol of the wrapped server
+    factory; the close bound (the wrapped factory's ``config.timeout_tls_close``)
+    runs on its scheduler (``call_later``, the clock tests advance)."""
 
+    noisy = False
 
-class ClosingTLSFactory(TLSMemoryBIOFactory):
-    """:class:`TLSMemoryBIOFactory` making :class:`ClosingTLS` connections,
-    whose close timer runs on the wrapped server factory's scheduler
-    (``call_later``, the clock tests advance) for its ``timeout_tls_close``."""
-
-    protocol = ClosingTLS
-
-    def __init__(self, creator: Any, is_client: bool, wrapped: Any) -> None:
-        super().__init__(creator, is_client, wrapped)
+    def __init__(self, creator: Any, wrapped: Any) -> None:
+        #: Makes each OpenSSL connection (``IOpenSSLServerConnectionCreator``).
+        self.creator = creator
+        self.wrappedFactory = wrapped
         config = getattr(wrapped, "config", None)
         self.close_timeout: float = config.timeout_tls_close if config is not None else 0.0
-        self.call_later: Any = getattr(wrapped, "call_later", None) or self._clock.callLater
+        call_later = getattr(wrapped, "call_later", None)
+        if call_later is None:
+            from twisted.internet import reactor
+
+            call_later = reactor.callLater
+        self.call_later: Any = call_later
+        #: What ALPN may choose (``IProtocolNegotiationFactory``), or None.
+        self.negotiation: Any = IProtocolNegotiationFactory(wrapped, None)
+
+    def buildProtocol(self, addr: Any) -> ServerTLS | None:
+        protocol = self.wrappedFactory.buildProtocol(addr)
+        if protocol is None:
+            return None
+        return ServerTLS(self, protocol)
+
+    def doStart(self) -> None:
+        self.wrappedFactory.doStart()
+
+    def doStop(self) -> None:
+        self.wrappedFactory.doStop()
+
+    def logPrefix(self) -> str:
+        prefix = getattr(self.wrappedFactory, "logPrefix", None)
+        return f"{prefix() if prefix is not None else type(self.wrappedFactory).__name__} (TLS)"
 
 
 # -- the ASGI "tls" extension ----------------------------------------------------------
-
-#: Extension dicts of connections whose handshake is still running, filled by
-#: the context's info callback when it completes.
-_pending: weakref.WeakKeyDictionary[SSL.Connection, dict[str, Any]] = weakref.WeakKeyDictionary()
-_server_pems: weakref.WeakKeyDictionary[SSL.Connection, str] = weakref.WeakKeyDictionary()
 
 
 def tls_extension(transport: Any) -> dict[str, Any]:
@@ -618,11 +1020,22 @@ def tls_extension(transport: Any) -> dict[str, Any]:
 
     Scopes are prepared when the connection is made, before the handshake; the
     same dict is completed in place when the handshake finishes (which is
-    before any request can arrive). Over a TLS transport that our
-    :class:`ReloadableTLS` did not make, the values the spec allows to be
-    unknown stay None.
+    before any request can arrive). Over a TLS transport that is not a
+    :class:`ServerTLS`, it is filled only if its handshake is already over;
+    the values the spec allows to be unknown stay None otherwise. (The
+    channel asks :meth:`ServerTLS.asgi_tls_extension`.)
     """
-    extension: dict[str, Any] = {
+    if isinstance(transport, ServerTLS):
+        return transport.asgi_tls_extension()
+    extension = _unknown_extension()
+    connection = transport.getHandle() if hasattr(transport, "getHandle") else None
+    if isinstance(connection, SSL.Connection) and connection.get_finished() is not None:
+        _fill(extension, connection)
+    return extension
+
+
+def _unknown_extension() -> dict[str, Any]:
+    return {
         "server_cert": None,
         "client_cert_chain": [],
         "client_cert_name": None,
@@ -630,34 +1043,14 @@ def tls_extension(transport: Any) -> dict[str, Any]:
         "tls_version": None,
         "cipher_suite": None,
     }
-    connection = transport.getHandle() if hasattr(transport, "getHandle") else None
-    if not isinstance(connection, SSL.Connection):
-        return extension
-    if connection.get_finished() is not None:
-        _fill(extension, connection, _server_pems.get(connection))
-    else:
-        _pending[connection] = extension
-    return extension
 
 
-def _handshake_watcher(server_pem: str) -> Any:
-    def on_info(connection: SSL.Connection, where: int, _ret: int) -> None:
-        if where & SSL.SSL_CB_HANDSHAKE_DONE:
-            _server_pems[connection] = server_pem
-            extension = _pending.pop(connection, None)
-            if extension is not None:
-                try:
-                    _fill(extension, connection, server_pem)
-                except Exception:  # an error here must not break the handshake
-                    log.failure("Filling the ASGI tls extension failed")
-
-    return on_info
-
-
-def _fill(extension: dict[str, Any], connection: SSL.Connection, server_pem: str | None) -> None:
+def _fill(extension: dict[str, Any], connection: SSL.Connection) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    extension["server_cert"] = server_pem
+    # Our contexts carry their certificate's PEM (set in ReloadableTLS._certificate).
+    server_pem = connection.get_context().get_app_data()
+    extension["server_cert"] = server_pem if isinstance(server_pem, str) else None
     extension["tls_version"] = connection.get_protocol_version() or None
     extension["cipher_suite"] = cipher_suite_id(connection.get_cipher_name())
     peer = connection.get_peer_certificate(as_cryptography=True)

@@ -470,15 +470,15 @@ class _Framing(SmallFrameMasking, WebSocketServerProtocol):  # wsmask: our maske
         return stop
 
     def onAutoPingTimeout(self) -> None:
-        if self.handler.channel.factory.metrics is not None:
-            self.handler.channel.factory.metrics.timeout("timeout_ws_ping")
+        if self.handler.metrics is not None:
+            self.handler.metrics.timeout("timeout_ws_ping")
         log.info("WebSocket client {client} did not answer a ping in time", client=self.handler.channel.client_text())
         WebSocketServerProtocol.onAutoPingTimeout(self)
 
     def onCloseHandshakeTimeout(self) -> None:
         if self.state != _CLOSED:
-            if self.handler.channel.factory.metrics is not None:
-                self.handler.channel.factory.metrics.timeout("timeout_ws_close")
+            if self.handler.metrics is not None:
+                self.handler.metrics.timeout("timeout_ws_close")
             log.info(
                 "WebSocket client {client} did not answer our Close in time", client=self.handler.channel.client_text()
             )
@@ -566,6 +566,14 @@ class WebSocketServer:
         channel.hand_over(connection)
         connection.start(trailing)
 
+    def open_stream(self, stream: Any, request: Request) -> StreamWebSocketConnection:
+        """Serve a WebSocket on an HTTP/2 stream (RFC 8441): ``stream`` is
+        :class:`~twisted_asgi.h2channel.WebSocketStream`, which stands in for
+        the channel."""
+        connection = stream.ws = StreamWebSocketConnection(self, stream, request)
+        connection.start(b"")
+        return connection
+
 
 class WebSocketConnection:
     """One WebSocket connection after its upgrade request: the handshake, then
@@ -578,6 +586,8 @@ class WebSocketConnection:
     """
 
     protocol_name = "websocket"
+    #: The status of an accepted handshake, for the access log.
+    accept_status = 101
 
     __slots__ = (
         "buffer",
@@ -589,6 +599,7 @@ class WebSocketConnection:
         "framing",
         "handshake",
         "lost",
+        "metrics",
         "opened_at",
         "paused",
         "request",
@@ -597,6 +608,7 @@ class WebSocketConnection:
         "task",
         "timer",
         "write",
+        "write_soon",
     )
 
     def __init__(self, server: WebSocketServer, channel: HTTPChannel, request: Request) -> None:
@@ -616,12 +628,15 @@ class WebSocketConnection:
         #: The server is closing: later client messages are dropped.
         self.discarding = False
         self.draining = channel.draining
-        self.denial: HTTP11Connection | None = None
+        self.denial: Any = None
         #: The handshake timer, then the lifetime timer.
         self.timer: Any = None
         self.opened_at = server.factory.clock.seconds()
+        self.metrics = server.factory.metrics
         #: Write at once (after the frames the channel holds).
         self.write: Callable[[bytes], None] = channel.write_now
+        #: Write with the others of this loop pass (the channel's coalescer).
+        self.write_soon: Callable[[bytes, int], None] = channel.write_soon
         #: The transport's close has begun (it is asked once).
         self.closing = False
 
@@ -659,8 +674,8 @@ class WebSocketConnection:
         elif self.state is _HANDSHAKE:
             self.buffer += data
             if len(self.buffer) > self.server.config.limit_receive_buffer_bytes:
-                if self.channel.factory.metrics is not None:
-                    self.channel.factory.metrics.limit("limit_receive_buffer_bytes")
+                if self.metrics is not None:
+                    self.metrics.limit("limit_receive_buffer_bytes")
                 self._fail_handshake(400, "data sent before the handshake completed")
 
     def connection_lost(self, reason: Failure) -> None:
@@ -739,7 +754,7 @@ class WebSocketConnection:
     def send_ws(self, task: WebSocketTask, event: Any) -> None:
         kind = type(event)
         if kind is Message:
-            metrics = self.channel.factory.metrics
+            metrics = self.metrics
             if metrics is not None:
                 metrics.websocket_message("sent")
             framing = self.framing
@@ -753,7 +768,7 @@ class WebSocketConnection:
                 # fragmenting, no masking): one frame, written here.
                 n = len(data)
                 head = frame_head(2 if event.binary else 1, n)
-                write_soon = self.channel.write_soon
+                write_soon = self.write_soon
                 if n < _SMALL_FRAME:
                     write_soon(head + data, _FLUSH_AT)
                 else:
@@ -812,11 +827,11 @@ class WebSocketConnection:
     # -- from the framing ---------------------------------------------------------
 
     def message_received(self, payload: bytes, binary: bool) -> None:
-        metrics = self.channel.factory.metrics
+        metrics = self.metrics
         if metrics is not None:
             metrics.websocket_message("received")
         task = self.task
-        if self.discarding or task is None or task.returned:
+        if self.discarding or task is None or task.outcome is not None:
             return
         if task.feed_message(payload, binary):
             self._pause(_PAUSE_QUEUE)
@@ -827,8 +842,8 @@ class WebSocketConnection:
 
     def failed(self, code: int, reason: str) -> None:
         """Autobahn failed the connection (protocol error, size, UTF-8)."""
-        if code == 1009 and self.channel.factory.metrics is not None:
-            self.channel.factory.metrics.websocket_too_big(self.framing)
+        if code == 1009 and self.metrics is not None:
+            self.metrics.websocket_too_big(self.framing)
         log.info(
             "WebSocket from {client} failed with {code}: {reason}",
             client=self.channel.client_text(),
@@ -880,9 +895,7 @@ class WebSocketConnection:
             compression, offer_text = _negotiate_deflate(
                 framing, self.handshake.extensions, config.limit_ws_message_bytes
             )
-        self.write(
-            handshake_response(self.handshake.key, event.subprotocol, offer_text, event.headers, config.server_name)
-        )
+        self._write_accept(event, offer_text)
         self.state = _OPEN_WS
         self.framing = framing
         framing.open(compression, event.subprotocol)
@@ -890,7 +903,7 @@ class WebSocketConnection:
             framing.suspend_pings()
         clock = server.factory.clock
         if server.factory.access_log is not None:
-            self._log_access("WSCONNECT", 101)
+            self._log_access("WSCONNECT", self.accept_status)
             self.opened_at = clock.seconds()
         if config.timeout_ws_lifetime:
             self.timer = clock.callLater(config.timeout_ws_lifetime, self._lifetime_over)
@@ -900,12 +913,27 @@ class WebSocketConnection:
         elif buffered:
             framing._dataReceived(buffered)
 
+    def _write_accept(self, event: Accept, extensions: str | None) -> None:
+        """Complete the handshake on the wire: the 101 (RFC 6455 §4.2.2)."""
+        self.write(
+            handshake_response(
+                self.handshake.key, event.subprotocol, extensions, event.headers, self.server.config.server_name
+            )
+        )
+
     def _denial_start(self, event: DenialStart) -> None:
         self._cancel_timer()
         self.state = _DENIAL
-        denial = self.denial = HTTP11Connection(self.server.config)
+        self.denial = self._start_denial(event)
+
+    def _start_denial(self, event: DenialStart) -> Any:
+        """The serialiser of the app's denial response: ``send_body(data, more)``
+        returns the bytes to write; ``response_complete``, ``status``,
+        ``bytes_sent`` and ``head_on_wire`` tell how far it is."""
+        denial = HTTP11Connection(self.server.config)
         denial.keep_alive = False
         denial.start_response(self.request, event.status, event.headers)
+        return denial
 
     def _denial_body(self, event: DenialBody) -> None:
         denial = self.denial
@@ -936,6 +964,13 @@ class WebSocketConnection:
         if self.state is _DONE:
             return
         self.state = _DONE
+        size = self._write_error(status, reason, headers)
+        if self.server.factory.access_log is not None:
+            self._log_http(status, size)
+        self.close_transport()
+
+    def _write_error(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None) -> int:
+        """Write an error response with the extra ``headers``; return its body size."""
         data = error_response(status, reason, self.server.config.server_name)
         if headers:
             # After the status line; error_response ends every line with CRLF.
@@ -943,16 +978,14 @@ class WebSocketConnection:
             line, _, rest = data.partition(b"\r\n")
             data = line + b"\r\n" + extra + rest
         self.write(data)
-        if self.server.factory.access_log is not None:
-            self._log_http(status, body_size(data))
-        self.close_transport()
+        return body_size(data)
 
     def _handshake_timed_out(self) -> None:
         self.timer = None
         if self.state is _HANDSHAKE:
             # The app's fault, not the client's: a warning, as for HTTP's response timeout.
-            if self.channel.factory.metrics is not None:
-                self.channel.factory.metrics.timeout("timeout_ws_handshake")
+            if self.metrics is not None:
+                self.metrics.timeout("timeout_ws_handshake")
             log.warn(
                 "WebSocket app did not answer websocket.connect from {client} within {timeout}s",
                 client=self.channel.client_text(),
@@ -983,8 +1016,8 @@ class WebSocketConnection:
     def _lifetime_over(self) -> None:
         self.timer = None
         if self.state is _OPEN_WS:
-            if self.channel.factory.metrics is not None:
-                self.channel.factory.metrics.timeout("timeout_ws_lifetime")
+            if self.metrics is not None:
+                self.metrics.timeout("timeout_ws_lifetime")
             self._go_away(_GOING_AWAY, "connection lifetime reached")
 
     @property
@@ -1039,6 +1072,41 @@ class WebSocketConnection:
     def _log_http(self, status: int, size: int) -> None:
         duration = self.server.factory.clock.seconds() - self.opened_at
         self.server.factory.access_log.log_http(self.channel.info, self.request, status, size, duration)  # type: ignore[union-attr]
+
+
+class StreamWebSocketConnection(WebSocketConnection):
+    """A WebSocket on an HTTP/2 stream (RFC 8441): the same handshake checks,
+    ASGI conversation and Autobahn framing as over HTTP/1.1; its ``channel``
+    is an :class:`~twisted_asgi.h2channel.WebSocketStream`, which writes the
+    frames as the stream's DATA (its flow control is the backpressure) and
+    feeds it the client's. Only the HTTP parts differ: the handshake is
+    answered with HEADERS ``:status 200`` (no ``Sec-WebSocket-Accept``, RFC
+    8441 §5), and refusals and denial responses are HTTP/2 responses."""
+
+    __slots__ = ()
+
+    accept_status = 200
+    channel: Any
+
+    def _write_accept(self, event: Accept, extensions: str | None) -> None:
+        headers = list(event.headers)
+        if event.subprotocol is not None:
+            headers.append((b"sec-websocket-protocol", event.subprotocol.encode("ascii")))
+        if extensions:
+            headers.append((b"sec-websocket-extensions", extensions.encode("ascii")))
+        self.channel.accept(headers)
+
+    def _write_error(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None) -> int:
+        size: int = self.channel.error_response(status, reason, headers or ())
+        return size
+
+    def _start_denial(self, event: DenialStart) -> Any:
+        return self.channel.start_denial(event.status, event.headers)
+
+    def app_finished(self, task: WebSocketTask) -> None:
+        channel = self.channel
+        WebSocketConnection.app_finished(self, task)
+        channel.app_finished()
 
 
 def _negotiate_deflate(framing: _Framing, offers: str, limit: int) -> tuple[PerMessageDeflate | None, str | None]:

@@ -197,14 +197,20 @@ def parse_handshake(request: Request, origin_allowed: Callable[[bytes], bool] | 
     """Check an ``Upgrade: websocket`` request (RFC 6455 §4.2.1).
 
     The HTTP/1.1 parser already made sure it has ``Connection: upgrade``, one
-    Host and no body.
+    Host and no body. Over HTTP/2 the request is an extended CONNECT with
+    ``:protocol: websocket`` (RFC 8441 §5, checked by the HTTP/2 core), which
+    has no ``Sec-WebSocket-Key``: the stream is already the client's.
 
     :raises HandshakeError: 400 for a malformed handshake, 403 for an Origin
         not in the allow-list.
     """
-    if request.method != b"GET":
+    over_h2 = request.http_version == "2"
+    if over_h2:
+        if request.method != b"CONNECT" or request.upgrade != b"websocket":
+            raise HandshakeError("a WebSocket over HTTP/2 is an extended CONNECT (RFC 8441)")
+    elif request.method != b"GET":
         raise HandshakeError("a WebSocket handshake must be a GET request")
-    if request.http_version != "1.1":
+    elif request.http_version != "1.1":
         raise HandshakeError("a WebSocket handshake needs HTTP/1.1")
     keys: list[bytes] = []
     versions: list[bytes] = []
@@ -225,16 +231,18 @@ def parse_handshake(request: Request, origin_allowed: Callable[[bytes], bool] | 
     if [v.strip() for v in versions] != [b"13"]:
         # §4.4: answer with the version we speak.
         raise HandshakeError("Sec-WebSocket-Version must be 13", headers=[(b"sec-websocket-version", b"13")])
-    if len(keys) != 1:
-        raise HandshakeError("missing Sec-WebSocket-Key" if not keys else "more than one Sec-WebSocket-Key")
-    key = keys[0].strip()
-    try:
-        # §4.1: a base64-encoded 16-byte value.
-        valid_key = len(base64.b64decode(key, validate=True)) == 16
-    except ValueError:
-        valid_key = False
-    if not valid_key:
-        raise HandshakeError("Sec-WebSocket-Key is not a base64-encoded 16-byte value")
+    key = b""
+    if not over_h2:
+        if len(keys) != 1:
+            raise HandshakeError("missing Sec-WebSocket-Key" if not keys else "more than one Sec-WebSocket-Key")
+        key = keys[0].strip()
+        try:
+            # §4.1: a base64-encoded 16-byte value.
+            valid_key = len(base64.b64decode(key, validate=True)) == 16
+        except ValueError:
+            valid_key = False
+        if not valid_key:
+            raise HandshakeError("Sec-WebSocket-Key is not a base64-encoded 16-byte value")
     subprotocols: list[str] = []
     for value in protocols:
         for item in value.split(b","):

@@ -1,4 +1,11 @@
-"""Which fast paths are off, and the one start-up line that says so."""
+"""Which fast paths are off, and the start-up line that says so.
+
+The reactor seam and Twisted's names for sendfile are checked at start-up.
+The HPACK Huffman coding and the WebSocket small-frame masker are checked
+when HTTP/2 and WebSocket are first used: their libraries (h2 and hpack,
+Autobahn) are imported only then, so a server that never serves them never
+pays for importing them.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +13,50 @@ from typing import Any
 
 __all__ = ["fast_paths_off", "report"]
 
-_reported = False
+#: The fast paths a log line has named already: each is named once per process.
+_reported: set[str] = set()
 
 
-def fast_paths_off(reactor: Any = None) -> dict[str, str]:
+def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = True) -> dict[str, str]:
     """The fast paths that are off, each with why (empty when all are on).
 
-    ``reactor``: the reactor whose seam to check (none: the seam is not asked about).
+    ``reactor``: the reactor whose seam to check, with Twisted's other names
+    (sendfile's) at the same time (none: Twisted is not asked about).
+    ``http2``, ``websocket``: whether to check (and so import) hpack and Autobahn.
     """
-    from ..wsmask import PROBLEM as masker_problem
-    from . import hpack as upstream_hpack
-    from . import twisted as upstream_twisted
-
     off: dict[str, str] = {}
     if reactor is not None:
+        from . import twisted as upstream_twisted
+
         why = upstream_twisted.reactor_seam_problem(reactor)
         if why is not None:
             off["reactor seam"] = why
-    if upstream_hpack.PROBLEM is not None:
-        off["HPACK Huffman coding"] = upstream_hpack.PROBLEM
-    if masker_problem is not None:
-        off["WebSocket small-frame masker"] = masker_problem
+        why = upstream_twisted.sendfile_problem()
+        if why is not None:
+            off["sendfile of response files"] = why
+    if http2:
+        from . import hpack as upstream_hpack
+
+        if upstream_hpack.PROBLEM is not None:
+            off["HPACK Huffman coding"] = upstream_hpack.PROBLEM
+    if websocket:
+        from ..wsmask import PROBLEM as masker_problem
+
+        if masker_problem is not None:
+            off["WebSocket small-frame masker"] = masker_problem
     return off
 
 
-def report(log: Any, reactor: Any = None) -> dict[str, str]:
-    """Log, once per process, one line naming every fast path that is off and
-    why (nothing when all are on). Returns what :func:`fast_paths_off` found."""
-    global _reported
-    off = fast_paths_off(reactor)
-    if off and not _reported:
-        _reported = True
+def report(log: Any, reactor: Any = None, http2: bool = False, websocket: bool = False) -> dict[str, str]:
+    """Log one line naming every fast path asked about that is off, and why,
+    unless an earlier line named it (nothing when all are on). Returns what
+    :func:`fast_paths_off` found."""
+    off = fast_paths_off(reactor, http2, websocket)
+    new = {name: why for name, why in off.items() if name not in _reported}
+    if new:
+        _reported.update(new)
         log.warn(
             "Fast path(s) off, the public upstream API is used instead (slower, same behaviour): {paths}",
-            paths="; ".join(f"{name}: {why}" for name, why in off.items()),
+            paths="; ".join(f"{name}: {why}" for name, why in new.items()),
         )
     return off
