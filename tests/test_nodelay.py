@@ -44,7 +44,7 @@ def test_no_delay_reaches_the_tcp_socket_under_tls():
 @pytest.mark.parametrize("http", ["--http1.1", "--http2"])
 def test_fresh_tls_connections_get_their_first_response_without_a_stall(tmp_path, http):
     """30 fresh TLS 1.3 connections from curl over loopback, one request each:
-    at most one (machine noise) waits more than 20 ms from the end of the
+    at most one (machine noise; a second series of 30 if not) waits more than 20 ms from the end of the
     handshake to the first response byte. With Nagle on, 6 to 9 of 30 waited
     ~40 ms for the delayed ACK of the server's session tickets."""
     curl = shutil.which("curl")
@@ -52,17 +52,23 @@ def test_fresh_tls_connections_get_their_first_response_without_a_stall(tmp_path
     certs = make_certs(tmp_path)
     endpoint = f"ssl:port=0:interface=127.0.0.1:privateKey={certs['key']}:certKey={certs['cert']}"
     with serving("tests.apps:hello", endpoint=endpoint) as server:
-        waits = []
-        for _ in range(30):
-            result = subprocess.run(
-                [curl, "-s", "-o", "/dev/null", "--cacert", str(certs["ca"]), "--tlsv1.3", http]
-                + ["-w", "%{http_code} %{time_appconnect} %{time_starttransfer}", f"https://localhost:{server.port}/"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            code, connected, first_byte = result.stdout.split()
-            assert code == "200", result
-            waits.append(float(first_byte) - float(connected))
-    stalled = [round(w * 1000, 1) for w in waits if w > 0.020]
-    assert len(stalled) <= 1, f"{len(stalled)} of 30 first responses stalled (ms): {stalled}"
+        # A second series only when the first had stalls: the defect stalls 6 to
+        # 9 of every 30; a busy machine now and then one or two, seldom twice.
+        for _series in (1, 2):
+            waits = []
+            for _ in range(30):
+                result = subprocess.run(
+                    [curl, "-s", "-o", "/dev/null", "--cacert", str(certs["ca"]), "--tlsv1.3", http]
+                    + ["-w", "%{http_code} %{time_appconnect} %{time_starttransfer}"]
+                    + [f"https://localhost:{server.port}/"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
+                code, connected, first_byte = result.stdout.split()
+                assert code == "200", result
+                waits.append(float(first_byte) - float(connected))
+            stalled = [round(w * 1000, 1) for w in waits if w > 0.020]
+            if len(stalled) <= 1:
+                break
+    assert len(stalled) <= 1, f"{len(stalled)} of 30 first responses stalled (ms), twice: {stalled}"

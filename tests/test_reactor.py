@@ -284,13 +284,16 @@ def test_loop_clock_schedules_on_the_loop(kind):
             ran.append("pass")
 
         loop.call_soon(first_pass)
-        timer = clock.callLater(0.05, ran.append, "cancelled")
-        clock.callLater(0.02, ran.append, "later")
-        timer_cancelled = clock.callLater(0.01, ran.append, "never")
-        timer_cancelled.cancel()
-        loop.run_until_complete(asyncio.sleep(0.03))
-        timer.cancel()
-        loop.run_until_complete(asyncio.sleep(0.04))
-        assert ran == ["pass", "soon", "call_soon", "soon 2", "later"]
+        # Due ones run in deadline order, however late the loop gets to them;
+        # a cancelled one never (its deadline is far beyond the test).
+        done = loop.create_future()
+        clock.callLater(0.02, lambda: (ran.append("later"), done.set_result(None)))
+        clock.callLater(0.01, ran.append, "sooner")
+        pending = clock.callLater(3600, ran.append, "cancelled")
+        clock.callLater(0.005, pending.cancel)
+        clock.callLater(0.001, ran.append, "never").cancel()
+        loop.run_until_complete(done)
+        assert ran == ["pass", "soon", "call_soon", "soon 2", "sooner", "later"]
+        assert pending.cancelled()
     finally:
         loop.close()
