@@ -141,7 +141,9 @@ def start_server(
     server = Server(proc, None, "127.0.0.1")
     if not wait:
         return server
-    deadline = time.monotonic() + 20
+    # A bound for a server that will never listen, not a measure: a loaded
+    # 2-core machine has taken over 20 s to start one.
+    deadline = time.monotonic() + 60
     while True:
         text = server.read_output(0.05)
         found = _LISTEN.findall(text)
