@@ -134,6 +134,8 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
             b'<body><p id="order">%s</p></body></html>' % (style, order)
         )
         await _answer(send, page, b"text/html; charset=utf-8")
+    elif path == "/healthz":
+        await _answer(send, b"ok")  # the guide's HAProxy health check
     elif path == "/style.css":
         _event("style-" + ident).set()
         await _answer(send, STYLE, b"text/css")
