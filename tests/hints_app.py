@@ -71,6 +71,16 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b"one ", "more_body": True})
         await send({"type": "http.response.early_hint", "links": _links(1)})
         await send({"type": "http.response.body", "body": b"two"})
+    elif path == "/upload":
+        # A hint, then the body (an Expect: 100-continue client gets its 100 now).
+        await send({"type": "http.response.early_hint", "links": _links(0)})
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await _answer(send, b"%d" % size)
     elif path == "/empty":
         # No links: nothing to say, nothing sent.
         await send({"type": "http.response.early_hint", "links": []})

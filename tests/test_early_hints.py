@@ -195,6 +195,27 @@ def test_http11_hints_after_the_start_and_without_links_are_dropped(server):
     assert (statuses, body) == ([b"HTTP/1.1 200 OK"], b"done")
 
 
+def test_http11_hint_then_100_continue_then_the_response(server):
+    """An app that hints and then reads a body the client holds back for
+    "100 Continue": the 103 first, the 100 when the app waits for the body,
+    the response last; each a head of its own."""
+    sock = server.connect()
+    try:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        buffer = bytearray()
+        sock.settimeout(10)
+        while buffer.count(b"\r\n\r\n") < 2:
+            buffer += sock.recv(65536)
+        assert bytes(buffer).startswith(b"HTTP/1.1 103 Early Hints\r\nlink: </a0.css>")
+        assert bytes(buffer).endswith(b"\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"), bytes(buffer)
+        buffer.clear()
+        sock.sendall(b"hello")
+        statuses, _heads, body = read_exchange(sock, buffer)
+    finally:
+        sock.close()
+    assert (statuses, body) == ([b"HTTP/1.1 200 OK"], b"5")
+
+
 def test_the_scope_offers_hints_on_http11_and_not_on_http10(server):
     """RFC 9110 §15.2: no 1xx to an HTTP/1.0 client. The HTTP/1.0 scope does not
     offer the extension, and a hint sent anyway is dropped."""
@@ -398,6 +419,38 @@ def test_http2_scope_offers_hints_late_ones_are_dropped_bad_ones_are_500(transpo
     assert _kinds(client.on(late)) == ["ResponseReceived", "StreamEnded"]
     assert _kinds(client.on(bad)) == ["ResponseReceived", "StreamEnded"]
     assert dict(client.on(bad)[0].headers)[b":status"] == b"500"
+
+
+def test_http2_hint_on_the_stream_of_an_h2c_upgrade():
+    """With --h2c-upgrade, the request that asked for HTTP/2 becomes stream 1
+    (half closed by the client from the start): its hint is an informational
+    HEADERS frame there too, before its response."""
+    with serving(APP, "--h2c-upgrade") as server:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        settings = conn.initiate_upgrade_connection()
+        sock = server.connect()
+        try:
+            sock.sendall(
+                b"GET /hints?n=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\n\r\n"
+            )
+            sock.sendall(conn.data_to_send())
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                buffer += sock.recv(65536)
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            events = conn.receive_data(rest)
+            while not any(isinstance(e, h2.events.StreamEnded) for e in events):
+                data = sock.recv(65536)
+                assert data, events
+                events += conn.receive_data(data)
+                sock.sendall(conn.data_to_send())
+        finally:
+            sock.close()
+    on_1 = [e for e in events if getattr(e, "stream_id", None) == 1]
+    assert _kinds(on_1) == ["InformationalResponseReceived", "ResponseReceived", "StreamEnded"], on_1
+    assert on_1[0].headers == [(b":status", b"103"), *((b"link", link) for link in links(0))]
 
 
 def test_http2_hints_to_a_client_that_reads_nothing_are_held_then_dropped(server):
