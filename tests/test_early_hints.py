@@ -467,6 +467,21 @@ def test_http2_hints_to_a_client_that_reads_nothing_are_held_then_dropped(server
     assert state["sent"] < 20000, state
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "on"),
+    [([], {}, True), (["--no-early-hints"], {}, False), ([], {"TWISTED_ASGI_NO_EARLY_HINTS": "1"}, False)],
+)
+def test_early_hints_are_on_unless_the_flag_or_its_variable_says_off(argv, env, on, monkeypatch):
+    from twisted_asgi.tap import Options, config_from_options
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    options = Options()
+    options.parseOptions([*argv, "tests.hints_app:app"])
+    assert config_from_options(options).early_hints is on
+    assert Config().early_hints is True
+
+
 def test_no_early_hints_offers_none_and_drops_hints_sent_anyway():
     """--no-early-hints (behind a proxy that mistakes a 103 for the final
     response): not offered on HTTP/1.1 nor HTTP/2, and a hint sent anyway
