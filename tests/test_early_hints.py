@@ -421,6 +421,25 @@ def test_http2_scope_offers_hints_late_ones_are_dropped_bad_ones_are_500(transpo
     assert dict(client.on(bad)[0].headers)[b":status"] == b"500"
 
 
+def test_http2_hint_leaves_while_the_app_still_works(server):
+    """The 103 is not held for the response: it arrives while the app waits
+    (for /release), and the response only after the release."""
+    client = H2Client(server.host, server.port)
+    try:
+        stream = client.request("/wait?id=h2wait")
+        while not any(isinstance(e, h2.events.InformationalResponseReceived) for e in client.on(stream)):
+            data = client.sock.recv(65536)
+            assert data, client.events
+            client.events += client.conn.receive_data(data)
+            client.flush()
+        assert _kinds(client.on(stream)) == ["InformationalResponseReceived"]
+        get(server, "/release?id=h2wait")
+        client.until_ended(stream)
+    finally:
+        client.close()
+    assert _kinds(client.on(stream)) == ["InformationalResponseReceived", "ResponseReceived", "StreamEnded"]
+
+
 def test_http2_hint_on_the_stream_of_an_h2c_upgrade():
     """With --h2c-upgrade, the request that asked for HTTP/2 becomes stream 1
     (half closed by the client from the start): its hint is an informational
