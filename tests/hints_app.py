@@ -110,15 +110,17 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     elif path == "/status":
         await _answer(send, json.dumps(_status.get(ident, {})).encode(), b"application/json")
     elif path == "/flood":
-        # Hints of `size` bytes, `n` of them, as fast as send() returns: a
-        # client that reads nothing must hold this app (backpressure), until
-        # the send timeout drops it.
-        link = b"</" + b"x" * int(query["size"]) + b">; rel=preload; as=image"
+        # `n` hints of 20 links of about 60 bytes (about 1.3 KB a hint, each
+        # link short enough for the HPACK encoder's cache of encoded fields:
+        # Huffman-coding a long value in Python costs ~0.7 us a byte), as fast
+        # as send() returns: a client that reads nothing must hold this app
+        # (backpressure), until the send timeout drops it.
+        link = [b"</%02d%s>; rel=preload; as=image" % (i, b"x" * 32) for i in range(20)]
         sent = 0
         state = _status.setdefault(ident, {})
         try:
             for _ in range(int(query["n"])):
-                await send({"type": "http.response.early_hint", "links": [link]})
+                await send({"type": "http.response.early_hint", "links": link})
                 sent += 1
                 state["sent"] = sent
         except OSError:
@@ -131,8 +133,12 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
         # waits until the stylesheet was asked for, `wait` seconds at most,
         # and says which came first.
         style = b"/style.css?id=" + ident.encode()
+        loop = asyncio.get_running_loop()
+        state = _status.setdefault(ident, {})
+        state["page at"] = loop.time()
         if query.get("hint") == "1":
             await send({"type": "http.response.early_hint", "links": [b"<%s>; rel=preload; as=style" % style]})
+            state["hinted at"] = loop.time()
         try:
             await asyncio.wait_for(_event("style-" + ident).wait(), float(query.get("wait", "10")))
             order = b"stylesheet-first"
@@ -147,6 +153,7 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     elif path == "/healthz":
         await _answer(send, b"ok")  # the guide's HAProxy health check
     elif path == "/style.css":
+        _status.setdefault(ident, {})["stylesheet at"] = asyncio.get_running_loop().time()
         _event("style-" + ident).set()
         await _answer(send, STYLE, b"text/css")
     else:
