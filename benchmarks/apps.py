@@ -7,6 +7,8 @@ Only the standard library is imported: the same file runs in every virtualenv.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 HELLO = b"Hello, world!"
@@ -107,3 +109,88 @@ async def ws_echo(scope: dict, receive: Any, send: Any) -> None:
                 await send({"type": "websocket.send", "text": message.get("text") or ""})
         elif kind == "websocket.disconnect":
             return
+
+
+# -- a static file: path send where the server offers it ------------------------------
+
+#: Where the files served by the file scenarios are written (once, then reused).
+FILE_DIR = os.environ.get("BENCH_FILE_DIR") or os.path.join(tempfile.gettempdir(), "twisted-asgi-bench-files")
+#: Read size of the app's own loop where the server offers no path send (Starlette's too).
+FILE_CHUNK = 65536
+
+
+def bench_file(size: int) -> str:
+    """The path of a ``size``-byte file of non-zero bytes, written if missing
+    (atomically: servers started side by side may race to write it)."""
+    path = os.path.join(FILE_DIR, f"file-{size}")
+    try:
+        if os.path.getsize(path) == size:
+            return path
+    except OSError:
+        pass
+    os.makedirs(FILE_DIR, exist_ok=True)
+    block = bytes(range(256)) * 4096  # 1 MiB
+    partial = f"{path}.{os.getpid()}"
+    with open(partial, "wb") as out:
+        left = size
+        while left:
+            n = min(left, len(block))
+            out.write(block[:n])
+            left -= n
+    os.replace(partial, path)
+    return path
+
+
+def _file_app(size: int) -> Any:
+    """The file of ``size`` bytes with its Content-Length: by ``http.response.pathsend``
+    when the scope offers it (twisted-asgi, granian), else read and sent in 64 KiB
+    body chunks (what a server without it gets)."""
+    path = bench_file(size)
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode())],
+    }
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        await send(dict(start))
+        if "http.response.pathsend" in scope.get("extensions", {}):
+            await send({"type": "http.response.pathsend", "path": path})
+            return
+        with open(path, "rb") as file:
+            while True:
+                chunk = file.read(FILE_CHUNK)
+                more = len(chunk) == FILE_CHUNK
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    return
+
+    return app
+
+
+def _starlette_file_app(size: int) -> Any:
+    """The same file through Starlette's ``FileResponse`` (which uses path send when
+    the server offers it; uvicorn does not). Starlette is imported on the first
+    request: the module itself imports only the standard library."""
+    path = bench_file(size)
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        from starlette.responses import FileResponse
+
+        await FileResponse(path, media_type="application/octet-stream")(scope, receive, send)
+
+    return app
+
+
+file_1m = _file_app(1 << 20)
+file_100m = _file_app(100 << 20)
+file_1m_starlette = _starlette_file_app(1 << 20)
+file_100m_starlette = _starlette_file_app(100 << 20)

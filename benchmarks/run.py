@@ -186,6 +186,16 @@ SERVERS: dict[str, ServerSpec] = {
             workers=_HYPERCORN_WORKERS,
             idle_args=f"--keep-alive {_LONG_IDLE}",
         ),
+        # uvicorn (httptools) serving Starlette's FileResponse, which streams the file in
+        # 64 KiB chunks since uvicorn offers no path send; the file scenarios only.
+        ServerSpec(
+            "uvicorn-starlette",
+            "peers",
+            f"{_UVICORN_HTTPTOOLS} {{app}}_starlette",
+            websocket=False,
+            package="starlette",
+            only=("file-1m", "file-100m"),
+        ),
         # granian keeps idle connections open (no idle timeout by default), but serves at most
         # --backpressure (default: its listen backlog, 1024) connections at once.
         ServerSpec(
@@ -210,6 +220,7 @@ DEFAULT_SERVERS = (
     "uvicorn-zttp",
     "hypercorn",
     "granian",
+    "uvicorn-starlette",
 )
 
 
@@ -266,6 +277,26 @@ SCENARIOS: list[Scenario] = [
         unit="MiB/s",
         connections=8,
         min_response_bytes=1 << 20,
+    ),
+    # A static file by path send (http.response.pathsend) where the server offers it
+    # (twisted-asgi: os.sendfile; granian), else read into 64 KiB body chunks.
+    Scenario(
+        "file-1m",
+        "1 MiB static file, path send",
+        "wrk",
+        app="apps:file_1m",
+        unit="MiB/s",
+        connections=8,
+        min_response_bytes=1 << 20,
+    ),
+    Scenario(
+        "file-100m",
+        "100 MiB static file, path send",
+        "wrk",
+        app="apps:file_100m",
+        unit="MiB/s",
+        connections=4,
+        min_response_bytes=100 << 20,
     ),
     Scenario("h2-tls", "HTTP/2 over TLS (h2load)", "h2load", connections=8, streams=32, tls=True, needs="h2-tls"),
     Scenario("h2c", "HTTP/2 cleartext, prior knowledge (h2load)", "h2load", connections=8, streams=32, needs="h2c"),

@@ -77,6 +77,8 @@ LOAD_SCENARIOS = {
     "h1-close",
     "h1-post-64k",
     "h1-stream-1m",
+    "file-1m",
+    "file-100m",
     "django",
     "workers",
 }
@@ -391,3 +393,29 @@ def test_grid_table_is_rectangular() -> None:
     lines = report.grid(["scenario", "a"], [["HTTP/1.1 keep-alive", "1,234 (1,000–2,000) †"], ["x", "n/a"]])
     assert len({len(line) for line in lines}) == 1
     assert lines[2].startswith("+=")
+
+
+@pytest.mark.timeout(600)
+def test_instruction_counts_of_this_checkout_and_another_directory(tmp_path: Path) -> None:
+    """benchmarks/instructions.py serves a fixed number of requests under callgrind, twice,
+    and prints the instructions per request: here for this checkout, and for the same
+    source given as another checkout's directory (the second column's code path)."""
+    assert shutil.which("valgrind"), "valgrind is a Debian package .ci/run installs"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01"]
+        + ["--against", str(ROOT)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=580,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    header, row = done.stdout.strip().splitlines()[-2:]
+    assert header.split()[:2] == ["scenario", "unit"]
+    cells = row.split()
+    assert cells[:2] == ["h1", "request"]
+    # Thousands of instructions per request (a Python server: tens of thousands at least).
+    assert int(cells[2].replace(",", "")) > 10_000
+    assert int(cells[3].replace(",", "")) > 10_000 and cells[4].endswith("x)")

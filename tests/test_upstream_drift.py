@@ -95,6 +95,19 @@ EXPLICIT: list[tuple[str, str, str]] = [
         )
         for name in ("write", "writeSequence", "doWrite", "_postLoseConnection")
     ),
+    *(
+        (
+            module,
+            name,
+            "twisted_asgi/_upstream/twisted.py FileSink (os.sendfile while the buffer is empty; "
+            "wake_when_writable: producerPaused and startWriting, then doWrite with an empty buffer sends "
+            "nothing, stops writing and resumes the producer)",
+        )
+        for module, name in (
+            ("twisted.internet.abstract", "FileDescriptor.startWriting"),
+            ("twisted.internet.tcp", "Connection.writeSomeData"),
+        )
+    ),
     # The HTTP/2 seam: twisted_asgi/http2.py.
     (
         "h2.connection",

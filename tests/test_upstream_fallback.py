@@ -155,6 +155,36 @@ def test_hpack_huffman_off_serves_http2(stopping, name, tmp_path):
     ]  # curl's Huffman strings, decoded by hpack's Decoder
 
 
+@pytest.mark.parametrize("name", ["_tempDataLen", "_writeDisconnected"])
+def test_sendfile_off_serves_files_in_chunks(stopping, monkeypatch, tmp_path, name):
+    """Without a name of Twisted's TCP buffer, path send reads the file into
+    body chunks (tests/test_pathsend.py serves it with os.sendfile)."""
+    import hashlib
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "file").write_bytes(data)
+    monkeypatch.setenv("PATHSEND_DIR", str(tmp_path))
+    server = start(["--rename", f"twisted:{name}:{name}_gone_in_a_future_twisted"], app="tests.pathsend_app:app")
+    stopping(server)
+    said_once(server, "sendfile of response files", name)
+    for query in ("f=file", "f=file&chunked=1"):
+        status, _headers, body = http_get(server, f"/path?{query}")
+        assert status.startswith(b"HTTP/1.1 200") and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
+def test_file_sink_check_names_each_missing_field():
+    from twisted_asgi._upstream import twisted as upstream
+
+    class Transport:
+        pass
+
+    assert "is not a Twisted TCP connection" in (upstream.file_sink_problem(Transport()) or "")
+    assert upstream.file_sink(Transport()) is None
+    assert upstream.sendfile_problem() is None  # this Twisted has them all
+
+
 def test_masker_off_serves_websocket(stopping):
     server = start(["--rename", "autobahn:onFrameBegin:onFrameBegin_gone_in_a_future_autobahn"])
     stopping(server)

@@ -25,7 +25,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .events import AppError, Body, Data, EarlyHint, EndOfMessage, ProtocolError, Request, Response, Trailers
+from ._upstream.twisted import FileSink, file_sink
+from .events import (
+    AppError,
+    Body,
+    ClientDisconnected,
+    Data,
+    EarlyHint,
+    EndOfMessage,
+    ProtocolError,
+    Request,
+    Response,
+    Trailers,
+)
 from .http11 import HTTP11Connection, body_size, error_response
 from .proxy import proxy_headers_for
 from .runner import HTTPTask
@@ -235,6 +247,10 @@ def direct_sequence_writer(transport: Any) -> Callable[[list[bytes]], None] | No
 #: (see HTTPChannel._hold). The piece bound stays under the kernel's IOV_MAX.
 _HOLD_BYTES = 1024 * 1024
 _HOLD_PIECES = 256
+#: Held pieces of at most this many bytes in all are joined and sent with one
+#: ``send``: for small frames the copy costs less than building the gathering
+#: write's vector (WebSocket echo: about 1,000 fewer instructions per message).
+_JOIN_BYTES = 16384
 
 #: Seconds a connection that has sent nothing yet may still send its first
 #: request once a graceful shutdown began (see :meth:`HTTPChannel.drain`).
@@ -450,6 +466,9 @@ class HTTPChannel(Protocol):
         self._can_gather = _has_tcp_buffer(self.transport)
         self.info = connection_info(self.transport, self.config.root_path, self.config)
         self.info.extensions["http.response.trailers"] = {}
+        # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
+        self.info.extensions["http.response.pathsend"] = {}
+        self.info.extensions["http.response.zerocopysend"] = {}
         if self.config.early_hints:
             # Not in the scope of an HTTP/1.0 request (scope.http_scope).
             self.info.extensions[EARLY_HINT] = {}
@@ -799,6 +818,61 @@ class HTTPChannel(Protocol):
         if conn.response_complete:  # type: ignore[union-attr]
             self._response_complete()
 
+    # -- a body from a file (twisted_asgi.filesend) ------------------------------
+
+    def file_sink(self, task: HTTPTask) -> FileSink | None:
+        """The sink that sends a file straight to the socket (plain TCP or
+        unix HTTP/1.1), or None: the file is read into body chunks."""
+        if task is not self.task or self.closed:
+            raise ClientDisconnected("client disconnected")
+        return file_sink(self.transport)
+
+    def send_file_frame(self, task: HTTPTask, n: int, more: bool) -> tuple[int, bytes]:
+        if task is not self.task or self.closed:
+            raise ClientDisconnected("client disconnected")
+        try:
+            before, n, after = self.conn.send_file_frame(n, more, task.cycle.trailers_wanted)  # type: ignore[union-attr]
+        except AppError:
+            self._close()
+            raise
+        if before:
+            self.write_now(before)  # what write_soon holds, then this
+        elif self._held:
+            self._flush()
+        return n, after
+
+    def wait_writable(self, task: HTTPTask, sink: FileSink) -> None:
+        """The socket took nothing, or Twisted still holds bytes: pause the
+        app's ``send()`` (and run the send timeout) until the transport says
+        it can take more, as when its buffer fills."""
+        if task is not self.task or self.closed or not sink.open():
+            raise ClientDisconnected("client disconnected")
+        if not self.write_paused:
+            self.pauseProducing()
+        sink.wake_when_writable()
+
+    def send_file_sent(self, task: HTTPTask, sent: int) -> None:
+        if self.factory.metrics is not None:
+            self.bytes_sent += sent
+
+    def send_file_end(self, task: HTTPTask, after: bytes) -> None:
+        if task is not self.task or self.closed:
+            raise ClientDisconnected("client disconnected")
+        if after:
+            self.write(after)
+        if self.conn.response_complete:  # type: ignore[union-attr]
+            self._response_complete()
+
+    def file_failed(self, task: HTTPTask, dropped: bool) -> None:
+        if task is not self.task or self.closed:
+            return
+        if not dropped and not self.conn.head_on_wire:  # type: ignore[union-attr]
+            self._error_response(500, "the response's file could not be sent")
+        else:
+            # Bytes of the body are out: only a short body tells the client.
+            self.closed = True
+            self.drop()
+
     def write_soon(self, data: bytes, limit: int = _HOLD_BYTES) -> None:
         """Write ``data`` together with what else is written this way in the
         event loop's current pass: the connection's one coalescer, for
@@ -857,11 +931,14 @@ class HTTPChannel(Protocol):
         held = self._held
         if not held:
             return
+        size = self._held_bytes
         self._held = None
         self._held_bytes = 0
         try:
             if len(held) == 1:
                 self.write(held[0])
+            elif size <= _JOIN_BYTES:
+                self.write(b"".join(held))
             else:
                 self._write_pieces(held)
         except Exception:  # noqa: BLE001 (runs from the event loop: nothing above it would log it well)

@@ -18,10 +18,11 @@ Imports neither Twisted nor asyncio.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import Any
 
-from .events import AppError, Body, EarlyHint, Headers, Response, Trailers
+from .events import AppError, Body, EarlyHint, FileBody, Headers, Response, Trailers
 from .fieldrules import VALUE_MARKS, is_token
 
 __all__ = ["REPORT_EVERY_READ", "HTTPCycle", "SendState", "check_headers"]
@@ -65,6 +66,9 @@ _GOOD_NAMES_MAX = 512
 _GOOD_NAME_BYTES = 64
 
 _DISCONNECT = {"type": "http.disconnect"}
+
+#: The body messages of the ASGI extensions that send a file (see :meth:`HTTPCycle._file_send`).
+_FILE_SENDS = frozenset({"http.response.pathsend", "http.response.zerocopysend"})
 
 
 def check_headers(headers: Any, what: str) -> Headers:
@@ -195,7 +199,7 @@ class HTTPCycle:
 
     # -- send side ---------------------------------------------------------
 
-    def app_send(self, message: Any) -> Response | Body | Trailers | EarlyHint | None:
+    def app_send(self, message: Any) -> Response | Body | FileBody | Trailers | EarlyHint | None:
         """Check one message from the app; return the wire event it means, or
         None for a message that means nothing on the wire (an early hint after
         the response started, or one without links).
@@ -211,6 +215,8 @@ class HTTPCycle:
         if mtype != expected:
             if mtype == "http.response.early_hint":
                 return self._early_hint(message)
+            if state is _BODY and mtype in _FILE_SENDS:
+                return self._file_send(mtype, message)
             if state is _DONE:
                 raise AppError(f"Unexpected ASGI message {mtype!r} sent, after response already completed.")
             raise AppError(f"Expected ASGI message {expected!r}, but got {mtype!r}.")
@@ -268,6 +274,28 @@ class HTTPCycle:
         if self.state is not _START or not fields:
             return None
         return EarlyHint(fields)
+
+    def _file_send(self, mtype: str, message: Any) -> FileBody:
+        """``http.response.pathsend`` (ends the body) or
+        ``http.response.zerocopysend`` (ASGI extensions spec), checked."""
+        if mtype == "http.response.pathsend":
+            path = message.get("path")
+            if type(path) is not str or not os.path.isabs(path):
+                raise AppError(f"'path' of http.response.pathsend must be an absolute path (str), got {path!r}")
+            self.state = _TRAILERS if self.trailers_wanted else _DONE
+            return FileBody(path, None, None, None, False)
+        file = message.get("file")
+        if not (type(file) is int and file >= 0) and not callable(getattr(file, "fileno", None)):
+            raise AppError(f"'file' of http.response.zerocopysend must be a file object or descriptor, got {file!r}")
+        offset = message.get("offset")
+        count = message.get("count")
+        for name, value in (("offset", offset), ("count", count)):
+            if value is not None and (type(value) is not int or value < 0):
+                raise AppError(f"'{name}' of http.response.zerocopysend must be an int >= 0, got {value!r}")
+        more = bool(message.get("more_body", False))
+        if not more:
+            self.state = _TRAILERS if self.trailers_wanted else _DONE
+        return FileBody(None, file, offset, count, more)
 
     @property
     def response_started(self) -> bool:

@@ -19,6 +19,7 @@ __all__ = [
     "Data",
     "EarlyHint",
     "EndOfMessage",
+    "FileBody",
     "Headers",
     "ProtocolError",
     "Request",
@@ -104,6 +105,21 @@ class Body:
     """Response body bytes; ``more`` False ends the body."""
 
     data: bytes
+    more: bool
+
+
+@dataclass(slots=True)
+class FileBody:
+    """Response body bytes from a file (``http.response.pathsend``,
+    ``http.response.zerocopysend``): the server opens ``path``, or sends from
+    the app's ``file`` (an object with ``fileno()``, or a descriptor), from
+    ``offset`` (None: the file's position) for ``count`` bytes (None: to its
+    end); ``more`` False ends the body."""
+
+    path: str | None
+    file: object
+    offset: int | None
+    count: int | None
     more: bool
 
 

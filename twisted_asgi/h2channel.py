@@ -509,6 +509,17 @@ class HTTP2StreamHandler:
             handler.flush_soon()
         self._after_send(events)
 
+    def file_sink(self, task: HTTPTask) -> None:
+        """A file on a stream is read into DATA chunks (twisted_asgi.filesend)."""
+        return None
+
+    def file_failed(self, task: HTTPTask, dropped: bool) -> None:
+        """The file of the response could not be sent (logged): 500 while
+        its head is unsent, else the stream is reset."""
+        if self._live(task):
+            self._fail(500, "the response's file could not be sent")
+            self.gone()
+
     def send_trailers(self, task: HTTPTask, event: Trailers) -> None:
         if self._live(task):
             events = self.handler.core.send_trailers(self.stream_id, event.headers)

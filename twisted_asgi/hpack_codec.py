@@ -45,6 +45,7 @@ from hpack.exceptions import (
 )
 
 from ._upstream.hpack import huffman_decode, huffman_encode
+from .hpack_integer import encode_integer
 
 __all__ = ["STATIC_TABLE", "FieldDecoder", "StaticEncoder", "encode_integer"]
 
@@ -136,21 +137,6 @@ _FIELDS_MAX = 4096
 _FIELD_KEPT_BYTES = 256
 
 _DEFAULT_TABLE_SIZE = 4096  # RFC 7541 §4.2 / RFC 9113 §6.5.2 initial value
-
-
-def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """An HPACK integer (RFC 7541 §5.1): ``first`` holds the bits above the
-    ``prefix_bits``-bit prefix."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _literal(data: bytes) -> bytes:

@@ -765,6 +765,37 @@ class HTTP11Connection:
         out = self.send_body(data, more, trailers)
         return [out] if out else []
 
+    def send_file_frame(self, n: int, more: bool, trailers: bool = False) -> tuple[bytes, int, bytes]:
+        """The framing of ``n`` body bytes the caller sends itself (from a
+        file): the bytes before them (the held-back head, a chunk size line),
+        how many of them go out (0 for a response without a body, e.g. HEAD),
+        and the bytes after them (CRLF, the last chunk). Checked and counted
+        as :meth:`send_body` checks and counts a chunk.
+
+        :raises AppError: as :meth:`send_body`.
+        """
+        if self._mode == _CHUNKED and n:
+            head = self._pending_head
+            self._pending_head = b""
+            self.bytes_sent += n
+            if not more and not trailers:
+                self.response_complete = True
+                return b"%s%x\r\n" % (head, n), n, b"\r\n0\r\n\r\n"
+            return b"%s%x\r\n" % (head, n), n, b"\r\n"
+        sent = self.bytes_sent
+        before = self.send_body(b"", True)  # the head (and the length check's state)
+        if self._mode == _NONE:
+            n = 0
+        elif self._mode == _LENGTH:
+            if n > self._remaining:
+                self._remaining = 0
+                self.keep_alive = False
+                raise AppError("Response content longer than Content-Length")
+            self._remaining -= n
+        self.bytes_sent = sent + n
+        after = b"" if more else self.send_body(b"", False, trailers)
+        return before, n, after
+
     def send_trailers(self, headers: Headers) -> bytes:
         """Bytes that end a chunked body with ``headers`` as trailer fields.
 

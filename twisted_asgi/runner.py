@@ -33,7 +33,8 @@ from twisted.python.failure import Failure
 from .clock import Scheduler, Timer
 from .config import Config
 from .cycle import HTTPCycle, SendState
-from .events import AppError, Body, ClientDisconnected, EarlyHint, Request, Response
+from .events import AppError, Body, ClientDisconnected, EarlyHint, FileBody, Request, Response
+from .filesend import send_file
 from .scope import client_text
 
 __all__ = ["HTTPCarrier", "HTTPTask", "Runner"]
@@ -417,6 +418,9 @@ class HTTPTask(_AppCall):
             # An early hint after http.response.start (or without links):
             # the spec lets a server drop it, and too late is all it is.
             log.debug("Early hint dropped: after the response's start, or without links ({r})", r=self.where())
+            return
+        elif kind is FileBody:
+            await send_file(self, event)
             return
         else:
             carrier.send_trailers(self, event)

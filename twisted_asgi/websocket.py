@@ -585,6 +585,7 @@ class WebSocketConnection:
         "framing",
         "handshake",
         "lost",
+        "metrics",
         "opened_at",
         "paused",
         "request",
@@ -593,6 +594,7 @@ class WebSocketConnection:
         "task",
         "timer",
         "write",
+        "write_soon",
     )
 
     def __init__(self, server: WebSocketServer, channel: HTTPChannel, request: Request) -> None:
@@ -616,8 +618,11 @@ class WebSocketConnection:
         #: The handshake timer, then the lifetime timer.
         self.timer: Any = None
         self.opened_at = server.factory.clock.seconds()
+        self.metrics = server.factory.metrics
         #: Write at once (after the frames the channel holds).
         self.write: Callable[[bytes], None] = channel.write_now
+        #: Write with the others of this loop pass (the channel's coalescer).
+        self.write_soon: Callable[[bytes, int], None] = channel.write_soon
         #: The transport's close has begun (it is asked once).
         self.closing = False
 
@@ -733,7 +738,7 @@ class WebSocketConnection:
     def send_ws(self, task: WebSocketTask, event: Any) -> None:
         kind = type(event)
         if kind is Message:
-            metrics = self.channel.factory.metrics
+            metrics = self.metrics
             if metrics is not None:
                 metrics.websocket_message("sent")
             framing = self.framing
@@ -747,7 +752,7 @@ class WebSocketConnection:
                 # fragmenting, no masking): one frame, written here.
                 n = len(data)
                 head = frame_head(2 if event.binary else 1, n)
-                write_soon = self.channel.write_soon
+                write_soon = self.write_soon
                 if n < _SMALL_FRAME:
                     write_soon(head + data, _FLUSH_AT)
                 else:
@@ -806,11 +811,11 @@ class WebSocketConnection:
     # -- from the framing ---------------------------------------------------------
 
     def message_received(self, payload: bytes, binary: bool) -> None:
-        metrics = self.channel.factory.metrics
+        metrics = self.metrics
         if metrics is not None:
             metrics.websocket_message("received")
         task = self.task
-        if self.discarding or task is None or task.returned:
+        if self.discarding or task is None or task.outcome is not None:
             return
         if task.feed_message(payload, binary):
             self._pause(_PAUSE_QUEUE)

@@ -23,6 +23,9 @@ def fast_paths_off(reactor: Any = None) -> dict[str, str]:
         why = upstream_twisted.reactor_seam_problem(reactor)
         if why is not None:
             off["reactor seam"] = why
+    why = upstream_twisted.sendfile_problem()
+    if why is not None:
+        off["sendfile of response files"] = why
     if upstream_hpack.PROBLEM is not None:
         off["HPACK Huffman coding"] = upstream_hpack.PROBLEM
     if masker_problem is not None:

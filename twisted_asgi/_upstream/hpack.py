@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import hpack
 
+from ..hpack_integer import encode_integer
+
 __all__ = ["PROBLEM", "huffman_decode", "huffman_encode"]
 
 #: RFC 7541 Appendix C.4.1: "www.example.com", Huffman-coded.
@@ -72,25 +74,12 @@ def huffman_encode(data: bytes) -> bytes | None:
     return _encode(data)
 
 
-def _integer(value: int, prefix_bits: int, first: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _public_decode(data: bytes) -> bytes:
     # One literal field without indexing (RFC 7541 §6.2.2), a new name "a", the
     # value the Huffman string itself; hpack's public Decoder decodes it.
     decoder = hpack.Decoder()
     decoder.max_header_list_size = len(data) * 8 // 5 + 64  # the most 5-bit codes can make
-    block = b"\x00\x01a" + _integer(len(data), 7, 0x80) + data
+    block = b"\x00\x01a" + encode_integer(len(data), 7, 0x80) + data
     ((_name, value),) = decoder.decode(block, raw=True)
     return bytes(value)
 

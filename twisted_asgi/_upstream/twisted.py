@@ -15,6 +15,11 @@ the same names with the same meaning, annotations aside):
   the reactor; twistd exits with it).
 * twisted/internet/process.py, ``Process.reapProcess`` (public name, not in
   any interface; ``reapAllProcesses`` is the module's function over it).
+* twisted/internet/abstract.py and tcp.py, ``FileDescriptor``'s write buffer
+  (``_tempDataLen``, ``dataBuffer``, ``offset``, ``_writeDisconnected``),
+  ``producerPaused``, ``startWriting`` and ``doWrite``, and ``Connection.socket``:
+  :class:`FileSink`, which sends a file with ``os.sendfile`` straight to the
+  socket of a TCP connection whose buffer is empty.
 
 ``tests/test_upstream_drift.py`` pins the source of each of these per Twisted
 version; ``tests/test_upstream_fallback.py`` serves with each one renamed.
@@ -33,7 +38,12 @@ from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
 from twisted.logger import Logger
 
 __all__ = [
+    "FILE_SINK_NAMES",
     "REACTOR_SEAM_NAMES",
+    "FileSink",
+    "file_sink",
+    "file_sink_problem",
+    "sendfile_problem",
     "clear_exit_signal",
     "event_loop",
     "fast_reactor_class",
@@ -226,3 +236,129 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 self.asgi_disconnect(selectable, why, read)
 
     return ASGIReactor
+
+
+# -- sendfile to a TCP connection's socket ------------------------------------------
+
+#: What :class:`FileSink` reads or calls on a Twisted TCP connection
+#: (abstract.py ``FileDescriptor``, tcp.py ``Connection``): all present, or
+#: files go out through the ordinary body path.
+FILE_SINK_NAMES = (
+    "_tempDataLen",
+    "_writeDisconnected",
+    "dataBuffer",
+    "offset",
+    "producerPaused",
+    "startWriting",
+    "socket",
+)
+
+_sink_problems: dict[type, str | None] = {}
+_no_problem = object()
+_class_problem: Any = _no_problem
+
+
+def sendfile_problem() -> str | None:
+    """Why no file goes straight to a socket in this process (None: it can,
+    on plain TCP connections), found from Twisted's classes before any
+    connection: the names of :data:`FILE_SINK_NAMES` that are class
+    attributes, and those ``__init__`` sets (``_tempDataLen`` in
+    ``FileDescriptor.__init__``, ``socket`` in ``tcp.Connection.__init__``).
+    For the start-up line (:mod:`.fastpaths`); each connection is checked
+    again (:func:`file_sink_problem`)."""
+    global _class_problem
+    if _class_problem is _no_problem:
+        from twisted.internet import abstract, tcp
+
+        problem: str | None = None
+        if not hasattr(os, "sendfile"):
+            problem = "os.sendfile is missing on this platform"
+        else:
+            set_in_init = set(abstract.FileDescriptor.__init__.__code__.co_names)
+            set_in_init |= set(tcp.Connection.__init__.__code__.co_names)
+            missing = [n for n in FILE_SINK_NAMES if not hasattr(tcp.Connection, n) and n not in set_in_init]
+            if missing:
+                problem = f"Twisted {_version()}'s TCP connection has no {', '.join(missing)}"
+        _class_problem = problem
+    result: str | None = _class_problem
+    return result
+
+
+def file_sink_problem(transport: Any) -> str | None:
+    """Why a file cannot go straight from the disk to ``transport``'s socket
+    (None when it can): not a Twisted TCP (or unix) connection (TLS, the
+    PROXY wrapper), a name :class:`FileSink` uses is missing, or no
+    ``os.sendfile`` on this platform. Found once per transport class."""
+    cls = type(transport)
+    if cls in _sink_problems:
+        return _sink_problems[cls]
+    problem: str | None = None
+    from twisted.internet import tcp
+
+    if sendfile_problem() is not None:
+        problem = sendfile_problem()
+    elif not isinstance(transport, tcp.Connection):
+        problem = f"{cls.__name__} is not a Twisted TCP connection"
+    else:
+        missing = [name for name in FILE_SINK_NAMES if not hasattr(transport, name)]
+        if missing:
+            problem = f"Twisted {_version()}'s TCP connection has no {', '.join(missing)}"
+        elif not callable(transport.startWriting):
+            problem = f"Twisted {_version()}'s FileDescriptor.startWriting is not callable"
+    if len(_sink_problems) < 64:
+        _sink_problems[cls] = problem
+    return problem
+
+
+def file_sink(transport: Any) -> FileSink | None:
+    """A :class:`FileSink` for ``transport``, or None (see :func:`file_sink_problem`)."""
+    if file_sink_problem(transport) is not None:
+        return None
+    return FileSink(transport)
+
+
+class FileSink:
+    """``os.sendfile`` from a file to the socket of a Twisted TCP connection
+    (abstract.py, tcp.py of Twisted 24.7.0-26.10.0).
+
+    Bytes go to the socket only while Twisted's own buffer is empty
+    (:meth:`ready`), so they stay in order with what the connection wrote
+    before. :meth:`wake_when_writable` is Twisted's producer machinery, as
+    when its buffer is full: ``producerPaused`` set and the descriptor
+    registered for writing, ``doWrite`` (with an empty buffer: it sends
+    nothing) unregisters it and calls the producer's ``resumeProducing``
+    once the socket can take bytes, or once what was buffered is sent.
+    """
+
+    __slots__ = ("transport", "fd")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.fd = transport.socket.fileno()
+
+    def open(self) -> bool:
+        """The connection is open for writing (no close has begun)."""
+        transport = self.transport
+        return bool(transport.connected and not transport.disconnecting and not transport._writeDisconnected)
+
+    def ready(self) -> bool:
+        """Nothing waits in Twisted's buffer and the connection is open for writing."""
+        transport = self.transport
+        return not transport._tempDataLen and len(transport.dataBuffer) == transport.offset and self.open()
+
+    def send(self, fd: int, offset: int, count: int) -> int | None:
+        """``os.sendfile`` of up to ``count`` bytes of ``fd`` from ``offset``:
+        the bytes sent (0: the file ends before ``offset``), None when the
+        socket takes nothing now. Other errors (the client reset) raise."""
+        try:
+            return os.sendfile(self.fd, fd, offset, count)
+        except (BlockingIOError, InterruptedError):
+            return None
+
+    def wake_when_writable(self) -> None:
+        """Have the transport call its producer's ``resumeProducing`` once
+        its buffer is empty and its socket can take more (the connection
+        must be :meth:`open`)."""
+        transport = self.transport
+        transport.producerPaused = True
+        transport.startWriting()
