@@ -26,11 +26,22 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._upstream.twisted import FileSink, file_sink
-from .events import AppError, Body, ClientDisconnected, Data, EndOfMessage, ProtocolError, Request, Response, Trailers
+from .events import (
+    AppError,
+    Body,
+    ClientDisconnected,
+    Data,
+    EarlyHint,
+    EndOfMessage,
+    ProtocolError,
+    Request,
+    Response,
+    Trailers,
+)
 from .http11 import HTTP11Connection, body_size, error_response
 from .proxy import proxy_headers_for
 from .runner import HTTPTask
-from .scope import ConnectionInfo, client_text, http_scope
+from .scope import EARLY_HINT, ConnectionInfo, client_text, http_scope
 
 if TYPE_CHECKING:
     from .server import ASGIFactory
@@ -519,6 +530,9 @@ class HTTPChannel(Protocol):
         # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
         self.info.extensions["http.response.pathsend"] = {}
         self.info.extensions["http.response.zerocopysend"] = {}
+        if self.config.early_hints:
+            # Not in the scope of an HTTP/1.0 request (scope.http_scope).
+            self.info.extensions[EARLY_HINT] = {}
         self.info.state = self.factory.lifespan_state
         # The HTTP/1.1 parser is made once the first bytes are not HTTP/2's;
         # until then the head timeout bounds the TLS handshake and the wait.
@@ -1031,6 +1045,18 @@ class HTTPChannel(Protocol):
         if data:
             self.write(data)
         self._response_complete()
+
+    def send_early_hint(self, task: HTTPTask, event: EarlyHint) -> None:
+        """A ``103 Early Hints``, written now (after what is held): never to an
+        HTTP/1.0 client, nor once the final head is prepared, nor with early
+        hints off (the app was not offered them). A pipelined request's app
+        call starts only once the response before it is complete, so its 103
+        cannot overtake that response."""
+        if task is not self.task or self.closed or not self.config.early_hints:
+            return
+        data = self.conn.early_hint(self.request, event.headers)  # type: ignore[union-attr, arg-type]
+        if data:
+            self.write_now(data)
 
     def send_continue(self, task: HTTPTask) -> None:
         if task is self.task and not self.closed and not self.conn.head_on_wire:  # type: ignore[union-attr]

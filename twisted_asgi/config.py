@@ -199,6 +199,16 @@ class Config:
         flag="--server-name",
     )
     send_date: bool = _f(True, "Send a Date header when the app gives none (RFC 9110 §6.6.1).")
+    early_hints: bool = _f(
+        True,
+        "Offer apps the ASGI early hints extension (http.response.early_hint): a hint "
+        "becomes a '103 Early Hints' response with its Link fields, on HTTP/1.1 and "
+        "HTTP/2, never to an HTTP/1.0 client (RFC 9110 §15.2). Off: the extension is "
+        "not offered and hints sent anyway are dropped. Turn it off behind a proxy "
+        "that takes a 103 from its upstream for the final response, as nginx 1.22 "
+        "(Debian 12's) does.",
+        flag="--no-early-hints",
+    )
     root_path: str = _f(
         "",
         "Mount point of the app (ASGI root_path, WSGI SCRIPT_NAME): set it when a "

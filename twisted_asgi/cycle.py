@@ -7,7 +7,8 @@ The cycle owns two things, and no I/O:
   "Disconnect" events);
 * the *send* side: every message the app sends is checked against the transition
   table below and turned into a wire event (:class:`~twisted_asgi.events.Response`,
-  :class:`~twisted_asgi.events.Body`, :class:`~twisted_asgi.events.Trailers`).
+  :class:`~twisted_asgi.events.Body`, :class:`~twisted_asgi.events.Trailers`,
+  :class:`~twisted_asgi.events.EarlyHint`).
   A message that breaks the spec raises :class:`~twisted_asgi.events.AppError`
   with an exact message, before anything of it reaches the wire.
 
@@ -21,7 +22,7 @@ import os
 from collections import deque
 from typing import Any
 
-from .events import AppError, Body, FileBody, Headers, Response, Trailers
+from .events import AppError, Body, EarlyHint, FileBody, Headers, Response, Trailers
 from .fieldrules import VALUE_MARKS, is_token
 
 __all__ = ["REPORT_EVERY_READ", "HTTPCycle", "SendState", "check_headers"]
@@ -198,8 +199,10 @@ class HTTPCycle:
 
     # -- send side ---------------------------------------------------------
 
-    def app_send(self, message: Any) -> Response | Body | FileBody | Trailers:
-        """Check one message from the app; return the wire event it means.
+    def app_send(self, message: Any) -> Response | Body | FileBody | Trailers | EarlyHint | None:
+        """Check one message from the app; return the wire event it means, or
+        None for a message that means nothing on the wire (an early hint after
+        the response started, or one without links).
 
         :raises AppError: the message is not valid in the current state.
         """
@@ -210,6 +213,8 @@ class HTTPCycle:
         state = self.state
         expected = _EXPECTED.get(state)
         if mtype != expected:
+            if mtype == "http.response.early_hint":
+                return self._early_hint(message)
             if state is _BODY and mtype in _FILE_SENDS:
                 return self._file_send(mtype, message)
             if state is _DONE:
@@ -242,6 +247,33 @@ class HTTPCycle:
             self.state = _DONE
             return Trailers(headers)
         raise AppError("'more_trailers' is not supported; send all trailers in one message")
+
+    def _early_hint(self, message: dict) -> EarlyHint | None:
+        """``http.response.early_hint`` (ASGI extensions spec, "Early Hints"):
+        checked in any state, as every message is; a hint once the response
+        has started is too late to mean anything (its 103 would follow the
+        final head) and is dropped, as the spec lets a server drop any hint."""
+        links = message.get("links")
+        if links is None or isinstance(links, (str, bytes, bytearray, memoryview, dict)):
+            raise AppError(
+                f"'links' of http.response.early_hint must be an iterable of byte strings, got {type(links).__name__}"
+            )
+        fields: Headers = []
+        try:
+            for link in links:
+                if type(link) is not bytes:
+                    if not isinstance(link, (bytes, bytearray)):
+                        raise AppError(f"'links' of http.response.early_hint must hold byte strings, got {link!r}")
+                    link = bytes(link)
+                fields.append((b"link", link))
+        except TypeError:
+            raise AppError(
+                f"'links' of http.response.early_hint must be an iterable of byte strings, got {type(links).__name__}"
+            ) from None
+        fields = check_headers(fields, "http.response.early_hint")
+        if self.state is not _START or not fields:
+            return None
+        return EarlyHint(fields)
 
     def _file_send(self, mtype: str, message: Any) -> FileBody:
         """``http.response.pathsend`` (ends the body) or

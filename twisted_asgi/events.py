@@ -17,6 +17,7 @@ Headers = list[tuple[bytes, bytes]]
 __all__ = [
     "Body",
     "Data",
+    "EarlyHint",
     "EndOfMessage",
     "FileBody",
     "Headers",
@@ -89,6 +90,14 @@ class Response:
     status: int
     headers: Headers
     trailers: bool = False
+
+
+@dataclass(slots=True)
+class EarlyHint:
+    """A ``103 Early Hints`` informational response (RFC 8297): one ``link``
+    field per entry of ``headers``, checked like any response field."""
+
+    headers: Headers
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .cycle import REPORT_EVERY_READ
-from .events import Body, Data, EndOfMessage, Request, Response, StreamReset, Trailers
+from .events import Body, Data, EarlyHint, EndOfMessage, Request, Response, StreamReset, Trailers
 from .http2 import (
     ENHANCE_YOUR_CALM,
     OUTPUT_AHEAD,
@@ -572,6 +572,14 @@ class HTTP2StreamHandler:
             # A client that never opens the stream's window holds the app's
             # send() forever; timeout_send bounds it as for a socket.
             self.send_timer = handler.clock.callLater(timeout, self._send_timed_out)
+
+    def send_early_hint(self, task: HTTPTask, event: EarlyHint) -> None:
+        """A ``103 Early Hints`` on the stream, written with the connection's
+        other output (its backpressure holds the app's ``send()``)."""
+        handler = self.handler
+        if self._live(task) and handler.config.early_hints:
+            handler.core.send_early_hint(self.stream_id, event.headers)
+            handler.flush_soon()
 
     def send_continue(self, task: HTTPTask) -> None:
         if self._live(task):

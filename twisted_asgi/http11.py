@@ -64,6 +64,9 @@ _STATUS_LINES: dict[int, bytes] = {
 }
 
 
+_EARLY_HINTS = _STATUS_LINES[103]
+
+
 def status_line(status: int) -> bytes:
     """The HTTP/1.1 status line for ``status``, reason phrase included when known."""
     line = _STATUS_LINES.get(status)
@@ -689,6 +692,20 @@ class HTTP11Connection:
         self._pending_head = b"".join(out)
         self.response_started = True
         self.status = status
+
+    def early_hint(self, request: Request, headers: Headers) -> bytes:
+        """The bytes of a ``103 Early Hints`` response to ``request`` (RFC 8297),
+        or ``b""`` when none may be sent: the final head is prepared already, or
+        the request is HTTP/1.0, whose clients predate 1xx responses (RFC 9110
+        §15.2: a server must not send them one). ``headers`` were validated by
+        the cycle."""
+        if self.response_started or request.http_version != "1.1":
+            return b""
+        out = [_EARLY_HINTS]
+        for name, value in headers:
+            out += (name, b": ", value, b"\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
 
     @property
     def head_on_wire(self) -> bool:

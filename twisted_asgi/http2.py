@@ -850,6 +850,16 @@ class HTTP2Connection:
         if stream is not None and not stream.done and not self.closed and stream.status == 0:
             self.h2.send_headers(stream_id, [(b":status", b"100")])
 
+    def send_early_hint(self, stream_id: int, headers: Headers) -> None:
+        """A ``103 Early Hints`` (RFC 8297): an informational HEADERS frame, no
+        END_STREAM, framed now; none once the final head is prepared (it would
+        follow it) or the stream is over. ``headers`` (``link`` fields) were
+        checked by the cycle."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and not stream.done and not stream.answered and not self.closed and stream.status == 0:
+            # RFC 9113 §8.2.1: no whitespace around a value (as _head strips).
+            self.h2.send_headers(stream_id, [(b":status", b"103"), *((n, v.strip(b" \t")) for n, v in headers)])
+
     def send_response(self, stream_id: int, status: int, headers: Headers) -> None:
         """Prepare the response head; it goes out with the first body bytes, so an
         app that fails before them can still get a clean 500."""

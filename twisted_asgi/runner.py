@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from .clock import Scheduler, Timer
 from .config import Config
 from .cycle import HTTPCycle, SendState
-from .events import AppError, Body, ClientDisconnected, FileBody, Request, Response
+from .events import AppError, Body, ClientDisconnected, EarlyHint, FileBody, Request, Response
 from .filesend import send_file
 from .scope import client_text
 
@@ -80,6 +80,7 @@ class HTTPCarrier(Protocol):
     def send_response(self, task: HTTPTask, event: Response) -> None: ...
     def send_body(self, task: HTTPTask, event: Body) -> None: ...
     def send_trailers(self, task: HTTPTask, event: Any) -> None: ...
+    def send_early_hint(self, task: HTTPTask, event: EarlyHint) -> None: ...
     def send_continue(self, task: HTTPTask) -> None: ...
     def resume_reading(self, task: HTTPTask) -> None: ...
     def app_finished(self, task: HTTPTask) -> None: ...
@@ -409,6 +410,16 @@ class HTTPTask(_AppCall):
             carrier.send_body(self, event)
         elif kind is Response:
             carrier.send_response(self, event)
+            return
+        elif kind is EarlyHint:
+            # Written now, through the connection's one write path: the
+            # back-pressure below holds an app that hints faster than its
+            # client reads.
+            carrier.send_early_hint(self, event)
+        elif event is None:
+            # An early hint after http.response.start (or without links):
+            # the spec lets a server drop it, and too late is all it is.
+            log.debug("Early hint dropped: after the response's start, or without links ({r})", r=self.where())
             return
         elif kind is FileBody:
             await send_file(self, event)

@@ -16,9 +16,14 @@ from urllib.parse import unquote_to_bytes
 
 from .events import Request
 
-__all__ = ["ConnectionInfo", "client_text", "decode_path", "http_scope", "websocket_scope"]
+__all__ = ["EARLY_HINT", "ConnectionInfo", "client_text", "decode_path", "http_scope", "websocket_scope"]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+
+#: The early hints extension (ASGI extensions spec, "Early Hints"): offered on
+#: every HTTP/1.1 and HTTP/2 connection (unless turned off), and taken out of
+#: the scope of an HTTP/1.0 request, whose client may not get a 103.
+EARLY_HINT = "http.response.early_hint"
 
 
 @dataclass
@@ -81,7 +86,10 @@ def http_scope(request: Request, info: ConnectionInfo) -> dict[str, Any]:
     # The mutable values are the app's to change, per request (the scope is
     # one request's, ASGI www spec "HTTP Connection Scope"): copy them.
     scope["asgi"] = scope["asgi"].copy()
-    scope["extensions"] = scope["extensions"].copy()
+    extensions = scope["extensions"] = scope["extensions"].copy()
+    if request.http_version == "1.0":
+        # RFC 9110 §15.2: no 1xx response to an HTTP/1.0 client.
+        extensions.pop(EARLY_HINT, None)
     scope["http_version"] = request.http_version
     scope["method"] = request.method.decode("ascii")
     raw_path = request.path

@@ -98,6 +98,7 @@ OPTION_GROUPS: list[tuple[str, tuple[str, ...]]] = [
             "ws-allowed-origin",
             "server-name",
             "no-server-name",
+            "no-early-hints",
         ),
     ),
     ("Limits", ("limit-",)),
@@ -266,6 +267,12 @@ class Options(usage.Options):
             "proxy's rules (see the HTTP/2 page of the documentation).",
         ],
         ["no-h2c-upgrade", None, "The default (ignore 'Upgrade: h2c'); kept so older command lines still work."],
+        [
+            "no-early-hints",
+            None,
+            "Do not offer apps early hints (no '103 Early Hints' responses), e.g. behind a "
+            "proxy that takes a 103 for the final response, as nginx 1.22 does.",
+        ],
         [
             "proxy-headers",
             None,
@@ -652,6 +659,7 @@ def config_from_options(options: Options) -> Config:
         "h2c_prior_knowledge": not options["no-h2c-prior-knowledge"],
         "h2c_upgrade": bool(options["h2c-upgrade"]),
         "ws_over_h2": not options["no-ws-over-h2"],
+        "early_hints": not options["no-early-hints"],
         "ws_allowed_origins": tuple(options.get("ws-allowed-origins") or ()),
         "proxy_headers": bool(options["proxy-headers"]),
         "proxy_headers_style": options["proxy-headers-style"],
