@@ -108,6 +108,18 @@ EXPLICIT: list[tuple[str, str, str]] = [
             ("twisted.internet.tcp", "Connection.writeSomeData"),
         )
     ),
+    *(
+        (
+            module,
+            name,
+            "twisted_asgi/_upstream/twisted.py close_soon (what loseConnection sets and doWrite ends in with an "
+            "empty buffer; abortConnection's _aborting flag, checked before closing)",
+        )
+        for module, name in (
+            ("twisted.internet.abstract", "FileDescriptor.loseConnection"),
+            ("twisted.internet.tcp", "_AbortingMixin.abortConnection"),
+        )
+    ),
     # The HTTP/2 seam: twisted_asgi/http2.py.
     (
         "h2.connection",

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
-from tests.serving import ROOT, Server, recv_response
+from tests.serving import ROOT, Server, recv_response, recv_until_closed
 from tests.ws_apps import RawClient, client_frame
 from twisted_asgi._upstream.twisted import REACTOR_SEAM_NAMES
 
@@ -172,6 +172,26 @@ def test_sendfile_off_serves_files_in_chunks(stopping, monkeypatch, tmp_path, na
     for query in ("f=file", "f=file&chunked=1"):
         status, _headers, body = http_get(server, f"/path?{query}")
         assert status.startswith(b"HTTP/1.1 200") and hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
+@pytest.mark.parametrize("name", ["_aborting", "_disconnectSelectable"])
+def test_prompt_close_off_closes_twisteds_way(stopping, name):
+    """Without a name close_soon uses, a connection that ends after its
+    response (Connection: close, an error response) closes through Twisted's
+    loseConnection: the whole response, then the end of the connection."""
+    server = start(["--rename", f"twisted:{name}:{name}_gone_in_a_future_twisted"], app="tests.apps:hello")
+    stopping(server)
+    said_once(server, "prompt close of TCP connections", name)
+    for _ in range(3):
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            data = recv_until_closed(sock)
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"Hello, world!\r\n0\r\n\r\n"), data
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")  # refused: 400, then closed
+            assert recv_until_closed(sock).startswith(b"HTTP/1.1 400")
     text = server.read_output(0.2)
     assert "Traceback" not in text and "Unhandled" not in text
 

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._upstream.twisted import FileSink, file_sink
+from ._upstream.twisted import FileSink, close_soon, file_sink
 from .events import (
     AppError,
     Body,
@@ -1143,7 +1143,8 @@ class HTTPChannel(Protocol):
             self._flush()
         transport = self.transport
         transport.unregisterProducer()
-        transport.loseConnection()
+        if not close_soon(transport, self.clock.callLater):
+            transport.loseConnection()
         if prompt_tls:
             lower = getattr(transport, "transport", None)
             if ISSLTransport.providedBy(transport) and lower is not None:

@@ -34,6 +34,9 @@ def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = Tr
         why = upstream_twisted.sendfile_problem()
         if why is not None:
             off["sendfile of response files"] = why
+        why = upstream_twisted.close_soon_problem(reactor)
+        if why is not None:
+            off["prompt close of TCP connections"] = why
     if http2:
         from . import hpack as upstream_hpack
 

@@ -22,6 +22,9 @@ when given none, which the seam does not rely on):
   ``producerPaused``, ``startWriting`` and ``doWrite``, and ``Connection.socket``:
   :class:`FileSink`, which sends a file with ``os.sendfile`` straight to the
   socket of a TCP connection whose buffer is empty.
+* the same buffer, ``_aborting`` (abstract.py ``abortConnection``'s flag) and
+  ``_disconnectSelectable``: :func:`close_soon`, which closes a TCP connection
+  with nothing left to send without a round through the reactor's writers.
 
 ``tests/test_upstream_drift.py`` pins the source of each of these per Twisted
 version; ``tests/test_upstream_fallback.py`` serves with each one renamed.
@@ -40,6 +43,7 @@ from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
 from twisted.logger import Logger
 
 __all__ = [
+    "CLOSE_SOON_NAMES",
     "FILE_SINK_NAMES",
     "REACTOR_SEAM_NAMES",
     "FileSink",
@@ -47,6 +51,8 @@ __all__ = [
     "file_sink_problem",
     "sendfile_problem",
     "clear_exit_signal",
+    "close_soon",
+    "close_soon_problem",
     "event_loop",
     "fast_reactor_class",
     "reactor_seam_problem",
@@ -364,3 +370,95 @@ class FileSink:
         transport = self.transport
         transport.producerPaused = True
         transport.startWriting()
+
+
+# -- closing a TCP connection that has nothing left to send ---------------------------
+
+#: What :func:`close_soon` reads or calls on a Twisted TCP connection
+#: (abstract.py ``FileDescriptor``) and its reactor (posixbase.py): all
+#: present, or connections close Twisted's own way.
+CLOSE_SOON_NAMES = ("_tempDataLen", "_writeDisconnected", "_aborting", "dataBuffer", "offset", "stopReading")
+
+_close_classes: dict[type, bool] = {}
+
+
+def close_soon_problem(reactor: Any) -> str | None:
+    """Why TCP connections close Twisted's own way in this process (None: they
+    close at once when nothing is left to send, see :func:`close_soon`), found
+    from Twisted's classes before any connection, for the start-up line:
+    the names of :data:`CLOSE_SOON_NAMES` that are neither class attributes
+    nor set by ``FileDescriptor.__init__``, and the reactor's
+    ``_disconnectSelectable``."""
+    from twisted.internet import abstract, tcp
+
+    set_in_init = set(abstract.FileDescriptor.__init__.__code__.co_names)
+    missing = [n for n in CLOSE_SOON_NAMES if not hasattr(tcp.Connection, n) and n not in set_in_init]
+    if not callable(getattr(reactor, "_disconnectSelectable", None)):
+        missing.append("reactor._disconnectSelectable")
+    if missing:
+        return f"Twisted {_version()} has no {', '.join(missing)}"
+    return None
+
+
+def _can_close_soon(transport: Any) -> bool:
+    cls = type(transport)
+    known = _close_classes.get(cls)
+    if known is None:
+        from twisted.internet import tcp
+
+        known = (
+            isinstance(transport, tcp.Connection)
+            and all(hasattr(transport, name) for name in CLOSE_SOON_NAMES)
+            and callable(getattr(transport.reactor, "_disconnectSelectable", None))
+        )
+        if len(_close_classes) < 64:
+            _close_classes[cls] = known
+    return known
+
+
+def close_soon(transport: Any, call_later: Any) -> bool:
+    """Begin closing a Twisted TCP connection whose write buffer is empty, and
+    close it once the event loop's current pass is over (``call_later(0,
+    ...)``, the server's scheduler); False, having done nothing, for any other
+    transport or a buffer with bytes in it (the caller then uses
+    ``loseConnection``).
+
+    Twisted's ``loseConnection`` registers the socket for writing and closes
+    it from ``doWrite`` once the buffer is empty, even when it already is: an
+    ``epoll_ctl`` to register, a loop pass to be told the socket is
+    writable, an empty ``send``, an ``epoll_ctl`` to unregister. With nothing
+    to send, this goes straight to what ``doWrite`` ends in
+    (``_postLoseConnection``'s ``CONNECTION_DONE`` given to the reactor's
+    ``_disconnectSelectable``: the protocol hears ``ConnectionDone``, the
+    socket is shut down and closed). It is deferred to the end of the pass,
+    as Twisted's is, so that the protocol never hears of the close inside
+    the call that asked for it. Bytes written meanwhile (none are expected)
+    go Twisted's way: the socket is registered for writing and ``doWrite``
+    sends them, then closes.
+    """
+    if not _can_close_soon(transport):
+        return False
+    if (
+        transport._tempDataLen
+        or len(transport.dataBuffer) != transport.offset
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or transport.producer is not None
+    ):
+        return False
+    transport.stopReading()
+    transport.disconnecting = True  # as loseConnection sets it
+    call_later(0, _close_now, transport)
+    return True
+
+
+def _close_now(transport: Any) -> None:
+    if not transport.connected or transport._aborting:
+        return  # lost meanwhile, or aborted (abortConnection closes it)
+    if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
+        transport.startWriting()  # doWrite sends, then closes (disconnecting is set)
+        return
+    from twisted.internet.main import CONNECTION_DONE
+
+    transport.reactor._disconnectSelectable(transport, CONNECTION_DONE, False)
