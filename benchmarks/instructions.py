@@ -190,7 +190,8 @@ def count_instructions(variant: Variant, load: Load, count: int, scratch: Path, 
         if line.startswith(("summary:", "totals:")):
             out.unlink()
             return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in {out}")
+    text = (scratch / f"server.{port}.log").read_text(errors="replace")
+    raise RuntimeError(f"no instruction total in {out}; the server said:\n{text[-2000:]}")
 
 
 def per_unit(variant: Variant, load: Load, scratch: Path, cert: tuple[Path, Path]) -> float:
