@@ -597,8 +597,17 @@ def test_chromium_preloads_a_hinted_stylesheet_over_http2(browser, tls_server):
     Chromium's own notes say it is not always "early-hints", and here it was
     "link".) Either way the stylesheet applies."""
     base = f"https://127.0.0.1:{tls_server.port}"
-    order, colour, seen = _load(browser, base, "id=chromium-hinted&hint=1&wait=20")
-    assert (order, colour) == ("stylesheet-first", "rgb(1, 2, 3)"), seen
+    # Up to three page loads: in some full-suite runs on a loaded machine
+    # Chromium did not act on a hint the app's record shows it was sent (its
+    # preload is its own decision; the h2 client tests above show what the
+    # server sends, every time). A server that sends no 103 fails all three.
+    tries = []
+    for attempt in range(3):
+        order, colour, seen = _load(browser, base, f"id=chromium-hinted-{attempt}&hint=1&wait=10")
+        tries.append(seen)
+        if order == "stylesheet-first":
+            break
+    assert (order, colour) == ("stylesheet-first", "rgb(1, 2, 3)"), tries
     order, colour, seen = _load(browser, base, "id=chromium-plain&hint=0&wait=1")
     assert (order, colour) == ("page-first", "rgb(1, 2, 3)"), seen
 
