@@ -179,7 +179,7 @@ def count_instructions(variant: Variant, load: Load, count: int, scratch: Path, 
         _wait_listening(port, proc, 120)
         DRIVERS[load.name](port, count)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # not SIGINT: a shell starting us in the background ignores it for us
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
