@@ -25,6 +25,7 @@ import h2.events
 import pytest
 
 from tests.deploy import free_port, make_certs, require, serving, start_haproxy, start_nginx, wait_for
+from tests.test_browser import browser  # noqa: F401 (the fixture: one headless Chromium per module)
 from twisted_asgi.config import Config
 from twisted_asgi.cycle import HTTPCycle
 from twisted_asgi.events import AppError, EarlyHint, Request
@@ -554,27 +555,11 @@ def test_curl_shows_the_103_before_the_response(how, server, tls_server, certs):
 # -- Chromium ------------------------------------------------------------------------------
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian's chromium is needed (apt-get install chromium; .ci/run does it)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def _load(browser: Any, base: str, query: str) -> tuple[str, str, str]:
+def _load(chromium: Any, base: str, query: str) -> tuple[str, str, str]:
     """(what the page says came first, the paragraph's colour, what the app
     saw when: for the failure message) of ``/page?{query}``."""
     ident = query.partition("id=")[2].partition("&")[0]
-    context = browser.new_context(ignore_https_errors=True)
+    context = chromium.new_context(ignore_https_errors=True)
     try:
         page = context.new_page()
         page.goto(f"{base}/page?{query}")
@@ -588,7 +573,7 @@ def _load(browser: Any, base: str, query: str) -> tuple[str, str, str]:
     return order, colour, seen
 
 
-def test_chromium_preloads_a_hinted_stylesheet_over_http2(browser, tls_server):
+def test_chromium_preloads_a_hinted_stylesheet_over_http2(browser, tls_server):  # noqa: F811
     """Over TLS (HTTP/2: Chromium acts on a 103 over HTTP/2 and HTTP/3 only)
     the page's body waits until the stylesheet was asked for: with the hint,
     Chromium asks for it before the page's body exists; without it, the body
@@ -612,7 +597,7 @@ def test_chromium_preloads_a_hinted_stylesheet_over_http2(browser, tls_server):
     assert (order, colour) == ("page-first", "rgb(1, 2, 3)"), seen
 
 
-def test_chromium_ignores_a_103_over_http11(browser, server):
+def test_chromium_ignores_a_103_over_http11(browser, server):  # noqa: F811
     """Why HTTP/1.1 hints are tested with the raw client only: Chromium acts on
     a 103 over HTTP/2 and HTTP/3 and ignores it over HTTP/1.1 (Chromium's
     docs/early-hints.md), so the page's body goes first even with the hint.
