@@ -41,7 +41,7 @@ from .events import (
 from .http11 import HTTP11Connection, body_size, error_response
 from .proxy import proxy_headers_for
 from .runner import HTTPTask
-from .scope import EARLY_HINT, ConnectionInfo, client_text, http_scope
+from .scope import EARLY_HINT, ConnectionInfo, client_text, http_scope, unknown_tls_extension
 
 if TYPE_CHECKING:
     from .server import ASGIFactory
@@ -100,24 +100,13 @@ def connection_info(transport: Any, root_path: str, config: Any = None) -> Conne
         # filled once its handshake completes; another TLS transport's stays
         # unknown (the values the spec allows to be None).
         make = getattr(transport, "asgi_tls_extension", None)
-        info.extensions["tls"] = make() if make is not None else _unknown_tls()
+        info.extensions["tls"] = make() if make is not None else unknown_tls_extension()
     if config is not None and config.proxy_headers:
         resolver = proxy_headers_for(config, _proxy_report)
         info.proxy_headers = resolver
         # "unix" trusts a unix-socket listener, not a PROXY header claiming a unix client.
         info.proxy_trusted = resolver.trust.trusts_peer(info.client, isinstance(host, UNIXAddress))
     return info
-
-
-def _unknown_tls() -> dict[str, Any]:
-    return {
-        "server_cert": None,
-        "client_cert_chain": [],
-        "client_cert_name": None,
-        "client_cert_error": None,
-        "tls_version": None,
-        "cipher_suite": None,
-    }
 
 
 def _proxy_report(message: str) -> None:

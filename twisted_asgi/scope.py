@@ -16,7 +16,15 @@ from urllib.parse import unquote_to_bytes
 
 from .events import Request
 
-__all__ = ["EARLY_HINT", "ConnectionInfo", "client_text", "decode_path", "http_scope", "websocket_scope"]
+__all__ = [
+    "EARLY_HINT",
+    "ConnectionInfo",
+    "client_text",
+    "decode_path",
+    "http_scope",
+    "unknown_tls_extension",
+    "websocket_scope",
+]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 
@@ -135,3 +143,16 @@ def websocket_scope(request: Request, info: ConnectionInfo, subprotocols: list[s
     if info.proxy_headers is not None:
         info.proxy_headers.apply(scope, info.proxy_trusted)
     return scope
+
+
+def unknown_tls_extension() -> dict[str, Any]:
+    """The ``tls`` scope extension with every value the spec allows to be
+    unknown left unknown (filled in place once a handshake completes)."""
+    return {
+        "server_cert": None,
+        "client_cert_chain": [],
+        "client_cert_name": None,
+        "client_cert_error": None,
+        "tls_version": None,
+        "cipher_suite": None,
+    }

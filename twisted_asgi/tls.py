@@ -42,6 +42,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import classImplements, directlyProvides, implementer, providedBy
 
+from .scope import unknown_tls_extension
+
 __all__ = ["ReloadableTLS", "ServerTLS", "ServerTLSFactory", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
 
 log = Logger(namespace="twisted_asgi.tls")
@@ -938,7 +940,7 @@ class ServerTLS:
         """The ASGI ``tls`` extension dict for this connection's scopes:
         filled now if the handshake is over, else in place when it completes
         (before any request can arrive)."""
-        extension = _unknown_extension()
+        extension = unknown_tls_extension()
         tls = self.tls
         if tls is not None:
             if self.handshake_done:
@@ -1027,22 +1029,11 @@ def tls_extension(transport: Any) -> dict[str, Any]:
     """
     if isinstance(transport, ServerTLS):
         return transport.asgi_tls_extension()
-    extension = _unknown_extension()
+    extension = unknown_tls_extension()
     connection = transport.getHandle() if hasattr(transport, "getHandle") else None
     if isinstance(connection, SSL.Connection) and connection.get_finished() is not None:
         _fill(extension, connection)
     return extension
-
-
-def _unknown_extension() -> dict[str, Any]:
-    return {
-        "server_cert": None,
-        "client_cert_chain": [],
-        "client_cert_name": None,
-        "client_cert_error": None,
-        "tls_version": None,
-        "cipher_suite": None,
-    }
 
 
 def _fill(extension: dict[str, Any], connection: SSL.Connection) -> None:
