@@ -17,11 +17,13 @@ the timed scenarios too.
     python benchmarks/instructions.py                       # this checkout, every scenario
     python benchmarks/instructions.py --against HEAD~3       # and an older commit, side by side
     python benchmarks/instructions.py --scenarios h1,ws-echo --against ed23272 --against /path/to/checkout
+    python benchmarks/instructions.py --scenarios h1,h2c --args "--metrics-endpoint tcp:port=0:interface=127.0.0.1"
 
 A variant is this checkout (the first column, run from the source tree with
 ``benchmarks/.venv-self``'s dependencies), a git commit (installed once into
 ``benchmarks/.venv-ref-<commit>``, as ``run.py --baseline`` does), or another
-checkout's directory. Needs ``valgrind`` (Debian package) and ``h2load``.
+checkout's directory; ``--args`` adds this checkout again with other server
+options (the cost of a feature: metrics on against off). Needs ``valgrind`` (Debian package) and ``h2load``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import signal
 import socket
 import ssl
@@ -78,6 +81,8 @@ class Variant:
     python: str
     cwd: str
     pythonpath: str
+    #: Extra server options (``--args``): the same tree, differently configured.
+    args: tuple[str, ...] = ()
 
 
 def _h2load(port: int, count: int, h1: bool) -> None:
@@ -170,6 +175,7 @@ def count_instructions(variant: Variant, load: Load, count: int, scratch: Path, 
         "-m",
         "twisted_asgi",
         *listen,
+        *variant.args,
         load.app,
     ]
     env = dict(os.environ, PYTHONPATH=variant.pythonpath, PYTHONHASHSEED="0")
@@ -200,9 +206,11 @@ def per_unit(variant: Variant, load: Load, scratch: Path, cert: tuple[Path, Path
     return (large - small) / (load.large - load.small)
 
 
-def variants(against: list[str]) -> list[Variant]:
+def variants(against: list[str], extra: list[str] | None = None) -> list[Variant]:
     python = str(SELF_PYTHON if SELF_PYTHON.exists() else Path(sys.executable))
     found = [Variant("this checkout", python, str(ROOT), f"{ROOT}:{BENCH_DIR}")]
+    for args in extra or ():
+        found.append(Variant(f"+ {args}", python, str(ROOT), f"{ROOT}:{BENCH_DIR}", tuple(shlex.split(args))))
     for item in against:
         path = Path(item)
         if path.is_dir() and (path / "twisted_asgi").is_dir():
@@ -219,13 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", default=",".join(LOADS), help=f"comma-separated, of: {', '.join(LOADS)}")
     parser.add_argument("--against", action="append", default=[], help="a git commit or a checkout's directory")
+    parser.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        help="this checkout again with these server options (e.g. '--metrics-endpoint tcp:port=0'), repeatable",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count (0.1 for a quick look)")
     args = parser.parse_args(argv)
     names = [name for name in args.scenarios.split(",") if name]
     unknown = [name for name in names if name not in LOADS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}")
-    found = variants(args.against)
+    found = variants(args.against, args.args)
     with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
         scratch = Path(tmp)
         cert = make_certificate(scratch)
