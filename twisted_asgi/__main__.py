@@ -64,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
 def main_entry() -> None:
     """Console script ``twisted-asgi`` (and ``python -m twisted_asgi``)."""
     try:
-        sys.exit(main())
+        try:
+            code = main()
+        finally:
+            # Here, not at the interpreter's exit: a reader that stopped
+            # (`| head`) makes this raise, inside the try (Twisted 24.7's
+            # --help leaves its text in the buffer, 26.10's flushes it).
+            sys.stdout.flush()
     except BrokenPipeError:
         # --help or --version into a pager or `head` that stopped reading: no
         # traceback, and none from the interpreter flushing stdout at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(1)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
