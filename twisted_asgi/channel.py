@@ -159,7 +159,7 @@ def _kernel_next(transport: Any) -> bool:
     )
 
 
-def direct_writer(transport: Any) -> Callable[[bytes], None]:
+def direct_writer(transport: Any, counted: HTTPChannel | None = None) -> Callable[[bytes], None]:
     """``transport.write``, but sending straight to the socket while Twisted's
     write buffer is empty.
 
@@ -170,13 +170,26 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     producer pausing, errors) to Twisted. This is the one place that reads
     Twisted's transport internals; for any transport without them (TLS, a
     future Twisted) it returns plain ``transport.write``.
+
+    With ``counted`` (metrics on), what it is given is added to
+    ``counted.bytes_sent``: a test of a closure variable per write, not a
+    wrapping function around it.
     """
     plain_write: Callable[[bytes], None] = transport.write
     if not _has_tcp_buffer(transport):
-        return plain_write
+        if counted is None:
+            return plain_write
+
+        def counted_plain_write(data: bytes) -> None:
+            counted.bytes_sent += len(data)
+            plain_write(data)
+
+        return counted_plain_write
     sock = transport.socket
 
     def write(data: bytes) -> None:
+        if counted is not None:
+            counted.bytes_sent += len(data)
         if _kernel_next(transport):
             try:
                 sent = sock.send(data)
@@ -192,75 +205,12 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     return write
 
 
-def _counted(channel: HTTPChannel, transport: Any) -> Callable[[bytes], None]:
-    """:func:`direct_writer` adding what it is given to ``channel.bytes_sent``
-    (metrics on): its body repeated rather than wrapped, one function call
-    less per write."""
-    plain_write: Callable[[bytes], None] = transport.write
-    if not _has_tcp_buffer(transport):
-
-        def counted_plain_write(data: bytes) -> None:
-            channel.bytes_sent += len(data)
-            plain_write(data)
-
-        return counted_plain_write
-    sock = transport.socket
-
-    def counted_write(data: bytes) -> None:
-        channel.bytes_sent += len(data)
-        if _kernel_next(transport):
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # let Twisted meet the error and close properly
-            if sent == len(data):
-                return
-            data = data[sent:]
-        plain_write(data)
-
-    return counted_write
-
-
-def _counted_sequence(channel: HTTPChannel, transport: Any) -> Callable[[list[bytes]], None] | None:
-    """:func:`direct_sequence_writer` adding what it sends to
-    ``channel.bytes_sent`` (its body repeated: ``sendmsg`` says how much)."""
-    if not _has_tcp_buffer(transport):
-        return None
-    sock = transport.socket
-    plain_write: Callable[[bytes], None] = transport.write
-
-    def counted_write_sequence(pieces: list[bytes]) -> None:
-        if _kernel_next(transport):
-            try:
-                sent = sock.sendmsg(pieces)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # let Twisted meet the error and close properly
-            channel.bytes_sent += sent
-            for i, piece in enumerate(pieces):
-                if sent < len(piece):
-                    rest = pieces[i:]
-                    if sent:
-                        rest[0] = piece[sent:]
-                    break
-                sent -= len(piece)
-            else:
-                return
-            pieces = rest
-        data = b"".join(pieces)
-        channel.bytes_sent += len(data)
-        plain_write(data)
-
-    return counted_write_sequence
-
-
-def direct_sequence_writer(transport: Any) -> Callable[[list[bytes]], None] | None:
+def direct_sequence_writer(transport: Any, counted: HTTPChannel | None = None) -> Callable[[list[bytes]], None] | None:
     """Like :func:`direct_writer`, for a list of byte strings sent as one
     ``sendmsg()`` (a gathering write: the pieces are not joined first); None
-    for a transport without Twisted's TCP buffer."""
+    for a transport without Twisted's TCP buffer. With ``counted``, what is
+    sent (``sendmsg`` says how much) and what is left to Twisted is added to
+    ``counted.bytes_sent``."""
     if not _has_tcp_buffer(transport):
         return None
     sock = transport.socket
@@ -274,6 +224,8 @@ def direct_sequence_writer(transport: Any) -> Callable[[list[bytes]], None] | No
                 sent = 0
             except OSError:
                 sent = 0  # let Twisted meet the error and close properly
+            if counted is not None:
+                counted.bytes_sent += sent
             for i, piece in enumerate(pieces):
                 if sent < len(piece):
                     rest = pieces[i:]
@@ -284,7 +236,10 @@ def direct_sequence_writer(transport: Any) -> Callable[[list[bytes]], None] | No
             else:
                 return
             pieces = rest
-        plain_write(b"".join(pieces))
+        data = b"".join(pieces)
+        if counted is not None:
+            counted.bytes_sent += len(data)
+        plain_write(data)
 
     return write_sequence
 
@@ -507,10 +462,10 @@ class HTTPChannel(Protocol):
             # direct writer too.
             direct_tcp(direct_writer)
         #: Write bytes to the client (see :func:`direct_writer`).
-        self.write = direct_writer(self.transport)
-        if self.factory.metrics is not None:
-            self.write = _counted(self, self.transport)
-            self._write_sequence = _counted_sequence(self, self.transport)
+        counted = self if self.factory.metrics is not None else None
+        self.write = direct_writer(self.transport, counted)
+        if counted is not None:
+            self._write_sequence = direct_sequence_writer(self.transport, counted)
         #: Whether body bytes may be held for one gathering write (not when the
         #: transport buffers itself, e.g. TLS).
         self._can_gather = _has_tcp_buffer(self.transport)
