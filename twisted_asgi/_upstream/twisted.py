@@ -40,6 +40,7 @@ from typing import Any
 
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 
 __all__ = [
@@ -459,6 +460,4 @@ def _close_now(transport: Any) -> None:
     if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
         transport.startWriting()  # doWrite sends, then closes (disconnecting is set)
         return
-    from twisted.internet.main import CONNECTION_DONE
-
     transport.reactor._disconnectSelectable(transport, CONNECTION_DONE, False)
