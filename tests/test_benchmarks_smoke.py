@@ -81,6 +81,7 @@ LOAD_SCENARIOS = {
     "file-100m",
     "django",
     "workers",
+    "tls-new-conn-wrk",
 }
 
 
@@ -146,7 +147,7 @@ def test_figures_are_measured(smoke: tuple[dict, str]) -> None:
         assert idle["throughput"] == pytest.approx((idle["rss_loaded_bytes"] - idle["rss_baseline_bytes"]) / 50 / 1024)
     startup = results["startup"]["twisted-asgi"]["measurements"][0]
     assert 0 < startup["throughput"] < 30_000  # milliseconds
-    for name, version in (("tls13-new-conn", "1.3"), ("tls12-new-conn", "1.2")):
+    for name, version in (("tls13-new-conn", "1.3"), ("tls12-new-conn", "1.2"), ("tls13-first-byte", "1.3")):
         cell = results[name]["twisted-asgi"]
         assert cell["status"] == "ok", (name, cell["summary"]["errors"])
         new = cell["measurements"][0]
