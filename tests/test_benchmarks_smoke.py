@@ -404,7 +404,7 @@ def test_instruction_counts_of_this_checkout_and_another_directory(tmp_path: Pat
     assert shutil.which("valgrind"), "valgrind is a Debian package .ci/run installs"
     done = subprocess.run(
         [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01"]
-        + ["--against", str(ROOT)],
+        + ["--against", str(ROOT), "--args", "--metrics-endpoint tcp:port=0:interface=127.0.0.1"],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -419,4 +419,25 @@ def test_instruction_counts_of_this_checkout_and_another_directory(tmp_path: Pat
     assert cells[:2] == ["h1", "request"]
     # Thousands of instructions per request (a Python server: tens of thousands at least).
     assert int(cells[2].replace(",", "")) > 10_000
+    # Columns: this checkout, the same again with --args (a feature's cost), the directory.
+    assert "+ --metrics-endpoint" in header
     assert int(cells[3].replace(",", "")) > 10_000 and cells[4].endswith("x)")
+    assert int(cells[5].replace(",", "")) > 10_000 and cells[6].endswith("x)")
+
+
+@pytest.mark.timeout(300)
+def test_instruction_counts_pass_args_to_the_server(tmp_path: Path) -> None:
+    """--args reaches the server's command line: an option the server refuses fails the run
+    and the server's own words are shown."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01"]
+        + ["--args", "--no-such-option-here"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "no-such-option-here" in done.stdout + done.stderr
