@@ -152,7 +152,7 @@ def error_code_name(code: int) -> str:
         return str(code)
 
 
-_END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 
 
 # -- events of this module -------------------------------------------------------------
@@ -315,7 +315,7 @@ class HTTP2Connection:
         #: path): each DATA frame is checked here first, so that a mismatch
         #: stays a stream error (see _feed_checked).
         self._check_bodies = not self.h2.fast
-        self._chk_held = b""
+        self._chk_held: bytes | bytearray = b""
         self._chk_skip = len(PREFACE)
         self.streams: dict[int, _Stream] = {}
         #: Streams with response bytes waiting for flow-control window, in turn order.
@@ -397,7 +397,7 @@ class HTTP2Connection:
             self._flush()
         return events
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | bytearray) -> None:
         """Hand ``data`` to h2 and turn its events into ours."""
         events = self._events
         try:
@@ -428,11 +428,18 @@ class HTTP2Connection:
                 break
             self._on_h2_event(event, resets)
         if self_dependent:
-            # h2 has sent RST_STREAM PROTOCOL_ERROR; the client caused it.
+            # h2 has sent RST_STREAM PROTOCOL_ERROR (on the public path, we
+            # send it once h2 has opened the stream); the client caused it.
+            later = []
             for stream_id in self_dependent:
+                if self._check_bodies:
+                    if stream_id > self.h2.highest_inbound_stream_id:
+                        later.append(stream_id)  # its header block is not whole yet
+                        continue
+                    self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
                 self._stream_gone(stream_id)
                 self._charge_reset()
-            self_dependent.clear()
+            self_dependent[:] = later
 
     def _feed_checked(self, data: bytes) -> None:
         """:meth:`_feed` on the public path, where h2 makes a body that does
@@ -444,7 +451,7 @@ class HTTP2Connection:
         h2 first, so that their events (the request's content-length) count.
         A frame header, and a padded DATA frame's pad length, split across
         reads are held back until whole (at most 9 bytes)."""
-        buf = self._chk_held + data if self._chk_held else data
+        buf: bytes | bytearray = self._chk_held + data if self._chk_held else data
         self._chk_held = b""
         n = len(buf)
         i = start = 0
@@ -473,10 +480,50 @@ class HTTP2Connection:
                         return
                 stream_id = int.from_bytes(buf[i + 5 : i + 9], "big") & _MAX_WINDOW
                 self._check_body(stream_id, length - (buf[i + 9] + 1 if padded else 0), flags & _END_STREAM)
+            elif kind == _PRIORITY or (kind == _HEADERS and flags & _PRIORITY_FLAG):
+                # The stream dependency (RFC 9113 §6.3, §6.2), after a HEADERS
+                # frame's pad length.
+                at = i + 9 + (1 if kind == _HEADERS and flags & _PADDED else 0)
+                if length >= at - i - 4:  # (shorter: h2 refuses the frame's size)
+                    if n < at + 4:
+                        self._chk_held = buf[i:]
+                        n = i
+                        break
+                    stream_id = int.from_bytes(buf[i + 5 : i + 9], "big") & _MAX_WINDOW
+                    if int.from_bytes(buf[at : at + 4], "big") & _MAX_WINDOW == stream_id:
+                        if i > start:
+                            self._feed(buf[start:i])
+                            start = i
+                            if self.closed:
+                                return
+                        if not isinstance(buf, bytearray):
+                            buf = bytearray(buf)
+                        self._self_dependent(kind, stream_id, buf, at)
             self._chk_skip = length
             i += 9
         if n > start and not self.closed:
             self._feed(buf[start:n])
+
+    def _self_dependent(self, kind: int, stream_id: int, buf: bytearray, at: int) -> None:
+        """A PRIORITY or HEADERS frame (at ``at`` in ``buf``, its dependency)
+        makes ``stream_id`` depend on itself, about to reach h2 (the public
+        path), which would end the connection: a stream error PROTOCOL_ERROR
+        (RFC 9113 §5.3.1) for an open or new stream, as on the fast path; the
+        dependency is made 0 so that h2 takes the rest of the frame. On an
+        idle or closed stream h2's connection error stands (RFC 9113 §6.4
+        forbids RST_STREAM on an idle one)."""
+        if kind == _PRIORITY:
+            if stream_id not in self.streams:
+                return
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._stream_gone(stream_id)
+            self._charge_reset()
+        elif stream_id in self.streams or stream_id > self.h2.highest_inbound_stream_id:
+            self.h2.self_dependent.append(stream_id)  # reset by _feed once h2 has opened it
+        else:
+            return
+        buf[at] &= 0x80
+        buf[at + 1 : at + 4] = bytes(3)
 
     def _check_body(self, stream_id: int, size: int, end: int) -> None:
         """A DATA frame of ``size`` body bytes (``end``: with END_STREAM) is

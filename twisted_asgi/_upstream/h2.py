@@ -43,12 +43,13 @@ The public path (:class:`PublicConnection`) keeps every protection of
 :mod:`twisted_asgi.http2`, with these differences, which RFC 9113 allows (§5.4.1:
 an endpoint MAY treat a stream error as a connection error) and
 docs/upstream.rst lists: a content-length that is not a number, a stream over
-SETTINGS_MAX_CONCURRENT_STREAMS, a stream that depends on itself and a header
-list over the limit end the connection (GOAWAY) instead of the one stream. A
-body that does not match its content-length stays a stream error: http2.py
-checks each DATA frame's length before h2 reads it; and an undecodable header
-block is still COMPRESSION_ERROR (:meth:`PublicConnection.recode_goaway`
-rewrites the code of h2's GOAWAY, PROTOCOL_ERROR).
+SETTINGS_MAX_CONCURRENT_STREAMS and a header list over the limit end the
+connection (GOAWAY) instead of the one stream. A body that does not match its
+content-length and a stream that depends on itself stay stream errors:
+http2.py checks each DATA frame's length, and each PRIORITY and HEADERS
+frame's dependency, before h2 reads the frame; and an undecodable header block
+is still COMPRESSION_ERROR (:meth:`PublicConnection.recode_goaway` rewrites the
+code of h2's GOAWAY, PROTOCOL_ERROR).
 
 Imports neither Twisted nor asyncio.
 """
@@ -344,14 +345,15 @@ class PublicConnection(h2.connection.H2Connection):
 
     Our SETTINGS go out with ``update_settings`` after h2's own preface
     SETTINGS and apply when the client acknowledges them, as h2 applies any
-    change; h2 keeps its hpack coder, its own content-length, stream-limit and
-    dependency checks (connection errors, see the module docstring)."""
+    change; h2 keeps its hpack coder and its own content-length and stream
+    limit checks (connection errors, see the module docstring)."""
 
     fast = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Always empty: h2 makes a self-dependent stream a connection error.
+        #: New streams whose HEADERS made them depend on themselves: h2 was
+        #: given the frame without the dependency, HTTP2Connection resets them.
         self.self_dependent: list[int] = []
         self._settings: dict[SettingCodes | int, int] = {}
         #: Output taken from h2 to measure it (h2 has no public size for it).
@@ -504,6 +506,6 @@ def _problem() -> str | None:
 PROBLEM: str | None = _problem()
 if PROBLEM is not None:
     PROBLEM += (
-        "; a bad content-length value, a stream over the concurrency limit, a self-dependent stream and a "
-        "header list over the limit now end the connection instead of one stream (RFC 9113 §5.4.1)"
+        "; a bad content-length value, a stream over the concurrency limit and a header list over the limit "
+        "now end the connection instead of one stream (RFC 9113 §5.4.1)"
     )
