@@ -27,6 +27,12 @@ What this module adds to h2:
 * a graceful GOAWAY that lets open streams finish (h2 itself can send nothing
   after its GOAWAY).
 
+h2's connection comes from :mod:`twisted_asgi._upstream.h2`, which holds every
+private name of h2 this relies on (the stream-error overrides, the send seam);
+where an h2 release lacks one, its public-API connection runs instead and the
+checks above that h2 would otherwise pre-empt are made here before h2 reads
+each frame (:meth:`HTTP2Connection._feed_checked`).
+
 Imports neither Twisted nor asyncio.
 """
 
