@@ -469,3 +469,26 @@ def _connection_args() -> tuple[Any, ...]:
     from twisted_asgi.hpack_codec import FieldDecoder, StaticEncoder
 
     return {SettingCodes.MAX_FRAME_SIZE: 16384}, 65536, StaticEncoder(), FieldDecoder()
+
+
+def test_http2_seam_off_serves_an_h2c_upgrade(stopping):
+    """``Upgrade: h2c`` on the public path: the request is stream 1, the next
+    request on the connection a stream of its own."""
+    server = start(
+        ["--rename", "h2:_get_stream_by_id:_get_stream_by_id_gone_in_a_future_h2"],
+        "--h2c-upgrade",
+        app="tests.h2frames:app",
+    )
+    stopping(server)
+    base = f"http://127.0.0.1:{server.port}"
+    out = subprocess.run(
+        ["curl", "-sS", "--http2", "--max-time", "20", "-w", " %{http_version}\n", f"{base}/", f"{base}/slow?ms=1"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert out == b"ok 2\nok 2\n", out
+    server.wait_for_output(OFF)
+    said_once(server, "HTTP/2 send seam", "_get_stream_by_id")
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
