@@ -120,21 +120,31 @@ EXPLICIT: list[tuple[str, str, str]] = [
             ("twisted.internet.tcp", "_AbortingMixin.abortConnection"),
         )
     ),
-    # The HTTP/2 seam: twisted_asgi/http2.py.
+    # The HTTP/2 seam: twisted_asgi/_upstream/h2.py.
     (
         "h2.connection",
         "H2Connection.__init__",
-        "twisted_asgi/http2.py _H2Connection.__init__ (_frame_dispatch_table) and HTTP2Connection.__init__ "
+        "twisted_asgi/_upstream/h2.py FastConnection.__init__ (_frame_dispatch_table) and configure() "
         "(encoder, decoder, local_settings, max_inbound_frame_size replaced)",
     ),
     *(
         (
             "h2.connection",
             f"H2Connection.{name}",
-            "twisted_asgi/http2.py _H2Connection.send_response_headers/send_response_data (they do what these "
-            "do to h2's state, less the general work)",
+            "twisted_asgi/_upstream/h2.py FastConnection.send_response_headers/send_response_data (they do what "
+            "these do to h2's state, less the general work)",
         )
         for name in ("send_headers", "send_data", "_get_stream_by_id", "_prepare_for_sending")
+    ),
+    *(
+        (
+            "h2.connection",
+            f"H2Connection.{name}",
+            "twisted_asgi/_upstream/h2.py PublicConnection (the public path: update_settings applies on the "
+            "client's ACK, end_stream sends an empty DATA frame) and FastConnection.output_pending (data_to_send's "
+            "buffer)",
+        )
+        for name in ("update_settings", "end_stream", "data_to_send", "_local_settings_acked")
     ),
     # HPACK: twisted_asgi/hpack_codec.py, twisted_asgi/_upstream/hpack.py.
     (
@@ -220,10 +230,10 @@ class Item:
 def _package_classes() -> list[tuple[str, type]]:
     """Classes of the package (by module path) with an upstream concrete ancestor,
     including the reactor classes made per loop."""
-    from tests.test_upstream_fence import _module_name, _package_files
+    from tests.test_upstream_fence import PACKAGE, _module_name
 
     found: list[tuple[str, type]] = []
-    for path in _package_files():
+    for path in sorted(PACKAGE.rglob("*.py")):  # the fence's modules too
         module = importlib.import_module(_module_name(path))
         rel = path.relative_to(ROOT).as_posix()
         for obj in vars(module).values():
