@@ -5,21 +5,23 @@ from __future__ import annotations
 import os
 import sys
 
-from twisted.logger import (
-    FilteringLogObserver,
-    Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
-from twisted.python import usage
-
-from .tap import Options, build_service
-
 
 def main(argv: list[str] | None = None) -> int:
     """Parse options, serve until SIGINT/SIGTERM, return the exit code."""
+    # Imported here, not at the top: main_entry first defers what Twisted
+    # imports that a server does not use (see _upstream.twisted_imports).
+    from twisted.logger import (
+        FilteringLogObserver,
+        Logger,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+    from twisted.python import usage
+
+    from .tap import Options, build_service
+
     options = Options()
     options.synopsis = "Usage: python -m twisted_asgi [options] module:application"
     try:
@@ -63,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def main_entry() -> None:
     """Console script ``twisted-asgi`` (and ``python -m twisted_asgi``)."""
+    from ._upstream.twisted_imports import defer_cookiejar
+
+    # This process is the server's: Twisted's compat module imports
+    # http.cookiejar (and urllib.request, http.client, email) for a deprecated
+    # alias; it is loaded if and when something reads it.
+    defer_cookiejar()
     try:
         try:
             code = main()
