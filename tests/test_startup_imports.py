@@ -55,6 +55,7 @@ NOT_ON_THE_PLAIN_PATH = (
     "twisted.internet._newtls",
     "twisted.internet.ssl",
     "twisted.protocols.tls",
+    "twisted.internet.unix",
     "OpenSSL",
     "cryptography",
 )
@@ -195,6 +196,23 @@ def test_proxy_protocol_listener_imports_no_tls(app_dir, servers):
     servers(server)
     names = modules(server, b"PROXY TCP4 192.0.2.1 127.0.0.1 4000 80\r\n")
     assert [p for p in NOT_ON_THE_PLAIN_PATH if imported(names, p)] == []
+
+
+def test_unix_listener_serves_with_the_deferred_unix_module(app_dir, servers, tmp_path):
+    """``unix:`` listens through Twisted's ``unix`` module, deferred by the
+    reactor import (a plain TCP server never runs it): run at listening."""
+    path = tmp_path / "app.sock"
+    server = start_server("startup_app:app", "--app-dir", str(app_dir), endpoint=f"unix:{path}")
+    servers(server)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(b"GET /modules HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        status, _headers, body = recv_response(sock)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    names = set(body.decode().split())
+    assert "twisted.internet.unix" in names
+    assert not imported(names, "OpenSSL")
 
 
 def test_first_http2_connection_imports_h2_and_is_served(app_dir, servers):

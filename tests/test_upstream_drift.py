@@ -142,9 +142,9 @@ EXPLICIT: list[tuple[str, str, str]] = [
             "twisted.internet.posixbase",
             f"<import {module}>",
             "twisted_asgi/_upstream/twisted_imports.py import_reactor (deferred module bound as posixbase's "
-            "tls/ssl global; only attribute reads in connectSSL/listenSSL run it)",
+            "tls/ssl/unix global; only attribute reads in connectSSL/listenSSL/listenUNIX... run it)",
         )
-        for module in ("twisted.protocols.tls", "twisted.internet.ssl")
+        for module in ("twisted.protocols.tls", "twisted.internet.ssl", "twisted.internet.unix")
     ),
     (
         "twisted.python.compat",

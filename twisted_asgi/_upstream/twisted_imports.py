@@ -29,7 +29,8 @@ when one is configured). Two module-level imports do it:
   class, so from then on every TCP connection runs Twisted's own code.
 * twisted/internet/posixbase.py binds ``twisted.protocols.tls`` and
   ``twisted.internet.ssl`` as module globals (for ``connectSSL`` and
-  ``listenSSL``). Both are installed as *deferred* modules: the real module
+  ``listenSSL``), and ``twisted.internet.unix`` (for ``unix:`` sockets).
+  These are installed as *deferred* modules: the real module
   object, in ``sys.modules`` and on its package, whose code runs at the first
   attribute access (an ``import`` of it anywhere is one: the import system
   reads its ``__spec__``), under a lock, so every user gets the one real
@@ -75,6 +76,10 @@ __all__ = [
 NEWTLS = "twisted.internet._newtls"
 #: What twisted/internet/posixbase.py binds at its top (``tls``, ``ssl``).
 DEFERRED_TLS = ("twisted.protocols.tls", "twisted.internet.ssl")
+#: Bound by posixbase.py too (``unix``, with ``process``, which the reactor's
+#: child-signal handling runs at start anyway), used only by ``unix:``
+#: listeners and clients: deferred likewise.
+DEFERRED_UNIX = "twisted.internet.unix"
 #: Imported by the reactor's modules; the stand-ins are only worth it, and
 #: only safe, before any of these is.
 REACTOR_MODULES = ("twisted.internet.tcp", "twisted.internet.posixbase", "twisted.internet.asyncioreactor")
@@ -264,7 +269,7 @@ def import_reactor() -> str | None:
         return why
     tls_loaded = [name for name in _TLS_DEPENDENCIES if name in sys.modules]
     stand_in = _newtls_stand_in()
-    made = {name: deferred(name) for name in DEFERRED_TLS}
+    made = {name: deferred(name) for name in (*DEFERRED_TLS, DEFERRED_UNIX)}
     sys.modules[NEWTLS] = stand_in
     try:
         importlib.import_module("twisted.internet.asyncioreactor")
@@ -305,9 +310,9 @@ def _check(made: dict[str, ModuleType | None], tls_loaded: list[str]) -> str | N
         if not (isinstance(cls, type) and issubclass(cls, base)):
             return f"Twisted's tcp.{name} is not built on the stand-in for _newtls.{base.__name__}"
     # posixbase.py: "from twisted.protocols import tls as _tls" ... "tls = _tls",
-    # the same for "ssl" (24.7.0-26.10.0).
-    for global_name, module_name in zip(("tls", "ssl"), DEFERRED_TLS, strict=True):
-        if posixbase.__dict__.get(global_name) is not made[module_name]:
+    # the same for "ssl"; "from twisted.internet import process, unix" (24.7.0-26.10.0).
+    for global_name, module_name in zip(("tls", "ssl", "unix"), (*DEFERRED_TLS, DEFERRED_UNIX), strict=True):
+        if made[module_name] is not None and vars(posixbase).get(global_name) is not made[module_name]:
             return f"Twisted's posixbase.{global_name} is not {module_name} as read"
     loaded = [name for name in _TLS_DEPENDENCIES if name in sys.modules and name not in tls_loaded]
     if loaded:
