@@ -739,3 +739,28 @@ def test_a_deferred_module_is_run_by_one_thread_while_others_wait(package):
     first.join(30)
     second.join(30)
     assert results == {"first": 2, "second": 2}
+
+
+def test_the_start_up_benchmark_measures_a_checkout(tmp_path):
+    """``benchmarks/startup.py`` (the figures in docs/benchmarks.rst) serves a
+    checkout until its first 200 and reports it."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "startup.py"),
+            "--checkout",
+            f"this={ROOT}",
+            "--no-uvicorn",
+            "--rounds",
+            "2",
+            "--python",
+            sys.executable,
+            "--pycache",
+            str(tmp_path / "pycache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "this: median" in out.stdout and "2 runs" in out.stdout, out.stdout
