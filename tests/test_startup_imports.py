@@ -65,8 +65,11 @@ NOT_ON_THE_MODULE_PATH = ("http.cookiejar", "urllib.request")
 
 APP = """
 import asyncio
+import gc
 import os
 import sys
+
+GC_ON_AT_IMPORT = gc.isenabled()
 
 
 async def app(scope, receive, send):
@@ -94,6 +97,8 @@ async def app(scope, receive, send):
         # The modules whose code has run (a deferred one's type says it has not).
         ran = [n for n, m in list(sys.modules.items()) if type(m).__name__ != "_DeferredModule"]
         body = " ".join(sorted(ran)).encode()
+    elif scope["path"] == "/gc":
+        body = f"{GC_ON_AT_IMPORT} {gc.isenabled()}".encode()
     elif scope["path"] in ("/starttls", "/connectssl"):
         body = await tls_client(scope["path"] == "/starttls")
     else:
@@ -187,6 +192,15 @@ def test_plain_http11_start_up_imports_no_optional_protocol(app_dir, servers, co
     # A second look, after more requests: nothing was imported meanwhile.
     assert [p for p in unwanted if imported(modules(server), p)] == []
     assert "Twisted's TLS support is imported at start-up" not in server.read_output()
+
+
+@pytest.mark.parametrize("command", ["module", "twistd"])
+def test_the_app_is_imported_and_served_with_the_garbage_collector_on(app_dir, servers, command):
+    """``python -m twisted_asgi`` pauses the cyclic collector for its own
+    imports only: the application is imported, and served, with it on."""
+    server = start(app_dir, command)
+    servers(server)
+    assert get(server, "/gc") == b"True True"
 
 
 def test_proxy_protocol_listener_imports_no_tls(app_dir, servers):
