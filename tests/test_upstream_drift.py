@@ -19,6 +19,7 @@ re-checking, record the installed versions' hashes with::
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import inspect
@@ -120,6 +121,36 @@ EXPLICIT: list[tuple[str, str, str]] = [
             ("twisted.internet.tcp", "_AbortingMixin.abortConnection"),
         )
     ),
+    # Importing the reactor without Twisted's TLS: twisted_asgi/_upstream/twisted_imports.py.
+    (
+        "twisted.internet.tcp",
+        "<import twisted.internet._newtls>",
+        "twisted_asgi/_upstream/twisted_imports.py import_reactor (the stand-in module has the three classes "
+        "this takes; _check: tcp.Connection, Server, BaseClient built on them)",
+    ),
+    *(
+        (
+            "twisted.internet._newtls",
+            name,
+            "twisted_asgi/_upstream/twisted_imports.py stand-in classes (ConnectionMixin: FileDescriptor's methods "
+            "while TLS is False, this class's methods adopted at the first startTLS; the _tlsClientDefault values)",
+        )
+        for name in ("ConnectionMixin", "ClientMixin", "ServerMixin")
+    ),
+    *(
+        (
+            "twisted.internet.posixbase",
+            f"<import {module}>",
+            "twisted_asgi/_upstream/twisted_imports.py import_reactor (deferred module bound as posixbase's "
+            "tls/ssl/unix global; only attribute reads in connectSSL/listenSSL/listenUNIX... run it)",
+        )
+        for module in ("twisted.protocols.tls", "twisted.internet.ssl", "twisted.internet.unix")
+    ),
+    (
+        "twisted.python.compat",
+        "<import http.cookiejar>",
+        "twisted_asgi/_upstream/twisted_imports.py defer_cookiejar (bound as compat.cookielib, never read)",
+    ),
     # The HTTP/2 seam: twisted_asgi/_upstream/h2.py.
     (
         "h2.connection",
@@ -210,6 +241,8 @@ class Item:
         module = importlib.import_module(self.module)
         if self.qualname == "<module>":
             return inspect.getsource(module)
+        if self.qualname.startswith("<import "):
+            return _import_statements(inspect.getsource(module), self.qualname[len("<import ") : -1])
         obj: Any = module
         for part in self.qualname.split("."):
             obj = inspect.getattr_static(obj, part)
@@ -225,6 +258,22 @@ class Item:
     def where(self) -> str:
         module = importlib.import_module(self.module)
         return Path(inspect.getsourcefile(module) or self.module).as_posix().split("site-packages/")[-1]
+
+
+def _import_statements(source: str, target: str) -> str:
+    """The module-level statements of ``source`` (a ``try`` block whole) that
+    import the module ``target``, or a name from it (``<import target>`` items)."""
+
+    def imports(node: ast.AST) -> bool:
+        if isinstance(node, ast.Import):
+            return any(alias.name == target for alias in node.names)
+        if isinstance(node, ast.ImportFrom) and node.module:
+            return node.module == target or any(f"{node.module}.{alias.name}" == target for alias in node.names)
+        return False
+
+    tree = ast.parse(source)
+    found = [node for node in tree.body if any(imports(inner) for inner in ast.walk(node))]
+    return "\n".join(ast.get_source_segment(source, node) or "" for node in found)
 
 
 def _package_classes() -> list[tuple[str, type]]:

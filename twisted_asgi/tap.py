@@ -636,14 +636,33 @@ def install_reactor(options: Options) -> None:
     """Install Twisted's asyncio reactor over the chosen loop, before anything
     imports the default one; a clear error when another reactor is installed.
 
+    Twisted's reactor module is imported without Twisted's TLS support
+    (pyOpenSSL), which is imported when first used
+    (:func:`twisted_asgi._upstream.twisted_imports.import_reactor`); where that
+    cannot be done, one line says why.
+
     :raises SystemExit: with a one-line message.
     """
+    from ._upstream.twisted_imports import import_reactor
+
+    why = import_reactor()
     from .reactor import ReactorError, install_asyncio_reactor
 
+    if why is not None and why not in _said:
+        _said.add(why)
+        from twisted.logger import Logger
+
+        Logger(namespace="twisted_asgi.reactor").info(
+            "Twisted's TLS support is imported at start-up (a slower start, the same server): {why}", why=why
+        )
     try:
         install_asyncio_reactor(options["loop"])
     except ReactorError as exc:
         raise SystemExit(f"twistd asgi: {exc}") from None
+
+
+#: What :func:`install_reactor` has said about importing the reactor (once each).
+_said: set[str] = set()
 
 
 def config_from_options(options: Options) -> Config:
