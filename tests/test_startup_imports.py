@@ -60,8 +60,8 @@ NOT_ON_THE_PLAIN_PATH = (
     "cryptography",
 )
 #: Under ``python -m twisted_asgi`` only (twistd imports Twisted's compat, and
-#: with it these, before the plugin is asked for anything).
-NOT_ON_THE_MODULE_PATH = ("http.cookiejar", "urllib.request")
+#: with it these, before the plugin is asked for anything; and its services).
+NOT_ON_THE_MODULE_PATH = ("http.cookiejar", "urllib.request", "twisted.application")
 
 APP = """
 import asyncio
