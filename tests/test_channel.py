@@ -443,7 +443,7 @@ def test_the_connection_delegates_to_one_handler_at_a_time(loop):
     assert first.closed and clock.getDelayedCalls() == []
     proto.connectionLost()
     assert len(handler.lost) == 1
-    assert proto.handler is not handler and "dataReceived" not in vars(proto)
+    assert proto.handler is not handler and proto.dataReceived != handler.data_received
     proto.drain()  # late callbacks reach nothing
     proto.resumeProducing()
 

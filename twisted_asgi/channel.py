@@ -346,6 +346,7 @@ class _Gone:
 
 
 _GONE = _Gone()
+_GONE_DATA_RECEIVED = _GONE.data_received
 
 
 @implementer(IPushProducer)
@@ -463,7 +464,8 @@ class HTTPChannel(Protocol):
         # HTTP/1.1 first: it makes its parser once the first bytes are not
         # HTTP/2's, and bounds the wait for them with its head timeout.
         handler = self.handler = HTTP11Handler(self)
-        self._bind(handler)
+        if self.factory.metrics is None:  # _bind, inlined: once per connection
+            self.dataReceived = handler.data_received  # type: ignore[method-assign]
         self.factory.connection_opened(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -485,10 +487,14 @@ class HTTPChannel(Protocol):
         self.closed = True
         self._lost = True
         # A pending timer holds this connection (and all it refers to) until it fires.
-        for timer in (self._send_timer, self._peer_timer):
-            if timer is not None:
-                timer.cancel()
-        self._send_timer = self._peer_timer = None
+        timer = self._send_timer
+        if timer is not None:
+            self._send_timer = None
+            timer.cancel()
+        timer = self._peer_timer
+        if timer is not None:
+            self._peer_timer = None
+            timer.cancel()
         tls = ISSLTransport.providedBy(self.transport)
         if tls:
             # Twisted's TLS protocol keeps its producer (this connection) after
@@ -500,7 +506,9 @@ class HTTPChannel(Protocol):
         # The handler points back here: cut the cycle, so that the connection
         # is freed by reference counting, not left to the cycle collector.
         self.handler = _GONE
-        vars(self).pop("dataReceived", None)
+        if self.factory.metrics is None:
+            # (Replaced, not deleted: deleting an instance attribute costs more.)
+            self.dataReceived = _GONE_DATA_RECEIVED  # type: ignore[method-assign]
         self.factory.connection_closed(self)
 
     # -- IPushProducer: the transport tells us when to stop writing ---------------

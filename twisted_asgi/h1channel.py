@@ -126,9 +126,9 @@ class HTTP11Handler:
         self.paused = 0
         #: The connection's ``write_paused``, told to this handler (the app's
         #: ``send()`` reads it at every call).
-        self.write_paused = channel.write_paused
+        self.write_paused = False
         self.requests_served = 0
-        self.draining = channel.draining
+        self.draining = False
         #: Closing or closed, or handed over: this handler serves no more.
         self.closed = False
         self._timer: Any = None
@@ -191,7 +191,12 @@ class HTTP11Handler:
 
     def connection_lost(self, reason: Failure) -> None:
         self.closed = True
-        self._cancel_timer()
+        # A pending timer holds this handler and its connection until it fires.
+        self._deadline = None
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
         task = self.task
         if task is not None:
             task.feed_disconnect()
@@ -629,7 +634,7 @@ class HTTP11Handler:
     def _close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._cancel_timer()
+            self._deadline = None  # (its timer is cancelled when the connection is lost)
             self.channel.close_transport()
 
     def _log_access(self, status: int, size: int, refused: Request | None = None) -> None:
