@@ -181,11 +181,7 @@ class ASGIFactory(Factory):
                     n=len(self.connections),
                 )
             for channel in list(self.connections):
-                channel.abort()
-                task = channel.task
-                if task is not None:
-                    task.feed_disconnect()
-                    task.cancel(f"the graceful shutdown timeout ({timeout}s) ran out")
+                channel.abort()  # its handler tells and cancels the app calls still running
 
         timer: Any = None
 
