@@ -1140,3 +1140,19 @@ def test_ordinary_chunking_and_extensions_pass():
         assert fed.error is None, (read, fed.error)
         data = b"".join(e.data for e in fed.events if type(e) is Data)
         assert len(data) == 5000 and type(fed.events[-1]) is EndOfMessage
+
+
+def test_imf_fixdate_is_the_rfc_format_at_every_kind_of_date():
+    """The Date header's format (RFC 9110 §5.6.7), checked against the standard
+    library's own formatter over the epoch, leap days, year ends and 2038+."""
+    import random
+    from email.utils import formatdate
+
+    from twisted_asgi.http11 import imf_fixdate
+
+    moments = [0, 784111777, 951782400, 1709164800, 2147483647, 2147483648, 4102444799, 253402300799]
+    rng = random.Random(9110)
+    moments += [rng.randrange(0, 253402300800) for _ in range(2000)]
+    for seconds in moments:
+        assert imf_fixdate(seconds) == formatdate(seconds, usegmt=True), seconds
+    assert imf_fixdate(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"

@@ -61,7 +61,7 @@ NOT_ON_THE_PLAIN_PATH = (
 )
 #: Under ``python -m twisted_asgi`` only (twistd imports Twisted's compat, and
 #: with it these, before the plugin is asked for anything; and its services).
-NOT_ON_THE_MODULE_PATH = ("http.cookiejar", "urllib.request", "twisted.application")
+NOT_ON_THE_MODULE_PATH = ("http.cookiejar", "urllib.request", "twisted.application", "email.utils")
 
 APP = """
 import asyncio
