@@ -559,8 +559,9 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
     call per write beyond the writer itself.
 
     With ``counted`` (metrics on), what it is given is added to
-    ``counted.bytes_sent``: a test of a closure variable per write, not a
-    wrapping function around it.
+    ``counted.bytes_sent`` (what the socket took, then what is left to
+    Twisted): a test of a closure variable per write, not a wrapping function
+    around it.
     """
     plain_write: Callable[[bytes], None] = transport.write
     if not tcp_paths(transport).direct_write:
@@ -575,8 +576,6 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
     sock = transport.socket
 
     def write(data: bytes) -> None:
-        if counted is not None:
-            counted.bytes_sent += len(data)
         if (
             not transport._tempDataLen
             and len(transport.dataBuffer) == transport.offset
@@ -590,9 +589,13 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
                 sent = 0
             except OSError:
                 sent = 0  # let Twisted meet the error and close properly
+            if counted is not None:
+                counted.bytes_sent += sent  # what send() said: no len() again
             if sent == len(data):
                 return
             data = data[sent:]
+        if counted is not None:
+            counted.bytes_sent += len(data)
         plain_write(data)
 
     return write
