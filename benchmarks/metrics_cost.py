@@ -11,8 +11,12 @@ completed. The figure is the median over the pairs of on/off, per load::
     PYTHONPATH=. python benchmarks/metrics_cost.py --pairs 7 --duration 5
 
 Loads: ``wrk`` (HTTP/1.1 keep-alive, 1 thread, 32 connections) and
-``h2load`` (h2c, 4 connections x 32 streams). docs/deployment.rst gives the
-figures of one run.
+``h2load`` (h2c, 4 connections x 32 streams). On a busy machine single pairs
+differ by 20%; the steadier measure counts instructions instead::
+
+    python benchmarks/instructions.py --scenarios h1,h2c --scale 0.25 --args "--metrics-endpoint tcp:port=0"
+
+docs/deployment.rst ("Metrics") gives the figures of one run of each.
 """
 
 from __future__ import annotations

@@ -149,3 +149,35 @@ def test_snapshot_files_round_trip(tmp_path):
     assert list(found) == ["worker-1"]
     assert found["worker-1"]["responses"] == {"http/2|2xx": 1}
     assert list(read_snapshots(str(tmp_path / "missing"))) == []
+
+
+def test_lag_sampler_ticks_on_the_servers_clock_and_the_listener_keeps_no_timer():
+    """The lag sampler runs on the scheduler it is given (the server's
+    LoopClock in production, a Clock here): a reading per interval, nothing
+    left scheduled once stopped; the /metrics site starts no timer of its own
+    (twisted.web's request-log date, refreshed every second, is not kept)."""
+    from twisted.internet.task import Clock
+
+    from twisted_asgi.metrics_http import LagSampler, _QuietSite, metrics_resource
+
+    clock = Clock()
+    m = Metrics()
+    sampler = LagSampler(m, clock, interval=0.5)
+    sampler.start()
+    clock.advance(0.7)  # 0.2 s late
+    clock.advance(0.5)
+    assert m.loop_lag.counts[bisect_left_for(0.2)] == 1 and sum(m.loop_lag.counts) == 2
+    sampler.stop()
+    assert clock.getDelayedCalls() == []
+    site = _QuietSite(metrics_resource(m.snapshot), reactor=clock)
+    site.doStart()
+    assert clock.getDelayedCalls() == []
+    site.doStop()
+
+
+def bisect_left_for(seconds: float) -> int:
+    from bisect import bisect_left
+
+    from twisted_asgi.metrics import LAG_BUCKETS
+
+    return bisect_left(LAG_BUCKETS, seconds)

@@ -92,9 +92,22 @@ EXPLICIT: list[tuple[str, str, str]] = [
         (
             "twisted.internet.abstract",
             f"FileDescriptor.{name}",
-            "twisted_asgi/channel.py write fast path (_tempDataLen, dataBuffer, offset, _writeDisconnected)",
+            "twisted_asgi/_upstream/twisted.py direct_writer, direct_sequence_writer, output_pending (the write "
+            "buffer: _tempDataLen, dataBuffer, offset, _writeDisconnected)",
         )
         for name in ("write", "writeSequence", "doWrite", "_postLoseConnection")
+    ),
+    *(
+        (
+            module,
+            name,
+            "twisted_asgi/_upstream/twisted.py tcp_paths_off (the names of the TCP fast paths an __init__ sets, "
+            "read from its code: FileDescriptor's buffer fields, Connection's socket)",
+        )
+        for module, name in (
+            ("twisted.internet.abstract", "FileDescriptor.__init__"),
+            ("twisted.internet.tcp", "Connection.__init__"),
+        )
     ),
     *(
         (

@@ -492,3 +492,175 @@ def test_http2_seam_off_serves_an_h2c_upgrade(stopping):
     said_once(server, "HTTP/2 send seam", "_get_stream_by_id")
     text = server.read_output(0.2)
     assert "Traceback" not in text and "Unhandled" not in text
+
+
+# -- the TCP fast paths: direct writes, sendfile, prompt close (one check per class) ------
+
+
+def start_listeners(strip: list[str], *args: str, app: str, env: dict[str, str], listeners: int) -> Server:
+    """Like :func:`start`, with ``-e`` endpoints of its own in ``args``: waits
+    for ``listeners`` "Listening on" lines (their ports in ``addresses``)."""
+    import time
+
+    from tests.serving import _LISTEN
+
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    full_env.update(env, PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "tests.upstream_strip", *strip, "--", *args, app]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, cwd=ROOT
+    )
+    server = Server(proc, None, "127.0.0.1")
+    deadline = time.monotonic() + 60
+    while True:
+        found = _LISTEN.findall(server.read_output(0.05))
+        if len(found) >= listeners:
+            server.addresses = [(desc, host, int(port)) for desc, host, port in found]
+            server.port = server.addresses[0][2]
+            return server
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop() if proc.poll() is None else None
+            raise AssertionError(f"server did not start; output:\n{''.join(server.output)}")
+
+
+def pipelined(sock: Any, targets: list[str]) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Send GETs for ``targets`` at once on one keep-alive connection; read the answers in order."""
+    sock.sendall(b"".join(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for target in targets))
+    return [recv_response(sock, timeout=30) for _ in targets]
+
+
+@pytest.mark.parametrize("name", ["_tempDataLen", "_writeDisconnected", "dataBuffer"])
+def test_tcp_fast_paths_off_serve_keep_alive_pipelining_tls_and_files(stopping, tmp_path, name):
+    """With a name of Twisted's write buffer gone, every fast path of a TCP
+    connection that reads it (direct writes, sendfile, prompt close) is off,
+    named in one start-up line; HTTP/1.1 keep-alive with pipelining, a large
+    streamed body, files by path send and zero-copy send, over plain TCP and
+    TLS, come out whole and in order through Twisted's public ``write``."""
+    import hashlib
+    import ssl
+
+    from tests.deploy import make_certs
+
+    certs = make_certs(tmp_path)
+    big = os.urandom(3 * 1024 * 1024 + 4099)  # more than the socket buffers take at once
+    (tmp_path / "big").write_bytes(big)
+    (tmp_path / "small").write_bytes(b"hello, file\n")
+    tls = f"ssl:port=0:interface=127.0.0.1:privateKey={certs['key']}:certKey={certs['cert']}"
+    server = start_listeners(
+        ["--rename", f"twisted:{name}:{name}_gone_in_a_future_twisted"],
+        "-e",
+        "tcp:port=0:interface=127.0.0.1",
+        "-e",
+        tls,
+        app="tests.pathsend_app:app",
+        env={"PATHSEND_DIR": str(tmp_path)},
+        listeners=2,
+    )
+    stopping(server)
+    said_once(server, "direct writes to TCP sockets", "sendfile of response files", "prompt close of TCP", name)
+    digest = hashlib.sha256(big).digest()
+    targets = [
+        "/path?f=small",
+        "/path?f=big&chunked=1",  # streamed: 64 KiB body chunks, chunked framing
+        "/zero?f=big&prefix=head&suffix=tail",
+        "/path?f=big",
+        "/path?f=small",
+    ]
+    context = ssl.create_default_context(cafile=str(certs["ca"]))
+    for _desc, host, port in server.addresses:
+        sock = socket.create_connection((host, port), timeout=10)
+        if port != server.port:
+            sock = context.wrap_socket(sock, server_hostname="localhost")
+        with sock:
+            for _ in range(2):  # keep-alive: the same connection serves the pipeline again
+                small, chunked, framed, whole, again = pipelined(sock, targets)
+                assert small[0].startswith(b"HTTP/1.1 200") and small[2] == b"hello, file\n"
+                assert chunked[1].get(b"transfer-encoding") == b"chunked"
+                assert hashlib.sha256(chunked[2]).digest() == digest
+                assert framed[2][:4] == b"head" and framed[2][-4:] == b"tail"
+                assert hashlib.sha256(framed[2][4:-4]).digest() == digest
+                assert whole[1][b"content-length"] == str(len(big)).encode()
+                assert hashlib.sha256(whole[2]).digest() == digest
+                assert again[2] == b"hello, file\n"
+            sock.sendall(b"GET /path?f=small HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            closing = recv_until_closed(sock)
+            assert closing.startswith(b"HTTP/1.1 200") and closing.endswith(b"hello, file\n"), closing
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+    said_once(server)  # still one line: nothing named again at any connection
+
+
+def test_tcp_paths_checked_once_per_class_for_every_fast_path(monkeypatch):
+    """The one check (tcp_paths): a TCP connection class without a name has
+    every fast path that reads it off, another class all on, the reason kept and
+    logged once (the start-up line, from Twisted's classes, did not see it);
+    the writers, output_pending, close_soon and file_sink all follow it."""
+    import socket as socket_module
+
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactor
+    from twisted.logger import globalLogPublisher
+
+    from twisted_asgi._upstream import twisted as upstream
+
+    class Renamed(tcp.Connection):
+        """A release where ``_tempDataLen`` is gone from the instance."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            del self._tempDataLen
+
+    class Whole(tcp.Connection):
+        pass
+
+    class Reactor(MemoryReactor):
+        def _disconnectSelectable(self, selectable: Any, why: Any, read: bool) -> None:
+            pass
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "Fast path" in event.get("log_format", ""):
+            from twisted.logger import formatEvent
+
+            lines.append(formatEvent(event))
+
+    monkeypatch.setattr(upstream, "_named_late", set())
+    globalLogPublisher.addObserver(observe)
+    pairs = []
+    try:
+        for cls in (Renamed, Whole, Renamed):
+            ours, peer = socket_module.socketpair()
+            pairs.append((ours, peer))
+            ours.setblocking(False)
+            transport = cls(ours, Protocol(), reactor=Reactor())
+            transport.connected = True
+            paths = upstream.tcp_paths(transport)
+            assert upstream.tcp_paths(transport) is paths  # kept for the class
+            if cls is Whole:
+                assert paths.direct_write and paths.sendfile and paths.prompt_close and not paths.off
+                assert upstream.direct_writer(transport) != transport.write
+                assert upstream.direct_sequence_writer(transport) is not None
+                assert upstream.file_sink(transport) is not None
+                assert not upstream.output_pending(transport)
+                continue
+            assert not paths.direct_write and not paths.sendfile and not paths.prompt_close
+            assert all("_tempDataLen" in why for why in paths.off.values()), paths.off
+            assert upstream.direct_writer(transport) == transport.write
+            assert upstream.direct_sequence_writer(transport) is None
+            assert upstream.file_sink(transport) is None
+            assert "_tempDataLen" in (upstream.file_sink_problem(transport) or "")
+            assert upstream.output_pending(transport)  # cannot tell: the close is bounded by a timer
+            assert not upstream.close_soon(transport, lambda *a: pytest.fail("close_soon went on"))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        for ours, peer in pairs:
+            ours.close()
+            peer.close()
+    assert len(lines) == 1, lines
+    for path in ("direct writes to TCP sockets", "sendfile of response files", "prompt close of TCP connections"):
+        assert path in lines[0], lines[0]
+    # What Twisted's own classes say at start-up: every path on (this Twisted has every name).
+    assert upstream.tcp_paths_off(Reactor()) == {}
+    assert "_disconnectSelectable" in upstream.tcp_paths_off(MemoryReactor()).get(upstream.PROMPT_CLOSE, "")

@@ -20,7 +20,6 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Protocol
@@ -28,7 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._upstream.twisted import close_soon
+from ._upstream.twisted import can_write_direct as _has_tcp_buffer
+from ._upstream.twisted import close_soon, direct_sequence_writer, direct_writer, output_pending
 from .h1channel import HTTP11Handler
 from .proxy import proxy_headers_for
 from .scope import EARLY_HINT, ConnectionInfo, client_text, unknown_tls_extension
@@ -36,7 +36,7 @@ from .scope import EARLY_HINT, ConnectionInfo, client_text, unknown_tls_extensio
 if TYPE_CHECKING:
     from .server import ASGIFactory
 
-__all__ = ["Handler", "HTTPChannel", "connection_info"]
+__all__ = ["Handler", "HTTPChannel", "connection_info", "direct_sequence_writer", "direct_writer", "output_pending"]
 
 log = Logger(namespace="twisted_asgi.http")
 
@@ -87,12 +87,6 @@ def _proxy_report(message: str) -> None:
     log.info("{message}", message=message)
 
 
-_TCP_BUFFER_FIELDS = ("_tempDataLen", "dataBuffer", "offset", "_writeDisconnected", "socket")
-# Per transport class: whether it is a Twisted TCP connection with the write
-# buffer fields above (instances get them in FileDescriptor.__init__).
-_tcp_buffer_classes: dict[type, bool] = {}
-
-
 def no_delay(transport: Any) -> None:
     """Switch Nagle's algorithm off on the connection's TCP socket, as asyncio and
     uvicorn do for every connection: a small write (a TLS 1.3 session ticket
@@ -108,114 +102,6 @@ def no_delay(transport: Any) -> None:
             except OSError:
                 pass  # not a TCP socket after all
             return
-
-
-def _has_tcp_buffer(transport: Any) -> bool:
-    cls = type(transport)
-    known = _tcp_buffer_classes.get(cls)
-    if known is None:
-        known = isinstance(transport, tcp.Connection) and all(hasattr(transport, n) for n in _TCP_BUFFER_FIELDS)
-        if len(_tcp_buffer_classes) < 64:
-            _tcp_buffer_classes[cls] = known
-    return known
-
-
-def _kernel_next(transport: Any) -> bool:
-    """Whether bytes written to ``transport`` (a Twisted TCP connection) may go
-    straight to its socket: nothing waits in Twisted's buffer, and the
-    connection is open for writing."""
-    return (
-        not transport._tempDataLen
-        and len(transport.dataBuffer) == transport.offset
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnected
-    )
-
-
-def direct_writer(transport: Any, counted: HTTPChannel | None = None) -> Callable[[bytes], None]:
-    """``transport.write``, but sending straight to the socket while Twisted's
-    write buffer is empty.
-
-    Twisted's ``FileDescriptor.write`` always buffers and sends on the next
-    reactor pass, which costs two ``epoll_ctl`` calls and one more event-loop
-    iteration per response. Sending at once when nothing is queued keeps the
-    bytes in order and leaves everything else (partial sends, buffering,
-    producer pausing, errors) to Twisted. This is the one place that reads
-    Twisted's transport internals; for any transport without them (TLS, a
-    future Twisted) it returns plain ``transport.write``.
-
-    With ``counted`` (metrics on), what it is given is added to
-    ``counted.bytes_sent``: a test of a closure variable per write, not a
-    wrapping function around it.
-    """
-    plain_write: Callable[[bytes], None] = transport.write
-    if not _has_tcp_buffer(transport):
-        if counted is None:
-            return plain_write
-
-        def counted_plain_write(data: bytes) -> None:
-            counted.bytes_sent += len(data)
-            plain_write(data)
-
-        return counted_plain_write
-    sock = transport.socket
-
-    def write(data: bytes) -> None:
-        if counted is not None:
-            counted.bytes_sent += len(data)
-        if _kernel_next(transport):
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # let Twisted meet the error and close properly
-            if sent == len(data):
-                return
-            data = data[sent:]
-        plain_write(data)
-
-    return write
-
-
-def direct_sequence_writer(transport: Any, counted: HTTPChannel | None = None) -> Callable[[list[bytes]], None] | None:
-    """Like :func:`direct_writer`, for a list of byte strings sent as one
-    ``sendmsg()`` (a gathering write: the pieces are not joined first); None
-    for a transport without Twisted's TCP buffer. With ``counted``, what is
-    sent (``sendmsg`` says how much) and what is left to Twisted is added to
-    ``counted.bytes_sent``."""
-    if not _has_tcp_buffer(transport):
-        return None
-    sock = transport.socket
-    plain_write: Callable[[bytes], None] = transport.write
-
-    def write_sequence(pieces: list[bytes]) -> None:
-        if _kernel_next(transport):
-            try:
-                sent = sock.sendmsg(pieces)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # let Twisted meet the error and close properly
-            if counted is not None:
-                counted.bytes_sent += sent
-            for i, piece in enumerate(pieces):
-                if sent < len(piece):
-                    rest = pieces[i:]
-                    if sent:
-                        rest[0] = piece[sent:]
-                    break
-                sent -= len(piece)
-            else:
-                return
-            pieces = rest
-        data = b"".join(pieces)
-        if counted is not None:
-            counted.bytes_sent += len(data)
-        plain_write(data)
-
-    return write_sequence
 
 
 #: Body bytes with more to come are held, at most this many bytes or pieces,
@@ -276,14 +162,6 @@ def peer_gone(transport: Any) -> bool:
         return False
     except OSError:
         return True
-
-
-def output_pending(transport: Any) -> bool:
-    """Whether ``transport`` still holds bytes it has not handed to the kernel
-    (True when it cannot tell: TLS, or a transport without Twisted's TCP buffer)."""
-    if type(transport) is tcp.Server and _has_tcp_buffer(transport):
-        return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
-    return True
 
 
 class Handler(typing.Protocol):

@@ -434,10 +434,10 @@ class HTTP11Handler:
         task = self.task
         access_log = self.factory.access_log
         if access_log is not None:
-            # _log_access inlined: once per response with metrics on.
-            request = self.request
-            duration = self.clock.seconds() - self._started_at if request is not None else 0.0
-            access_log.log_http(self.info, request, conn.status, conn.bytes_sent, duration)  # type: ignore[union-attr]
+            # _log_access inlined: once per response with metrics on (a response
+            # completes for the current task, so self.request is set).
+            duration = self.clock.seconds() - self._started_at
+            access_log.log_http(self.info, self.request, conn.status, conn.bytes_sent, duration)  # type: ignore[union-attr]
         limit = self.config.limit_requests_per_connection
         if not conn.keep_alive or self.draining or (limit and self.requests_served >= limit):  # type: ignore[union-attr]
             self._close()

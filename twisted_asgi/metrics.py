@@ -103,19 +103,38 @@ class _Histogram:
         return {"counts": list(self.counts), "sum": self.sum}
 
 
-class _Responses:
-    """One protocol's responses: a count per status class (index ``status //
-    100``, 0 for statuses outside 100..599) and the duration histogram, in
-    plain lists: a response costs two list additions and a float addition;
-    the labels are made at a snapshot."""
+#: The duration buckets of one status class in :attr:`_Responses.rows` (the
+#: 14 bounds and +Inf, padded to 16).
+_ROW = 16
 
-    __slots__ = ("classes", "counts", "sum")
+
+class _Responses:
+    """One protocol's responses, in plain lists: a response costs one list
+    addition and a float addition; the status classes and the histogram are
+    added up, and labelled, only at a snapshot.
+
+    ``first[status]`` counts the responses of each status (0..999) that took at
+    most the first duration bound (most responses: no bisection, no status
+    class computed); ``rows[status // 100 * _ROW + bucket]`` the others, by
+    status class and duration bucket; ``sum`` the durations."""
+
+    __slots__ = ("first", "rows", "sum")
 
     def __init__(self) -> None:
-        # Statuses are 100..599 (apps may send only 200..599); 0..999 fit.
-        self.classes = [0] * 10
-        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.first = [0] * 1000
+        self.rows = [0] * (10 * _ROW)
         self.sum = 0.0
+
+    def classes(self) -> list[int]:
+        """Responses by status class (index ``status // 100``)."""
+        first, rows = self.first, self.rows
+        return [sum(first[c * 100 : c * 100 + 100]) + sum(rows[c * _ROW : c * _ROW + _ROW]) for c in range(10)]
+
+    def counts(self) -> list[int]:
+        """Responses by duration bucket (the last: +Inf)."""
+        counts = [sum(self.rows[c * _ROW + b] for c in range(10)) for b in range(len(DURATION_BUCKETS) + 1)]
+        counts[0] += sum(self.first)
+        return counts
 
 
 class Metrics:
@@ -131,7 +150,8 @@ class Metrics:
     def __init__(self) -> None:
         self._responses: dict[str, _Responses] = {p: _Responses() for p in ("http/1.1", "http/2", "websocket")}
         self._http1 = self._responses["http/1.1"]
-        self._http2 = self._responses["http/2"]
+        #: Request.http_version -> its protocol's responses.
+        self._versions = {"1.0": self._http1, "1.1": self._http1, "2": self._responses["http/2"]}
         self.connections = 0
         #: The open connections (the server's own set of them): their bytes,
         #: protocols and streams are read at a snapshot.
@@ -152,19 +172,27 @@ class Metrics:
 
     def response(self, protocol: str, status: int, duration: float) -> None:
         counted = self._responses[protocol]
-        counted.classes[status // 100 if 0 <= status < 1000 else 0] += 1
-        counted.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+        if not 0 <= status < 1000:
+            status = 0  # counted as "other"
+        if duration <= _FIRST_BOUND:
+            counted.first[status] += 1
+        else:
+            counted.rows[status // 100 * _ROW + bisect_left(DURATION_BUCKETS, duration)] += 1
         counted.sum += duration
 
     def log_http(self, info: Any, request: Any, status: int, size: int, duration: float) -> None:
         """A response written (the access log's hook): :meth:`response`, inlined
-        (it runs once per request)."""
-        counted = self._http2 if request is not None and request.http_version == "2" else self._http1
-        counted.classes[status // 100] += 1  # a server's status: 100..599
-        if duration <= _FIRST_BOUND:  # most responses: a comparison, not a bisection
-            counted.counts[0] += 1
+        (it runs once per request): the protocol from the request's version
+        (one dictionary lookup), the status as it is (a server's status:
+        100..599), and for most responses no bisection."""
+        try:
+            counted = self._versions[request.http_version]
+        except (AttributeError, KeyError):  # refused before a request line was known
+            counted = self._http1
+        if duration <= _FIRST_BOUND:
+            counted.first[status] += 1
         else:
-            counted.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+            counted.rows[status // 100 * _ROW + bisect_left(DURATION_BUCKETS, duration)] += 1
         counted.sum += duration
 
     def log_websocket(self, info: Any, request: Any, kind: str, code: int, duration: float) -> None:
@@ -243,12 +271,13 @@ class Metrics:
         responses: dict[str, int] = {}
         duration: dict[str, Any] = {}
         for protocol, counted in self._responses.items():
-            for index, count in enumerate(counted.classes):
+            for index, count in enumerate(counted.classes()):
                 if count:
                     label = _CLASSES[index - 1] if 1 <= index <= 5 else "other"
                     responses[f"{protocol}|{label}"] = responses.get(f"{protocol}|{label}", 0) + count
-            if any(counted.counts):
-                duration[protocol] = {"counts": list(counted.counts), "sum": counted.sum}
+            counts = counted.counts()
+            if any(counts):
+                duration[protocol] = {"counts": counts, "sum": counted.sum}
         return {
             "responses": responses,
             "duration": duration,

@@ -448,7 +448,7 @@ class ASGIService:
 
         metrics = self.factory.metrics
         assert metrics is not None and self.config.metrics_endpoint
-        self._metrics_parts.append(LagSampler(metrics, self.reactor))
+        self._metrics_parts.append(LagSampler(metrics, self.factory.clock))
         directory = os.environ.get(METRICS_DIR)
         if self.worker and directory:
             self._metrics_parts.append(SnapshotWriter(metrics, self.reactor, directory, f"worker-{os.getpid()}"))

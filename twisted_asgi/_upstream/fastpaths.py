@@ -1,10 +1,11 @@
 """Which fast paths are off, and the start-up line that says so.
 
-The reactor seam and Twisted's names for sendfile are checked at start-up.
-The HTTP/2 send seam (h2's connection internals), the HPACK Huffman coding and
-the WebSocket small-frame masker are checked when HTTP/2 and WebSocket are
-first used: their libraries (h2 and hpack, Autobahn) are imported only then,
-so a server that never serves them never pays for importing them.
+The reactor seam and Twisted's names for the fast paths of TCP connections
+(direct writes, sendfile, prompt close) are checked at start-up. The HTTP/2
+send seam (h2's connection internals), the HPACK Huffman coding and the
+WebSocket small-frame masker are checked when HTTP/2 and WebSocket are first
+used: their libraries (h2 and hpack, Autobahn) are imported only then, so a
+server that never serves them never pays for importing them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = Tr
     """The fast paths that are off, each with why (empty when all are on).
 
     ``reactor``: the reactor whose seam to check, with Twisted's other names
-    (sendfile's) at the same time (none: Twisted is not asked about).
+    (those of the TCP fast paths) at the same time (none: Twisted is not asked
+    about).
     ``http2``, ``websocket``: whether to check (and so import) hpack and Autobahn.
     """
     off: dict[str, str] = {}
@@ -31,12 +33,8 @@ def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = Tr
         why = upstream_twisted.reactor_seam_problem(reactor)
         if why is not None:
             off["reactor seam"] = why
-        why = upstream_twisted.sendfile_problem()
-        if why is not None:
-            off["sendfile of response files"] = why
-        why = upstream_twisted.close_soon_problem(reactor)
-        if why is not None:
-            off["prompt close of TCP connections"] = why
+        # Direct writes, sendfile and the prompt close of TCP connections.
+        off.update(upstream_twisted.tcp_paths_off(reactor))
     if http2:
         from . import h2 as upstream_h2
         from . import hpack as upstream_hpack

@@ -25,6 +25,14 @@ when given none, which the seam does not rely on):
 * the same buffer, ``_aborting`` (abstract.py ``abortConnection``'s flag) and
   ``_disconnectSelectable``: :func:`close_soon`, which closes a TCP connection
   with nothing left to send without a round through the reactor's writers.
+* the same buffer with ``connected``, ``disconnecting`` and ``socket``:
+  :func:`direct_writer` and :func:`direct_sequence_writer`, which send
+  straight to the socket (``send``, ``sendmsg``) while Twisted's buffer is
+  empty, and :func:`output_pending`.
+
+The three fast paths of a TCP connection (direct writes, sendfile, prompt
+close) are checked together, once per transport class (:func:`tcp_paths`), and
+once from Twisted's classes for the start-up line (:func:`tcp_paths_off`).
 
 ``tests/test_upstream_drift.py`` pins the source of each of these per Twisted
 version; ``tests/test_upstream_fallback.py`` serves with each one renamed.
@@ -35,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections.abc import Callable
 from socket import SO_ERROR, SOL_SOCKET
 from typing import Any
 
@@ -45,9 +54,21 @@ from twisted.logger import Logger
 
 __all__ = [
     "CLOSE_SOON_NAMES",
+    "DIRECT_WRITE",
+    "DIRECT_WRITE_NAMES",
     "FILE_SINK_NAMES",
+    "PROMPT_CLOSE",
     "REACTOR_SEAM_NAMES",
+    "SENDFILE",
+    "TCP_PATH_NAMES",
     "FileSink",
+    "TCPPaths",
+    "can_write_direct",
+    "direct_sequence_writer",
+    "direct_writer",
+    "output_pending",
+    "tcp_paths",
+    "tcp_paths_off",
     "file_sink",
     "file_sink_problem",
     "sendfile_problem",
@@ -262,66 +283,26 @@ FILE_SINK_NAMES = (
     "socket",
 )
 
-_sink_problems: dict[type, str | None] = {}
-_no_problem = object()
-_class_problem: Any = _no_problem
-
 
 def sendfile_problem() -> str | None:
     """Why no file goes straight to a socket in this process (None: it can,
     on plain TCP connections), found from Twisted's classes before any
-    connection: the names of :data:`FILE_SINK_NAMES` that are class
-    attributes, and those ``__init__`` sets (``_tempDataLen`` in
-    ``FileDescriptor.__init__``, ``socket`` in ``tcp.Connection.__init__``).
-    For the start-up line (:mod:`.fastpaths`); each connection is checked
-    again (:func:`file_sink_problem`)."""
-    global _class_problem
-    if _class_problem is _no_problem:
-        from twisted.internet import abstract, tcp
-
-        problem: str | None = None
-        if not hasattr(os, "sendfile"):
-            problem = "os.sendfile is missing on this platform"
-        else:
-            set_in_init = set(abstract.FileDescriptor.__init__.__code__.co_names)
-            set_in_init |= set(tcp.Connection.__init__.__code__.co_names)
-            missing = [n for n in FILE_SINK_NAMES if not hasattr(tcp.Connection, n) and n not in set_in_init]
-            if missing:
-                problem = f"Twisted {_version()}'s TCP connection has no {', '.join(missing)}"
-        _class_problem = problem
-    result: str | None = _class_problem
-    return result
+    connection (see :func:`tcp_paths_off`)."""
+    return tcp_paths_off().get(SENDFILE)
 
 
 def file_sink_problem(transport: Any) -> str | None:
     """Why a file cannot go straight from the disk to ``transport``'s socket
     (None when it can): not a Twisted TCP (or unix) connection (TLS, the
     PROXY wrapper), a name :class:`FileSink` uses is missing, or no
-    ``os.sendfile`` on this platform. Found once per transport class."""
-    cls = type(transport)
-    if cls in _sink_problems:
-        return _sink_problems[cls]
-    problem: str | None = None
-    from twisted.internet import tcp
-
-    if sendfile_problem() is not None:
-        problem = sendfile_problem()
-    elif not isinstance(transport, tcp.Connection):
-        problem = f"{cls.__name__} is not a Twisted TCP connection"
-    else:
-        missing = [name for name in FILE_SINK_NAMES if not hasattr(transport, name)]
-        if missing:
-            problem = f"Twisted {_version()}'s TCP connection has no {', '.join(missing)}"
-        elif not callable(transport.startWriting):
-            problem = f"Twisted {_version()}'s FileDescriptor.startWriting is not callable"
-    if len(_sink_problems) < 64:
-        _sink_problems[cls] = problem
-    return problem
+    ``os.sendfile`` on this platform (see :func:`tcp_paths`)."""
+    return tcp_paths(transport).off.get(SENDFILE)
 
 
 def file_sink(transport: Any) -> FileSink | None:
     """A :class:`FileSink` for ``transport``, or None (see :func:`file_sink_problem`)."""
-    if file_sink_problem(transport) is not None:
+    paths = _class_paths.get(type(transport)) or tcp_paths(transport)
+    if not paths.sendfile:
         return None
     return FileSink(transport)
 
@@ -380,41 +361,13 @@ class FileSink:
 #: present, or connections close Twisted's own way.
 CLOSE_SOON_NAMES = ("_tempDataLen", "_writeDisconnected", "_aborting", "dataBuffer", "offset", "stopReading")
 
-_close_classes: dict[type, bool] = {}
-
 
 def close_soon_problem(reactor: Any) -> str | None:
     """Why TCP connections close Twisted's own way in this process (None: they
     close at once when nothing is left to send, see :func:`close_soon`), found
-    from Twisted's classes before any connection, for the start-up line:
-    the names of :data:`CLOSE_SOON_NAMES` that are neither class attributes
-    nor set by ``FileDescriptor.__init__``, and the reactor's
-    ``_disconnectSelectable``."""
-    from twisted.internet import abstract, tcp
-
-    set_in_init = set(abstract.FileDescriptor.__init__.__code__.co_names)
-    missing = [n for n in CLOSE_SOON_NAMES if not hasattr(tcp.Connection, n) and n not in set_in_init]
-    if not callable(getattr(reactor, "_disconnectSelectable", None)):
-        missing.append("reactor._disconnectSelectable")
-    if missing:
-        return f"Twisted {_version()} has no {', '.join(missing)}"
-    return None
-
-
-def _can_close_soon(transport: Any) -> bool:
-    cls = type(transport)
-    known = _close_classes.get(cls)
-    if known is None:
-        from twisted.internet import tcp
-
-        known = (
-            isinstance(transport, tcp.Connection)
-            and all(hasattr(transport, name) for name in CLOSE_SOON_NAMES)
-            and callable(getattr(transport.reactor, "_disconnectSelectable", None))
-        )
-        if len(_close_classes) < 64:
-            _close_classes[cls] = known
-    return known
+    from Twisted's classes and ``reactor`` before any connection (see
+    :func:`tcp_paths_off`)."""
+    return tcp_paths_off(reactor).get(PROMPT_CLOSE)
 
 
 def close_soon(transport: Any, call_later: Any) -> bool:
@@ -437,7 +390,8 @@ def close_soon(transport: Any, call_later: Any) -> bool:
     go Twisted's way: the socket is registered for writing and ``doWrite``
     sends them, then closes.
     """
-    if not _can_close_soon(transport):
+    paths = _class_paths.get(type(transport)) or tcp_paths(transport)
+    if not paths.prompt_close:
         return False
     if (
         transport._tempDataLen
@@ -461,3 +415,247 @@ def _close_now(transport: Any) -> None:
         transport.startWriting()  # doWrite sends, then closes (disconnecting is set)
         return
     transport.reactor._disconnectSelectable(transport, CONNECTION_DONE, False)
+
+
+# -- the fast paths of a Twisted TCP connection: one check per transport class ----------
+
+#: The fast paths a Twisted TCP (or unix) connection may take, as the
+#: start-up line names them.
+DIRECT_WRITE = "direct writes to TCP sockets"
+SENDFILE = "sendfile of response files"
+PROMPT_CLOSE = "prompt close of TCP connections"
+
+#: What :func:`direct_writer`, :func:`direct_sequence_writer` and
+#: :func:`output_pending` read on a Twisted TCP connection (abstract.py
+#: ``FileDescriptor``'s write buffer and state, tcp.py ``Connection.socket``).
+DIRECT_WRITE_NAMES = (
+    "_tempDataLen",
+    "_writeDisconnected",
+    "dataBuffer",
+    "offset",
+    "connected",
+    "disconnecting",
+    "socket",
+)
+
+#: Each fast path with the names it reads or calls on the connection: all
+#: present, or that path is off (the public ``transport.write``, the file read
+#: into body chunks, ``loseConnection``).
+TCP_PATH_NAMES: dict[str, tuple[str, ...]] = {
+    DIRECT_WRITE: DIRECT_WRITE_NAMES,
+    SENDFILE: FILE_SINK_NAMES,
+    PROMPT_CLOSE: CLOSE_SOON_NAMES,
+}
+#: The names of :data:`TCP_PATH_NAMES` that must be callable.
+_CALLED = {SENDFILE: ("startWriting",), PROMPT_CLOSE: ("stopReading", "startWriting")}
+
+
+class TCPPaths:
+    """The fast paths one transport class takes: checked on its first
+    connection (:func:`tcp_paths`), kept for the class. ``off``: each path
+    that is off, with why."""
+
+    __slots__ = ("direct_write", "sendfile", "prompt_close", "off")
+
+    def __init__(self, off: dict[str, str]) -> None:
+        self.off = off
+        self.direct_write = DIRECT_WRITE not in off
+        self.sendfile = SENDFILE not in off
+        self.prompt_close = PROMPT_CLOSE not in off
+
+
+#: Transport class -> its fast paths (at most 64 classes are kept).
+_class_paths: dict[type, TCPPaths] = {}
+#: What Twisted's classes say, found once (see :func:`tcp_paths_off`).
+_classes_off: dict[str, str] | None = None
+#: Paths a connection's check found off that the start-up line did not name.
+_named_late: set[str] = set()
+
+
+def tcp_paths_off(reactor: Any = None) -> dict[str, str]:
+    """The fast paths of Twisted TCP connections that are off in this process,
+    each with why, found from Twisted's classes before any connection (for the
+    start-up line, :mod:`.fastpaths`): the names of :data:`TCP_PATH_NAMES` that
+    are neither attributes of ``tcp.Server`` nor set by ``FileDescriptor.__init__``
+    or ``tcp.Connection.__init__``, ``os.sendfile``, and ``reactor``'s
+    ``_disconnectSelectable`` (posixbase.py; not checked without a reactor).
+    A path off here is off for every connection (:func:`tcp_paths`), so the
+    line says what happens."""
+    global _classes_off
+    if _classes_off is None:
+        from twisted.internet import abstract, tcp
+
+        set_in_init = set(abstract.FileDescriptor.__init__.__code__.co_names)
+        set_in_init |= set(tcp.Connection.__init__.__code__.co_names)
+        found: dict[str, str] = {}
+        for path, names in TCP_PATH_NAMES.items():
+            missing = [n for n in names if not hasattr(tcp.Server, n) and n not in set_in_init]
+            if missing:
+                found[path] = f"Twisted {_version()}'s TCP connection has no {', '.join(missing)}"
+        if not hasattr(os, "sendfile"):
+            found.setdefault(SENDFILE, "os.sendfile is missing on this platform")
+        _classes_off = found
+    off = dict(_classes_off)
+    if (
+        reactor is not None
+        and PROMPT_CLOSE not in off
+        and not callable(getattr(reactor, "_disconnectSelectable", None))
+    ):
+        off[PROMPT_CLOSE] = f"Twisted {_version()}'s reactor has no _disconnectSelectable"
+    return off
+
+
+def tcp_paths(transport: Any) -> TCPPaths:
+    """The fast paths ``transport``'s class takes, checked once for every one
+    of them on its first connection and kept for the class. None for a
+    transport that is no Twisted TCP (or unix) connection (TLS, the PROXY
+    wrapper, a test's): it has its own buffer. For one, a path is off where
+    :func:`tcp_paths_off` says so, or where the connection lacks a name the
+    path uses (logged once, if the start-up line did not say it)."""
+    paths = _class_paths.get(type(transport))
+    if paths is not None:
+        return paths
+    from twisted.internet import tcp
+
+    cls = type(transport)
+    if not isinstance(transport, tcp.Connection):
+        paths = TCPPaths(dict.fromkeys(TCP_PATH_NAMES, f"{cls.__name__} is not a Twisted TCP connection"))
+    else:
+        off = tcp_paths_off(getattr(transport, "reactor", None))
+        said = set(off)  # what the start-up line names
+        for path, names in TCP_PATH_NAMES.items():
+            if path in off:
+                continue
+            missing = [n for n in names if not hasattr(transport, n)]
+            missing += [n for n in _CALLED.get(path, ()) if n not in missing and not callable(getattr(transport, n))]
+            if missing:
+                off[path] = f"Twisted {_version()}'s {cls.__name__} has no usable {', '.join(missing)}"
+        late = {path: why for path, why in off.items() if path not in said and path not in _named_late}
+        if late:
+            _named_late.update(late)
+            log.warn(
+                "Fast path(s) off, the public upstream API is used instead (slower, same behaviour): {paths}",
+                paths="; ".join(f"{path}: {why}" for path, why in late.items()),
+            )
+        paths = TCPPaths(off)
+    if len(_class_paths) < 64:
+        _class_paths[cls] = paths
+    return paths
+
+
+def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None]:
+    """``transport.write``, but sending straight to the socket while Twisted's
+    write buffer is empty (abstract.py ``FileDescriptor``, Twisted
+    24.7.0-26.10.0: ``_tempDataLen``, ``dataBuffer``, ``offset``,
+    ``_writeDisconnected``).
+
+    Twisted's ``FileDescriptor.write`` always buffers and sends on the next
+    reactor pass, which costs two ``epoll_ctl`` calls and one more event-loop
+    iteration per response. Sending at once when nothing is queued keeps the
+    bytes in order and leaves everything else (partial sends, buffering,
+    producer pausing, errors) to Twisted. For any transport without the path
+    (TLS, a Twisted without the names: :func:`tcp_paths`) it returns plain
+    ``transport.write``. The test of the buffer is inlined in the writer: no
+    call per write beyond the writer itself.
+
+    With ``counted`` (metrics on), what it is given is added to
+    ``counted.bytes_sent`` (what the socket took, then what is left to
+    Twisted): a test of a closure variable per write, not a wrapping function
+    around it.
+    """
+    plain_write: Callable[[bytes], None] = transport.write
+    if not tcp_paths(transport).direct_write:
+        if counted is None:
+            return plain_write
+
+        def counted_plain_write(data: bytes) -> None:
+            counted.bytes_sent += len(data)
+            plain_write(data)
+
+        return counted_plain_write
+    sock = transport.socket
+
+    def write(data: bytes) -> None:
+        if (
+            not transport._tempDataLen
+            and len(transport.dataBuffer) == transport.offset
+            and transport.connected
+            and not transport.disconnecting
+            and not transport._writeDisconnected
+        ):
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # let Twisted meet the error and close properly
+            if counted is not None:
+                counted.bytes_sent += sent  # what send() said: no len() again
+            if sent == len(data):
+                return
+            data = data[sent:]
+        if counted is not None:
+            counted.bytes_sent += len(data)
+        plain_write(data)
+
+    return write
+
+
+def direct_sequence_writer(transport: Any, counted: Any = None) -> Callable[[list[bytes]], None] | None:
+    """Like :func:`direct_writer`, for a list of byte strings sent as one
+    ``sendmsg()`` (a gathering write: the pieces are not joined first); None
+    for a transport without the path. With ``counted``, what is sent
+    (``sendmsg`` says how much) and what is left to Twisted is added to
+    ``counted.bytes_sent``."""
+    if not tcp_paths(transport).direct_write:
+        return None
+    sock = transport.socket
+    plain_write: Callable[[bytes], None] = transport.write
+
+    def write_sequence(pieces: list[bytes]) -> None:
+        if (
+            not transport._tempDataLen
+            and len(transport.dataBuffer) == transport.offset
+            and transport.connected
+            and not transport.disconnecting
+            and not transport._writeDisconnected
+        ):
+            try:
+                sent = sock.sendmsg(pieces)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # let Twisted meet the error and close properly
+            if counted is not None:
+                counted.bytes_sent += sent
+            for i, piece in enumerate(pieces):
+                if sent < len(piece):
+                    rest = pieces[i:]
+                    if sent:
+                        rest[0] = piece[sent:]
+                    break
+                sent -= len(piece)
+            else:
+                return
+            pieces = rest
+        data = b"".join(pieces)
+        if counted is not None:
+            counted.bytes_sent += len(data)
+        plain_write(data)
+
+    return write_sequence
+
+
+def can_write_direct(transport: Any) -> bool:
+    """Whether :func:`direct_writer` sends straight to ``transport``'s socket
+    (and so body bytes are worth holding for one gathering write)."""
+    return tcp_paths(transport).direct_write
+
+
+def output_pending(transport: Any) -> bool:
+    """Whether ``transport`` still holds bytes it has not handed to the kernel
+    (True when it cannot tell: TLS, or a transport without the path)."""
+    paths = _class_paths.get(type(transport)) or tcp_paths(transport)
+    if paths.direct_write:
+        return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+    return True
