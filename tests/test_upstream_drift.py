@@ -232,6 +232,9 @@ def _package_classes() -> list[tuple[str, type]]:
     from twisted_asgi.reactor import _reactor_class
 
     found += [("twisted_asgi/_upstream/twisted.py", _reactor_class(uv)) for uv in (False, True)]
+    from twisted_asgi._upstream.autobahn import HookedProtocol, PublicProtocol
+
+    found += [("twisted_asgi/_upstream/autobahn.py", cls) for cls in (HookedProtocol, PublicProtocol)]
     return [(rel, cls) for rel, cls in found if any(b.__module__.startswith(_CONCRETE) for b in cls.__mro__[1:])]
 
 

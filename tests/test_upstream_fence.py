@@ -66,7 +66,6 @@ INTERNAL = frozenset(
 ALLOWED = {
     "twisted_asgi/channel.py": 2,  # FileDescriptor's write buffer (_tempDataLen, _writeDisconnected)
     "twisted_asgi/http2.py": 13,  # H2Connection's overridden and driven internals, h2.stream
-    "twisted_asgi/websocket.py": 19,  # WebSocketProtocol's adapter hooks and state
 }
 
 _PRIVATE = re.compile(r"(?<!\w)_[A-Za-z0-9]\w*")

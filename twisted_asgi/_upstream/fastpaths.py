@@ -1,10 +1,10 @@
 """Which fast paths are off, and the start-up line that says so.
 
 The reactor seam and Twisted's names for sendfile are checked at start-up.
-The HPACK Huffman coding and the WebSocket small-frame masker are checked
-when HTTP/2 and WebSocket are first used: their libraries (h2 and hpack,
-Autobahn) are imported only then, so a server that never serves them never
-pays for importing them.
+The HPACK Huffman coding, the WebSocket protocol hooks and the WebSocket
+small-frame masker are checked when HTTP/2 and WebSocket are first used:
+their libraries (h2 and hpack, Autobahn) are imported only then, so a server
+that never serves them never pays for importing them.
 """
 
 from __future__ import annotations
@@ -44,7 +44,13 @@ def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = Tr
             off["HPACK Huffman coding"] = upstream_hpack.PROBLEM
     if websocket:
         from ..wsmask import PROBLEM as masker_problem
+        from . import autobahn as upstream_autobahn
 
+        why = upstream_autobahn.problem()
+        if why is not None:
+            off["WebSocket protocol hooks"] = (
+                f"{why}; so Autobahn's public API runs the framing (no whole-small-frame fast path)"
+            )
         if masker_problem is not None:
             off["WebSocket small-frame masker"] = masker_problem
     return off
