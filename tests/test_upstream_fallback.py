@@ -515,3 +515,17 @@ def test_public_path_in_process_agrees_with_the_fast_path(monkeypatch, loop):
     public = run()
     assert fast == public
     assert fast[0][-1] == {"type": "websocket.disconnect", "code": 1000, "reason": "bye"}
+
+
+def test_public_path_passes_the_websocket_shell_tests():
+    """The in-process WebSocket shell tests (timeouts on a fake clock, pings
+    paused and resumed, backpressure both ways, the queue bound, graceful
+    shutdown, freeing by reference counting; HTTP/1.1 and HTTP/2) pass with the
+    public path forced, as they do on the fast path."""
+    env = dict(os.environ, TWISTED_ASGI_AUTOBAHN_PUBLIC="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x"]
+    argv += ["tests/test_websocket_shell.py", "tests/test_websocket_h2_shell.py"]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]

@@ -364,22 +364,25 @@ class _Transport:
     __slots__ = ("protocol", "swallow")
 
     def __init__(self, protocol: PublicProtocol) -> None:
-        self.protocol = protocol
+        #: None once the connection is lost (so that nothing keeps the other alive).
+        self.protocol: PublicProtocol | None = protocol
         #: Drop what is written (Autobahn's 101: ours was sent).
         self.swallow = False
 
     def write(self, data: bytes) -> None:
-        if not self.swallow:
+        if not self.swallow and self.protocol is not None:
             self.protocol.write_out(data)
 
     def writeSequence(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
-        self.protocol.close_connection(False)
+        if self.protocol is not None:
+            self.protocol.close_connection(False)
 
     def abortConnection(self) -> None:
-        self.protocol.close_connection(True)
+        if self.protocol is not None:
+            self.protocol.close_connection(True)
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         pass  # the channel is the transport's producer
@@ -455,7 +458,6 @@ class PublicProtocol(_TwistedProtocol):
     frame_left = 0
     failure_reported = False
     subprotocol: str | None = None
-    accept: PerMessageDeflateOfferAccept | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -488,8 +490,7 @@ class PublicProtocol(_TwistedProtocol):
     def open_ws(self, accept: PerMessageDeflateOfferAccept | None, subprotocol: str | None) -> None:
         """Open the connection through Autobahn's own handshake."""
         self.subprotocol = subprotocol
-        self.accept = accept
-        self.perMessageCompressionAccept = self.accept_offer
+        self.perMessageCompressionAccept = lambda offers: accept  # the option, for this connection
         transport = _Transport(self)
         self.makeConnection(transport)  # type: ignore[no-untyped-call]
         transport.swallow = True
@@ -497,18 +498,17 @@ class PublicProtocol(_TwistedProtocol):
             self.dataReceived(_request(subprotocol, accept.offer.get_extension_string() if accept else None))
         finally:
             transport.swallow = False
+            del self.perMessageCompressionAccept
         if self.state != OPEN:
             raise RuntimeError("Autobahn's handshake did not open the connection")
         deflates = [e for e in self.websocket_extensions_in_use if isinstance(e, PerMessageDeflate)]
         self.deflate = deflates[0] if deflates else None
         self.resume_pings()
 
-    def accept_offer(self, offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
-        return self.accept
-
     def feed(self, data: bytes) -> None:
-        """Bytes from the client, given to Autobahn a frame at a time, so that
-        reading can stop between frames (as the fast path stops in ``processData``)."""
+        """Bytes from the client, given to Autobahn up to the end of a frame
+        that may end a message at a time, so that reading can stop between
+        messages (as the fast path stops in ``processData``)."""
         if data:
             self.traffic_seen()
         buffer = self.held + data if self.held else data
@@ -519,10 +519,18 @@ class PublicProtocol(_TwistedProtocol):
             if not self.frame_left:
                 if self.read_paused():
                     break
-                size = _frame_size(buffer, at)
-                if size is None:
+                scan = at
+                while scan < end:
+                    size = _frame_size(buffer, scan)
+                    if size is None:
+                        break  # a header not all here yet
+                    head = buffer[scan]
+                    scan += size
+                    if head & 0x80 and (head & 0x0F) < 8:
+                        break  # the last frame of a message: the app's queue may fill
+                if scan == at:
                     break
-                self.frame_left = size
+                self.frame_left = scan - at
             take = min(self.frame_left, end - at)
             self.dataReceived(buffer[at : at + take])
             at += take
@@ -561,6 +569,9 @@ class PublicProtocol(_TwistedProtocol):
                 setattr(self, name, None)
         self.held = b""
         self.connectionLost(reason)
+        transport = self.transport
+        if isinstance(transport, _Transport):
+            transport.protocol = None
 
     def send_close(self, code: int | None, reason: bytes | None) -> None:
         self.sendCloseFrame(code, reason, isReply=False)
