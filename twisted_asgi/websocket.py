@@ -20,7 +20,7 @@ lines where Autobahn spends about a hundred.) The seam is one class,
 :mod:`twisted_asgi._upstream.autobahn` (which holds every private name of
 Autobahn this needs): :class:`_FastFraming`, Autobahn's framework-neutral
 ``WebSocketServerProtocol`` acting as its own network adapter, or, where
-Autobahn lacks one of those names, :class:`_PublicFraming`, its Twisted
+Autobahn lacks one of those names, :func:`public_framing`'s, its Twisted
 protocol through its public API. Either way the framing
 
 * enters the OPEN state after our 101 (the fast path as Autobahn's own
@@ -171,7 +171,7 @@ _autobahn_log = Logger(namespace="twisted_asgi.websocket.autobahn")
 class _Framing(SmallFrameMasking):  # wsmask: our masker, on our classes only
     """Autobahn's server protocol reduced to framing for one connection: what
     both ways of running it share (:class:`_FastFraming` on Autobahn's
-    adapter hooks, :class:`_PublicFraming` on its public API; see
+    adapter hooks, :func:`public_framing`'s on its public API; see
     :mod:`twisted_asgi._upstream.autobahn`), talking to
     :class:`WebSocketConnection` instead of to a Twisted transport.
     """
@@ -411,18 +411,26 @@ class _FastFraming(_Framing, upstream_autobahn.HookedProtocol):
         self.handler.queue(data)  # write_out's work, a call less
 
 
-# (Autobahn's two bases of PublicProtocol annotate one of its fields differently.)
-class _PublicFraming(_Framing, upstream_autobahn.PublicProtocol):  # type: ignore[misc]
-    """The fallback: Autobahn's Twisted protocol through its public API
-    (:class:`~twisted_asgi._upstream.autobahn.PublicProtocol`), used where
-    Autobahn lacks a private name the fast path needs."""
+_public_framing: list[type[_Framing]] = []
 
-    fast_frames = False
+
+def public_framing() -> type[_Framing]:
+    """``_PublicFraming``, the fallback: :class:`_Framing` on Autobahn's Twisted
+    protocol through its public API
+    (:class:`~twisted_asgi._upstream.autobahn_public.PublicProtocol`), used
+    where Autobahn lacks a private name the fast path needs. Made on first
+    use: its base imports Autobahn's Twisted adapter."""
+    if not _public_framing:
+        from ._upstream.autobahn_public import PublicProtocol
+
+        made: type[_Framing] = type("_PublicFraming", (_Framing, PublicProtocol), {"fast_frames": False})
+        _public_framing.append(made)
+    return _public_framing[0]
 
 
 def _framing_class(config: Any, clock: Any) -> type[_Framing]:
     """A subclass of :class:`_FastFraming` (or, where Autobahn lacks what it
-    needs, :class:`_PublicFraming`) whose class attributes are Autobahn's
+    needs, :func:`public_framing`'s class) whose class attributes are Autobahn's
     options for this server, made once per server; connections share them."""
     options: dict[str, Any] = {
         "logOctets": False,
@@ -458,8 +466,9 @@ def _framing_class(config: Any, clock: Any) -> type[_Framing]:
         "maxConnections": 0,
         "trustXForwardedFor": 0,
     }
-    fast = upstream_autobahn.protocol_base() is upstream_autobahn.HookedProtocol
-    framing: Any = _FastFraming if fast else _PublicFraming
+    # Where Autobahn lacks a private name the fast path needs (checked once, at
+    # the first WebSocket), Autobahn's Twisted adapter is imported (about 40 ms) and used.
+    framing: Any = _FastFraming if upstream_autobahn.problem() is None else public_framing()
     made: type[_Framing] = framing.make_class(options, clock)
     return made
 
