@@ -182,7 +182,12 @@ def count_instructions(variant: Variant, load: Load, count: int, scratch: Path, 
     log = (scratch / f"server.{port}.log").open("wb")
     proc = subprocess.Popen(argv, cwd=variant.cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_listening(port, proc, 120)
+        try:
+            _wait_listening(port, proc, 120)
+        except RuntimeError as exc:
+            log.flush()
+            said = (scratch / f"server.{port}.log").read_text(errors="replace")
+            raise RuntimeError(f"{exc}; the server said:\n{said[-2000:]}") from None
         DRIVERS[load.name](port, count)
     finally:
         proc.send_signal(signal.SIGTERM)  # not SIGINT: a shell starting us in the background ignores it for us
@@ -223,6 +228,16 @@ def variants(against: list[str], extra: list[str] | None = None) -> list[Variant
     return found
 
 
+def _args_joined(argv: list[str]) -> list[str]:
+    """``--args VALUE`` as ``--args=VALUE``: the value is server options, which start with
+    ``--`` themselves, and argparse would take them for options of this script."""
+    joined: list[str] = []
+    items = iter(argv)
+    for item in items:
+        joined.append(f"--args={next(items, '')}" if item == "--args" else item)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", default=",".join(LOADS), help=f"comma-separated, of: {', '.join(LOADS)}")
@@ -234,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         help="this checkout again with these server options (e.g. '--metrics-endpoint tcp:port=0'), repeatable",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every count (0.1 for a quick look)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_args_joined(sys.argv[1:] if argv is None else argv))
     names = [name for name in args.scenarios.split(",") if name]
     unknown = [name for name in names if name not in LOADS]
     if unknown:

@@ -373,6 +373,32 @@ SCENARIOS: list[Scenario] = [
         needs="tls",
         tls_version="1.2",
     ),
+    # The same work with a load generator that is not the limit: tlsfirst.py, a Python
+    # client, spends about as much CPU per handshake as the server and saturates its core
+    # first.  wrk (C) over https with Connection: close does a full handshake per request
+    # (it never resumes a session; TLS 1.3 as negotiated) and leaves the server the limit;
+    # its latency starts after the handshake.
+    Scenario(
+        "tls-new-conn-wrk",
+        "New TLS connection per request (wrk, server-bound)",
+        "wrk",
+        connections=16,
+        env={"BENCH_CONNECTION_CLOSE": "1"},
+        min_response_bytes=13,
+        tls=True,
+        needs="tls",
+    ),
+    # One fresh TLS 1.3 connection at a time: the time to first byte of a lone client,
+    # which no queue on either side distorts.
+    Scenario(
+        "tls13-first-byte",
+        "Fresh TLS 1.3 connections one at a time (time to first byte)",
+        "tls-new",
+        connections=1,
+        tls=True,
+        needs="tls",
+        tls_version="1.3",
+    ),
     Scenario("startup", "Startup time, until the port answers 200", "startup", unit="ms", higher_is_better=False),
     Scenario("django", "Django view (async view, 2 middleware)", "wrk", app="benchsite.asgi:application"),
     # N worker processes on CPUs 0..N-1 (64 wrk connections each), the load generator on
@@ -704,7 +730,7 @@ def client_argv(
             "10s",
             "-s",
             _relative(str(BENCH_DIR / "wrk_bench.lua")),
-            f"http://127.0.0.1:{port}/",
+            f"{'https' if scenario.tls else 'http'}://127.0.0.1:{port}/",
         ]
     if scenario.kind == "h2load":
         argv = ["h2load", "-t1", f"-c{scenario.connections}", f"-m{scenario.streams}", f"-n{requests}"]

@@ -81,6 +81,7 @@ LOAD_SCENARIOS = {
     "file-100m",
     "django",
     "workers",
+    "tls-new-conn-wrk",
 }
 
 
@@ -146,7 +147,7 @@ def test_figures_are_measured(smoke: tuple[dict, str]) -> None:
         assert idle["throughput"] == pytest.approx((idle["rss_loaded_bytes"] - idle["rss_baseline_bytes"]) / 50 / 1024)
     startup = results["startup"]["twisted-asgi"]["measurements"][0]
     assert 0 < startup["throughput"] < 30_000  # milliseconds
-    for name, version in (("tls13-new-conn", "1.3"), ("tls12-new-conn", "1.2")):
+    for name, version in (("tls13-new-conn", "1.3"), ("tls12-new-conn", "1.2"), ("tls13-first-byte", "1.3")):
         cell = results[name]["twisted-asgi"]
         assert cell["status"] == "ok", (name, cell["summary"]["errors"])
         new = cell["measurements"][0]
@@ -403,7 +404,7 @@ def test_instruction_counts_of_this_checkout_and_another_directory(tmp_path: Pat
     assert shutil.which("valgrind"), "valgrind is a Debian package .ci/run installs"
     done = subprocess.run(
         [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01"]
-        + ["--against", str(ROOT)],
+        + ["--against", str(ROOT), "--args", "--metrics-endpoint tcp:port=0:interface=127.0.0.1"],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -418,4 +419,25 @@ def test_instruction_counts_of_this_checkout_and_another_directory(tmp_path: Pat
     assert cells[:2] == ["h1", "request"]
     # Thousands of instructions per request (a Python server: tens of thousands at least).
     assert int(cells[2].replace(",", "")) > 10_000
+    # Columns: this checkout, the same again with --args (a feature's cost), the directory.
+    assert "+ --metrics-endpoint" in header
     assert int(cells[3].replace(",", "")) > 10_000 and cells[4].endswith("x)")
+    assert int(cells[5].replace(",", "")) > 10_000 and cells[6].endswith("x)")
+
+
+@pytest.mark.timeout(300)
+def test_instruction_counts_pass_args_to_the_server(tmp_path: Path) -> None:
+    """--args reaches the server's command line: an option the server refuses fails the run
+    and the server's own words are shown."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01"]
+        + ["--args", "--no-such-option-here"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "no-such-option-here" in done.stdout + done.stderr

@@ -59,6 +59,12 @@ def connect(app, loop, **config):
     return proto, transport, clock, factory
 
 
+def _holds_the_connection(call) -> bool:
+    """Whether a pending timer calls the connection or its HTTP/1.1 handler
+    (which holds the connection)."""
+    return "HTTPChannel" in repr(call.func) or "HTTP11Handler" in repr(call.func)
+
+
 def test_request_response_over_string_transport(loop):
     """A request fed to the protocol produces the app's response on the transport."""
     proto, transport, _clock, _factory = connect(hello, loop)
@@ -416,6 +422,32 @@ def test_hand_over_and_close_leave_no_timer_holding_the_channel(loop):
     assert clock.getDelayedCalls() == []
 
 
+def test_the_connection_delegates_to_one_handler_at_a_time(loop):
+    """The connection serves no protocol itself: HTTP/1.1 is its first
+    handler, ``hand_over`` makes another the one every transport callback
+    reaches (the bytes straight to its ``data_received``, bound on the
+    instance: no forwarding call in between), the HTTP/1.1 handler lets go
+    of its parser and timer, and a lost connection lets go of its handler
+    (which points back at it)."""
+    from twisted_asgi.h1channel import HTTP11Handler
+
+    handler = _Handler()
+    proto, _transport, clock, factory = connect(hello, loop, timeout_request_head=20)
+    first = proto.handler
+    assert isinstance(first, HTTP11Handler) and proto.protocol_name == "http/1.1"
+    assert proto.dataReceived == first.data_received
+    factory.register_upgrade(b"websocket", lambda channel, request, rest: channel.hand_over(handler))
+    proto.dataReceived(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    assert proto.handler is handler and proto.protocol_name == "test"
+    assert proto.dataReceived == handler.data_received
+    assert first.closed and clock.getDelayedCalls() == []
+    proto.connectionLost()
+    assert len(handler.lost) == 1
+    assert proto.handler is not handler and proto.dataReceived != handler.data_received
+    proto.drain()  # late callbacks reach nothing
+    proto.resumeProducing()
+
+
 def test_lost_connection_cancels_its_timers(loop):
     """A connection lost while idle or mid-head leaves no timer behind."""
     for data in (b"", b"GET / HTTP/1.1\r\nHo"):
@@ -757,7 +789,7 @@ def test_paused_connection_is_checked_for_a_gone_client_with_clock(loop):
             assert not transport.disconnected  # still there: checked again later
             assert [c.getTime() for c in clock.getDelayedCalls()] == [2 * check]
             if not client_leaves:
-                proto._resume(1)  # the app read its queue: reading again, no check
+                proto.handler._resume(1)  # the app read its queue: reading again, no check
                 assert clock.getDelayedCalls() == []
                 continue
             theirs.close()
@@ -766,7 +798,7 @@ def test_paused_connection_is_checked_for_a_gone_client_with_clock(loop):
             assert transport.disconnected
             proto.connectionLost()
             # Only the app's close timeout is left (the app heard of the loss).
-            assert [repr(c.func) for c in clock.getDelayedCalls() if "HTTPChannel" in repr(c.func)] == []
+            assert [repr(c.func) for c in clock.getDelayedCalls() if _holds_the_connection(c)] == []
         finally:
             ours.close()
             theirs.close()
@@ -780,23 +812,28 @@ def test_http2_connection_builds_no_http11_parser(loop):
     across reads) goes to HTTP/2 without an HTTP/1.1 parser ever being made,
     and with the connection's head timer cancelled; one whose first bytes
     only looked like the preface's start is HTTP/1.1 with all its bytes."""
+    from twisted_asgi.h1channel import HTTP11Handler
     from twisted_asgi.h2channel import HTTP2Handler
     from twisted_asgi.http2 import PREFACE
 
     proto, transport, clock, _factory = connect(hello, loop, timeout_request_head=10)
+    first = proto.handler
+    assert isinstance(first, HTTP11Handler)
     proto.dataReceived(PREFACE[:5])
-    assert proto.conn is None and proto.handler is None
+    assert proto.handler is first and first.conn is None
     proto.dataReceived(PREFACE[5:])
-    assert isinstance(proto.handler, HTTP2Handler) and proto.conn is None
+    assert isinstance(proto.handler, HTTP2Handler) and first.conn is None
+    assert proto.protocol_name == "http/2"
     assert transport.value()  # the server's SETTINGS
-    assert not [c for c in clock.getDelayedCalls() if "HTTPChannel" in repr(c.func)]
+    assert not [c for c in clock.getDelayedCalls() if _holds_the_connection(c)]
 
     proto, transport, _clock, _factory = connect(hello, loop)
     proto.dataReceived(b"P")
-    assert proto.conn is None
+    assert proto.handler.conn is None
     proto.dataReceived(b"OST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
     settle(loop)
-    assert proto.handler is None and transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert isinstance(proto.handler, HTTP11Handler) and proto.handler.conn is not None
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 def test_one_send_timeout_goes_on_across_a_hand_over(loop):

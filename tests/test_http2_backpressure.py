@@ -334,7 +334,7 @@ def test_a_client_that_starts_reading_gets_every_byte(certs, tls):
 
 # -- in process: the output bound, turns, waking, the send timeout, freeing ------------
 
-_NAMES = ("HTTPChannel", "HTTP2Handler", "HTTP2StreamHandler", "HTTP2Connection", "HTTPTask")
+_NAMES = ("HTTPChannel", "HTTP11Handler", "HTTP2Handler", "HTTP2StreamHandler", "HTTP2Connection", "HTTPTask")
 
 
 def _twisted_version() -> tuple[int, ...]:

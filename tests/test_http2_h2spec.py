@@ -6,7 +6,10 @@ Each case sends frames after a valid preface and names what RFC 9113 (or RFC
 code), a stream error (RST_STREAM with the code; like h2spec, a connection
 error is accepted where the RFC allows either), or normal service (the next
 request is answered and nothing was reset). Every connection-error case is
-also checked to end the connection (no more events after it)."""
+also checked to end the connection (no more events after it).
+
+Like tests/test_http2_driver.py (whose ``h2_path`` fixture this module uses),
+every case runs on h2's fast connection and on the public path."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from tests.h2frames import (
     parse_frames,
     request_headers,
 )
-from tests.test_http2_driver import Peer, kinds
+from tests.test_http2_driver import Peer, h2_path, kinds  # noqa: F401 - h2_path: a fixture, for every test
 from twisted_asgi.config import Config
 from twisted_asgi.http2 import HTTP2Connection
 

@@ -114,7 +114,7 @@ def test_endpoint_strings_live_in_listeners_without_a_cycle():
     depth (imports inside functions count): the server <-> listeners cycle is gone."""
     reach = reachable_imports("listeners")
     ours = {name for names in reach.values() for name in names if name.startswith("twisted_asgi.")}
-    for module in ("server", "tap", "channel", "runner", "h2channel", "websocket", "django"):
+    for module in ("server", "tap", "channel", "runner", "h1channel", "h2channel", "websocket", "django"):
         assert f"twisted_asgi.{module}" not in ours, module
     server = imported_modules(PACKAGE / "server.py")
     assert "twisted_asgi.listeners" in server
@@ -191,7 +191,7 @@ def test_no_import_cycle_in_the_package():
 
 
 #: The Twisted shells: the connection and its protocol handlers, the server, the runner.
-SHELLS = ["channel", "h2channel", "websocket", "server", "runner"]
+SHELLS = ["channel", "h1channel", "h2channel", "websocket", "server", "runner"]
 #: The protocol cores whose private names the shells must not touch.
 CORES = ["http11", "http2", "cycle", "wscycle", "events", "scope"]
 

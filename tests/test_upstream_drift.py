@@ -19,6 +19,7 @@ re-checking, record the installed versions' hashes with::
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import inspect
@@ -120,21 +121,61 @@ EXPLICIT: list[tuple[str, str, str]] = [
             ("twisted.internet.tcp", "_AbortingMixin.abortConnection"),
         )
     ),
-    # The HTTP/2 seam: twisted_asgi/http2.py.
+    # Importing the reactor without Twisted's TLS: twisted_asgi/_upstream/twisted_imports.py.
+    (
+        "twisted.internet.tcp",
+        "<import twisted.internet._newtls>",
+        "twisted_asgi/_upstream/twisted_imports.py import_reactor (the stand-in module has the three classes "
+        "this takes; _check: tcp.Connection, Server, BaseClient built on them)",
+    ),
+    *(
+        (
+            "twisted.internet._newtls",
+            name,
+            "twisted_asgi/_upstream/twisted_imports.py stand-in classes (ConnectionMixin: FileDescriptor's methods "
+            "while TLS is False, this class's methods adopted at the first startTLS; the _tlsClientDefault values)",
+        )
+        for name in ("ConnectionMixin", "ClientMixin", "ServerMixin")
+    ),
+    *(
+        (
+            "twisted.internet.posixbase",
+            f"<import {module}>",
+            "twisted_asgi/_upstream/twisted_imports.py import_reactor (deferred module bound as posixbase's "
+            "tls/ssl/unix global; only attribute reads in connectSSL/listenSSL/listenUNIX... run it)",
+        )
+        for module in ("twisted.protocols.tls", "twisted.internet.ssl", "twisted.internet.unix")
+    ),
+    (
+        "twisted.python.compat",
+        "<import http.cookiejar>",
+        "twisted_asgi/_upstream/twisted_imports.py defer_cookiejar (bound as compat.cookielib, never read)",
+    ),
+    # The HTTP/2 seam: twisted_asgi/_upstream/h2.py.
     (
         "h2.connection",
         "H2Connection.__init__",
-        "twisted_asgi/http2.py _H2Connection.__init__ (_frame_dispatch_table) and HTTP2Connection.__init__ "
+        "twisted_asgi/_upstream/h2.py FastConnection.__init__ (_frame_dispatch_table) and configure() "
         "(encoder, decoder, local_settings, max_inbound_frame_size replaced)",
     ),
     *(
         (
             "h2.connection",
             f"H2Connection.{name}",
-            "twisted_asgi/http2.py _H2Connection.send_response_headers/send_response_data (they do what these "
-            "do to h2's state, less the general work)",
+            "twisted_asgi/_upstream/h2.py FastConnection.send_response_headers/send_response_data (they do what "
+            "these do to h2's state, less the general work)",
         )
         for name in ("send_headers", "send_data", "_get_stream_by_id", "_prepare_for_sending")
+    ),
+    *(
+        (
+            "h2.connection",
+            f"H2Connection.{name}",
+            "twisted_asgi/_upstream/h2.py PublicConnection (the public path: update_settings applies on the "
+            "client's ACK, end_stream sends an empty DATA frame) and FastConnection.output_pending (data_to_send's "
+            "buffer)",
+        )
+        for name in ("update_settings", "end_stream", "data_to_send", "_local_settings_acked")
     ),
     # HPACK: twisted_asgi/hpack_codec.py, twisted_asgi/_upstream/hpack.py.
     (
@@ -200,6 +241,8 @@ class Item:
         module = importlib.import_module(self.module)
         if self.qualname == "<module>":
             return inspect.getsource(module)
+        if self.qualname.startswith("<import "):
+            return _import_statements(inspect.getsource(module), self.qualname[len("<import ") : -1])
         obj: Any = module
         for part in self.qualname.split("."):
             obj = inspect.getattr_static(obj, part)
@@ -217,13 +260,29 @@ class Item:
         return Path(inspect.getsourcefile(module) or self.module).as_posix().split("site-packages/")[-1]
 
 
+def _import_statements(source: str, target: str) -> str:
+    """The module-level statements of ``source`` (a ``try`` block whole) that
+    import the module ``target``, or a name from it (``<import target>`` items)."""
+
+    def imports(node: ast.AST) -> bool:
+        if isinstance(node, ast.Import):
+            return any(alias.name == target for alias in node.names)
+        if isinstance(node, ast.ImportFrom) and node.module:
+            return node.module == target or any(f"{node.module}.{alias.name}" == target for alias in node.names)
+        return False
+
+    tree = ast.parse(source)
+    found = [node for node in tree.body if any(imports(inner) for inner in ast.walk(node))]
+    return "\n".join(ast.get_source_segment(source, node) or "" for node in found)
+
+
 def _package_classes() -> list[tuple[str, type]]:
     """Classes of the package (by module path) with an upstream concrete ancestor,
     including the reactor classes made per loop."""
-    from tests.test_upstream_fence import _module_name, _package_files
+    from tests.test_upstream_fence import PACKAGE, _module_name
 
     found: list[tuple[str, type]] = []
-    for path in _package_files():
+    for path in sorted(PACKAGE.rglob("*.py")):  # the fence's modules too
         module = importlib.import_module(_module_name(path))
         rel = path.relative_to(ROOT).as_posix()
         for obj in vars(module).values():

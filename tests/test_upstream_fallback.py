@@ -417,6 +417,93 @@ def test_websocket_hooks_off_serves_websocket(stopping, name):
     assert "Traceback" not in text and "Unhandled" not in text
 
 
+# -- HTTP/2: h2's connection internals (twisted_asgi/_upstream/h2.py) ------------------
+
+#: Names of h2 the fast connection needs, renamed one at a time in h2's own source.
+H2_SEAM = [
+    "_data_to_send",
+    "_receive_frame",
+    "_frame_dispatch_table",
+    "_begin_new_stream",
+    "_track_content_length",
+    "_get_stream_by_id",
+]
+
+
+def _curl(*args: str) -> bytes:
+    return subprocess.run(
+        ["curl", "-sS", "--http2-prior-knowledge", "--max-time", "20", *args],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.parametrize("name", H2_SEAM)
+def test_http2_seam_off_serves_http2_with_every_protection(stopping, name, tmp_path):
+    """With a name of h2's gone, HTTP/2 runs on h2's public API: curl's GET and
+    POST, a big response through small windows (h2load), a content-length
+    mismatch that stays a stream error, a client's RST_STREAM, and a graceful
+    GOAWAY that lets the open stream finish; one log line says why."""
+    import signal
+
+    from hyperframe.frame import PingFrame
+
+    from tests.h2frames import NO_ERROR, PROTOCOL_ERROR, RawClient
+
+    server = start(["--rename", f"h2:{name}:{name}_gone_in_a_future_h2"], app="tests.h2frames:app")
+    stopping(server)
+    base = f"http://127.0.0.1:{server.port}"
+    assert _curl(f"{base}/") == b"ok"
+    server.wait_for_output(OFF)
+    said_once(server, "HTTP/2 send seam", name)
+    body = os.urandom(300_000)
+    (tmp_path / "body").write_bytes(body)
+    assert _curl("--data-binary", f"@{tmp_path / 'body'}", f"{base}/upload") == b"300000"
+    assert len(_curl(f"{base}/download?mib=3")) == 3 * 1024 * 1024
+    # Flow control: 2 KiB stream windows, 16 KiB connection window, two at a time.
+    out = subprocess.run(
+        ["h2load", "-n", "6", "-c", "1", "-m", "2", "-w", "11", "-W", "14", f"{base}/download?mib=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "6 succeeded" in out and "6 2xx" in out, out
+    client = RawClient(server.host, server.port)
+    try:
+        # A body short of its content-length: RST_STREAM PROTOCOL_ERROR on
+        # its stream only (h2 would end the connection), the next is served.
+        client.send(client.f.request(1, "/upload", end_stream=False, content_length="5"))
+        client.send(client.f.data(1, b"abc", end_stream=True))
+        assert client.rst(1).error_code == PROTOCOL_ERROR
+        client.send(client.f.request(3, "/upload", end_stream=False, content_length="2"))
+        client.send(client.f.data(3, b"abc", end_stream=True))  # longer
+        assert client.rst(3).error_code == PROTOCOL_ERROR
+        client.send(client.f.request(5, "/upload", end_stream=False, content_length="3"))
+        client.send(client.f.data(5, b"abc", end_stream=True))
+        assert client.response(5)[1] == b"3"
+        # The client's RST_STREAM: the app hears http.disconnect.
+        client.send(client.f.request(7, "/wait-disconnect?id=7", end_stream=False))
+        server.wait_for_output("STARTED /wait-disconnect id=7")
+        client.send(client.f.rst(7))
+        server.wait_for_output("DISCONNECTED id=7")
+        # Graceful shutdown: GOAWAY NO_ERROR names the open stream, which finishes.
+        # (The PING's answer says the request before it is in.)
+        client.send(client.f.request(9, "/slow?ms=1500") + client.f.ping())
+        client.wait_for(lambda f: isinstance(f, PingFrame) and "ACK" in f.flags)
+        server.proc.send_signal(signal.SIGTERM)
+        frame = client.goaway()
+        assert (frame.error_code, frame.last_stream_id) == (NO_ERROR, 9)
+        headers, body, _ = client.response(9)
+        assert headers[b":status"] == b"200" and body == b"ok"
+        client.wait_closed()
+    finally:
+        client.close()
+    assert server.proc.wait(30) == 0
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
 @pytest.mark.parametrize("name", ["_onMessageFrameData", "_connectionLost"])
 def test_websocket_hooks_off_serves_websocket_over_http2(stopping, name):
     """The same over HTTP/2 (RFC 8441): the stream's DATA carries Autobahn's
@@ -441,6 +528,22 @@ def test_websocket_hooks_off_serves_websocket_over_http2(stopping, name):
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
         assert ws.close_code == 1009
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
+def test_http2_seam_off_serves_websocket_over_http2(stopping):
+    """RFC 8441 on the public path: extended CONNECT is offered and served."""
+    from tests.ws_h2_client import open_ws_h2
+
+    server = start(["--rename", "h2:_data_to_send:_data_to_send_gone_in_a_future_h2"])
+    stopping(server)
+    with open_ws_h2(server, "/echo") as ws:
+        for message in ("small", "x" * 70000):
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
+    server.wait_for_output(OFF)
+    said_once(server, "HTTP/2 send seam", "_data_to_send")
     text = server.read_output(0.2)
     assert "Traceback" not in text and "Unhandled" not in text
 
@@ -530,3 +633,60 @@ def test_public_path_passes_the_websocket_shell_tests():
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+
+
+def test_http2_seam_check_names_what_is_missing(monkeypatch):
+    import h2.connection
+    import h2.stream
+
+    from twisted_asgi._upstream import fastpaths
+    from twisted_asgi._upstream import h2 as upstream
+
+    assert upstream.PROBLEM is None and upstream._problem() is None
+    assert "HTTP/2 send seam" not in fastpaths.fast_paths_off(http2=True, websocket=False)
+    for owner, name in [(h2.connection.H2Connection, n) for n in upstream.CONNECTION_NAMES] + [
+        (h2.stream.H2Stream, n) for n in upstream.STREAM_NAMES
+    ]:
+        with monkeypatch.context() as patch:
+            patch.delattr(owner, name)
+            assert name in (upstream._problem() or ""), name
+    with monkeypatch.context() as patch:
+        # A release whose send path frames differently than the seam does.
+        patch.setattr(h2.connection.H2Connection, "send_data", lambda self, *a, **k: None)
+        assert "differ" in (upstream._problem() or "")
+    monkeypatch.setattr(upstream, "PROBLEM", "h2 9.9: gone")
+    assert fastpaths.fast_paths_off(http2=True, websocket=False)["HTTP/2 send seam"] == "h2 9.9: gone"
+    assert isinstance(upstream.new_connection(*_connection_args()), upstream.PublicConnection)
+    monkeypatch.setattr(upstream, "PROBLEM", None)
+    assert isinstance(upstream.new_connection(*_connection_args()), upstream.FastConnection)
+
+
+def _connection_args() -> tuple[Any, ...]:
+    from h2.settings import SettingCodes
+
+    from twisted_asgi.hpack_codec import FieldDecoder, StaticEncoder
+
+    return {SettingCodes.MAX_FRAME_SIZE: 16384}, 65536, StaticEncoder(), FieldDecoder()
+
+
+def test_http2_seam_off_serves_an_h2c_upgrade(stopping):
+    """``Upgrade: h2c`` on the public path: the request is stream 1, the next
+    request on the connection a stream of its own."""
+    server = start(
+        ["--rename", "h2:_get_stream_by_id:_get_stream_by_id_gone_in_a_future_h2"],
+        "--h2c-upgrade",
+        app="tests.h2frames:app",
+    )
+    stopping(server)
+    base = f"http://127.0.0.1:{server.port}"
+    out = subprocess.run(
+        ["curl", "-sS", "--http2", "--max-time", "20", "-w", " %{http_version}\n", f"{base}/", f"{base}/slow?ms=1"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert out == b"ok 2\nok 2\n", out
+    server.wait_for_output(OFF)
+    said_once(server, "HTTP/2 send seam", "_get_stream_by_id")
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text

@@ -5,7 +5,7 @@ The app's ``send()`` runs :func:`send_file` for a
 :class:`~twisted_asgi.events.FileBody`. On a plain TCP (or unix) HTTP/1.1
 connection the bytes go from the file to the socket with ``os.sendfile``,
 from the event loop, never through Python: the connection frames them
-(:meth:`HTTPChannel.send_file_frame <twisted_asgi.channel.HTTPChannel.send_file_frame>`),
+(:meth:`HTTP11Handler.send_file_frame <twisted_asgi.h1channel.HTTP11Handler.send_file_frame>`),
 and while the socket takes nothing the app call waits as for any body
 (the connection is paused: back-pressure, ``timeout_send``). Over TLS, on
 HTTP/2, or where the sendfile path is off, the file is read in

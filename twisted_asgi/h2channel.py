@@ -1,4 +1,4 @@
-"""The Twisted shell of HTTP/2: takes a connection over from the HTTP/1.1 channel
+"""The Twisted shell of HTTP/2: takes a connection over from its HTTP/1.1 handler
 (ALPN ``h2``, the cleartext preface, or ``Upgrade: h2c``), runs one app task
 per stream, and owns the connection's timers.
 

@@ -27,6 +27,12 @@ What this module adds to h2:
 * a graceful GOAWAY that lets open streams finish (h2 itself can send nothing
   after its GOAWAY).
 
+h2's connection comes from :mod:`twisted_asgi._upstream.h2`, which holds every
+private name of h2 this relies on (the stream-error overrides, the send seam);
+where an h2 release lacks one, its public-API connection runs instead and the
+checks above that h2 would otherwise pre-empt are made here before h2 reads
+each frame (:meth:`HTTP2Connection._feed_checked`).
+
 Imports neither Twisted nor asyncio.
 """
 
@@ -35,25 +41,19 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import struct
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
-import h2.settings
-import h2.stream
 import hpack
-from h2.connection import ConnectionInputs
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from h2.stream import StreamInputs
-from hyperframe.frame import GoAwayFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import GoAwayFrame, SettingsFrame
 
+from ._upstream import h2 as upstream_h2
 from .config import Config
 from .events import AppError, Data, EndOfMessage, Headers, Request, StreamReset
 from .fieldrules import REQUEST_VALUE_MARKS, is_lower_token, is_token, target_ok
@@ -83,7 +83,6 @@ _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
 #: app's send() waits. 64 KiB is Twisted's write buffer high-water mark, the
 #: bound HTTP/1.1 output has (limit_receive_buffer_bytes says the same of input).
 OUTPUT_AHEAD = 65536
-_SWEEP_EVERY = 32
 
 # RFC 9113 §8.2.1: field names are lowercase tokens; values hold no byte the
 # shared rules forbid (twisted_asgi.fieldrules: the control bytes but HTAB, DEL,
@@ -159,10 +158,7 @@ def error_code_name(code: int) -> str:
         return str(code)
 
 
-_END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
-# A frame header (RFC 9113 §4.1): 24-bit length (as 16 + 8 bits), type, flags,
-# stream id (its reserved bit zero).
-_FRAME_HEADER = struct.Struct(">HBBBL")
+_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 
 
 # -- events of this module -------------------------------------------------------------
@@ -244,195 +240,6 @@ def decode_settings(value: bytes) -> bytes:
     return payload
 
 
-class _LenientH2Stream(h2.stream.H2Stream):
-    """h2's stream without its content-length check: h2 raises a *connection*
-    error for a body that does not match, where RFC 9113 §8.1.1 makes it a
-    stream error. :class:`HTTP2Connection` checks it instead."""
-
-    def _initialize_content_length(self, headers: Any) -> None:
-        pass
-
-    def _track_content_length(self, length: int, end_stream: bool) -> None:
-        pass
-
-
-class _H2Connection(h2.connection.H2Connection):
-    """h2's connection, where three stream errors stay stream errors.
-
-    h2 ends the whole connection for each of them; RFC 9113 makes them errors
-    of one stream, which :class:`HTTP2Connection` answers with RST_STREAM:
-
-    * a body that does not match its content-length (§8.1.1), through
-      :class:`_LenientH2Stream`;
-    * a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS (§5.1.2: PROTOCOL_ERROR
-      or REFUSED_STREAM); the stream is decoded (HPACK state is shared) and
-      refused by :class:`HTTP2Connection`;
-    * a stream that depends on itself (§5.3.1), collected in
-      :attr:`self_dependent` after h2 has reset it.
-    """
-
-    #: h2's frame dispatch table with functions for its bound methods, shared by
-    #: every connection (filled from the first one, so it is h2's own table).
-    _dispatch: dict[type, Any] = {}
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # h2's table holds bound methods of the connection: a reference cycle,
-        # which left every closed connection (and all it holds) to the cyclic
-        # garbage collector. The same methods as plain functions instead, called
-        # with the connection by _receive_frame: freed by reference counting.
-        dispatch = _H2Connection._dispatch
-        if not dispatch:
-            own: dict[type, Any] = self._frame_dispatch_table
-            dispatch.update({kind: method.__func__ for kind, method in own.items()})
-        self._frame_dispatch_table = dispatch
-        #: Streams reset for depending on themselves during the last read.
-        self.self_dependent: list[int] = []
-        #: h2's stream table size at which closed streams are next swept out.
-        self._sweep_at = 0
-
-    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> h2.stream.H2Stream:
-        stream = super()._begin_new_stream(stream_id, allowed_ids)
-        stream.__class__ = _LenientH2Stream  # same state, two methods replaced
-        return stream
-
-    @property
-    def open_inbound_streams(self) -> int:
-        # h2 reads this only to refuse a stream over the limit, as a connection
-        # error (HTTP2Connection refuses such streams itself). Reading it also
-        # makes h2 forget closed streams, a walk over its whole stream table:
-        # done once that table has grown by _SWEEP_EVERY since the last walk, so
-        # a closed stream lingers a bounded while and each costs O(1).
-        if len(self.streams) >= self._sweep_at:
-            super().open_inbound_streams  # noqa: B018
-            self._sweep_at = len(self.streams) + _SWEEP_EVERY
-        return 0
-
-    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        try:
-            return super()._receive_headers_frame(frame)
-        except h2.exceptions.ProtocolError as exc:
-            # RFC 9113 §4.3: a field block that cannot be decoded is a
-            # COMPRESSION_ERROR; h2 reports PROTOCOL_ERROR. (An HPACK bomb
-            # stays ENHANCE_YOUR_CALM.)
-            if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
-                exc.error_code = ErrorCodes.COMPRESSION_ERROR
-            raise
-
-    def _receive_frame(self, frame: Any) -> list[Any]:
-        # h2's own, less its first line: a trace-level log call whose argument,
-        # repr(frame), was built for every frame received (six Python calls
-        # formatting the frame, its flags and its payload) and then dropped by
-        # h2's no-op logger. The rest is h2's: a frame on a stream the client
-        # reset is a stream error, on one that ended otherwise a connection
-        # error (tests/test_http2_send.py compares the two on each case). The
-        # dispatch table holds functions, not bound methods (see __init__).
-        events: list[Any]
-        try:
-            frames, events = self._frame_dispatch_table[frame.__class__](self, frame)
-        except h2.exceptions.StreamClosedError as e:
-            if self._stream_is_closed_by_reset(e.stream_id):
-                f = RstStreamFrame(e.stream_id)
-                f.error_code = e.error_code
-                self._prepare_for_sending([f])
-                events = e._events
-            else:
-                raise
-        except h2.exceptions.StreamIDTooLowError as e:
-            if self._stream_is_closed_by_reset(e.stream_id):
-                f = RstStreamFrame(e.stream_id)
-                f.error_code = ErrorCodes.STREAM_CLOSED
-                self._prepare_for_sending([f])
-                events = []
-            elif self._stream_is_closed_by_end(e.stream_id):
-                raise h2.exceptions.StreamClosedError(e.stream_id) from e
-            else:
-                raise
-        else:
-            self._prepare_for_sending(frames)
-        return events
-
-    # -- sending a response: h2's send_headers/send_data, less the general work --
-    #
-    # h2's public calls build frame objects, re-encode and classify the header
-    # list, and log at debug level on every call; for a response on a stream the
-    # client opened, whose fields are already lowercase bytes and checked
-    # (HTTP2Connection._head), all that is left is what changes h2's state: the
-    # connection's and the stream's state machines, the flow-control windows,
-    # and the frame bytes appended to h2's output buffer. Those are the same h2
-    # attributes h2 itself updates (h2 4.2 to 4.4 alike); tests/test_http2_send.py
-    # checks byte for byte and state for state that these two calls match h2's.
-
-    def send_response_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        """``send_headers`` for a final response head or trailers (never 1xx)."""
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._get_stream_by_id(stream_id)
-        machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_HEADERS)
-        block = self.encoder.encode(headers)
-        flags = _END_STREAM if end_stream else 0
-        if end_stream:
-            machine.process_input(StreamInputs.SEND_END_STREAM)
-        elif machine.trailers_sent:
-            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
-        stream.request_method = None  # as h2 records it: a response names no method
-        out = self._data_to_send
-        size = self.max_outbound_frame_size
-        n = len(block)
-        if n <= size:
-            out += _FRAME_HEADER.pack(n >> 8, n & 0xFF, _HEADERS, flags | _END_HEADERS, stream_id)
-            out += block
-            return
-        # Too long for one frame: HEADERS, then CONTINUATION frames (RFC 9113 §6.10).
-        out += _FRAME_HEADER.pack(size >> 8, size & 0xFF, _HEADERS, flags, stream_id)
-        out += block[:size]
-        for start in range(size, n, size):
-            part = block[start : start + size]
-            last = start + size >= n
-            m = len(part)
-            out += _FRAME_HEADER.pack(m >> 8, m & 0xFF, _CONTINUATION, _END_HEADERS if last else 0, stream_id)
-            out += part
-
-    def send_response_data(self, stream_id: int, data: bytes | memoryview, end_stream: bool) -> None:
-        """``send_data`` without padding."""
-        stream = self._get_stream_by_id(stream_id)
-        n = len(data)
-        if n > 0 and (n > self.outbound_flow_control_window or n > stream.outbound_flow_control_window):
-            window = min(self.outbound_flow_control_window, stream.outbound_flow_control_window)
-            raise h2.exceptions.FlowControlError(f"Cannot send {n} bytes, flow control window is {window}")
-        if n > self.max_outbound_frame_size:
-            raise h2.exceptions.FrameTooLargeError(
-                f"Cannot send frame size {n}, max frame size is {self.max_outbound_frame_size}"
-            )
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
-        machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_DATA)
-        if end_stream:
-            machine.process_input(StreamInputs.SEND_END_STREAM)
-        out = self._data_to_send
-        out += _FRAME_HEADER.pack(n >> 8, n & 0xFF, _DATA, _END_STREAM if end_stream else 0, stream_id)
-        out += data
-        stream.outbound_flow_control_window -= n
-        self.outbound_flow_control_window -= n
-
-    def send_window(self, stream_id: int) -> int:
-        """The bytes one DATA frame of the stream may carry now (``local_flow_control_window``
-        capped by the peer's frame size); negative after a window shrank."""
-        stream = self._get_stream_by_id(stream_id)
-        return min(self.outbound_flow_control_window, stream.outbound_flow_control_window, self.max_outbound_frame_size)
-
-    def _receive_priority_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        if frame.depends_on == frame.stream_id:
-            stream = self.streams.get(frame.stream_id)
-            if stream is not None and not stream.closed:
-                self._prepare_for_sending(stream.reset_stream(ErrorCodes.PROTOCOL_ERROR))
-                self.self_dependent.append(frame.stream_id)
-                frame.depends_on = 0  # so h2 takes the rest of the frame as it is
-            # On an idle stream h2's connection error stands: there is no
-            # stream to reset (RFC 9113 §6.4 forbids RST_STREAM on idle ones).
-        return super()._receive_priority_frame(frame)
-
-
 class _Stream:
     """One stream's state on our side."""
 
@@ -454,6 +261,7 @@ class _Stream:
         "request_complete",
         "answered",
         "tunnel",
+        "fed",
     )
 
     def __init__(self) -> None:
@@ -478,6 +286,8 @@ class _Stream:
         #: An extended CONNECT (RFC 8441): its DATA is a byte stream both
         #: ways, not a request body (no body limit, no content-length).
         self.tunnel = False
+        #: Body bytes of DATA frames checked and handed to h2 (the public path).
+        self.fed = 0
 
 
 class HTTP2Connection:
@@ -488,24 +298,6 @@ class HTTP2Connection:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.h2 = _H2Connection(
-            h2.config.H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                # Checked here instead, as stream errors (RFC 9113 §8.1.1).
-                validate_inbound_headers=False,
-                # Cookie fields are joined here, where the order of fields is kept.
-                normalize_inbound_headers=False,
-                # Our response head is lowercase, has no connection-specific
-                # fields, and its names and values were checked (cycle.check_headers).
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
-        # Our HPACK coder in place of the hpack package's (see hpack_codec): h2
-        # calls only encode()/decode() and sets the size attributes on them.
-        self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
-        self.h2.decoder = FieldDecoder()  # type: ignore[assignment]
         window = config.limit_h2_stream_window_bytes
         settings = {
             SettingCodes.MAX_CONCURRENT_STREAMS: config.limit_concurrent_streams,
@@ -517,13 +309,20 @@ class HTTP2Connection:
         self.extended_connect = config.ws_over_h2 and config.websocket
         if self.extended_connect:
             settings[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
-        self.h2.local_settings = h2.settings.Settings(client=False, initial_values=settings)
-        # Initial values take effect at once (h2 applies only *changes* on the
-        # client's ACK), so its decoder and frame reader get them from us. The
-        # decoder stops at twice the advertised list size: between the two the
-        # stream gets 431, beyond it the block is a bomb and the connection ends.
-        self.h2.decoder.max_header_list_size = 2 * config.limit_h2_header_list_bytes
-        self.h2.max_inbound_frame_size = config.limit_h2_frame_bytes
+        # h2's connection (twisted_asgi._upstream.h2): the fast one, with our
+        # HPACK coder (see hpack_codec) and these SETTINGS from the start, or
+        # where it cannot run the public one. The decoder stops at twice the
+        # advertised list size: between the two the stream gets 431, beyond it
+        # the block is a bomb and the connection ends.
+        self.h2 = upstream_h2.new_connection(
+            settings, 2 * config.limit_h2_header_list_bytes, StaticEncoder(), FieldDecoder()
+        )
+        #: h2 checks a body against its content-length itself (the public
+        #: path): each DATA frame is checked here first, so that a mismatch
+        #: stays a stream error (see _feed_checked).
+        self._check_bodies = not self.h2.fast
+        self._chk_held: bytes | bytearray = b""
+        self._chk_skip = len(PREFACE)
         self.streams: dict[int, _Stream] = {}
         #: Streams with response bytes waiting for flow-control window, in turn order.
         self._sending: dict[int, _Stream] = {}
@@ -558,14 +357,14 @@ class HTTP2Connection:
         """Queue the server connection preface (our SETTINGS) and open the
         connection window to one stream window per allowed stream, so that no
         stream waits for another's unread body (RFC 9113 §6.9)."""
-        self.h2.initiate_connection()
+        self.h2.start()
         self._open_connection_window()
 
     def initiate_upgrade(self, settings: bytes, request: Request) -> list[Any]:
         """Start HTTP/2 after ``101 Switching Protocols`` (RFC 7540 §3.2): the
         client's ``HTTP2-Settings`` apply, and ``request`` is stream 1,
         complete. Returns its events."""
-        self.h2.initiate_upgrade_connection(base64.urlsafe_b64encode(settings))
+        self.h2.start_upgrade(base64.urlsafe_b64encode(settings))
         self._open_connection_window()
         stream = self.streams[1] = _Stream()
         stream.request = request
@@ -594,17 +393,38 @@ class HTTP2Connection:
         cut, stop = self._scan(data)
         if cut is not None:
             data = data[:cut]
+        if self._check_bodies:
+            self._feed_checked(data)
+        elif data:
+            self._feed(data)
+        if stop is not None and not self.closed:
+            self._end(*stop)
+        if not self.closed:
+            self._flush()
+        return events
+
+    def _feed(self, data: bytes | bytearray) -> None:
+        """Hand ``data`` to h2 and turn its events into ours."""
+        events = self._events
         try:
-            h2_events = self.h2.receive_data(data) if data else []
+            h2_events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             # h2 has queued its GOAWAY; what came before the error still counts.
             self.closed = True
             code = int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR) or ErrorCodes.PROTOCOL_ERROR)
+            if (
+                self._check_bodies
+                and type(exc) is h2.exceptions.ProtocolError
+                and isinstance(exc.__cause__, hpack.HPACKError)
+                and self.h2.recode_goaway(ErrorCodes.COMPRESSION_ERROR)
+            ):
+                # RFC 9113 §4.3, as the fast connection reports it (h2 says PROTOCOL_ERROR).
+                code = int(ErrorCodes.COMPRESSION_ERROR)
             limit = _H2_LIMITS.get(type(exc)) or _H2_LIMITS.get(str(exc))
             if limit is not None:
                 events.append(LimitHit(limit))
             events.append(ConnectionClosed(code, describe_protocol_error(exc)))
-            return events
+            return
         resets = {e.stream_id for e in h2_events if type(e) is h2.events.StreamReset}
         self_dependent = self.h2.self_dependent
         if self_dependent:
@@ -614,16 +434,118 @@ class HTTP2Connection:
                 break
             self._on_h2_event(event, resets)
         if self_dependent:
-            # h2 has sent RST_STREAM PROTOCOL_ERROR; the client caused it.
+            # h2 has sent RST_STREAM PROTOCOL_ERROR (on the public path, we
+            # send it once h2 has opened the stream); the client caused it.
+            later = []
             for stream_id in self_dependent:
+                if self._check_bodies:
+                    if stream_id > self.h2.highest_inbound_stream_id:
+                        later.append(stream_id)  # its header block is not whole yet
+                        continue
+                    self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
                 self._stream_gone(stream_id)
                 self._charge_reset()
-            self_dependent.clear()
-        if stop is not None and not self.closed:
-            self._end(*stop)
-        if not self.closed:
-            self._flush()
-        return events
+            self_dependent[:] = later
+
+    def _feed_checked(self, data: bytes) -> None:
+        """:meth:`_feed` on the public path, where h2 makes a body that does
+        not match its content-length a connection error: each DATA frame of a
+        request with a content-length is checked before h2 reads it (h2 reads
+        a frame once it is whole), the stream reset if it does not add up
+        (RFC 9113 §8.1.1: a stream error), and only then the frame handed on
+        (h2 answers DATA on a reset stream itself). The frames before it go to
+        h2 first, so that their events (the request's content-length) count.
+        A frame header, and a padded DATA frame's pad length, split across
+        reads are held back until whole (at most 9 bytes)."""
+        buf: bytes | bytearray = self._chk_held + data if self._chk_held else data
+        self._chk_held = b""
+        n = len(buf)
+        i = start = 0
+        while i < n and not self.closed:
+            if self._chk_skip:
+                step = min(self._chk_skip, n - i)
+                self._chk_skip -= step
+                i += step
+                continue
+            if n - i < 9:
+                self._chk_held = buf[i:]
+                n = i
+                break
+            length = int.from_bytes(buf[i : i + 3], "big")
+            kind, flags = buf[i + 3], buf[i + 4]
+            if kind == _DATA:
+                padded = flags & _PADDED and length
+                if padded and n - i < 10:
+                    self._chk_held = buf[i:]
+                    n = i
+                    break
+                if i > start:
+                    self._feed(buf[start:i])
+                    start = i
+                    if self.closed:
+                        return
+                stream_id = int.from_bytes(buf[i + 5 : i + 9], "big") & _MAX_WINDOW
+                self._check_body(stream_id, length - (buf[i + 9] + 1 if padded else 0), flags & _END_STREAM)
+            elif kind == _PRIORITY or (kind == _HEADERS and flags & _PRIORITY_FLAG):
+                # The stream dependency (RFC 9113 §6.3, §6.2), after a HEADERS
+                # frame's pad length.
+                at = i + 9 + (1 if kind == _HEADERS and flags & _PADDED else 0)
+                if length >= at - i - 4:  # (shorter: h2 refuses the frame's size)
+                    if n < at + 4:
+                        self._chk_held = buf[i:]
+                        n = i
+                        break
+                    stream_id = int.from_bytes(buf[i + 5 : i + 9], "big") & _MAX_WINDOW
+                    if int.from_bytes(buf[at : at + 4], "big") & _MAX_WINDOW == stream_id:
+                        if i > start:
+                            self._feed(buf[start:i])
+                            start = i
+                            if self.closed:
+                                return
+                        if not isinstance(buf, bytearray):
+                            buf = bytearray(buf)
+                        self._self_dependent(kind, stream_id, buf, at)
+            self._chk_skip = length
+            i += 9
+        if n > start and not self.closed:
+            self._feed(buf[start:n])
+
+    def _self_dependent(self, kind: int, stream_id: int, buf: bytearray, at: int) -> None:
+        """A PRIORITY or HEADERS frame (at ``at`` in ``buf``, its dependency)
+        makes ``stream_id`` depend on itself, about to reach h2 (the public
+        path), which would end the connection: a stream error PROTOCOL_ERROR
+        (RFC 9113 §5.3.1) for an open or new stream, as on the fast path; the
+        dependency is made 0 so that h2 takes the rest of the frame. On an
+        idle or closed stream h2's connection error stands (RFC 9113 §6.4
+        forbids RST_STREAM on an idle one)."""
+        if kind == _PRIORITY:
+            if stream_id not in self.streams:
+                return
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._stream_gone(stream_id)
+            self._charge_reset()
+        elif stream_id in self.streams or stream_id > self.h2.highest_inbound_stream_id:
+            self.h2.self_dependent.append(stream_id)  # reset by _feed once h2 has opened it
+        else:
+            return
+        buf[at] &= 0x80
+        buf[at + 1 : at + 4] = bytes(3)
+
+    def _check_body(self, stream_id: int, size: int, end: int) -> None:
+        """A DATA frame of ``size`` body bytes (``end``: with END_STREAM) is
+        about to reach h2 (the public path): reset the stream if its request
+        declared a content-length the body no longer matches."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.request is None or stream.request_complete or size < 0:
+            return  # (a negative size: padding h2 refuses, a connection error, RFC 9113 §6.1)
+        expected = stream.request.content_length
+        if expected is None:
+            return
+        stream.fed += size
+        if stream.fed > expected:
+            self._malformed(stream_id, "body longer than content-length")
+        elif end and stream.fed != expected:
+            self._malformed(stream_id, "body shorter than content-length")
 
     def _scan(self, data: bytes) -> tuple[int | None, tuple[int, str] | None]:
         """Walk the frame headers in ``data`` before h2 sees the frames, and
@@ -1040,12 +962,13 @@ class HTTP2Connection:
         were served go to the back of the turn order, so the ones cut off by
         the bound go first next time (none starves)."""
         h2conn = self.h2
+        pending = h2conn.output_pending
         sending = self._sending
         self.output_held = False
         while sending:
             progress = False
             for stream_id, stream in list(sending.items()):
-                if self.output_paused or len(h2conn._data_to_send) + len(self._pending) >= OUTPUT_AHEAD:
+                if self.output_paused or pending() + len(self._pending) >= OUTPUT_AHEAD:
                     self.output_held = True
                     return
                 if stream.head is not None:
@@ -1194,14 +1117,14 @@ class HTTP2Connection:
 
     def output_size(self) -> int:
         """How many bytes :meth:`data_to_send` would return now."""
-        data = self.h2.data_to_send()
+        data = self.h2.take_output()
         if data:
             self._pending += data
         return len(self._pending) + len(self._extra)
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the client now."""
-        data = self.h2.data_to_send()
+        data = self.h2.take_output()
         if self._pending:
             data, self._pending = bytes(self._pending) + data, bytearray()
         if self._extra:

@@ -636,14 +636,33 @@ def install_reactor(options: Options) -> None:
     """Install Twisted's asyncio reactor over the chosen loop, before anything
     imports the default one; a clear error when another reactor is installed.
 
+    Twisted's reactor module is imported without Twisted's TLS support
+    (pyOpenSSL), which is imported when first used
+    (:func:`twisted_asgi._upstream.twisted_imports.import_reactor`); where that
+    cannot be done, one line says why.
+
     :raises SystemExit: with a one-line message.
     """
+    from ._upstream.twisted_imports import import_reactor
+
+    why = import_reactor()
     from .reactor import ReactorError, install_asyncio_reactor
 
+    if why is not None and why not in _said:
+        _said.add(why)
+        from twisted.logger import Logger
+
+        Logger(namespace="twisted_asgi.reactor").info(
+            "Twisted's TLS support is imported at start-up (a slower start, the same server): {why}", why=why
+        )
     try:
         install_asyncio_reactor(options["loop"])
     except ReactorError as exc:
         raise SystemExit(f"twistd asgi: {exc}") from None
+
+
+#: What :func:`install_reactor` has said about importing the reactor (once each).
+_said: set[str] = set()
 
 
 def config_from_options(options: Options) -> Config:
@@ -755,12 +774,13 @@ def endpoint_problem(description: str, exc: BaseException | None = None) -> str 
     return None
 
 
-def build_service(options: Options, reactor: Any = None) -> Any:
+def build_service(options: Options, reactor: Any = None, twistd: bool = False) -> Any:
     """Everything ``makeService`` does for parsed ``options`` (whose settings and
     endpoint strings their parsing checked), raising ``SystemExit`` with a
     one-line message on an application that does not load or an access log
-    that cannot be opened."""
-    from .server import AccessLog, ASGIService
+    that cannot be opened. ``twistd``: the service is for twistd's service
+    parent (see :func:`~twisted_asgi.server.twistd_service_class`)."""
+    from .server import AccessLog, ASGIService, twistd_service_class
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -807,7 +827,8 @@ def build_service(options: Options, reactor: Any = None) -> Any:
             access_log = AccessLog.open(options["access-log"])
         except OSError as exc:
             raise SystemExit(f"twistd asgi: cannot open access log: {exc}") from None
-    service = ASGIService(app, config, endpoints, reactor, access_log)
+    service_class = twistd_service_class() if twistd else ASGIService
+    service = service_class(app, config, endpoints, reactor, access_log)
     if worker:
         from .workers import attach_worker
 
@@ -818,7 +839,7 @@ def build_service(options: Options, reactor: Any = None) -> Any:
 def makeService(options: Options) -> Any:
     """twistd's entry point: the service that serves the app."""
     install_reactor(options)
-    service = build_service(options)
+    service = build_service(options, twistd=True)
     parent = getattr(options, "parent", None)
     if parent is not None and not parent.get("nodaemon", True):
         # twistd detaches next and its parent exits 0 once the service object

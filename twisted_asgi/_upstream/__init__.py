@@ -1,6 +1,6 @@
 """The fence: every private name of a dependency that twisted-asgi touches
 outside the connection shells lives in this package, one module per
-dependency (:mod:`.twisted`, :mod:`.hpack`), each access commented with the
+dependency (:mod:`.twisted`, :mod:`.h2`, :mod:`.hpack`), each access commented with the
 upstream file and the versions it was read from.
 
 Each fast path built on a private name has a public fallback. A module here

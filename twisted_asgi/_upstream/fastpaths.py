@@ -1,10 +1,11 @@
 """Which fast paths are off, and the start-up line that says so.
 
 The reactor seam and Twisted's names for sendfile are checked at start-up.
-The HPACK Huffman coding, the WebSocket protocol hooks and the WebSocket
-small-frame masker are checked when HTTP/2 and WebSocket are first used:
-their libraries (h2 and hpack, Autobahn) are imported only then, so a server
-that never serves them never pays for importing them.
+The HTTP/2 send seam (h2's connection internals), the HPACK Huffman coding,
+the WebSocket protocol hooks and the WebSocket small-frame masker are checked
+when HTTP/2 and WebSocket are first used: their libraries (h2 and hpack,
+Autobahn) are imported only then, so a server that never serves them never
+pays for importing them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = Tr
         if why is not None:
             off["prompt close of TCP connections"] = why
     if http2:
+        from . import h2 as upstream_h2
         from . import hpack as upstream_hpack
+
+        if upstream_h2.PROBLEM is not None:
+            off["HTTP/2 send seam"] = upstream_h2.PROBLEM
 
         if upstream_hpack.PROBLEM is not None:
             off["HPACK Huffman coding"] = upstream_hpack.PROBLEM
