@@ -304,6 +304,13 @@ def _package_classes() -> list[tuple[str, type]]:
     from twisted_asgi.reactor import _reactor_class
 
     found += [("twisted_asgi/_upstream/twisted.py", _reactor_class(uv)) for uv in (False, True)]
+    from twisted_asgi._upstream.autobahn import HookedProtocol
+    from twisted_asgi._upstream.autobahn_public import PublicProtocol
+    from twisted_asgi.websocket import public_framing
+
+    found += [("twisted_asgi/_upstream/autobahn.py", HookedProtocol)]
+    found += [("twisted_asgi/_upstream/autobahn_public.py", PublicProtocol)]
+    found += [("twisted_asgi/websocket.py", public_framing())]
     return [(rel, cls) for rel, cls in found if any(b.__module__.startswith(_CONCRETE) for b in cls.__mro__[1:])]
 
 

@@ -334,6 +334,89 @@ def test_masker_check_reports_a_missing_hook(monkeypatch):
     assert wsmask._autobahn_problem() is None
 
 
+# -- WebSocket: Autobahn's public API in place of its adapter hooks ---------------------
+
+#: Each renamed in Autobahn's own source turns the WebSocket protocol hooks off:
+#: an adapter hook, an entry point, how a connection fails, the field the
+#: negotiated compression is read from (found by the probe: Autobahn would not
+#: inflate), the timer factory (found by the probe too).
+AUTOBAHN_NAMES = ["_onMessageBegin", "_dataReceived", "_fail_connection", "_perMessageCompress", "_batched_timer"]
+#: What the start-up line says where the probe, not a missing name, found it.
+PROBED = {"_perMessageCompress": "for a compressed fragmented message"}
+
+
+def _autobahn_off(name: str, *args: str, app: str = "tests.ws_apps:app") -> Server:
+    return start(
+        ["--rename", f"autobahn:{name}:{name}_gone_in_a_future_autobahn"],
+        "--limit-ws-message",
+        "150000",
+        "--limit-ws-frame",
+        "100000",
+        "--limit-ws-fragments",
+        "100",
+        *args,
+        app=app,
+    )
+
+
+def _deflated(data: bytes) -> bytes:
+    import zlib
+
+    compressor = zlib.compressobj(zlib.Z_BEST_COMPRESSION, zlib.DEFLATED, -15)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def _raw_close(server: Server, *frames: bytes, extra: bytes = b"") -> int | None:
+    client = RawClient(server.host, server.port, "/echo", extra=extra)
+    try:
+        assert b" 101 " in client.head
+        for data in frames:
+            client.send(data)
+        code, _reason = client.read_close()
+        assert client.at_eof()  # the server closes TCP after failing the connection
+        return code
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("name", AUTOBAHN_NAMES)
+def test_websocket_hooks_off_serves_websocket(stopping, name):
+    """With a private name of Autobahn gone, the public path echoes (whole,
+    fragmented, large, compressed), fails a too-big message and a bad frame
+    with their codes, and answers the closing handshake."""
+    from tests.ws_apps import events, new_id, open_ws
+
+    server = _autobahn_off(name)
+    stopping(server)
+    ws_round_trips(server)
+    server.wait_for_output(OFF)
+    line = said_once(server, "WebSocket protocol hooks", PROBED.get(name, name))
+    assert "public API" in line
+    # The websockets client, with permessage-deflate (its default).
+    ident = new_id()
+    with open_ws(server, f"/echo?id={ident}") as ws:
+        assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+        for message in ("hello", b"\x00\x01" * 10, "compressible " * 4000):
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
+        ws.close(4000, "bye")
+    assert events(server, ident) == [{"disconnect": 4000, "reason": "bye"}]
+    # Limits: a frame, a message, a compression bomb, too many fragments: 1009.
+    assert _raw_close(server, client_frame(2, b"f" * 120_000)) == 1009
+    assert _raw_close(server, client_frame(2, b"m" * 80_000, fin=False), client_frame(0, b"m" * 80_000)) == 1009
+    bomb = client_frame(2, _deflated(b"\x00" * 5_000_000), rsv=4)
+    assert _raw_close(server, bomb, extra=b"Sec-WebSocket-Extensions: permessage-deflate\r\n") == 1009
+    fragments = client_frame(2, b"x", fin=False) + client_frame(0, b"x", fin=False) * 120
+    assert _raw_close(server, fragments) == 1009
+    # Protocol errors: a reserved opcode, an unmasked frame, RSV bits without an extension: 1002; bad UTF-8: 1007.
+    assert _raw_close(server, client_frame(3, b"x")) == 1002
+    assert _raw_close(server, client_frame(2, b"x", mask=False)) == 1002
+    assert _raw_close(server, client_frame(2, b"x", rsv=4)) == 1002
+    assert _raw_close(server, client_frame(1, b"\xc3\x28")) == 1007
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
 # -- HTTP/2: h2's connection internals (twisted_asgi/_upstream/h2.py) ------------------
 
 #: Names of h2 the fast connection needs, renamed one at a time in h2's own source.
@@ -421,6 +504,34 @@ def test_http2_seam_off_serves_http2_with_every_protection(stopping, name, tmp_p
     assert "Traceback" not in text and "Unhandled" not in text
 
 
+@pytest.mark.parametrize("name", ["_onMessageFrameData", "_connectionLost"])
+def test_websocket_hooks_off_serves_websocket_over_http2(stopping, name):
+    """The same over HTTP/2 (RFC 8441): the stream's DATA carries Autobahn's
+    frames on the public path too."""
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.ws_h2_client import open_ws_h2
+
+    server = _autobahn_off(name, app="tests.ws_apps:misbehave")
+    stopping(server)
+    with open_ws_h2(server, "/echo", compression="deflate") as ws:
+        assert ws.response.headers["sec-websocket-extensions"].startswith("permessage-deflate")
+        for message in ("héllo", b"\x01" * 70_000, "abc" * 10_000):
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
+        ws.close(4321, "bye")
+        assert ws.close_code == 1000  # the server's answer
+    server.wait_for_output(OFF)
+    said_once(server, "WebSocket protocol hooks", name)
+    with open_ws_h2(server, "/echo") as ws:
+        ws.send(b"m" * 160_000)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 1009
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text
+
+
 def test_http2_seam_off_serves_websocket_over_http2(stopping):
     """RFC 8441 on the public path: extended CONNECT is offered and served."""
     from tests.ws_h2_client import open_ws_h2
@@ -435,6 +546,93 @@ def test_http2_seam_off_serves_websocket_over_http2(stopping):
     said_once(server, "HTTP/2 send seam", "_data_to_send")
     text = server.read_output(0.2)
     assert "Traceback" not in text and "Unhandled" not in text
+
+
+def test_websocket_hooks_check_names_what_is_missing(monkeypatch):
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    from twisted_asgi._upstream import autobahn as upstream
+
+    assert upstream._missing() == [] and upstream._probe() is None
+    monkeypatch.delattr(WebSocketProtocol, "_max_message_size_exceeded")
+    assert upstream._missing() == ["_max_message_size_exceeded"]
+    monkeypatch.undo()
+    # (An adapter hook Autobahn calls by another name is met by the probe: the
+    # servers above with _onMessageBegin and _onMessageFrameData renamed.)
+    monkeypatch.delattr(WebSocketProtocol, "_sendAutoPing")
+    assert "_sendAutoPing" in (upstream._problem() or "")
+    monkeypatch.undo()
+    # A hook Autobahn no longer calls: the probe sees the message go elsewhere.
+    monkeypatch.setattr(WebSocketProtocol, "onFrameData", lambda self, payload: None)
+    assert "gave" in (upstream._probe() or "")
+    monkeypatch.undo()
+    monkeypatch.setenv("TWISTED_ASGI_AUTOBAHN_PUBLIC", "1")
+    assert "TWISTED_ASGI_AUTOBAHN_PUBLIC" in (upstream._problem() or "")
+
+
+def test_extension_parsers_agree():
+    """Our parser of Sec-WebSocket-Extensions (the public path's) gives what Autobahn's gives."""
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+
+    from twisted_asgi._upstream import autobahn as upstream
+
+    headers = [
+        "permessage-deflate",
+        "permessage-deflate; client_max_window_bits",
+        'permessage-deflate; client_max_window_bits=10; server_no_context_takeover, x-other; a="b"',
+        "A; B = 1 ; b=2, , ;",
+        'permessage-deflate; server_max_window_bits="12"; x="a=b"',
+    ]
+    for header in headers:
+        assert upstream._parse_extensions(header) == WebSocketServerProtocol._parseExtensionsHeader(None, header)
+
+
+def test_public_path_in_process_agrees_with_the_fast_path(monkeypatch, loop):
+    """The in-process shell tests' peer, on the public path: the same events,
+    bytes and close codes as the fast path for a mix of frames."""
+    from tests.conftest import settle
+    from tests.test_websocket_shell import Peer, recording_app
+    from twisted_asgi._upstream import autobahn as upstream
+
+    frames = [
+        client_frame(2, b"a"),
+        client_frame(1, "é".encode()),
+        client_frame(1, b"frag", fin=False),
+        client_frame(9, b"ping"),
+        client_frame(0, b"mented"),
+        client_frame(2, b"z" * 5000),
+        client_frame(8, b"\x03\xe8bye"),
+    ]
+
+    def run() -> tuple[list, bytes]:
+        received: list = []
+        peer = Peer(recording_app(received), loop, timeout_ws_ping_interval=0)
+        for data in frames:
+            peer.proto.dataReceived(data)
+        settle(loop, peer.clock)
+        peer.lose()
+        settle(loop, peer.clock)
+        return received, peer.transport.value().split(b"\r\n\r\n", 1)[1]
+
+    fast = run()
+    monkeypatch.setattr(upstream, "_PROBLEM", ["forced"])
+    public = run()
+    assert fast == public
+    assert fast[0][-1] == {"type": "websocket.disconnect", "code": 1000, "reason": "bye"}
+
+
+def test_public_path_passes_the_websocket_shell_tests():
+    """The in-process WebSocket shell tests (timeouts on a fake clock, pings
+    paused and resumed, backpressure both ways, the queue bound, graceful
+    shutdown, freeing by reference counting; HTTP/1.1 and HTTP/2) pass with the
+    public path forced, as they do on the fast path."""
+    env = dict(os.environ, TWISTED_ASGI_AUTOBAHN_PUBLIC="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x"]
+    argv += ["tests/test_websocket_shell.py", "tests/test_websocket_h2_shell.py"]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
 
 
 def test_http2_seam_check_names_what_is_missing(monkeypatch):

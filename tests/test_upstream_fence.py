@@ -20,11 +20,11 @@ our own are the names the package defines (functions, classes, attributes
 assigned on our own objects). A name of both is counted as ours on an object
 that is not ``self`` (the test cannot tell whose object it is there).
 
-The files of the connection shells are being restructured (issue 17) and are
-fenced in the next step of issue 18; until then they are on :data:`ALLOWED`
-with the exact number of private names each uses, so that the list can only
-shrink: a file that gains a private use fails, and one that loses some fails
-until its number here is lowered.
+:data:`ALLOWED` held the connection shells, with the exact number of private
+names each used, while they were restructured (issue 17); every one is fenced
+now and the list is empty. It stays in place so that a file can only shrink
+out of it: a file that gains a private use fails, and one that loses some
+fails until its number here is lowered.
 """
 
 from __future__ import annotations
@@ -60,12 +60,10 @@ INTERNAL = frozenset(
     }
 )
 
-#: Fenced in the next step of issue 18, after the shells' restructure (issue 17)
-#: lands: file -> the number of distinct private names of dependencies it uses.
-#: Lower a number when a private use goes; never raise one (fence it instead).
-ALLOWED = {
-    "twisted_asgi/websocket.py": 19,  # WebSocketProtocol's adapter hooks and state
-}
+#: File -> the number of distinct private names of dependencies it may use.
+#: Empty: every private use is in twisted_asgi/_upstream/. Never add a file
+#: (fence the new use instead).
+ALLOWED: dict[str, int] = {}
 
 _PRIVATE = re.compile(r"(?<!\w)_[A-Za-z0-9]\w*")
 _ATTR_FUNCS = frozenset({"getattr", "setattr", "hasattr", "delattr"})

@@ -11,25 +11,30 @@ CVE-2026-44546 came from doing that).
 Autobahn does only what follows the 101: framing, unmasking, UTF-8 validation,
 permessage-deflate (RFC 7692), size limits, pings and the closing handshake;
 the data of a fragmented message is gathered here, with its frames counted
-(:meth:`_Framing._onMessageBegin`). (Except the common case: a whole small
+(:meth:`_Framing.on_message_begin`). (Except the common case: a whole small
 message in one masked, uncompressed frame is taken from Autobahn's buffer by
-:meth:`_Framing.processData`, and an app's message on a connection without
+:meth:`_FastFraming.processData`, and an app's message on a connection without
 compression is framed by :meth:`WebSocketConnection.send_ws`, each in a few
-lines where Autobahn spends about a hundred.) The seam is one subclass of
-Autobahn's framework-neutral ``WebSocketServerProtocol`` (:class:`_Framing`) that
+lines where Autobahn spends about a hundred.) The seam is one class,
+:class:`_Framing`, on one of two bases from
+:mod:`twisted_asgi._upstream.autobahn` (which holds every private name of
+Autobahn this needs): :class:`_FastFraming`, Autobahn's framework-neutral
+``WebSocketServerProtocol`` acting as its own network adapter, or, where
+Autobahn lacks one of those names, :func:`public_framing`'s, its Twisted
+protocol through its public API. Either way the framing
 
-* is put straight into the OPEN state after our 101 (what Autobahn's own
-  ``succeedHandshake`` does after it wrote its response);
+* enters the OPEN state after our 101 (the fast path as Autobahn's own
+  ``succeedHandshake`` does after writing its response; the public path
+  through Autobahn's handshake, its response dropped);
 * carries its options as class attributes made once per server from
   :class:`~twisted_asgi.config.Config`, so no connection copies them;
 * runs its timers (ping, pong timeout, close handshake) on the server's
-  injected clock, through the ``factory._batched_timer`` hook;
+  injected clock;
 * writes through the channel and reports messages, failures and the close to
   its :class:`WebSocketConnection`.
 
 The ASGI side is a :class:`~twisted_asgi.wscycle.WebSocketCycle` run by a
-:class:`~twisted_asgi.runner.WebSocketTask`. This is the one module that
-imports Autobahn.
+:class:`~twisted_asgi.runner.WebSocketTask`.
 
 Close codes the server sends (the docs' WebSocket page lists them too):
 1000 when the app returns without closing, the app's own code on
@@ -55,6 +60,8 @@ from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtoc
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from ._upstream import autobahn as upstream_autobahn
+from ._upstream.fastpaths import report as report_fast_paths
 from .events import AppError, ClientDisconnected, Request
 from .http11 import HTTP11Connection, body_size, error_response
 from .scope import websocket_scope
@@ -161,130 +168,196 @@ class _AutobahnLog:
 _autobahn_log = Logger(namespace="twisted_asgi.websocket.autobahn")
 
 
-class _Call:
-    """A timer Autobahn may cancel even after it fired (the clock's handles
-    are cancelled only while pending)."""
-
-    __slots__ = ("call", "func", "args")
-
-    def __init__(self, clock: Any, delay: float, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.func = func
-        self.args = args
-        self.call: Any = clock.callLater(delay, self.fire)
-
-    def fire(self) -> None:
-        self.call = None
-        self.func(*self.args)
-
-    def cancel(self) -> None:
-        call, self.call = self.call, None
-        if call is not None:
-            call.cancel()
-
-
-class _ClockTimers:
-    """Autobahn's ``factory._batched_timer``, on the server's injected clock
-    (so timeouts are tested with ``clock.advance``, DESIGN principle 5)."""
-
-    __slots__ = ("clock",)
-
-    def __init__(self, clock: Any) -> None:
-        self.clock = clock
-
-    def call_later(self, delay: float, func: Callable[..., Any], *args: Any) -> _Call:
-        return _Call(self.clock, delay, func, args)
-
-
-class _Settings:
-    """What Autobahn reads from ``self.factory``: one per server."""
-
-    isServer = True
-    server = None
-    headers: dict[str, str] = {}  # read-only; Autobahn's handshake is not used
-    countConnections = 0
-
-    def __init__(self, timers: _ClockTimers) -> None:
-        self._batched_timer = timers
-
-
-class _Framing(SmallFrameMasking, WebSocketServerProtocol):  # wsmask: our masker, on this class only
-    """Autobahn's server protocol reduced to framing for one connection.
-
-    Every ``_on*`` hook below is one Autobahn calls on its network adapter;
-    this class is that adapter, talking to :class:`WebSocketConnection`
-    instead of to a Twisted transport.
+class _Framing(SmallFrameMasking):  # wsmask: our masker, on our classes only
+    """Autobahn's server protocol reduced to framing for one connection: what
+    both ways of running it share (:class:`_FastFraming` on Autobahn's
+    adapter hooks, :func:`public_framing`'s on its public API; see
+    :mod:`twisted_asgi._upstream.autobahn`), talking to
+    :class:`WebSocketConnection` instead of to a Twisted transport.
     """
 
     log = _AutobahnLog()
-    peer = "websocket client"
+    peer: str | None = "websocket client"
     # Autobahn copies these options from its factory to each connection (and
     # pretty-prints them, 90% of its set-up time); ours are class attributes
     # of the subclass :func:`_framing_class` makes, so there is nothing to copy.
-    CONFIG_ATTRS = ()
+    CONFIG_ATTRS: list[str] = []
+
+    #: Whether whole small data frames skip Autobahn's frame machinery (see
+    #: :meth:`_FastFraming.processData`) and an app's message on a connection
+    #: without compression is framed here (:meth:`WebSocketConnection.send_ws`);
+    #: off only to test that both ways agree, and on the public path.
+    fast_frames = True
 
     def __init__(self, handler: WebSocketConnection) -> None:
         super().__init__()
         self.handler = handler
 
-    # -- switched to OPEN after our own 101 ------------------------------------
+    # What the bases of _upstream.autobahn give (declared for the type checker).
+    if TYPE_CHECKING:
+        deflate: PerMessageDeflate | None
 
-    def open(self, compression: PerMessageDeflate | None, subprotocol: str | None) -> None:
-        """Enter the OPEN state of a completed handshake (what Autobahn's
-        ``succeedHandshake`` does after writing its own response)."""
-        self._connectionMade()
-        self.websocket_version = 13
-        self.websocket_protocol_in_use = subprotocol
-        self.websocket_extensions_in_use = [compression] if compression is not None else []
-        self._perMessageCompress = compression
-        self.inside_message = False
-        self.current_frame = None
-        self.state = _OPEN
-        self.resume_pings()
+        def open_ws(self, accept: PerMessageDeflateOfferAccept | None, subprotocol: str | None) -> None: ...
+        def feed(self, data: bytes) -> None: ...
+        def consume(self) -> None: ...
+        def lost(self, reason: Any) -> None: ...
+        def send_close(self, code: int | None, reason: bytes | None) -> None: ...
+        def too_big(self, size: int, limit: int, reason: str) -> None: ...
+        def traffic_seen(self) -> None: ...
+        def suspend_pings(self) -> None: ...
+        def resume_pings(self) -> None: ...
 
-    # -- pings: not timed while we are not reading (no pong could be seen) -----
+    def read_paused(self) -> bool:
+        """Stop between frames: the app's queue is full."""
+        return self.handler.read_paused
 
-    #: The ping timer while reading is paused (see :meth:`suspend_pings`).
-    _paused_pings: Any = None
+    def write_out(self, data: bytes) -> None:
+        self.handler.queue(data)
 
-    def suspend_pings(self) -> None:
-        """Reading stopped: no pong can be seen, so no ping is timed out (a
-        healthy client of a slow app must not be dropped). Pings still go out
-        on the interval, untimed: a client that has closed its socket answers
-        one with a reset, which the channel's dead-peer check then sees even
-        when the client's FIN could not reach us (our receive window shut)."""
-        for name in ("autoPingTimeoutCall", "autoPingPendingCall"):
-            call = getattr(self, name, None)
-            if call is not None:
-                call.cancel()
-                setattr(self, name, None)
-        self.autoPingPending = None
-        if self.autoPingInterval and self.state == _OPEN and self._paused_pings is None:
-            self._paused_pings = self.factory._batched_timer.call_later(self.autoPingInterval, self._paused_ping)
+    def close_connection(self, abort: bool = False) -> None:
+        if abort and self.wasClean:
+            # Autobahn drops a server's connection with an abort once the
+            # client answered our Close: a TCP reset, which browsers report as
+            # an unclean close (wasClean false) and proxies log as an error.
+            # The closing handshake is complete: close with a FIN (RFC 6455 §7.1.1).
+            abort = False
+        self.handler.close_transport(abort)
 
-    def _paused_ping(self) -> None:
-        self._paused_pings = None
-        if self.state == _OPEN:
-            # autoPingPending stays None: the pong, read after the pause, is ignored.
-            self.sendPing(b"paused")
-            self._paused_pings = self.factory._batched_timer.call_later(self.autoPingInterval, self._paused_ping)
+    # A message's data is gathered here rather than by Autobahn's
+    # onMessage* methods, which keep one bytes object per frame (and a list per
+    # frame) until the message ends, without counting frames: an endless run of
+    # empty continuation frames grew a list of references and never reached
+    # the size limit, and each 1-byte fragment cost about 56 bytes. Here a
+    # piece of at least _PIECE bytes (an unmasked or inflated part of a frame)
+    # is kept as it is, and shorter ones are appended to one bytearray, so the
+    # memory of a message is its size plus at most a few percent, however it is
+    # fragmented; and the frames of a message are counted (empty ones too)
+    # against maxMessageFrames. RFC 6455 §10.4 names both attacks: "a single
+    # big frame" and "a long stream of small frames that are a part of a
+    # fragmented message".
 
-    def resume_pings(self) -> None:
-        call, self._paused_pings = self._paused_pings, None
-        if call is not None:
-            call.cancel()
-        if (
-            self.autoPingInterval
-            and self.state == _OPEN
-            and self.autoPingPendingCall is None
-            and self.autoPingTimeoutCall is None
-        ):
-            self.autoPingPendingCall = self.factory._batched_timer.call_later(self.autoPingInterval, self._sendAutoPing)
+    #: Most data frames in one message (``limit_ws_fragments``; 0: no limit).
+    maxMessageFrames = 0
+    #: The frames of the message being received so far.
+    message_frames = 0
+    #: Its pieces of at least _PIECE bytes, and runs of shorter ones, in order;
+    #: None outside a message and once the connection failed.
+    message_parts: list[bytes | bytearray] | None = None
+    #: Shorter pieces that came after the last of message_parts.
+    message_tail: bytearray | None = None
 
-    # -- Autobahn's adapter hooks ------------------------------------------------
+    def on_message_begin(self, isBinary: bool) -> None:
+        self.message_is_binary = isBinary
+        self.message_data_total_length = 0  # Autobahn's onFrameData reads and adds to it
+        self.message_frames = 0
+        self.message_parts = []
+        self.message_tail = None
 
-    #: Whether whole small data frames skip Autobahn's frame machinery (see
-    #: :meth:`processData`); off only to test that both ways agree.
-    fast_frames = True
+    def on_message_frame_begin(self, length: int) -> None:
+        # Autobahn's onMessageFrameBegin (the same size checks, in the same
+        # order) without its per-frame list, and with the frame count.
+        frames = self.message_frames = self.message_frames + 1
+        total = self.message_data_total_length = self.message_data_total_length + length
+        if self.failedByMe:
+            return
+        if 0 < self.maxMessagePayloadSize < total:
+            self.wasMaxMessagePayloadSizeExceeded = True
+            self.too_big(
+                total,
+                self.maxMessagePayloadSize,
+                f"received WebSocket message size {total} exceeds payload limit of {self.maxMessagePayloadSize} octets",
+            )
+        elif 0 < self.maxFramePayloadSize < length:
+            self.wasMaxFramePayloadSizeExceeded = True
+            self.too_big(
+                length,
+                self.maxFramePayloadSize,
+                f"received WebSocket frame size {length} exceeds payload limit of {self.maxFramePayloadSize} octets",
+            )
+        elif 0 < self.maxMessageFrames < frames:
+            # 1009 like the two size limits: RFC 6455 §7.4.1 keeps 1008 for
+            # when "there is no other more suitable status code (e.g., 1003 or
+            # 1009)", and §10.4 puts this limit beside theirs.
+            self.too_big(
+                frames,
+                self.maxMessageFrames,
+                f"received WebSocket message in more than {self.maxMessageFrames} frames",
+            )
+
+    def on_message_frame_data(self, payload: bytes) -> None:
+        parts = self.message_parts
+        if parts is None or self.failedByMe:
+            return
+        if len(payload) >= _PIECE:
+            tail = self.message_tail
+            if tail is not None:
+                parts.append(tail)
+                self.message_tail = None
+            parts.append(payload)
+        elif payload:
+            tail = self.message_tail
+            if tail is None:
+                self.message_tail = bytearray(payload)
+            else:
+                tail += payload
+
+    def on_message_frame_end(self) -> None:
+        pass  # the frame's data is already in the message
+
+    def on_message_end(self) -> None:
+        parts, tail = self.message_parts, self.message_tail
+        self.message_parts = self.message_tail = None
+        if self.failedByMe or parts is None:
+            return
+        if tail is not None:
+            parts.append(tail)
+        if not parts:
+            payload = b""
+        elif len(parts) == 1:
+            payload = bytes(parts[0])  # the same object when it is bytes
+        else:
+            payload = b"".join(parts)
+        self.handler.message_received(payload, self.message_is_binary)
+
+    def on_close(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not wasClean:
+            reason = self.wasNotCleanReason  # without Autobahn's wrapping text
+        self.handler.framing_closed(code, reason)
+
+    def on_failing(self) -> None:
+        # What the unfinished message gathered goes now, not when TCP closes.
+        self.message_parts = self.message_tail = None
+
+    def on_failed(self, code: int, reason: str) -> None:
+        self.handler.failed(code, reason)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        stop = WebSocketProtocol.onCloseFrame(self, code, reasonRaw)  # type: ignore[arg-type]
+        if not self.failedByMe:
+            # The client closed: the app hears it now, not when TCP closes.
+            self.handler.peer_closed(self.remoteCloseCode, self.remoteCloseReason)
+        return stop
+
+    def onAutoPingTimeout(self) -> None:
+        if self.handler.metrics is not None:
+            self.handler.metrics.timeout("timeout_ws_ping")
+        log.info("WebSocket client {client} did not answer a ping in time", client=self.handler.channel.client_text())
+        WebSocketProtocol.onAutoPingTimeout(self)
+
+    def onCloseHandshakeTimeout(self) -> None:
+        if self.state != _CLOSED:
+            if self.handler.metrics is not None:
+                self.handler.metrics.timeout("timeout_ws_close")
+            log.info(
+                "WebSocket client {client} did not answer our Close in time", client=self.handler.channel.client_text()
+            )
+        WebSocketProtocol.onCloseHandshakeTimeout(self)
+
+
+class _FastFraming(_Framing, upstream_autobahn.HookedProtocol):
+    """The fast path: Autobahn's framework-neutral protocol, this class its
+    network adapter (:class:`~twisted_asgi._upstream.autobahn.HookedProtocol`
+    binds Autobahn's hooks to the ``on_*`` methods above)."""
 
     def processData(self) -> bool:
         if self.current_frame is None:
@@ -328,189 +401,38 @@ class _Framing(SmallFrameMasking, WebSocketServerProtocol):  # wsmask: our maske
                         binary = b0 == 0x82
                         if binary or payload.isascii() or _valid_utf8(payload):
                             self.data = data[end:]
-                            if self.autoPingTimeoutCall is not None and self.autoPingRestartOnAnyTraffic:
-                                self._cancelAutoPingTimeoutCall()  # any traffic will do
+                            if self.autoPingTimeoutCall is not None:
+                                self.traffic_seen()  # any traffic will do
                             self.handler.message_received(payload, binary)
                             return end < size
         return WebSocketServerProtocol.processData(self)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        self.handler.queue(data)
+        self.handler.queue(data)  # write_out's work, a call less
 
-    def _closeConnection(self, abort: bool = False) -> None:
-        if abort and self.wasClean:
-            # Autobahn drops a server's connection with an abort once the
-            # client answered our Close: a TCP reset, which browsers report as
-            # an unclean close (wasClean false) and proxies log as an error.
-            # The closing handshake is complete: close with a FIN (RFC 6455 §7.1.1).
-            abort = False
-        self.handler.close_transport(abort)
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass  # the channel is the transport's producer
+_public_framing: list[type[_Framing]] = []
 
-    def unregisterProducer(self) -> None:
-        pass
 
-    def _onOpen(self) -> None:
-        pass
+def public_framing() -> type[_Framing]:
+    """``_PublicFraming``, the fallback: :class:`_Framing` on Autobahn's Twisted
+    protocol through its public API
+    (:class:`~twisted_asgi._upstream.autobahn_public.PublicProtocol`), used
+    where Autobahn lacks a private name the fast path needs. Made on first
+    use: its base imports Autobahn's Twisted adapter."""
+    if not _public_framing:
+        from ._upstream.autobahn_public import PublicProtocol
 
-    # A message's data is gathered here rather than by Autobahn's
-    # onMessage* methods, which keep one bytes object per frame (and a list per
-    # frame) until the message ends, without counting frames: an endless run of
-    # empty continuation frames grew a list of references and never reached
-    # the size limit, and each 1-byte fragment cost about 56 bytes. Here a
-    # piece of at least _PIECE bytes (an unmasked or inflated part of a frame)
-    # is kept as it is, and shorter ones are appended to one bytearray, so the
-    # memory of a message is its size plus at most a few percent, however it is
-    # fragmented; and the frames of a message are counted (empty ones too)
-    # against maxMessageFrames. RFC 6455 §10.4 names both attacks: "a single
-    # big frame" and "a long stream of small frames that are a part of a
-    # fragmented message".
-
-    #: Most data frames in one message (``limit_ws_fragments``; 0: no limit).
-    maxMessageFrames = 0
-    #: The frames of the message being received so far.
-    message_frames = 0
-    #: Its pieces of at least _PIECE bytes, and runs of shorter ones, in order;
-    #: None outside a message and once the connection failed.
-    message_parts: list[bytes | bytearray] | None = None
-    #: Shorter pieces that came after the last of message_parts.
-    message_tail: bytearray | None = None
-
-    def _onMessageBegin(self, isBinary: bool) -> None:
-        self.message_is_binary = isBinary
-        self.message_data_total_length = 0  # Autobahn's onFrameData reads and adds to it
-        self.message_frames = 0
-        self.message_parts = []
-        self.message_tail = None
-
-    def _onMessageFrameBegin(self, length: int) -> None:
-        # Autobahn's onMessageFrameBegin (the same size checks, in the same
-        # order) without its per-frame list, and with the frame count.
-        frames = self.message_frames = self.message_frames + 1
-        total = self.message_data_total_length = self.message_data_total_length + length
-        if self.failedByMe:
-            return
-        if 0 < self.maxMessagePayloadSize < total:
-            self.wasMaxMessagePayloadSizeExceeded = True
-            self._max_message_size_exceeded(
-                total,
-                self.maxMessagePayloadSize,
-                f"received WebSocket message size {total} exceeds payload limit of {self.maxMessagePayloadSize} octets",
-            )
-        elif 0 < self.maxFramePayloadSize < length:
-            self.wasMaxFramePayloadSizeExceeded = True
-            self._max_message_size_exceeded(
-                length,
-                self.maxFramePayloadSize,
-                f"received WebSocket frame size {length} exceeds payload limit of {self.maxFramePayloadSize} octets",
-            )
-        elif 0 < self.maxMessageFrames < frames:
-            # 1009 like the two size limits: RFC 6455 §7.4.1 keeps 1008 for
-            # when "there is no other more suitable status code (e.g., 1003 or
-            # 1009)", and §10.4 puts this limit beside theirs.
-            self._max_message_size_exceeded(
-                frames,
-                self.maxMessageFrames,
-                f"received WebSocket message in more than {self.maxMessageFrames} frames",
-            )
-
-    def _onMessageFrameData(self, payload: bytes) -> None:
-        parts = self.message_parts
-        if parts is None or self.failedByMe:
-            return
-        if len(payload) >= _PIECE:
-            tail = self.message_tail
-            if tail is not None:
-                parts.append(tail)
-                self.message_tail = None
-            parts.append(payload)
-        elif payload:
-            tail = self.message_tail
-            if tail is None:
-                self.message_tail = bytearray(payload)
-            else:
-                tail += payload
-
-    def _onMessageFrameEnd(self) -> None:
-        pass  # the frame's data is already in the message
-
-    def _onMessageEnd(self) -> None:
-        parts, tail = self.message_parts, self.message_tail
-        self.message_parts = self.message_tail = None
-        if self.failedByMe or parts is None:
-            return
-        if tail is not None:
-            parts.append(tail)
-        if not parts:
-            payload = b""
-        elif len(parts) == 1:
-            payload = bytes(parts[0])  # the same object when it is bytes
-        else:
-            payload = b"".join(parts)
-        self.handler.message_received(payload, self.message_is_binary)
-
-    def _onPing(self, payload: bytes) -> None:
-        self.onPing(payload)  # answers with a pong while open
-
-    def _onPong(self, payload: bytes) -> None:
-        pass
-
-    def _onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if not wasClean:
-            reason = self.wasNotCleanReason  # without Autobahn's wrapping text
-        self.handler.framing_closed(code, reason)
-
-    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
-        stop = WebSocketServerProtocol.onCloseFrame(self, code, reasonRaw)
-        if not self.failedByMe:
-            # The client closed: the app hears it now, not when TCP closes.
-            self.handler.peer_closed(self.remoteCloseCode, self.remoteCloseReason)
-        return stop
-
-    def onAutoPingTimeout(self) -> None:
-        if self.handler.metrics is not None:
-            self.handler.metrics.timeout("timeout_ws_ping")
-        log.info("WebSocket client {client} did not answer a ping in time", client=self.handler.channel.client_text())
-        WebSocketServerProtocol.onAutoPingTimeout(self)
-
-    def onCloseHandshakeTimeout(self) -> None:
-        if self.state != _CLOSED:
-            if self.handler.metrics is not None:
-                self.handler.metrics.timeout("timeout_ws_close")
-            log.info(
-                "WebSocket client {client} did not answer our Close in time", client=self.handler.channel.client_text()
-            )
-        WebSocketServerProtocol.onCloseHandshakeTimeout(self)
-
-    def _connectionLost(self, reason: Any) -> None:
-        # Autobahn leaves its close handshake timer running when TCP closes
-        # before the client's Close arrives (it drops TCP itself on a second
-        # violation; clients reset): the timer would keep this connection in
-        # memory for timeout_ws_close and then log a client that is long gone.
-        call, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
-        if call is not None:
-            call.cancel()
-        call, self._paused_pings = self._paused_pings, None
-        if call is not None:
-            call.cancel()
-        WebSocketServerProtocol._connectionLost(self, reason)
-
-    def _fail_connection(self, code: int = _GOING_AWAY, reason: str = "going away") -> None:
-        first = not self.failedByMe and self.state != _CLOSED
-        # What the unfinished message gathered goes now, not when TCP closes.
-        self.message_parts = self.message_tail = None
-        WebSocketServerProtocol._fail_connection(self, code, reason)
-        if first:
-            self.handler.failed(code, reason)
+        made: type[_Framing] = type("_PublicFraming", (_Framing, PublicProtocol), {"fast_frames": False})
+        _public_framing.append(made)
+    return _public_framing[0]
 
 
 def _framing_class(config: Any, clock: Any) -> type[_Framing]:
-    """A :class:`_Framing` subclass whose class attributes are Autobahn's
+    """A subclass of :class:`_FastFraming` (or, where Autobahn lacks what it
+    needs, :func:`public_framing`'s class) whose class attributes are Autobahn's
     options for this server, made once per server; connections share them."""
     options: dict[str, Any] = {
-        "factory": _Settings(_ClockTimers(clock)),
         "logOctets": False,
         "logFrames": False,
         "trackTimings": False,
@@ -544,7 +466,11 @@ def _framing_class(config: Any, clock: Any) -> type[_Framing]:
         "maxConnections": 0,
         "trustXForwardedFor": 0,
     }
-    return type("Framing", (_Framing,), options)
+    # Where Autobahn lacks a private name the fast path needs (checked once, at
+    # the first WebSocket), Autobahn's Twisted adapter is imported (about 40 ms) and used.
+    framing: Any = _FastFraming if upstream_autobahn.problem() is None else public_framing()
+    made: type[_Framing] = framing.make_class(options, clock)
+    return made
 
 
 class WebSocketServer:
@@ -560,6 +486,9 @@ class WebSocketServer:
         self.config = factory.config
         self.framing = _framing_class(factory.config, factory.clock)
         self.origin_allowed = origin_matcher(factory.config.ws_allowed_origins)
+        # Which WebSocket fast paths are off, once per process (for HTTP/1.1's
+        # upgrade and HTTP/2's extended CONNECT alike, whichever comes first).
+        report_fast_paths(log, websocket=True)
 
     def __call__(self, channel: HTTPChannel, request: Request, trailing: bytes) -> None:
         connection = WebSocketConnection(self, channel, request)
@@ -670,7 +599,7 @@ class WebSocketConnection:
     def data_received(self, data: bytes) -> None:
         framing = self.framing
         if framing is not None:
-            framing._dataReceived(data)
+            framing.feed(data)
         elif self.state is _HANDSHAKE:
             self.buffer += data
             if len(self.buffer) > self.server.config.limit_receive_buffer_bytes:
@@ -685,7 +614,7 @@ class WebSocketConnection:
         self.state = _DONE
         framing = self.framing
         if framing is not None:
-            framing._connectionLost(reason)  # reports the close through framing_closed
+            framing.lost(reason)  # reports the close through framing_closed
         if self.task is not None:
             self.task.feed_disconnect(_ABNORMAL)  # no-op when the close was reported
         if was_open and self.server.factory.access_log is not None:
@@ -763,7 +692,7 @@ class WebSocketConnection:
                 task.feed_disconnect(_ABNORMAL)
                 raise ClientDisconnected("WebSocket connection is closed")
             data = event.data
-            if framing._perMessageCompress is None and framing.fast_frames:
+            if framing.deflate is None and framing.fast_frames:
                 # What Autobahn's sendMessage would send (our options: no
                 # fragmenting, no masking): one frame, written here.
                 n = len(data)
@@ -784,7 +713,7 @@ class WebSocketConnection:
         elif kind is Close:
             framing = self.framing
             if framing is not None and framing.state == _OPEN:
-                framing.sendCloseFrame(event.code, event.reason or None, isReply=False)
+                framing.send_close(event.code, event.reason or None)
         elif kind is DenialBody:
             self._denial_body(event)
         elif self.state is not _HANDSHAKE:
@@ -819,9 +748,7 @@ class WebSocketConnection:
             if framing is not None and framing.state == _OPEN:
                 # ASGI www spec: the socket lives as long as the app.
                 code = task.close_code()
-                framing.sendCloseFrame(
-                    code, b"internal server error" if code == _INTERNAL_ERROR else None, isReply=False
-                )
+                framing.send_close(code, b"internal server error" if code == _INTERNAL_ERROR else None)
         self._release()
 
     # -- from the framing ---------------------------------------------------------
@@ -889,7 +816,7 @@ class WebSocketConnection:
         server = self.server
         config = server.config
         framing = server.framing(self)
-        compression: PerMessageDeflate | None = None
+        compression: PerMessageDeflateOfferAccept | None = None
         offer_text: str | None = None
         if config.ws_compression and self.handshake.extensions:
             compression, offer_text = _negotiate_deflate(
@@ -898,7 +825,7 @@ class WebSocketConnection:
         self._write_accept(event, offer_text)
         self.state = _OPEN_WS
         self.framing = framing
-        framing.open(compression, event.subprotocol)
+        framing.open_ws(compression, event.subprotocol)
         if self.paused:
             framing.suspend_pings()
         clock = server.factory.clock
@@ -911,7 +838,7 @@ class WebSocketConnection:
         if self.draining:
             self._go_away(_GOING_AWAY, "server shutting down")
         elif buffered:
-            framing._dataReceived(buffered)
+            framing.feed(buffered)
 
     def _write_accept(self, event: Accept, extensions: str | None) -> None:
         """Complete the handshake on the wire: the 101 (RFC 6455 §4.2.2)."""
@@ -1008,7 +935,7 @@ class WebSocketConnection:
             self.task.feed_disconnect(code, reason)
         framing = self.framing
         if framing is not None and framing.state == _OPEN:
-            framing.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
+            framing.send_close(code, reason.encode("utf-8"))
         else:
             self.close_transport()
         self._resume(_PAUSE_QUEUE)
@@ -1040,7 +967,7 @@ class WebSocketConnection:
         framing = self.framing
         if reason == _PAUSE_QUEUE and framing is not None:
             # Frames already received come first; they may fill the queue again.
-            framing.consumeData()
+            framing.consume()
         if self.paused:
             return
         if framing is not None:
@@ -1109,10 +1036,12 @@ class StreamWebSocketConnection(WebSocketConnection):
         channel.app_finished()
 
 
-def _negotiate_deflate(framing: _Framing, offers: str, limit: int) -> tuple[PerMessageDeflate | None, str | None]:
+def _negotiate_deflate(
+    framing: _Framing, offers: str, limit: int
+) -> tuple[PerMessageDeflateOfferAccept | None, str | None]:
     """Accept the client's first valid permessage-deflate offer (RFC 7692 §5:
     an offer with unknown or invalid parameters is declined, not fatal)."""
-    for name, params in framing._parseExtensionsHeader(offers):
+    for name, params in upstream_autobahn.parse_extensions(framing, offers):
         if name != "permessage-deflate":
             continue
         try:
@@ -1129,5 +1058,5 @@ def _negotiate_deflate(framing: _Framing, offers: str, limit: int) -> tuple[PerM
             )
         except Exception:  # noqa: BLE001, S112 (Autobahn raises bare Exception for a bad offer)
             continue
-        return PerMessageDeflate.create_from_offer_accept(True, accept), accept.get_extension_string()
+        return accept, accept.get_extension_string()
     return None, None

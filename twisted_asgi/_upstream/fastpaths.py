@@ -2,10 +2,11 @@
 
 The reactor seam and Twisted's names for the fast paths of TCP connections
 (direct writes, sendfile, prompt close) are checked at start-up. The HTTP/2
-send seam (h2's connection internals), the HPACK Huffman coding and the
-WebSocket small-frame masker are checked when HTTP/2 and WebSocket are first
-used: their libraries (h2 and hpack, Autobahn) are imported only then, so a
-server that never serves them never pays for importing them.
+send seam (h2's connection internals), the HPACK Huffman coding, the
+WebSocket protocol hooks and the WebSocket small-frame masker are checked
+when HTTP/2 and WebSocket are first used: their libraries (h2 and hpack,
+Autobahn) are imported only then, so a server that never serves them never
+pays for importing them.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = Tr
             off["HPACK Huffman coding"] = upstream_hpack.PROBLEM
     if websocket:
         from ..wsmask import PROBLEM as masker_problem
+        from . import autobahn as upstream_autobahn
 
+        why = upstream_autobahn.problem()
+        if why is not None:
+            off["WebSocket protocol hooks"] = (
+                f"{why}; so Autobahn's public API runs the framing (no whole-small-frame fast path)"
+            )
         if masker_problem is not None:
             off["WebSocket small-frame masker"] = masker_problem
     return off
