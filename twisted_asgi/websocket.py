@@ -433,38 +433,14 @@ def _framing_class(config: Any, clock: Any) -> type[_Framing]:
     needs, :func:`public_framing`'s class) whose class attributes are Autobahn's
     options for this server, made once per server; connections share them."""
     options: dict[str, Any] = {
-        "logOctets": False,
-        "logFrames": False,
-        "trackTimings": False,
-        "utf8validateIncoming": True,  # RFC 6455 §8.1: fail invalid UTF-8 with 1007
+        **upstream_autobahn.SERVER_OPTIONS,
         # "applyMask": SmallFrameMasking's (it unmasks client frames itself).
         "maxFramePayloadSize": config.limit_ws_frame_bytes,
         "maxMessagePayloadSize": config.limit_ws_message_bytes,
         "maxMessageFrames": config.limit_ws_fragments,
-        "autoFragmentSize": 0,
-        # Send a Close with the reason's code (1002, 1007, 1009) instead of
-        # dropping TCP (RFC 6455 §7.1.7 allows either; the code helps clients).
-        "failByDrop": False,
-        "echoCloseCodeReason": False,
-        "openHandshakeTimeout": 0,  # the handshake is ours (timeout_ws_handshake)
         "closeHandshakeTimeout": config.timeout_ws_close,
-        "tcpNoDelay": True,
         "autoPingInterval": config.timeout_ws_ping_interval,
         "autoPingTimeout": config.timeout_ws_ping,
-        "autoPingSize": 12,
-        "autoPingRestartOnAnyTraffic": True,
-        "versions": [13],
-        "webStatus": False,
-        "requireMaskedClientFrames": True,  # RFC 6455 §5.1
-        "maskServerFrames": False,
-        "perMessageCompressionAccept": None,
-        "serveFlashSocketPolicy": False,
-        "flashSocketPolicy": "",
-        "allowedOrigins": ["*"],
-        "allowedOriginsPatterns": [],
-        "allowNullOrigin": True,
-        "maxConnections": 0,
-        "trustXForwardedFor": 0,
     }
     # Where Autobahn lacks a private name the fast path needs (checked once, at
     # the first WebSocket), Autobahn's Twisted adapter is imported (about 40 ms) and used.

@@ -65,6 +65,7 @@ from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtoc
 __all__ = [
     "HOOKS",
     "OURS",
+    "SERVER_OPTIONS",
     "HookedProtocol",
     "Timers",
     "parse_extensions",
@@ -507,27 +508,26 @@ class _QuietLog:
     warn = info = error = debug
 
 
-_PROBE_OPTIONS: dict[str, Any] = {
+#: Autobahn's protocol options (``setProtocolOptions``) every server of ours
+#: gives it; each server adds its limits and timeouts (websocket.py), the probe
+#: its own below.
+SERVER_OPTIONS: dict[str, Any] = {
     "logOctets": False,
     "logFrames": False,
     "trackTimings": False,
-    "utf8validateIncoming": True,
-    "applyMask": True,
-    "maxFramePayloadSize": 0,
-    "maxMessagePayloadSize": 0,
+    "utf8validateIncoming": True,  # RFC 6455 §8.1: fail invalid UTF-8 with 1007
     "autoFragmentSize": 0,
+    # Send a Close with the reason's code (1002, 1007, 1009) instead of
+    # dropping TCP (RFC 6455 §7.1.7 allows either; the code helps clients).
     "failByDrop": False,
     "echoCloseCodeReason": False,
-    "openHandshakeTimeout": 0,
-    "closeHandshakeTimeout": 5,
+    "openHandshakeTimeout": 0,  # the handshake is ours (timeout_ws_handshake)
     "tcpNoDelay": True,
-    "autoPingInterval": 0,
-    "autoPingTimeout": 0,
     "autoPingSize": 12,
     "autoPingRestartOnAnyTraffic": True,
     "versions": [13],
     "webStatus": False,
-    "requireMaskedClientFrames": True,
+    "requireMaskedClientFrames": True,  # RFC 6455 §5.1
     "maskServerFrames": False,
     "perMessageCompressionAccept": None,
     "serveFlashSocketPolicy": False,
@@ -537,6 +537,16 @@ _PROBE_OPTIONS: dict[str, Any] = {
     "allowNullOrigin": True,
     "maxConnections": 0,
     "trustXForwardedFor": 0,
+}
+
+_PROBE_OPTIONS: dict[str, Any] = {
+    **SERVER_OPTIONS,
+    "applyMask": True,
+    "maxFramePayloadSize": 0,
+    "maxMessagePayloadSize": 0,
+    "closeHandshakeTimeout": 5,
+    "autoPingInterval": 0,
+    "autoPingTimeout": 0,
 }
 
 
