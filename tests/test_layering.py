@@ -27,24 +27,50 @@ OPTIONAL = ["http2", "proxy", "wscycle", "metrics"]
 MODULES = CORE + [name for name in OPTIONAL if (PACKAGE / f"{name}.py").exists()]
 
 
+def _package_of(path: Path) -> list[str]:
+    """The package a module file is in, as name parts (``twisted_asgi`` for a
+    file outside the package: a test's sample)."""
+    try:
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+    except ValueError:
+        return ["twisted_asgi"]
+    return ["twisted_asgi", *parts[:-1]]
+
+
+def _import_names(node: ast.Import | ast.ImportFrom, package: list[str]) -> set[str]:
+    """Absolute names an ``import`` statement names, relative ones resolved
+    against ``package`` (``from . import x`` names ``package.x``, a module or
+    a name of the package)."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if node.level == 0:
+        return {node.module or ""}
+    base = package[: len(package) - node.level + 1]
+    if node.module:
+        return {".".join([*base, node.module])}
+    return {".".join([*base, alias.name]) for alias in node.names}
+
+
 def imported_modules(path: Path) -> set[str]:
     """Absolute names of every module an ``import`` in ``path`` names, at any depth."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = _package_of(path)
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                names.add(node.module or "")
-            else:
-                # Relative to the package (the core modules are all top-level ones).
-                base = "twisted_asgi" if node.level == 1 else ""
-                if node.module:
-                    names.add(f"{base}.{node.module}")
-                else:
-                    names.update(f"{base}.{alias.name}" for alias in node.names)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= _import_names(node, package)
     return names
+
+
+def _module_file(name: str) -> Path:
+    """The file of package module ``name`` (a module or a package); for a name
+    defined in a package (``from . import x``), the package's."""
+    path = PACKAGE / (name.split(".", 1)[1].replace(".", "/") + ".py")
+    if not path.exists():
+        path = path.with_suffix("") / "__init__.py"
+    if not path.exists():
+        return _module_file(name.rsplit(".", 1)[0])
+    return path
 
 
 def reachable_imports(module: str) -> dict[str, set[str]]:
@@ -55,10 +81,7 @@ def reachable_imports(module: str) -> dict[str, set[str]]:
         name = todo.pop()
         if name in seen:
             continue
-        path = PACKAGE / (name.split(".", 1)[1].replace(".", "/") + ".py")
-        if not path.exists():
-            path = path.with_suffix("") / "__init__.py"
-        seen[name] = imported_modules(path)
+        seen[name] = imported_modules(_module_file(name))
         todo += [n for n in seen[name] if n.startswith("twisted_asgi.")]
     return seen
 
@@ -155,18 +178,8 @@ def _package_import_graph() -> dict[str, set[str]]:
         }
         found: set[str] = set()
         for node in ast.walk(tree):
-            if id(node) in typing_only or not isinstance(node, (ast.Import, ast.ImportFrom)):
-                continue
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif node.level == 0:
-                found.add(node.module or "")
-            else:
-                base = package[: len(package) - node.level + 1]
-                if node.module:
-                    found.add(".".join([*base, node.module]))
-                else:
-                    found.update(".".join([*base, alias.name]) for alias in node.names)
+            if id(node) not in typing_only and isinstance(node, (ast.Import, ast.ImportFrom)):
+                found |= _import_names(node, package)
         graph[name] = {dep for dep in found if dep.startswith("twisted_asgi.") and dep != name}
     return graph
 
