@@ -824,7 +824,9 @@ def test_tcp_paths_checked_once_per_class_for_every_fast_path(monkeypatch):
 
             lines.append(formatEvent(event))
 
-    monkeypatch.setattr(upstream, "_named_late", set())
+    import twisted_asgi._upstream
+
+    monkeypatch.setattr(twisted_asgi._upstream, "_reported", set())
     globalLogPublisher.addObserver(observe)
     pairs = []
     try:

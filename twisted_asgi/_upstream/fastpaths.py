@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["fast_paths_off", "report"]
+from . import say_off
 
-#: The fast paths a log line has named already: each is named once per process.
-_reported: set[str] = set()
+__all__ = ["fast_paths_off", "report"]
 
 
 def fast_paths_off(reactor: Any = None, http2: bool = True, websocket: bool = True) -> dict[str, str]:
@@ -64,11 +63,5 @@ def report(log: Any, reactor: Any = None, http2: bool = False, websocket: bool =
     unless an earlier line named it (nothing when all are on). Returns what
     :func:`fast_paths_off` found."""
     off = fast_paths_off(reactor, http2, websocket)
-    new = {name: why for name, why in off.items() if name not in _reported}
-    if new:
-        _reported.update(new)
-        log.warn(
-            "Fast path(s) off, the public upstream API is used instead (slower, same behaviour): {paths}",
-            paths="; ".join(f"{name}: {why}" for name, why in new.items()),
-        )
+    say_off(log, off)
     return off

@@ -52,6 +52,8 @@ from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
 from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 
+from . import say_off
+
 __all__ = [
     "CLOSE_SOON_NAMES",
     "DIRECT_WRITE",
@@ -301,10 +303,23 @@ def file_sink_problem(transport: Any) -> str | None:
 
 def file_sink(transport: Any) -> FileSink | None:
     """A :class:`FileSink` for ``transport``, or None (see :func:`file_sink_problem`)."""
-    paths = _class_paths.get(type(transport)) or tcp_paths(transport)
-    if not paths.sendfile:
+    if not tcp_paths(transport).sendfile:
         return None
     return FileSink(transport)
+
+
+def _buffered(transport: Any) -> bool:
+    """Whether Twisted's write buffer of ``transport`` holds bytes not yet
+    handed to the kernel (abstract.py ``FileDescriptor``, Twisted
+    24.7.0-26.10.0: ``_tempDataLen`` bytes not yet joined into ``dataBuffer``,
+    which is sent up to ``offset``)."""
+    return bool(transport._tempDataLen or len(transport.dataBuffer) != transport.offset)
+
+
+def _open(transport: Any) -> bool:
+    """Whether ``transport`` is open for writing (no close has begun;
+    ``_writeDisconnected``: abstract.py, after ``loseWriteConnection``)."""
+    return bool(transport.connected and not transport.disconnecting and not transport._writeDisconnected)
 
 
 class FileSink:
@@ -328,13 +343,12 @@ class FileSink:
 
     def open(self) -> bool:
         """The connection is open for writing (no close has begun)."""
-        transport = self.transport
-        return bool(transport.connected and not transport.disconnecting and not transport._writeDisconnected)
+        return _open(self.transport)
 
     def ready(self) -> bool:
         """Nothing waits in Twisted's buffer and the connection is open for writing."""
         transport = self.transport
-        return not transport._tempDataLen and len(transport.dataBuffer) == transport.offset and self.open()
+        return not _buffered(transport) and _open(transport)
 
     def send(self, fd: int, offset: int, count: int) -> int | None:
         """``os.sendfile`` of up to ``count`` bytes of ``fd`` from ``offset``:
@@ -390,6 +404,8 @@ def close_soon(transport: Any, call_later: Any) -> bool:
     go Twisted's way: the socket is registered for writing and ``doWrite``
     sends them, then closes.
     """
+    # tcp_paths(transport), and below not _buffered() and _open(): inlined, as
+    # once per connection each call costs about 0.2% of a Connection: close.
     paths = _class_paths.get(type(transport)) or tcp_paths(transport)
     if not paths.prompt_close:
         return False
@@ -411,7 +427,7 @@ def close_soon(transport: Any, call_later: Any) -> bool:
 def _close_now(transport: Any) -> None:
     if not transport.connected or transport._aborting:
         return  # lost meanwhile, or aborted (abortConnection closes it)
-    if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:
+    if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:  # _buffered(), inlined
         transport.startWriting()  # doWrite sends, then closes (disconnecting is set)
         return
     transport.reactor._disconnectSelectable(transport, CONNECTION_DONE, False)
@@ -468,8 +484,6 @@ class TCPPaths:
 _class_paths: dict[type, TCPPaths] = {}
 #: What Twisted's classes say, found once (see :func:`tcp_paths_off`).
 _classes_off: dict[str, str] | None = None
-#: Paths a connection's check found off that the start-up line did not name.
-_named_late: set[str] = set()
 
 
 def tcp_paths_off(reactor: Any = None) -> dict[str, str]:
@@ -507,8 +521,8 @@ def tcp_paths_off(reactor: Any = None) -> dict[str, str]:
 
 def tcp_paths(transport: Any) -> TCPPaths:
     """The fast paths ``transport``'s class takes, checked once for every one
-    of them on its first connection and kept for the class. None for a
-    transport that is no Twisted TCP (or unix) connection (TLS, the PROXY
+    of them on its first connection and kept for the class. Every path is off
+    for a transport that is no Twisted TCP (or unix) connection (TLS, the PROXY
     wrapper, a test's): it has its own buffer. For one, a path is off where
     :func:`tcp_paths_off` says so, or where the connection lacks a name the
     path uses (logged once, if the start-up line did not say it)."""
@@ -530,13 +544,7 @@ def tcp_paths(transport: Any) -> TCPPaths:
             missing += [n for n in _CALLED.get(path, ()) if n not in missing and not callable(getattr(transport, n))]
             if missing:
                 off[path] = f"Twisted {_version()}'s {cls.__name__} has no usable {', '.join(missing)}"
-        late = {path: why for path, why in off.items() if path not in said and path not in _named_late}
-        if late:
-            _named_late.update(late)
-            log.warn(
-                "Fast path(s) off, the public upstream API is used instead (slower, same behaviour): {paths}",
-                paths="; ".join(f"{path}: {why}" for path, why in late.items()),
-            )
+        say_off(log, {path: why for path, why in off.items() if path not in said})
         paths = TCPPaths(off)
     if len(_class_paths) < 64:
         _class_paths[cls] = paths
@@ -576,6 +584,7 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
     sock = transport.socket
 
     def write(data: bytes) -> None:
+        # not _buffered() and _open(), inlined (once per write):
         if (
             not transport._tempDataLen
             and len(transport.dataBuffer) == transport.offset
@@ -613,6 +622,7 @@ def direct_sequence_writer(transport: Any, counted: Any = None) -> Callable[[lis
     plain_write: Callable[[bytes], None] = transport.write
 
     def write_sequence(pieces: list[bytes]) -> None:
+        # not _buffered() and _open(), inlined (once per write):
         if (
             not transport._tempDataLen
             and len(transport.dataBuffer) == transport.offset
@@ -655,7 +665,8 @@ def can_write_direct(transport: Any) -> bool:
 def output_pending(transport: Any) -> bool:
     """Whether ``transport`` still holds bytes it has not handed to the kernel
     (True when it cannot tell: TLS, or a transport without the path)."""
+    # tcp_paths() and _buffered(), inlined: once per connection (see close_soon).
     paths = _class_paths.get(type(transport)) or tcp_paths(transport)
     if paths.direct_write:
-        return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+        return bool(transport._tempDataLen or len(transport.dataBuffer) != transport.offset)
     return True
