@@ -27,8 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._upstream.twisted import can_write_direct as _has_tcp_buffer
-from ._upstream.twisted import close_soon, direct_sequence_writer, direct_writer, output_pending
+from ._upstream.twisted import can_write_direct, close_soon, direct_sequence_writer, direct_writer, output_pending
 from .h1channel import HTTP11Handler
 from .proxy import proxy_headers_for
 from .scope import EARLY_HINT, ConnectionInfo, client_text, unknown_tls_extension
@@ -329,7 +328,7 @@ class HTTPChannel(Protocol):
         self.write = direct_writer(self.transport, counted)
         if counted is not None:
             self._write_sequence = direct_sequence_writer(self.transport, counted)
-        self.can_gather = _has_tcp_buffer(self.transport)
+        self.can_gather = can_write_direct(self.transport)
         self.info = connection_info(self.transport, self.config.root_path, self.config)
         self.info.extensions["http.response.trailers"] = {}
         # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
