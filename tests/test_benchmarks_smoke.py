@@ -402,15 +402,8 @@ def test_instruction_counts_of_this_checkout_and_another_directory(tmp_path: Pat
     and prints the instructions per request: here for this checkout, and for the same
     source given as another checkout's directory (the second column's code path)."""
     assert shutil.which("valgrind"), "valgrind is a Debian package .ci/run installs"
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01"]
-        + ["--against", str(ROOT), "--args", "--metrics-endpoint tcp:port=0:interface=127.0.0.1"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=580,
-        check=False,
+    done = _instructions(
+        "--against", str(ROOT), "--args", "--metrics-endpoint tcp:port=0:interface=127.0.0.1", timeout=580
     )
     assert done.returncode == 0, done.stdout + done.stderr
     header, row = done.stdout.strip().splitlines()[-2:]
@@ -429,15 +422,20 @@ def test_instruction_counts_of_this_checkout_and_another_directory(tmp_path: Pat
 def test_instruction_counts_pass_args_to_the_server(tmp_path: Path) -> None:
     """--args reaches the server's command line: an option the server refuses fails the run
     and the server's own words are shown."""
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01"]
-        + ["--args", "--no-such-option-here"],
+    done = _instructions("--args", "--no-such-option-here", timeout=280)
+    assert done.returncode != 0
+    assert "the server said" in done.stderr
+    assert "option --no-such-option-here not recognized" in done.stderr
+
+
+def _instructions(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """benchmarks/instructions.py on its h1 scenario at the smallest scale, with ``args``."""
+    return subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--scenarios", "h1", "--scale", "0.01", *args],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=timeout,
         check=False,
     )
-    assert done.returncode != 0
-    assert "no-such-option-here" in done.stdout + done.stderr
