@@ -753,10 +753,15 @@ class ServerTLS:
             timer.cancel()
         tls = self.tls
         if not self.tls_lost and tls is not None:
-            # No more bytes will come: let OpenSSL hand over what it still holds.
-            tls.bio_shutdown()
-            self._receive()
+            # TCP ended before the client's close_notify. Nothing is left to
+            # decrypt: every dataReceived reads until OpenSSL wants more (or
+            # drops the bytes after an abort), so what the receive BIO still
+            # holds is at most part of a record, which OpenSSL would report as
+            # an unexpected EOF. Say so without asking it (an OpenSSL error,
+            # its error queue and two empty reads of the send BIO saved).
             self.tls_lost = True
+            if self.reason is None:
+                self.reason = Failure(ConnectionLost("Connection lost (no TLS close_notify)"))
         reason = self.reason or reason
         self.reason = None
         self.connected = False
