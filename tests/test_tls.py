@@ -115,6 +115,24 @@ def test_tls_13_suites_in_mozillas_order(certs):
         assert "Cipher is (NONE)" in out and "alert handshake failure" in out, out
 
 
+def test_tls_13_session_tickets_resume(certs, tmp_path):
+    """A TLS 1.3 client gets its session tickets with the handshake and resumes
+    with one on its next connection (openssl s_client -sess_out, -sess_in),
+    and both connections are answered."""
+    session = tmp_path / "session.pem"
+    said = []
+    with serving(APP, endpoint=ssl_endpoint(certs)) as server:
+        for option in ("-sess_out", "-sess_in"):
+            argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-CAfile", str(certs["ca"])]
+            argv += ["-tls1_3", "-servername", "localhost", "-ign_eof", option, str(session)]
+            request = b"GET /scope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            result = subprocess.run(argv, input=request, capture_output=True, timeout=60)
+            said.append(result.stdout.decode("utf-8", "replace"))
+            assert "HTTP/1.1 200" in said[-1], said[-1]
+    assert "New, TLSv1.3" in said[0] and "Post-Handshake New Session Ticket arrived" in said[0], said[0]
+    assert "Reused, TLSv1.3" in said[1], said[1]
+
+
 def test_tls_12_version_and_suite(certs):
     """A TLS 1.2 client is reported as 0x0303 with its forward-secret AEAD suite's IANA number."""
     with serving(APP, endpoint=ssl_endpoint(certs)) as server:
