@@ -5,10 +5,12 @@ are made per run with trustme; clients are Python's ssl module and websockets.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import warnings
 
 import pytest
@@ -83,6 +85,52 @@ def test_tls_extension_without_client_certificate(certs):
         assert tls["tls_version"] == 0x0304
         assert tls["cipher_suite"] == iana_id(cipher)
         assert tls["cipher_suite"] in (0x1301, 0x1302, 0x1303)
+
+
+def test_tls_13_suites_in_mozillas_order(certs):
+    """TLS 1.3 suites are Mozilla's intermediate ones in its order, the server's
+    choice: AES-128-GCM (SHA-256, a cheaper handshake than SHA-384's key
+    schedule) for a client that lists AES-256 first, as Python's and OpenSSL's
+    do; a client offering only another of the three gets it; one offering none
+    of them (AES-128-CCM) is refused."""
+    with serving(APP, endpoint=ssl_endpoint(certs)) as server:
+        scope, sock = tls_get(server, client_context(certs["ca"]))
+        cipher = sock.cipher()[0]
+        sock.close()
+        assert cipher == "TLS_AES_128_GCM_SHA256"
+        assert scope["tls"]["cipher_suite"] == 0x1301
+
+        def s_client(suites: str) -> str:
+            argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-CAfile", str(certs["ca"])]
+            argv += ["-tls1_3", "-ciphersuites", suites, "-servername", "localhost"]
+            result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            return result.stdout.decode("utf-8", "replace") + result.stderr.decode("utf-8", "replace")
+
+        out = s_client("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256")
+        assert re.search(r"Cipher is TLS_AES_128_GCM_SHA256\b", out), out
+        for only in ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
+            out = s_client(only)
+            assert re.search(rf"Cipher is {only}\b", out), out
+        out = s_client("TLS_AES_128_CCM_SHA256")
+        assert "Cipher is (NONE)" in out and "alert handshake failure" in out, out
+
+
+def test_tls_13_session_tickets_resume(certs, tmp_path):
+    """A TLS 1.3 client gets its session tickets with the handshake and resumes
+    with one on its next connection (openssl s_client -sess_out, -sess_in),
+    and both connections are answered."""
+    session = tmp_path / "session.pem"
+    said = []
+    with serving(APP, endpoint=ssl_endpoint(certs)) as server:
+        for option in ("-sess_out", "-sess_in"):
+            argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-CAfile", str(certs["ca"])]
+            argv += ["-tls1_3", "-servername", "localhost", "-ign_eof", option, str(session)]
+            request = b"GET /scope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            result = subprocess.run(argv, input=request, capture_output=True, timeout=60)
+            said.append(result.stdout.decode("utf-8", "replace"))
+            assert "HTTP/1.1 200" in said[-1], said[-1]
+    assert "New, TLSv1.3" in said[0] and "Post-Handshake New Session Ticket arrived" in said[0], said[0]
+    assert "Reused, TLSv1.3" in said[1], said[1]
 
 
 def test_tls_12_version_and_suite(certs):

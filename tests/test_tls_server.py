@@ -237,6 +237,27 @@ def test_a_client_that_leaves_without_close_notify(certs):
         gc.enable()
 
 
+def test_tcp_closed_in_the_middle_of_a_record(certs):
+    """TCP ends with part of a record received: nothing of it reaches the
+    app, which hears a plain connection loss, as when nothing was pending."""
+    clock = Clock()
+    factory = AppFactory(clock)
+    client, server, pump = connect(certs, factory, clock)
+    (app,) = factory.built
+    client.write(b"hello, part of a record")
+    clock.advance(0)  # Twisted's TLS transport encrypts a loop pass later
+    record = pump.clientIO.getOutBuffer()
+    assert len(record) > 5
+    server.dataReceived(record[:-3])
+    assert app.received == b""
+    for io in (pump.serverIO, pump.clientIO):
+        io.protocol = io.producer = None
+    server.connectionLost(Failure(ConnectionDone()))
+    assert app.received == b""
+    assert app.lost is not None and app.lost.check(ConnectionLost), app.lost
+    assert server.tls is None
+
+
 def test_close_before_the_handshake_aborts(certs):
     """Before the handshake completes OpenSSL cannot send close_notify: the
     connection is aborted at once instead of waiting for ever."""
