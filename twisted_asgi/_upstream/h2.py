@@ -31,6 +31,18 @@ allows (``h2>=4.2.0,<4.5``); where the two differ it is said below.
   re-checks and debug logging (``tests/test_http2_send.py`` compares them byte
   for byte and state for state). h2 4.2's ``send_data`` refuses an empty DATA
   frame on a negative window, 4.4's sends it; the seam does as 4.4.
+* the receive fast path, :meth:`FastConnection.receive_data` (a request's
+  HEADERS frame read from the bytes): what h2's ``receive_data``, its
+  ``FrameBuffer`` (``incoming_buffer``: the bytes it holds, ``data`` in 4.2.0,
+  ``_data`` in 4.4.1; ``_preamble_len``; ``_headers_buffer``),
+  ``_receive_headers_frame``, ``_begin_new_stream`` and
+  ``H2Stream.receive_headers`` do for it, with h2's module function
+  ``h2.connection._decode_headers`` and ``_terminate_connection``;
+  and :func:`_advance`, h2's stream transitions (h2/stream.py's module
+  ``_transitions``) applied without ``process_input``'s look-up, there and in
+  the send seam, whose connection transitions in SERVER_OPEN are skipped
+  (``H2ConnectionStateMachine._transitions`` says they change nothing).
+  ``tests/test_h2_fastpath.py`` compares it with h2's own path.
 * ``encoder``, ``decoder``, ``local_settings`` and ``max_inbound_frame_size``
   replaced after ``H2Connection.__init__`` (:meth:`FastConnection.configure`):
   twisted-asgi's HPACK codec in place of hpack's, and initial SETTINGS that
@@ -334,16 +346,18 @@ class FastConnection(h2.connection.H2Connection):
     # the body), dispatches it, runs the connection's state machine, and for a
     # HEADERS frame builds validation flags and a header pipeline our
     # configuration turns off. A request's HEADERS frame (END_HEADERS, no
-    # padding or priority, a new client stream while the connection is open) is
-    # read here from the bytes instead, doing what h2's _receive_headers_frame
-    # does to h2's state, in its order: the stream limit check, the header block
-    # decoded with h2's own _decode_headers, the stream begun with
-    # _begin_new_stream and given the headers with H2Stream.receive_headers.
-    # The connection's state machine is skipped: in SERVER_OPEN, RECV_HEADERS
-    # changes nothing (checked at import, _NO_OP_INPUTS). Any other frame, and
-    # everything after it in the same read, goes to h2's receive_data, so h2
-    # stays the reference for all but this one case
-    # (tests/test_h2_fastpath.py feeds random frame sequences both ways).
+    # padding or priority, a new client stream while the connection is idle or
+    # open) is read here from the bytes instead, doing what h2's frame buffer
+    # and _receive_headers_frame do to h2's state, in their order: the stream
+    # limit check, the header block decoded with h2's own _decode_headers, the
+    # connection's RECV_HEADERS (skipped in SERVER_OPEN, where it changes
+    # nothing: _NO_OP_INPUTS), the stream created as _begin_new_stream creates
+    # it (less its debug logging), and H2Stream.receive_headers' transitions
+    # taken from h2's own table by _advance. Any other frame, and everything
+    # after it in the same read, goes to h2's receive_data, so h2 stays the
+    # reference for all but this one case (tests/test_h2_fastpath.py feeds
+    # random frame sequences, split anywhere, both ways). A frame h2 holds the
+    # start of is taken back from its buffer and read with the new bytes.
 
     #: The receive fast path runs (off: every frame goes through h2).
     fast_frames = True
@@ -407,9 +421,9 @@ class FastConnection(h2.connection.H2Connection):
             if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
                 exc.error_code = ErrorCodes.COMPRESSION_ERROR
             raise
-        machine = self.state_machine
-        if machine.state is not _SERVER_OPEN:  # (in it, a no-op: _NO_OP_INPUTS)
-            machine.process_input(ConnectionInputs.RECV_HEADERS)
+        connection = self.state_machine
+        if connection.state is not _SERVER_OPEN:  # (in it, a no-op: _NO_OP_INPUTS)
+            connection.process_input(ConnectionInputs.RECV_HEADERS)
         # _begin_new_stream (with ours) for an id known to be a new client
         # one (receive_data checked it), less its three debug-log calls.
         stream = LenientStream(
@@ -423,7 +437,7 @@ class FastConnection(h2.connection.H2Connection):
         self.highest_inbound_stream_id = stream_id
         if is_informational_response(headers):
             # (h2 refuses it: no such input for a stream it did not open)
-            return stream.receive_headers(headers, bool(end_stream), self.config.header_encoding)[1]  # type: ignore[no-any-return]
+            return stream.receive_headers(headers, bool(end_stream), self.config.header_encoding)[1]
         # H2Stream.receive_headers (4.2.0-4.4.1) for a request: a new stream's
         # RECV_HEADERS (RequestReceived), RECV_END_STREAM (StreamEnded), no
         # content-length check (LenientStream), and the headers as they are
