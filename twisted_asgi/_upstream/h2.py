@@ -675,6 +675,24 @@ def _self_test() -> str | None:
         out.append((data, conn.outbound_flow_control_window, conn.streams[3].closed))
     if out[0] != out[1]:
         return "the send seam's frames differ from h2's send_headers/send_data"
+    return _self_test_receive(wires[0])
+
+
+def _self_test_receive(wire: bytes) -> str | None:
+    """The requests of ``wire`` after the preface, read with the receive fast
+    path and without it (all through h2): the same events, bytes and streams."""
+    seen = []
+    for fast in (True, False):
+        conn = FastConnection(_configuration())
+        conn.fast_frames = fast
+        conn.initiate_connection()
+        # The client's preface (24 bytes) and its SETTINGS frame, then the rest.
+        cut = 24 + 9 + int.from_bytes(wire[24:27], "big")
+        conn.receive_data(wire[:cut])
+        events = conn.receive_data(wire[cut:])
+        seen.append((repr(events), conn.data_to_send(), sorted(conn.streams), conn.highest_inbound_stream_id))
+    if seen[0] != seen[1]:
+        return "the receive fast path's events differ from h2's"
     return None
 
 
@@ -717,7 +735,7 @@ def _problem() -> str | None:
     try:
         why = _self_test()
     except Exception as exc:  # AttributeError, TypeError, h2's errors: a changed h2
-        why = f"the send seam failed its check ({type(exc).__name__}: {exc})"
+        why = f"the send seam or the receive fast path failed its check ({type(exc).__name__}: {exc})"
     return None if why is None else f"h2 {_version()}: {why}"
 
 
