@@ -190,6 +190,26 @@ EXPLICIT: list[tuple[str, str, str]] = [
         )
         for name in ("update_settings", "end_stream", "data_to_send", "_local_settings_acked")
     ),
+    *(
+        (
+            module,
+            name,
+            "twisted_asgi/_upstream/h2.py FastConnection.receive_data/_fast_headers (a request's HEADERS frame read "
+            "from the bytes: what h2's frame buffer, _receive_headers_frame and the connection's state machine "
+            "do for it; the bytes h2's buffer holds taken back; _NO_OP_INPUTS) and _advance (h2's stream transitions "
+            "without process_input's look-up, on the send seam too)",
+        )
+        for module, name in (
+            ("h2.connection", "_decode_headers"),
+            ("h2.connection", "H2ConnectionStateMachine"),
+            ("h2.connection", "H2Connection._get_or_create_stream"),
+            ("h2.stream", "H2Stream.receive_headers"),
+            ("h2.stream", "H2StreamStateMachine"),
+            ("h2.stream", "<module>"),  # its _transitions table, read by _steps()/_advance()
+            ("h2.utilities", "is_informational_response"),
+            ("h2.frame_buffer", "FrameBuffer"),
+        )
+    ),
     # HPACK: twisted_asgi/hpack_codec.py, twisted_asgi/_upstream/hpack.py.
     (
         "hpack.huffman",

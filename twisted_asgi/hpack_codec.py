@@ -137,6 +137,9 @@ _FIELDS_MAX = 4096
 _FIELD_KEPT_BYTES = 256
 
 _DEFAULT_TABLE_SIZE = 4096  # RFC 7541 §4.2 / RFC 9113 §6.5.2 initial value
+#: FieldDecoder remembers at most this many indexed-only blocks of at most this size.
+_SEEN_BLOCKS = 32
+_SEEN_BLOCK_BYTES = 128
 
 
 def _literal(data: bytes) -> bytes:
@@ -286,7 +289,7 @@ class FieldDecoder:
     the most a size update may ask for.
     """
 
-    __slots__ = ("max_header_list_size", "max_allowed_table_size", "_max", "_size", "_entries")
+    __slots__ = ("max_header_list_size", "max_allowed_table_size", "_max", "_size", "_entries", "_seen")
 
     def __init__(self) -> None:
         self.max_header_list_size = 65536
@@ -295,6 +298,11 @@ class FieldDecoder:
         self._size = 0
         #: The dynamic table, newest first (RFC 7541 §2.3.2).
         self._entries: deque[tuple[bytes, bytes]] = deque()
+        #: Blocks made only of indexed fields (a client repeating its request
+        #: head, as browsers and load tools do once its fields are in the
+        #: table), with their fields and decoded size: valid while the dynamic
+        #: table is unchanged, so emptied whenever it changes.
+        self._seen: dict[bytes, tuple[list[tuple[bytes, bytes]], int]] = {}
 
     @property
     def header_table_size(self) -> int:
@@ -305,6 +313,7 @@ class FieldDecoder:
     def header_table_size(self, value: int) -> None:
         self._max = value
         self._evict()
+        self._seen.clear()
 
     def _evict(self) -> None:
         entries = self._entries
@@ -331,10 +340,19 @@ class FieldDecoder:
             (:class:`~hpack.OversizedHeaderListError`).
         """
         data = bytes(data)
+        limit = self.max_header_list_size
+        seen = self._seen.get(data)
+        if seen is not None:
+            fields, inflated = seen
+            if inflated > limit:
+                raise OversizedHeaderListError(f"A header list larger than {limit} has been received")
+            if self._max > self.max_allowed_table_size:
+                raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
+            return list(fields)
         headers: list[tuple[bytes, bytes]] = []
         append = headers.append
-        limit = self.max_header_list_size
         inflated = 0
+        indexed_only = True
         i, n = 0, len(data)
         while i < n:
             first = data[i]
@@ -344,12 +362,14 @@ class FieldDecoder:
             elif first & 0x20 and not first & 0x40:  # dynamic table size update (§6.3)
                 if headers:
                     raise HPACKDecodingError("Table size update not at the start of the block")
+                indexed_only = False
                 size, i = _integer(data, i, 0x1F)
                 if size > self.max_allowed_table_size:
                     raise InvalidTableSizeError("Encoder exceeded max allowable table size")
                 self.header_table_size = size
                 continue
             else:  # literal (§6.2): with incremental indexing, without, never indexed
+                indexed_only = False
                 indexing = first & 0x40
                 index, i = _integer(data, i, 0x3F if indexing else 0x0F)
                 if index:
@@ -363,6 +383,8 @@ class FieldDecoder:
                 value, i = _string(data, i)
                 field = (name, value)
                 if indexing:
+                    if self._seen:
+                        self._seen.clear()  # the table changes
                     size = len(name) + len(value) + 32
                     if size > self._max:
                         self._entries.clear()  # §4.4: an entry larger than the table empties it
@@ -378,4 +400,9 @@ class FieldDecoder:
             append(field)
         if self._max > self.max_allowed_table_size:
             raise InvalidTableSizeError("Encoder did not shrink table size to within the max")
+        if indexed_only and n <= _SEEN_BLOCK_BYTES:
+            if len(self._seen) >= _SEEN_BLOCKS:
+                self._seen.clear()
+            self._seen[data] = (headers, inflated)
+            return list(headers)
         return headers

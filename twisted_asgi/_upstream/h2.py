@@ -31,6 +31,18 @@ allows (``h2>=4.2.0,<4.5``); where the two differ it is said below.
   re-checks and debug logging (``tests/test_http2_send.py`` compares them byte
   for byte and state for state). h2 4.2's ``send_data`` refuses an empty DATA
   frame on a negative window, 4.4's sends it; the seam does as 4.4.
+* the receive fast path, :meth:`FastConnection.receive_data` (a request's
+  HEADERS frame read from the bytes): what h2's ``receive_data``, its
+  ``FrameBuffer`` (``incoming_buffer``: the bytes it holds, ``data`` in 4.2.0,
+  ``_data`` in 4.4.1; ``_preamble_len``; ``_headers_buffer``),
+  ``_receive_headers_frame``, ``_begin_new_stream`` and
+  ``H2Stream.receive_headers`` do for it, with h2's module function
+  ``h2.connection._decode_headers`` and ``_terminate_connection``;
+  and :func:`_advance`, h2's stream transitions (h2/stream.py's module
+  ``_transitions``) applied without ``process_input``'s look-up, there and in
+  the send seam, whose connection transitions in SERVER_OPEN are skipped
+  (``H2ConnectionStateMachine._transitions`` says they change nothing).
+  ``tests/test_h2_fastpath.py`` compares it with h2's own path.
 * ``encoder``, ``decoder``, ``local_settings`` and ``max_inbound_frame_size``
   replaced after ``H2Connection.__init__`` (:meth:`FastConnection.configure`):
   twisted-asgi's HPACK codec in place of hpack's, and initial SETTINGS that
@@ -65,10 +77,16 @@ import h2.connection
 import h2.exceptions
 import h2.settings
 import hpack
-from h2.connection import ConnectionInputs
+from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from h2.utilities import is_informational_response
 from hyperframe.frame import RstStreamFrame
+
+# h2/connection.py's module function (4.2.0-4.4.1): HPACK errors as h2's.
+_decode_headers: Any = getattr(h2.connection, "_decode_headers", None)
+#: The FrameBuffer attribute holding its bytes (BUFFER_BYTES; set by _problem()).
+_buffer_bytes = "_data"
 
 __all__ = [
     "CONNECTION_NAMES",
@@ -89,7 +107,13 @@ CONNECTION_NAMES = (
     "_get_stream_by_id",
     "_stream_is_closed_by_reset",
     "_stream_is_closed_by_end",
+    "_terminate_connection",
 )
+#: ... and on its FrameBuffer (``incoming_buffer``): the bytes it holds (h2
+#: 4.4.1's ``_data``, a bytearray; 4.2.0's ``data``, bytes), the preface still
+#: expected, the header block being gathered.
+BUFFER_NAMES = ("_preamble_len", "_headers_buffer")
+BUFFER_BYTES = ("_data", "data")
 #: ... and on its H2Stream (h2/stream.py, an internal module).
 STREAM_NAMES = ("_initialize_content_length", "_track_content_length")
 #: ... and on an H2Connection instance.
@@ -99,16 +123,77 @@ _MAX_WINDOW = 2**31 - 1
 _SWEEP_EVERY = 32
 _HEADERS, _DATA, _CONTINUATION = 0x1, 0x0, 0x9
 _END_STREAM, _END_HEADERS = 0x1, 0x4
+_MAX_STREAM_ID = 0x7FFFFFFF
+_SERVER_OPEN = ConnectionState.SERVER_OPEN
+#: The connection states the receive fast path starts in: before the first
+#: stream, and open (anything else, closing or closed, is h2's alone).
+_FAST_STATES = (ConnectionState.IDLE, _SERVER_OPEN)
+#: The connection inputs the fast paths skip, and h2's transition for each in
+#: SERVER_OPEN (h2/connection.py ``H2ConnectionStateMachine._transitions``,
+#: 4.2.0-4.4.1): no callback, the state unchanged. Checked by _problem().
+_NO_OP_INPUTS = (ConnectionInputs.RECV_HEADERS, ConnectionInputs.SEND_HEADERS, ConnectionInputs.SEND_DATA)
 # A frame header (RFC 9113 §4.1): 24-bit length (as 16 + 8 bits), type, flags, stream id.
 _FRAME_HEADER = struct.Struct(">HBBBL")
 
 _stream_problem: str | None = None
 try:
-    from h2.stream import H2Stream, StreamInputs  # h2/stream.py: not h2's public API
+    import h2.stream
+    from h2.stream import H2Stream, StreamInputs, StreamState  # h2/stream.py: not h2's public API
 except ImportError as exc:  # a changed h2: the public path
     _stream_problem = f"h2.stream ({exc})"
     H2Stream = object  # type: ignore[misc,assignment]
-    StreamInputs = None  # type: ignore[misc,assignment]
+    StreamInputs = StreamState = None  # type: ignore[misc,assignment]
+
+
+def _steps(input_: Any, *states: Any) -> tuple[tuple[Any, Any, Any], ...]:
+    """h2's stream transitions (h2/stream.py's module ``_transitions``,
+    4.2.0-4.4.1) for ``input_`` in each of ``states``: (state, callback, target)."""
+    table = getattr(h2.stream, "_transitions", None) if _stream_problem is None else None
+    if not isinstance(table, dict):
+        return ()
+    return tuple((state, *table[state, input_]) for state in states if (state, input_) in table)
+
+
+def _advance(machine: Any, input_: Any, steps: tuple[tuple[Any, Any, Any], ...]) -> list[Any]:
+    """``machine.process_input(input_)`` (h2/stream.py ``H2StreamStateMachine``,
+    4.2.0-4.4.1) for a state of ``steps``, without its generic look-up (a
+    dictionary keyed by a pair of enum members, each hashed by a Python
+    ``__hash__``): the same transition and callback from h2's own table, the
+    same errors. In any other state, h2's ``process_input`` itself."""
+    state = machine.state
+    for from_, callback, target in steps:
+        if state is from_:
+            machine.state = target
+            if callback is None:
+                return []
+            try:
+                return callback(machine, state)  # type: ignore[no-any-return]
+            except h2.exceptions.ProtocolError:
+                machine.state = _CLOSED
+                raise
+            except AssertionError as err:  # pragma: no cover (h2's own invariants)
+                machine.state = _CLOSED
+                raise h2.exceptions.ProtocolError(err) from err
+    return machine.process_input(input_)  # type: ignore[no-any-return]
+
+
+if _stream_problem is None:
+    _OPENING = (StreamState.IDLE,)
+    _ANSWERING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
+    _CLOSED = StreamState.CLOSED
+    _RECV_HEADERS = _steps(StreamInputs.RECV_HEADERS, *_OPENING)
+    _RECV_END_STREAM = _steps(StreamInputs.RECV_END_STREAM, StreamState.OPEN)
+    _SEND_HEADERS = _steps(StreamInputs.SEND_HEADERS, *_ANSWERING)
+    _SEND_DATA = _steps(StreamInputs.SEND_DATA, *_ANSWERING)
+    _SEND_END_STREAM = _steps(StreamInputs.SEND_END_STREAM, *_ANSWERING)
+    #: What the steps above must be (a changed table: _problem() says so).
+    _STEPS_EXPECTED = {
+        "RECV_HEADERS": (_RECV_HEADERS, 1),
+        "RECV_END_STREAM": (_RECV_END_STREAM, 1),
+        "SEND_HEADERS": (_SEND_HEADERS, 2),
+        "SEND_DATA": (_SEND_DATA, 2),
+        "SEND_END_STREAM": (_SEND_END_STREAM, 2),
+    }
 
 
 class LenientStream(H2Stream):
@@ -255,6 +340,117 @@ class FastConnection(h2.connection.H2Connection):
             self._prepare_for_sending(frames)
         return events
 
+    # -- receiving: the common frames without h2's frame objects --------------------
+    #
+    # h2 reads each frame into a hyperframe object (a flag set, a memoryview of
+    # the body), dispatches it, runs the connection's state machine, and for a
+    # HEADERS frame builds validation flags and a header pipeline our
+    # configuration turns off. A request's HEADERS frame (END_HEADERS, no
+    # padding or priority, a new client stream while the connection is idle or
+    # open) is read here from the bytes instead, doing what h2's frame buffer
+    # and _receive_headers_frame do to h2's state, in their order: the stream
+    # limit check, the header block decoded with h2's own _decode_headers, the
+    # connection's RECV_HEADERS (skipped in SERVER_OPEN, where it changes
+    # nothing: _NO_OP_INPUTS), the stream created as _begin_new_stream creates
+    # it (less its debug logging), and H2Stream.receive_headers' transitions
+    # taken from h2's own table by _advance. Any other frame, and everything
+    # after it in the same read, goes to h2's receive_data, so h2 stays the
+    # reference for all but this one case (tests/test_h2_fastpath.py feeds
+    # random frame sequences, split anywhere, both ways). A frame h2 holds the
+    # start of is taken back from its buffer and read with the new bytes.
+
+    #: The receive fast path runs (off: every frame goes through h2).
+    fast_frames = True
+
+    def receive_data(self, data: Any) -> list[Any]:
+        buf = self.incoming_buffer
+        if (
+            not self.fast_frames
+            or buf._preamble_len
+            or buf._headers_buffer
+            or self.state_machine.state not in _FAST_STATES
+        ):
+            return super().receive_data(data)
+        held = getattr(buf, _buffer_bytes)
+        if held:
+            # The start of a frame h2 holds (a read ended in it): taken back,
+            # it is read with the rest (h2's buffer is just these bytes).
+            data = bytes(held) + data
+            setattr(buf, _buffer_bytes, held[:0])
+        elif type(data) is not bytes:
+            data = bytes(data)
+        events: list[Any] = []
+        n = len(data)
+        i = 0
+        unpack = _FRAME_HEADER.unpack_from
+        try:
+            while n - i >= 9:
+                high, low, kind, flags, stream_id = unpack(data, i)
+                length = high << 8 | low
+                end = i + 9 + length
+                if (
+                    end > n
+                    or kind != _HEADERS
+                    or flags & ~_END_STREAM != _END_HEADERS
+                    or not stream_id & 1
+                    or stream_id > _MAX_STREAM_ID
+                    or stream_id <= self.highest_inbound_stream_id
+                    or length > self.max_inbound_frame_size
+                ):
+                    break
+                events += self._fast_headers(stream_id, data[i + 9 : end], flags & _END_STREAM)
+                i = end
+        except h2.exceptions.ProtocolError as exc:
+            self._terminate_connection(exc.error_code)  # as h2's receive_data does
+            raise
+        if i < n:
+            events += super().receive_data(data[i:] if i else data)
+        return events
+
+    def _fast_headers(self, stream_id: int, block: bytes, end_stream: int) -> list[Any]:
+        """h2's _receive_headers_frame (with ours above) for a new stream's
+        HEADERS frame with END_HEADERS and neither PADDED nor PRIORITY."""
+        # (A stream id above h2's highest inbound one is never in its table.)
+        limit = self.local_settings.max_concurrent_streams
+        value = self.open_inbound_streams
+        if value + 1 > limit:
+            raise h2.exceptions.TooManyStreamsError(f"Max inbound streams is {limit}, {value} open")
+        try:
+            headers = _decode_headers(self.decoder, block)
+        except h2.exceptions.ProtocolError as exc:
+            if type(exc) is h2.exceptions.ProtocolError and isinstance(exc.__cause__, hpack.HPACKError):
+                exc.error_code = ErrorCodes.COMPRESSION_ERROR
+            raise
+        connection = self.state_machine
+        if connection.state is not _SERVER_OPEN:  # (in it, a no-op: _NO_OP_INPUTS)
+            connection.process_input(ConnectionInputs.RECV_HEADERS)
+        # _begin_new_stream (with ours) for an id known to be a new client
+        # one (receive_data checked it), less its three debug-log calls.
+        stream = LenientStream(
+            stream_id,
+            config=self.config,
+            inbound_window_size=self.local_settings.initial_window_size,
+            outbound_window_size=self.remote_settings.initial_window_size,
+        )
+        stream.max_outbound_frame_size = self.max_outbound_frame_size
+        self.streams[stream_id] = stream
+        self.highest_inbound_stream_id = stream_id
+        if is_informational_response(headers):
+            # (h2 refuses it: no such input for a stream it did not open)
+            return stream.receive_headers(headers, bool(end_stream), self.config.header_encoding)[1]
+        # H2Stream.receive_headers (4.2.0-4.4.1) for a request: a new stream's
+        # RECV_HEADERS (RequestReceived), RECV_END_STREAM (StreamEnded), no
+        # content-length check (LenientStream), and the headers as they are
+        # (_configuration(): no normalising, no validation, no text encoding).
+        machine = stream.state_machine
+        events = _advance(machine, StreamInputs.RECV_HEADERS, _RECV_HEADERS)
+        if end_stream:
+            ended = _advance(machine, StreamInputs.RECV_END_STREAM, _RECV_END_STREAM)
+            events[0].stream_ended = ended[0]
+            events += ended
+        events[0].headers = list(headers)
+        return events
+
     # -- sending a response: h2's send_headers/send_data, less the general work --
     #
     # h2's public calls build frame objects, re-encode and classify the header
@@ -269,14 +465,16 @@ class FastConnection(h2.connection.H2Connection):
 
     def send_response_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         """``send_headers`` for a final response head or trailers (never 1xx)."""
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        fast = self.fast_frames
+        if self.state_machine.state is not _SERVER_OPEN or not fast:  # (in it, a no-op: _NO_OP_INPUTS)
+            self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         stream = self._get_stream_by_id(stream_id)
         machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_HEADERS)
+        _advance(machine, StreamInputs.SEND_HEADERS, _SEND_HEADERS if fast else ())
         block = self.encoder.encode(headers)
         flags = _END_STREAM if end_stream else 0
         if end_stream:
-            machine.process_input(StreamInputs.SEND_END_STREAM)
+            _advance(machine, StreamInputs.SEND_END_STREAM, _SEND_END_STREAM if fast else ())
         elif machine.trailers_sent:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
         stream.request_method = None  # as h2 records it: a response names no method
@@ -308,11 +506,13 @@ class FastConnection(h2.connection.H2Connection):
             raise h2.exceptions.FrameTooLargeError(
                 f"Cannot send frame size {n}, max frame size is {self.max_outbound_frame_size}"
             )
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        fast = self.fast_frames
+        if self.state_machine.state is not _SERVER_OPEN or not fast:  # (in it, a no-op: _NO_OP_INPUTS)
+            self.state_machine.process_input(ConnectionInputs.SEND_DATA)
         machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_DATA)
+        _advance(machine, StreamInputs.SEND_DATA, _SEND_DATA if fast else ())
         if end_stream:
-            machine.process_input(StreamInputs.SEND_END_STREAM)
+            _advance(machine, StreamInputs.SEND_END_STREAM, _SEND_END_STREAM if fast else ())
         out = self._data_to_send
         out += _FRAME_HEADER.pack(n >> 8, n & 0xFF, _DATA, _END_STREAM if end_stream else 0, stream_id)
         out += data
@@ -475,6 +675,24 @@ def _self_test() -> str | None:
         out.append((data, conn.outbound_flow_control_window, conn.streams[3].closed))
     if out[0] != out[1]:
         return "the send seam's frames differ from h2's send_headers/send_data"
+    return _self_test_receive(wires[0])
+
+
+def _self_test_receive(wire: bytes) -> str | None:
+    """The requests of ``wire`` after the preface, read with the receive fast
+    path and without it (all through h2): the same events, bytes and streams."""
+    seen = []
+    for fast in (True, False):
+        conn = FastConnection(_configuration())
+        conn.fast_frames = fast
+        conn.initiate_connection()
+        # The client's preface (24 bytes) and its SETTINGS frame, then the rest.
+        cut = 24 + 9 + int.from_bytes(wire[24:27], "big")
+        conn.receive_data(wire[:cut])
+        events = conn.receive_data(wire[cut:])
+        seen.append((repr(events), conn.data_to_send(), sorted(conn.streams), conn.highest_inbound_stream_id))
+    if seen[0] != seen[1]:
+        return "the receive fast path's events differ from h2's"
     return None
 
 
@@ -485,6 +703,17 @@ def _problem() -> str | None:
         f"H2Connection.{n}" for n in CONNECTION_NAMES if not callable(getattr(h2.connection.H2Connection, n, None))
     ]
     missing += [f"H2Stream.{n}" for n in STREAM_NAMES if not callable(getattr(H2Stream, n, None))]
+    missing += [
+        f"h2.stream._transitions for {name}" for name, (steps, count) in _STEPS_EXPECTED.items() if len(steps) != count
+    ]
+    if not callable(_decode_headers):
+        missing.append("h2.connection._decode_headers")
+    transitions = getattr(h2.connection.H2ConnectionStateMachine, "_transitions", {})
+    missing += [
+        f"H2ConnectionStateMachine._transitions[SERVER_OPEN, {i.name}] as a no-op"
+        for i in _NO_OP_INPUTS
+        if transitions.get((_SERVER_OPEN, i)) != (None, _SERVER_OPEN)
+    ]
     if not isinstance(getattr(h2.connection.H2Connection, "open_inbound_streams", None), property):
         missing.append("H2Connection.open_inbound_streams (a property)")
     if not missing:
@@ -493,12 +722,20 @@ def _problem() -> str | None:
         except Exception as exc:
             return f"h2 {_version()}: H2Connection() failed ({type(exc).__name__}: {exc})"
         missing += [f"H2Connection().{n}" for n in INSTANCE_NAMES if not hasattr(plain, n)]
+        frames = getattr(plain, "incoming_buffer", None)
+        missing += [f"H2Connection().incoming_buffer.{n}" for n in BUFFER_NAMES if not hasattr(frames, n)]
+        held = [n for n in BUFFER_BYTES if isinstance(getattr(frames, n, None), bytes | bytearray)]
+        if held:
+            global _buffer_bytes
+            _buffer_bytes = held[0]
+        else:
+            missing.append(f"H2Connection().incoming_buffer.{' or '.join(BUFFER_BYTES)}")
     if missing:
         return f"h2 {_version()} has no {', '.join(missing)}"
     try:
         why = _self_test()
     except Exception as exc:  # AttributeError, TypeError, h2's errors: a changed h2
-        why = f"the send seam failed its check ({type(exc).__name__}: {exc})"
+        why = f"the send seam or the receive fast path failed its check ({type(exc).__name__}: {exc})"
     return None if why is None else f"h2 {_version()}: {why}"
 
 
