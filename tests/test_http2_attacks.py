@@ -495,3 +495,29 @@ def test_memory_back_near_baseline(server):
         healthy(server, server.baseline)
     grown = vm(server.proc.pid, "VmRSS") - server.baseline
     assert grown < 16 * 1024, f"RSS grew by {grown} KiB"
+
+
+@pytest.mark.parametrize("case", ["malformed", "refused"])
+def test_goaway_in_the_read_of_a_stream_we_answer_ourselves(case):
+    """The client's GOAWAY in the same read as a request the server answers
+    itself (a malformed one: RST_STREAM; one over the stream limit:
+    REFUSED_STREAM): h2 closes the connection on reading the GOAWAY and can
+    send nothing more, so the server closes the TCP connection, logs no
+    traceback, and goes on serving."""
+    server = start_server(APP, "--limit-concurrent-streams", "1")
+    try:
+        client = RawClient(server.host, server.port)
+        try:
+            if case == "malformed":
+                client.send(client.f.headers(1, request_headers() + MALFORMED["CR/LF"]) + client.f.goaway())
+            else:
+                hang_streams(client, server, [1])
+                client.send(client.f.headers(3, request_headers("/")) + client.f.goaway())
+            client.wait_tcp_closed(timeout=5)
+        finally:
+            client.close()
+        healthy(server, 2**40)
+        output = server.read_output()
+        assert "Traceback" not in output and "Unhandled" not in output, output
+    finally:
+        closing(server)

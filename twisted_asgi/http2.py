@@ -429,10 +429,22 @@ class HTTP2Connection:
         self_dependent = self.h2.self_dependent
         if self_dependent:
             resets.update(self_dependent)
-        for event in h2_events:
-            if self.closed:
-                break
-            self._on_h2_event(event, resets)
+        try:
+            for event in h2_events:
+                if self.closed:
+                    break
+                self._on_h2_event(event, resets)
+        except h2.exceptions.ProtocolError:
+            # The client's GOAWAY came in this read after a stream we answer
+            # ourselves (a malformed request's RST_STREAM, REFUSED_STREAM, an
+            # error response): h2 closed the connection on reading the GOAWAY
+            # and sends nothing more. The GOAWAY ends the connection anyway.
+            terminated = [e for e in h2_events if type(e) is h2.events.ConnectionTerminated]
+            if not terminated:
+                raise
+            self.closed = True
+            events.append(ConnectionClosed(int(terminated[0].error_code or 0), "client sent GOAWAY"))
+            return
         if self_dependent:
             # h2 has sent RST_STREAM PROTOCOL_ERROR (on the public path, we
             # send it once h2 has opened the stream); the client caused it.
