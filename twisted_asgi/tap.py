@@ -31,7 +31,7 @@ DEFAULT_ENDPOINT = "tcp:port=8000:interface=127.0.0.1"
 
 def _default(field: str) -> Any:
     """A :class:`Config` field's default: options take theirs from there, not a copy."""
-    return Config.__dataclass_fields__[field].default
+    return next(default for name, default, _doc, _flag in describe_fields() if name == field)
 
 
 def _config_parameters() -> list[list[Any]]:
