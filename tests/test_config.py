@@ -243,6 +243,7 @@ _TRICKY = [
     "limit_request_body_bytes, timeout_keep_alive; (timeout_send) limit_éa limit_aé",
     "No period at all",
     "Two.  Spaces.\nNew line.",
+    "  Leading. e.g\t. i.e.\n  trailing.  ",
     "timeout_timeout_x limit_limit_ limit__ limit_9",
 ]
 
@@ -265,10 +266,10 @@ def test_help_sentence_matches_on_random_text():
     from twisted_asgi.tap import _flags_for_fields, _help_sentence
 
     rng = random.Random(7)
-    alphabet = ["limit_", "timeout_", "a", "z", "9", "_", ".", " ", "e.g", "i.e", "-", "A", "é", "\n"]
+    alphabet = ["limit_", "timeout_", "a", "z", "9", "_", ".", " ", "  ", "e.g", "i.e", "-", "A", "é", "\n", "\t"]
     flags = {"limit_a": "--A", "timeout_z": "--Z", "limit__": "--U"}
-    for _ in range(3000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(14)))
         assert _help_sentence(text, flags) == _reference_sentence(text, flags), text
         assert _flags_for_fields(text, flags) == _reference_flags(text, flags), text
 
