@@ -7,6 +7,8 @@ The field lists are read from the dataclass, so fields added later are covered t
 from __future__ import annotations
 
 import dataclasses
+import random
+import re
 
 import pytest
 
@@ -213,3 +215,106 @@ def test_replace_unknown_field():
     """replace() with a field that does not exist fails instead of being ignored."""
     with pytest.raises(TypeError):
         Config().replace(timeout_nonexistent=1)
+
+
+# -- the --help sentences, made without regular expressions ---------------------------------
+
+
+def _reference_sentence(doc: str, flags: dict[str, str]) -> str:
+    """What tap's help sentence was with regular expressions (the reference)."""
+    text = " ".join(doc.split())
+    end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
+    sentence = text[: end.start() + 1] if end else text
+    return _reference_flags(sentence, flags)
+
+
+def _reference_flags(text: str, flags: dict[str, str]) -> str:
+    return re.sub(r"\b(?:limit|timeout)_[a-z0-9_]+\b", lambda m: flags.get(m.group(0), m.group(0)), text)
+
+
+_TRICKY = [
+    "",
+    ".",
+    "e.g. limit_x. Then more.",
+    "See i.e. timeout_send.",
+    "limit_",
+    "limit_a",
+    "xlimit_a limit_a_ _limit_a limit_aB limit_a-b timeout_send.limit_ws_queue",
+    "limit_request_body_bytes, timeout_keep_alive; (timeout_send) limit_éa limit_aé",
+    "No period at all",
+    "Two.  Spaces.\nNew line.",
+    "  Leading. e.g\t. i.e.\n  trailing.  ",
+    "timeout_timeout_x limit_limit_ limit__ limit_9",
+]
+
+
+@pytest.mark.parametrize("doc", [doc for _n, _d, doc, _f in describe_fields()] + _TRICKY)
+def test_help_sentence_is_the_regular_expressions_one(doc):
+    """tap's --help sentence for a field (first sentence, field names as flags)
+    is what the regular expressions it replaced made, for every field's
+    documentation and for text made to trip word boundaries and abbreviations."""
+    from twisted_asgi.tap import _flags_for_fields, _help_sentence
+
+    flags = {name: flag for name, _default, _doc, flag in describe_fields() if flag}
+    flags.update({"limit_a": "--A", "limit_a_": "--A_", "limit_ws_queue": "--Q", "limit__": "--U"})
+    assert _help_sentence(doc, flags) == _reference_sentence(doc, flags)
+    assert _flags_for_fields(doc, flags) == _reference_flags(doc, flags)
+
+
+def test_help_sentence_matches_on_random_text():
+    """The same, on random strings over the characters that matter."""
+    from twisted_asgi.tap import _flags_for_fields, _help_sentence
+
+    rng = random.Random(7)
+    alphabet = ["limit_", "timeout_", "a", "z", "9", "_", ".", " ", "  ", "e.g", "i.e", "-", "A", "é", "\n", "\t"]
+    flags = {"limit_a": "--A", "timeout_z": "--Z", "limit__": "--U"}
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(14)))
+        assert _help_sentence(text, flags) == _reference_sentence(text, flags), text
+        assert _flags_for_fields(text, flags) == _reference_flags(text, flags), text
+
+
+# -- Config is the class @dataclass(frozen=True, slots=True) made --------------------------
+
+
+def test_config_behaves_as_the_frozen_dataclass():
+    """Config is made without dataclasses' code generation (config._frozen_record),
+    yet behaves as the frozen slotted dataclass it was: equality and hash by
+    value, its repr, positional and keyword construction, no instance dict,
+    copies and pickles, and no assignment or deletion."""
+    import copy
+    import pickle
+
+    config = Config(timeout_send=3.0)
+    assert config == Config(timeout_send=3.0) and hash(config) == hash(Config(timeout_send=3.0))
+    assert config != Config() and config != object()
+    names = [f.name for f in FIELDS]
+    assert repr(config) == "Config(" + ", ".join(f"{n}={getattr(config, n)!r}" for n in names) + ")"
+    assert Config(20000, 7).limit_request_headers == 7 and Config(20000).limit_request_head_bytes == 20000
+    assert not hasattr(config, "__dict__") and Config.__slots__ == tuple(names) == Config.__match_args__
+    for clone in (copy.copy(config), copy.deepcopy(config), pickle.loads(pickle.dumps(config))):
+        assert clone == config and type(clone) is Config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del config.timeout_send
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        Config(nope=1)
+    with pytest.raises(TypeError, match="multiple values for argument 'limit_request_head_bytes'"):
+        Config(20000, limit_request_head_bytes=30000)
+    with pytest.raises(TypeError, match="positional arguments"):
+        Config(*range(len(names) + 1))
+
+
+def test_config_is_a_dataclass_to_dataclasses():
+    """dataclasses sees a frozen dataclass with the same fields, defaults and
+    metadata as describe_fields() (its view is made at the first read), and
+    its replace() and asdict() work; the signature names every field."""
+    import inspect
+
+    config = Config()
+    assert dataclasses.is_dataclass(Config) and dataclasses.is_dataclass(config)
+    assert Config.__dataclass_params__.frozen
+    assert [(f.name, f.default, f.metadata["doc"], f.metadata["flag"]) for f in FIELDS] == describe_fields()
+    assert dataclasses.replace(config, timeout_send=2.0) == config.replace(timeout_send=2.0) != config
+    assert dataclasses.asdict(config)["loop"] == "auto" and len(dataclasses.asdict(config)) == len(FIELDS)
+    parameters = inspect.signature(Config).parameters
+    assert [(p.name, p.default) for p in parameters.values()] == [(f.name, f.default) for f in FIELDS]

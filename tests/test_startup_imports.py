@@ -52,6 +52,10 @@ NOT_ON_THE_PLAIN_PATH = (
     "twisted_asgi.workers",
     "twisted_asgi.reload",
     "twisted_asgi.metrics_http",
+    "twisted_asgi.django",
+    # Config's dataclass view, a real dataclass made at its first read (see
+    # config._frozen_record): the start-up reads Config's own field table.
+    "twisted_asgi.config:dataclass",
     "twisted.internet._newtls",
     "twisted.internet.ssl",
     "twisted.protocols.tls",
@@ -96,6 +100,8 @@ async def app(scope, receive, send):
     if scope["path"] == "/modules":
         # The modules whose code has run (a deferred one's type says it has not).
         ran = [n for n, m in list(sys.modules.items()) if type(m).__name__ != "_DeferredModule"]
+        if type(vars(sys.modules["twisted_asgi.config"].Config)["__dataclass_fields__"]) is dict:
+            ran.append("twisted_asgi.config:dataclass")
         body = " ".join(sorted(ran)).encode()
     elif scope["path"] == "/gc":
         body = f"{GC_ON_AT_IMPORT} {gc.isenabled()}".encode()

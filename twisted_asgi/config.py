@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import Any, dataclass_transform
 
 __all__ = ["Config", "ConfigError", "describe_fields", "zero_meaning"]
 
@@ -38,7 +38,153 @@ def _f(default: Any, doc: str, *, flag: str | None = None, zero: str | None = No
     return field(default=default, metadata={"doc": doc, "flag": flag, "zero": zero})
 
 
-@dataclass(frozen=True, slots=True)
+# -- a frozen dataclass, made cheaply -------------------------------------------------
+#
+# ``@dataclass(frozen=True, slots=True)`` on Config's 67 fields generates the
+# source of __init__, __repr__, __eq__, __hash__, __setattr__ and __delattr__,
+# compiles it and makes the class twice (slots): about a twentieth of the
+# instructions from exec to a plain server's first response. _frozen_record
+# makes the same class from methods written once, below, that loop over the
+# field table; dataclasses' own view of the class (``__dataclass_fields__``,
+# for dataclasses.fields(), replace(), asdict(), is_dataclass(), and the
+# signature) is a real dataclass of the same class body, built at its first
+# read. The server itself reads the table (describe_fields, zero_meaning,
+# validate), never that view.
+
+#: (name, annotation, default, metadata) per field, in order (set by _frozen_record).
+_TABLE: tuple[tuple[str, str, Any, Any], ...] = ()
+_object_setattr = object.__setattr__
+
+
+def _record_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    if args:
+        if len(args) > len(_TABLE):
+            raise TypeError(
+                f"{type(self).__name__}() takes {len(_TABLE)} positional arguments but {len(args)} were given"
+            )
+        for (name, _type, _default, _meta), value in zip(_TABLE, args, strict=False):
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
+            kwargs[name] = value
+    pop = kwargs.pop
+    for name, _type, default, _meta in _TABLE:
+        _object_setattr(self, name, pop(name, default))
+    if kwargs:
+        raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    self.__post_init__()
+
+
+def _record_values(self: Any) -> tuple[Any, ...]:
+    return tuple([getattr(self, name) for name, _type, _default, _meta in _TABLE])
+
+
+def _record_eq(self: Any, other: object) -> Any:
+    if other.__class__ is self.__class__:
+        return _record_values(self) == _record_values(other)
+    return NotImplemented
+
+
+def _record_hash(self: Any) -> int:
+    return hash(_record_values(self))
+
+
+def _record_repr(self: Any) -> str:
+    fields = ", ".join(f"{name}={getattr(self, name)!r}" for name, _type, _default, _meta in _TABLE)
+    return f"{type(self).__qualname__}({fields})"
+
+
+def _record_setattr(self: Any, name: str, value: Any) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _record_delattr(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _record_getstate(self: Any) -> list[Any]:
+    return list(_record_values(self))
+
+
+def _record_setstate(self: Any, state: list[Any]) -> None:
+    for (name, _type, _default, _meta), value in zip(_TABLE, state, strict=True):
+        _object_setattr(self, name, value)
+
+
+class _AsDataclass:
+    """A class attribute that dataclasses reads (``__dataclass_fields__``,
+    ``__dataclass_params__``, ``__signature__``): taken, at the first read,
+    from a real frozen dataclass made of the record's class body, and then
+    stored on the record class in place of this descriptor."""
+
+    def __init__(self, name: str, body: dict[str, Any]) -> None:
+        self.name = name
+        self.body = body
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        twin = _dataclass_twin(owner, self.body)
+        if self.name == "__signature__":
+            import inspect
+
+            value: Any = inspect.signature(twin)
+        else:
+            value = getattr(twin, self.name)
+        setattr(owner, self.name, value)
+        return value
+
+
+_twins: dict[type, type] = {}
+
+
+def _dataclass_twin(cls: type, body: dict[str, Any]) -> type:
+    twin = _twins.get(cls)
+    if twin is None:
+        twin = _twins[cls] = dataclasses.dataclass(frozen=True)(type(cls.__name__, (), dict(body)))
+    return twin
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def _frozen_record(cls: type) -> type:
+    """``cls`` as ``@dataclass(frozen=True, slots=True)`` would make it (fields
+    from its annotations, each default given by :func:`_f`), for the one class
+    of this module (the methods above read the module's one field table)."""
+    global _TABLE
+    annotations = cls.__annotations__
+    table = []
+    for name, annotation in annotations.items():
+        spec = cls.__dict__[name]
+        table.append((name, annotation, spec.default, spec.metadata))
+    _TABLE = tuple(table)
+    names = tuple(annotations)
+    body = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        "__annotations__": annotations,
+    }
+    body.update((name, cls.__dict__[name]) for name in names)
+    namespace = {
+        name: value
+        for name, value in cls.__dict__.items()
+        if name not in annotations and name not in ("__dict__", "__weakref__")
+    }
+    namespace.update(
+        __slots__=names,
+        __match_args__=names,
+        __init__=_record_init,
+        __repr__=_record_repr,
+        __eq__=_record_eq,
+        __hash__=_record_hash,
+        __setattr__=_record_setattr,
+        __delattr__=_record_delattr,
+        __getstate__=_record_getstate,
+        __setstate__=_record_setstate,
+    )
+    for name in ("__dataclass_fields__", "__dataclass_params__", "__signature__"):
+        namespace[name] = _AsDataclass(name, body)
+    return type(cls.__name__, cls.__bases__, namespace)
+
+
+@_frozen_record
 class Config:
     """Limits, timeouts and switches of one server.
 
@@ -588,21 +734,21 @@ class Config:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first field that is out of range."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name.startswith(("limit_", "timeout_")):
+        for name, annotation, _default, _meta in _TABLE:
+            value = getattr(self, name)
+            if name.startswith(("limit_", "timeout_")):
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, (int, float))
                     or (isinstance(value, float) and not math.isfinite(value))
                 ):
-                    raise ConfigError(f"{f.name} must be a number, not {value!r}")
+                    raise ConfigError(f"{name} must be a number, not {value!r}")
                 if value < 0:
-                    raise ConfigError(f"{f.name} must be >= 0, not {value!r}")
-                if f.name.startswith("limit_") and value != int(value):
-                    raise ConfigError(f"{f.name} must be a whole number, not {value!r}")
-            elif f.type in _PLAIN_TYPES and not isinstance(value, _PLAIN_TYPES[f.type]):
-                raise ConfigError(f"{f.name} must be {f.type}, not {value!r}")
+                    raise ConfigError(f"{name} must be >= 0, not {value!r}")
+                if name.startswith("limit_") and value != int(value):
+                    raise ConfigError(f"{name} must be a whole number, not {value!r}")
+            elif annotation in _PLAIN_TYPES and not isinstance(value, _PLAIN_TYPES[annotation]):
+                raise ConfigError(f"{name} must be {annotation}, not {value!r}")
         if self.limit_request_head_bytes < 1024:
             raise ConfigError("limit_request_head_bytes must be at least 1024")
         if self.limit_receive_buffer_bytes < 1:
@@ -676,14 +822,17 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied (and validated)."""
-        return dataclasses.replace(self, **changes)
+        return Config(**{**{name: getattr(self, name) for name, _t, _d, _m in _TABLE}, **changes})
 
 
 def describe_fields() -> list[tuple[str, Any, str, str | None]]:
     """``(name, default, doc, flag)`` for every field, for docs and ``--help``."""
-    return [(f.name, f.default, f.metadata["doc"], f.metadata["flag"]) for f in dataclasses.fields(Config)]
+    return [(name, default, meta["doc"], meta["flag"]) for name, _type, default, meta in _TABLE]
 
 
 def zero_meaning(name: str) -> str | None:
     """What 0 means for the limit or timeout ``name`` (None: 0 is not special)."""
-    return Config.__dataclass_fields__[name].metadata.get("zero")
+    for field_name, _type, _default, meta in _TABLE:
+        if field_name == name:
+            return meta.get("zero")  # type: ignore[no-any-return]
+    raise KeyError(name)

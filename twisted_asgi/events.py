@@ -10,8 +10,6 @@ Imports neither Twisted nor asyncio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 Headers = list[tuple[bytes, bytes]]
 
 __all__ = [
@@ -31,16 +29,64 @@ __all__ = [
 ]
 
 
+class _Event:
+    """Base of the event classes: what ``@dataclass(slots=True)`` would give
+    them (``__eq__``, ``__repr__``, ``__match_args__``), written once here;
+    each class lists its fields in ``__slots__`` and sets them in its own
+    ``__init__``. Generating those methods per class (dataclasses compiles
+    their source at import) cost every server start about 2.5% of its
+    instructions to the first response."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as a dataclass)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__qualname__}({fields})"
+
+
 # -- incoming ----------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Request:
+class Request(_Event):
     """A complete request head.
 
     ``target`` is the request target exactly as received; ``path`` and ``query``
     are its two halves (raw bytes, nothing decoded).
     """
+
+    __slots__ = (
+        "stream_id",
+        "method",
+        "path",
+        "query",
+        "http_version",
+        "headers",
+        "keep_alive",
+        "expect_continue",
+        "upgrade",
+        "content_length",
+        "has_body",
+    )
+    __match_args__ = (
+        "stream_id",
+        "method",
+        "path",
+        "query",
+        "http_version",
+        "headers",
+        "keep_alive",
+        "expect_continue",
+        "upgrade",
+        "content_length",
+        "has_body",
+    )
 
     stream_id: int
     method: bytes
@@ -48,73 +94,135 @@ class Request:
     query: bytes
     http_version: str
     headers: Headers
-    keep_alive: bool = True
-    expect_continue: bool = False
+    keep_alive: bool
+    expect_continue: bool
     #: Upgrade token(s) the client asked for (lower-cased), e.g. b"websocket".
-    upgrade: bytes | None = None
+    upgrade: bytes | None
     #: Body length promised by Content-Length, None when chunked or absent.
-    content_length: int | None = None
+    content_length: int | None
     #: True when a body follows (Content-Length > 0 or chunked).
-    has_body: bool = False
+    has_body: bool
+
+    def __init__(
+        self,
+        stream_id: int,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        http_version: str,
+        headers: Headers,
+        keep_alive: bool = True,
+        expect_continue: bool = False,
+        upgrade: bytes | None = None,
+        content_length: int | None = None,
+        has_body: bool = False,
+    ) -> None:
+        self.stream_id = stream_id
+        self.method = method
+        self.path = path
+        self.query = query
+        self.http_version = http_version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self.content_length = content_length
+        self.has_body = has_body
 
 
-@dataclass(slots=True)
-class Data:
+class Data(_Event):
     """Request body bytes."""
+
+    __slots__ = ("stream_id", "data")
+    __match_args__ = ("stream_id", "data")
 
     stream_id: int
     data: bytes
 
+    def __init__(self, stream_id: int, data: bytes) -> None:
+        self.stream_id = stream_id
+        self.data = data
 
-@dataclass(slots=True)
-class EndOfMessage:
+
+class EndOfMessage(_Event):
     """The request body is complete."""
 
+    __slots__ = ("stream_id",)
+    __match_args__ = ("stream_id",)
+
     stream_id: int
 
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
 
-@dataclass(slots=True)
-class StreamReset:
+
+class StreamReset(_Event):
     """The peer abandoned the stream (HTTP/2 RST_STREAM, or a lost connection)."""
 
+    __slots__ = ("stream_id",)
+    __match_args__ = ("stream_id",)
+
     stream_id: int
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id = stream_id
 
 
 # -- outgoing ----------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Response:
+class Response(_Event):
     """A response head (also 1xx informational responses)."""
+
+    __slots__ = ("status", "headers", "trailers")
+    __match_args__ = ("status", "headers", "trailers")
 
     status: int
     headers: Headers
-    trailers: bool = False
+    trailers: bool
+
+    def __init__(self, status: int, headers: Headers, trailers: bool = False) -> None:
+        self.status = status
+        self.headers = headers
+        self.trailers = trailers
 
 
-@dataclass(slots=True)
-class EarlyHint:
+class EarlyHint(_Event):
     """A ``103 Early Hints`` informational response (RFC 8297): one ``link``
     field per entry of ``headers``, checked like any response field."""
 
+    __slots__ = ("headers",)
+    __match_args__ = ("headers",)
+
     headers: Headers
 
+    def __init__(self, headers: Headers) -> None:
+        self.headers = headers
 
-@dataclass(slots=True)
-class Body:
+
+class Body(_Event):
     """Response body bytes; ``more`` False ends the body."""
+
+    __slots__ = ("data", "more")
+    __match_args__ = ("data", "more")
 
     data: bytes
     more: bool
 
+    def __init__(self, data: bytes, more: bool) -> None:
+        self.data = data
+        self.more = more
 
-@dataclass(slots=True)
-class FileBody:
+
+class FileBody(_Event):
     """Response body bytes from a file (``http.response.pathsend``,
     ``http.response.zerocopysend``): the server opens ``path``, or sends from
     the app's ``file`` (an object with ``fileno()``, or a descriptor), from
     ``offset`` (None: the file's position) for ``count`` bytes (None: to its
     end); ``more`` False ends the body."""
+
+    __slots__ = ("path", "file", "offset", "count", "more")
+    __match_args__ = ("path", "file", "offset", "count", "more")
 
     path: str | None
     file: object
@@ -122,12 +230,24 @@ class FileBody:
     count: int | None
     more: bool
 
+    def __init__(self, path: str | None, file: object, offset: int | None, count: int | None, more: bool) -> None:
+        self.path = path
+        self.file = file
+        self.offset = offset
+        self.count = count
+        self.more = more
 
-@dataclass(slots=True)
-class Trailers:
+
+class Trailers(_Event):
     """Response trailer fields, which end the response."""
 
+    __slots__ = ("headers",)
+    __match_args__ = ("headers",)
+
     headers: Headers
+
+    def __init__(self, headers: Headers) -> None:
+        self.headers = headers
 
 
 # -- errors ------------------------------------------------------------------

@@ -16,7 +16,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger, LogPublisher
 from zope.interface import implementer
 
-from . import django as _django_hint  # noqa: F401 (registers the Django refusal hint; imports no Django)
 from .channel import HTTPChannel
 
 if TYPE_CHECKING:
@@ -29,12 +28,26 @@ from .lifespan import Lifespan, LifespanFailure
 from .listeners import bind_listeners, endpoint_from_string, is_tls
 from .metrics import Metrics
 from .reactor import LoopClock, loop_name, reactor_loop
-from .runner import Runner
+from .runner import Runner, register_exception_hint
 from .scope import ConnectionInfo
 
 __all__ = ["ASGIFactory", "ASGIService", "AccessLog", "twistd_service_class"]
 
 log = Logger(namespace="twisted_asgi.server")
+
+
+def _django_refusal_hint(exc: BaseException, scope_type: str) -> str | None:
+    """The Django adapter's line for Django's refusal of a scope type
+    (:func:`twisted_asgi.django.refusal_message`, always a ``ValueError``),
+    with that module imported at the first such exception, not at start-up."""
+    if type(exc) is not ValueError:
+        return None
+    from .django import refusal_message
+
+    return refusal_message(exc, scope_type)
+
+
+register_exception_hint(_django_refusal_hint)
 
 
 class _Refused(Protocol):

@@ -31,7 +31,7 @@ DEFAULT_ENDPOINT = "tcp:port=8000:interface=127.0.0.1"
 
 def _default(field: str) -> Any:
     """A :class:`Config` field's default: options take theirs from there, not a copy."""
-    return Config.__dataclass_fields__[field].default
+    return next(default for name, default, _doc, _flag in describe_fields() if name == field)
 
 
 def _config_parameters() -> list[list[Any]]:
@@ -56,14 +56,51 @@ def _help_sentence(doc: str, flags: dict[str, str]) -> str:
     rest, where the default came from, is in the configuration reference), with
     other fields named by their ``flags``."""
     text = " ".join(doc.split())
-    end = re.search(r"(?<!e\.g)(?<!i\.e)\.(\s|$)", text)
-    sentence = text[: end.start() + 1] if end else text
-    return _flags_for_fields(sentence, flags)
+    # The first ". " or final ".", not that of "e.g." or "i.e." (string
+    # operations, as below: these run for every option at every start-up,
+    # where compiling a regular expression costs more than the search).
+    end = text.find(".")
+    while end >= 0:
+        if text[end + 1 : end + 2] in ("", " ") and text[max(end - 3, 0) : end] not in ("e.g", "i.e"):
+            return _flags_for_fields(text[: end + 1], flags)
+        end = text.find(".", end + 1)
+    return _flags_for_fields(text, flags)
+
+
+#: What follows ``limit_``/``timeout_`` in a Config field's name.
+_FIELD_NAME_TAIL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 def _flags_for_fields(text: str, flags: dict[str, str]) -> str:
-    """``text`` with each Config field it names replaced by that field's flag."""
-    return re.sub(r"\b(?:limit|timeout)_[a-z0-9_]+\b", lambda m: flags.get(m.group(0), m.group(0)), text)
+    """``text`` with each Config field it names (a whole word ``limit_...`` or
+    ``timeout_...`` of lower-case letters, digits and ``_``) replaced by that
+    field's flag."""
+    parts = []
+    done = 0
+    start = 0
+    while True:
+        found = [i for i in (text.find("limit_", start), text.find("timeout_", start)) if i >= 0]
+        if not found:
+            break
+        i = min(found)
+        start = i + 1
+        if i > 0 and _is_word(text[i - 1]):
+            continue
+        j = i + (6 if text.startswith("limit_", i) else 8)
+        if j == len(text) or text[j] not in _FIELD_NAME_TAIL:
+            continue
+        while j < len(text) and text[j] in _FIELD_NAME_TAIL:
+            j += 1
+        if j < len(text) and _is_word(text[j]):
+            continue
+        name = text[i:j]
+        parts += [text[done:i], flags.get(name, name)]
+        done = start = j
+    return "".join(parts) + text[done:] if parts else text
 
 
 #: ``--help`` and the configuration reference list the options in these groups,
