@@ -10,7 +10,7 @@ Imports neither Twisted nor asyncio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -19,6 +19,7 @@ __all__ = [
     "Data",
     "EarlyHint",
     "EndOfMessage",
+    "ErrorResponse",
     "FileBody",
     "Headers",
     "ProtocolError",
@@ -81,6 +82,10 @@ class StreamReset:
 
 
 # -- outgoing ----------------------------------------------------------------
+#
+# Every core serialises these with ``send(event) -> bytes``. ``stream_id`` is
+# keyword-only and defaults to 0: on HTTP/1.1, 0 means "the request being
+# answered" (the core knows which); on HTTP/2 it names the stream.
 
 
 @dataclass(slots=True)
@@ -90,6 +95,7 @@ class Response:
     status: int
     headers: Headers
     trailers: bool = False
+    stream_id: int = field(default=0, kw_only=True)
 
 
 @dataclass(slots=True)
@@ -98,6 +104,7 @@ class EarlyHint:
     field per entry of ``headers``, checked like any response field."""
 
     headers: Headers
+    stream_id: int = field(default=0, kw_only=True)
 
 
 @dataclass(slots=True)
@@ -106,6 +113,7 @@ class Body:
 
     data: bytes
     more: bool
+    stream_id: int = field(default=0, kw_only=True)
 
 
 @dataclass(slots=True)
@@ -121,6 +129,7 @@ class FileBody:
     offset: int | None
     count: int | None
     more: bool
+    stream_id: int = field(default=0, kw_only=True)
 
 
 @dataclass(slots=True)
@@ -128,6 +137,21 @@ class Trailers:
     """Response trailer fields, which end the response."""
 
     headers: Headers
+    stream_id: int = field(default=0, kw_only=True)
+
+
+@dataclass(slots=True)
+class ErrorResponse:
+    """A complete plain-text error response the server makes itself (``status``
+    with ``reason`` as its body), in place of an app's: a refused request, an
+    app that failed or timed out before its first body bytes. On HTTP/1.1 it
+    closes the connection; on HTTP/2 it ends the stream, with the ``headers``
+    given added to its head."""
+
+    stream_id: int
+    status: int
+    reason: str
+    headers: Headers | None = None
 
 
 # -- errors ------------------------------------------------------------------
