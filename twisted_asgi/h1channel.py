@@ -5,10 +5,11 @@ A connection (:class:`~twisted_asgi.channel.HTTPChannel`) starts with an
 ``h2`` or they are the HTTP/2 preface it lets HTTP/2 take the connection over
 (the factory's ``http2.sniff``) without ever making an HTTP/1.1 parser;
 otherwise it parses them with the sans-IO
-:class:`~twisted_asgi.http11.HTTP11Connection` and serves the requests: one at
-a time, the pipelined ones queued, 100-continue, the discard of a body the app
-did not read, keep-alive, the request head, keep-alive and request body timers
-(on the connection's one scheduler), error responses, and the hand-over to the
+:class:`~twisted_asgi.http11.HTTP11Connection` and serves the requests as the
+core says (which request is answered, which wait, keep-alive, the discard of a
+body the app did not read are the core's): app calls, 100-continue, read
+pausing, the request head, keep-alive and request body timers (on the
+connection's one scheduler), error responses, and the hand-over to the
 protocol an accepted ``Upgrade`` asks for (WebSocket, h2c).
 
 It implements the connection's :class:`~twisted_asgi.channel.Handler`

@@ -1,8 +1,22 @@
 """Sans-IO HTTP/1.1 server connection over httptools (llhttp).
 
 Bytes in (:meth:`HTTP11Connection.receive_data`) give :mod:`~twisted_asgi.events`;
-response events in give bytes out. Nothing here reads a socket, starts a timer or
-knows about ASGI; the shell (:mod:`twisted_asgi.channel`) does that.
+response events in (:meth:`HTTP11Connection.send`, the same entry as
+:class:`~twisted_asgi.http2.HTTP2Connection`'s) give bytes out. Nothing here
+reads a socket, starts a timer or knows about ASGI; the shell
+(:mod:`twisted_asgi.h1channel`) does that, and does what the core says.
+
+The exchange is h11's model, one request/response cycle at a time, kept here:
+:meth:`~HTTP11Connection.route` says where each parsed event goes (``ROUTE_*``:
+the request to answer now, body for its app call, queued behind it, an error
+to answer, a discarded body's bytes); :meth:`~HTTP11Connection.finish_response`
+counts a complete response and decides keep-alive (``FINISH_*``), starting the
+next cycle itself; :meth:`~HTTP11Connection.discard_body` drops a body the app
+left unread, within ``limit_receive_buffer_bytes``; :meth:`~HTTP11Connection.drain`
+makes the current response the last. Pipelined requests wait in
+:attr:`~HTTP11Connection.pending` (64 events, ``limit_receive_buffer_bytes`` of
+body: then the shell stops reading), and parsing stops at
+``limit_pipelined_requests`` requests not yet answered.
 
 llhttp runs in its strict mode (no leniency flags), which already refuses bare CR
 or LF line endings, obs-fold, conflicting Content-Length and Transfer-Encoding,

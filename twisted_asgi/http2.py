@@ -5,7 +5,9 @@ Bytes in (:meth:`HTTP2Connection.receive_data`) give the neutral events of
 :class:`Data`, :class:`EndOfMessage`, :class:`StreamReset`) plus four of this
 module (:class:`WriteReady`, :class:`StreamComplete`, :class:`MalformedStream`,
 :class:`ConnectionClosed`); response events in give bytes out
-(:meth:`data_to_send`). Nothing here reads a
+(:meth:`HTTP2Connection.send`, the same entry as
+:class:`~twisted_asgi.http11.HTTP11Connection`'s, over the specialised
+``send_*`` methods, and :meth:`data_to_send`). Nothing here reads a
 socket, starts a timer or runs an app; :mod:`twisted_asgi.h2channel` does that.
 
 What this module adds to h2:
