@@ -21,6 +21,7 @@ CLASSES = [
     events.Body,
     events.FileBody,
     events.Trailers,
+    events.ErrorResponse,
 ]
 
 

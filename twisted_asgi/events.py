@@ -17,6 +17,7 @@ __all__ = [
     "Data",
     "EarlyHint",
     "EndOfMessage",
+    "ErrorResponse",
     "FileBody",
     "Headers",
     "ProtocolError",
@@ -169,49 +170,61 @@ class StreamReset(_Event):
 
 
 # -- outgoing ----------------------------------------------------------------
+#
+# Every core serialises these with ``send(event) -> bytes``. ``stream_id`` is
+# their last field and defaults to 0: on HTTP/1.1, 0 means "the request being
+# answered" (the core knows which); on HTTP/2 it names the stream. (Not
+# keyword-only: CPython does not specialise calls to an ``__init__`` with
+# keyword-only parameters, which cost 1% of an HTTP/1.1 request.)
 
 
 class Response(_Event):
     """A response head (also 1xx informational responses)."""
 
-    __slots__ = ("status", "headers", "trailers")
-    __match_args__ = ("status", "headers", "trailers")
+    __slots__ = ("status", "headers", "trailers", "stream_id")
+    __match_args__ = ("status", "headers", "trailers", "stream_id")
 
     status: int
     headers: Headers
     trailers: bool
+    stream_id: int
 
-    def __init__(self, status: int, headers: Headers, trailers: bool = False) -> None:
+    def __init__(self, status: int, headers: Headers, trailers: bool = False, stream_id: int = 0) -> None:
         self.status = status
         self.headers = headers
         self.trailers = trailers
+        self.stream_id = stream_id
 
 
 class EarlyHint(_Event):
     """A ``103 Early Hints`` informational response (RFC 8297): one ``link``
     field per entry of ``headers``, checked like any response field."""
 
-    __slots__ = ("headers",)
-    __match_args__ = ("headers",)
+    __slots__ = ("headers", "stream_id")
+    __match_args__ = ("headers", "stream_id")
 
     headers: Headers
+    stream_id: int
 
-    def __init__(self, headers: Headers) -> None:
+    def __init__(self, headers: Headers, stream_id: int = 0) -> None:
         self.headers = headers
+        self.stream_id = stream_id
 
 
 class Body(_Event):
     """Response body bytes; ``more`` False ends the body."""
 
-    __slots__ = ("data", "more")
-    __match_args__ = ("data", "more")
+    __slots__ = ("data", "more", "stream_id")
+    __match_args__ = ("data", "more", "stream_id")
 
     data: bytes
     more: bool
+    stream_id: int
 
-    def __init__(self, data: bytes, more: bool) -> None:
+    def __init__(self, data: bytes, more: bool, stream_id: int = 0) -> None:
         self.data = data
         self.more = more
+        self.stream_id = stream_id
 
 
 class FileBody(_Event):
@@ -221,32 +234,66 @@ class FileBody(_Event):
     ``offset`` (None: the file's position) for ``count`` bytes (None: to its
     end); ``more`` False ends the body."""
 
-    __slots__ = ("path", "file", "offset", "count", "more")
-    __match_args__ = ("path", "file", "offset", "count", "more")
+    __slots__ = ("path", "file", "offset", "count", "more", "stream_id")
+    __match_args__ = ("path", "file", "offset", "count", "more", "stream_id")
 
     path: str | None
     file: object
     offset: int | None
     count: int | None
     more: bool
+    stream_id: int
 
-    def __init__(self, path: str | None, file: object, offset: int | None, count: int | None, more: bool) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        file: object,
+        offset: int | None,
+        count: int | None,
+        more: bool,
+        stream_id: int = 0,
+    ) -> None:
         self.path = path
         self.file = file
         self.offset = offset
         self.count = count
         self.more = more
+        self.stream_id = stream_id
 
 
 class Trailers(_Event):
     """Response trailer fields, which end the response."""
 
-    __slots__ = ("headers",)
-    __match_args__ = ("headers",)
+    __slots__ = ("headers", "stream_id")
+    __match_args__ = ("headers", "stream_id")
 
     headers: Headers
+    stream_id: int
 
-    def __init__(self, headers: Headers) -> None:
+    def __init__(self, headers: Headers, stream_id: int = 0) -> None:
+        self.headers = headers
+        self.stream_id = stream_id
+
+
+class ErrorResponse(_Event):
+    """A complete plain-text error response the server makes itself (``status``
+    with ``reason`` as its body), in place of an app's: a refused request, an
+    app that failed or timed out before its first body bytes. On HTTP/1.1 it
+    closes the connection; on HTTP/2 it ends the stream, with the ``headers``
+    given added to its head."""
+
+    __slots__ = ("stream_id", "status", "reason", "headers")
+    __match_args__ = ("stream_id", "status", "reason", "headers")
+
+    stream_id: int
+    status: int
+    reason: str
+    headers: Headers | None
+
+    def __init__(self, stream_id: int, status: int, reason: str, headers: Headers | None = None) -> None:
+        self.stream_id = stream_id
+        self.status = status
+        self.reason = reason
         self.headers = headers
 
 

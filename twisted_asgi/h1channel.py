@@ -5,10 +5,11 @@ A connection (:class:`~twisted_asgi.channel.HTTPChannel`) starts with an
 ``h2`` or they are the HTTP/2 preface it lets HTTP/2 take the connection over
 (the factory's ``http2.sniff``) without ever making an HTTP/1.1 parser;
 otherwise it parses them with the sans-IO
-:class:`~twisted_asgi.http11.HTTP11Connection` and serves the requests: one at
-a time, the pipelined ones queued, 100-continue, the discard of a body the app
-did not read, keep-alive, the request head, keep-alive and request body timers
-(on the connection's one scheduler), error responses, and the hand-over to the
+:class:`~twisted_asgi.http11.HTTP11Connection` and serves the requests as the
+core says (which request is answered, which wait, keep-alive, the discard of a
+body the app did not read are the core's): app calls, 100-continue, read
+pausing, the request head, keep-alive and request body timers (on the
+connection's one scheduler), error responses, and the hand-over to the
 protocol an accepted ``Upgrade`` asks for (WebSocket, h2c).
 
 It implements the connection's :class:`~twisted_asgi.channel.Handler`
@@ -31,12 +32,26 @@ from .events import (
     Data,
     EarlyHint,
     EndOfMessage,
+    ErrorResponse,
     ProtocolError,
     Request,
     Response,
     Trailers,
 )
-from .http11 import HTTP11Connection, body_size, error_response
+from .http11 import (
+    FINISH_CLOSE,
+    FINISH_DISCARD,
+    ROUTE_BODY,
+    ROUTE_CLOSE,
+    ROUTE_ERROR,
+    ROUTE_NEXT,
+    ROUTE_QUEUE_FULL,
+    ROUTE_SKIP,
+    ROUTE_START,
+    HTTP11Connection,
+    body_size,
+    error_response,
+)
 from .runner import HTTPTask
 from .scope import http_scope
 
@@ -87,20 +102,14 @@ class HTTP11Handler:
         "conn",
         "request",
         "task",
-        "pending",
-        "pending_bytes",
         "paused",
         "write_paused",
-        "requests_served",
-        "draining",
         "closed",
         "_timer",
         "_timer_at",
         "_deadline",
         "_timer_kind",
         "_started_at",
-        "_discard_left",
-        "_finished_stream",
         "_dispatching",
         "_continue_later",
     )
@@ -115,20 +124,15 @@ class HTTP11Handler:
         self.write = channel.write
         #: The parser, made once the first bytes are not HTTP/2's.
         self.conn: HTTP11Connection | None = None
-        #: The request being answered, and its app task.
+        #: The request being answered (the core's ``current``, kept here for
+        #: the app call's messages), and its app task.
         self.request: Request | None = None
         self.task: HTTPTask | None = None
-        #: Events of pipelined requests that wait for the current response (a
-        #: list, taken whole: an empty deque costs 760 bytes per connection).
-        self.pending: list[Any] = []
-        self.pending_bytes = 0
         #: Why reading is stopped (``_PAUSE_*`` bits), 0 while reading.
         self.paused = 0
         #: The connection's ``write_paused``, told to this handler (the app's
         #: ``send()`` reads it at every call).
         self.write_paused = False
-        self.requests_served = 0
-        self.draining = False
         #: Closing or closed, or handed over: this handler serves no more.
         self.closed = False
         self._timer: Any = None
@@ -136,10 +140,6 @@ class HTTP11Handler:
         self._deadline: float | None = None
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
-        #: Bytes of an unread request body still to drop after its response, or None.
-        self._discard_left: int | None = None
-        #: Stream id of the last request whose exchange is over.
-        self._finished_stream = 0
         #: How deep in _dispatch we are, and whether a response completed in
         #: there (an app started eagerly may answer before _start returns).
         self._dispatching = 0
@@ -165,6 +165,8 @@ class HTTP11Handler:
                     return  # HTTP/2 took the connection, or more bytes must tell
                 data = sniffed
             conn = self.conn = HTTP11Connection(self.config, self.factory.upgrades)
+            if self.channel.draining:
+                conn.drain()  # a first request within the grace is the last
         elif self.closed:
             return
         try:
@@ -204,7 +206,6 @@ class HTTP11Handler:
             # connection is freed by reference counting, not left to the
             # cyclic garbage collector.
             self.task = None
-        self.pending.clear()
         if self.conn is not None:
             self.conn.release()
 
@@ -233,15 +234,14 @@ class HTTP11Handler:
         request, which may still be on its way; one that stays silent (a
         browser's speculative connection) is closed when the grace ends.
         """
-        self.draining = True
         conn = self.conn
         if conn is not None:
-            conn.keep_alive = False
+            conn.drain()
         if self.request is not None:
             return
         if conn is not None and conn.in_request_head:
             return  # answered, then closed (keep-alive is off)
-        if (conn is None or conn.fresh) and self.requests_served == 0:
+        if conn is None or (conn.fresh and conn.requests_served == 0):
             self._arm(_FRESH_GRACE, _T_IDLE)
             return
         self._close()
@@ -261,7 +261,6 @@ class HTTP11Handler:
         """Another protocol took the connection (HTTP/2, an ``Upgrade``): let go."""
         self.closed = True
         self._cancel_timer()
-        self.pending.clear()
         if self.conn is not None:
             self.conn.release()  # its parser holds its callbacks (a cycle)
 
@@ -288,52 +287,37 @@ class HTTP11Handler:
         """Route parsed events: body events to the request being answered,
         a new request to the app when the connection is free, and everything
         else to the pipeline queue, in order."""
+        # The core says where each event goes (which request is current, which
+        # wait, what is discarded); a response completed while routing (an
+        # eager app call) changes its answer for the events after it.
+        route = self.conn.route  # type: ignore[union-attr]
         self._dispatching += 1
         try:
-            self._route(events)
+            for event in events:
+                if self.closed:
+                    return
+                action = route(event)
+                if action == ROUTE_START:
+                    self._start(event)
+                elif action == ROUTE_SKIP:
+                    continue
+                elif action == ROUTE_BODY:
+                    self._body_event(type(event), event)
+                elif action == ROUTE_QUEUE_FULL:
+                    self._pause(_PAUSE_PIPELINE)
+                elif action == ROUTE_ERROR:
+                    self._protocol_error(event)
+                    return
+                elif action == ROUTE_CLOSE:
+                    self._close()  # an unread body ran past its bound
+                elif action == ROUTE_NEXT:
+                    self._next()  # the unread body is over
+                # else ROUTE_QUEUED: it waits in the core
         finally:
             self._dispatching -= 1
 
-    def _route(self, events: list[Any]) -> None:
-        for event in events:
-            if self.closed:
-                return
-            kind = type(event)
-            request = self.request
-            if kind is Data or kind is EndOfMessage:
-                if request is not None and event.stream_id == request.stream_id:
-                    # A request without a body began complete: its end changes nothing.
-                    if request.has_body or kind is Data:
-                        self._body_event(kind, event)
-                    continue
-                if event.stream_id <= self._finished_stream:
-                    continue  # end of a bodiless request already answered
-            elif kind is Request:
-                if request is None and not self.pending:
-                    self._start(event)
-                    continue
-            elif not self.pending and (request is None or not self.task or not self.task.cycle.request_complete):
-                # A ProtocolError about the request being received now.
-                self._protocol_error(event)
-                return
-            self.pending.append(event)
-            if kind is Data:
-                self.pending_bytes += len(event.data)
-            if self.pending_bytes > self.config.limit_receive_buffer_bytes or len(self.pending) > 64:
-                self._pause(_PAUSE_PIPELINE)
-
     def _body_event(self, kind: type, event: Data | EndOfMessage) -> None:
         """Body bytes or body end of the request being answered."""
-        if self._discard_left is not None:
-            # The rest of a body the app did not read, after its response.
-            if kind is Data:
-                self._discard_left -= len(event.data)  # type: ignore[union-attr]
-                if self._discard_left < 0:
-                    self._close()
-            else:
-                self._discard_left = None
-                self._next()
-            return
         task = self.task
         if task is None:
             return  # an upgrade request: its new protocol owns what follows
@@ -351,11 +335,7 @@ class HTTP11Handler:
     def _start(self, request: Request) -> None:
         """Begin answering ``request``: cancel the head timer, build the scope, run the app."""
         self._deadline = None
-        self.request = request
-        limit = self.config.limit_requests_per_connection
-        if self.draining or (limit and self.requests_served + 1 >= limit) or not self.config.timeout_keep_alive:
-            # This response is the connection's last: say so in its head.
-            self.conn.keep_alive = False  # type: ignore[union-attr]
+        self.request = request  # the core made it current (and decided keep-alive)
         if self.factory.access_log is not None:
             self._started_at = self.clock.seconds()
         if request.upgrade is not None:
@@ -368,10 +348,8 @@ class HTTP11Handler:
         self.factory.runner.start_http(scope, request, self, self.config.limit_receive_buffer_bytes)
 
     def _next(self) -> None:
-        """The current response is complete: go on with pipelined requests, or idle."""
-        conn = self.conn
-        conn.response_done()  # type: ignore[union-attr]
-        self._finished_stream = self.request.stream_id  # type: ignore[union-attr]
+        """The exchange is over (the core began the next cycle): go on with
+        pipelined requests, or idle."""
         finished = self.task
         self.request = None
         self.task = None
@@ -398,11 +376,8 @@ class HTTP11Handler:
         conn = self.conn
         while True:
             self._continue_later = False
-            pending = self.pending
-            if pending:
-                self.pending = []
-                self.pending_bytes = 0
-                self._dispatch(pending)
+            if conn.pending:  # type: ignore[union-attr]
+                self._dispatch(conn.take_pending())  # type: ignore[union-attr]
                 if self.closed:
                     return
             if conn.unparsed:  # type: ignore[union-attr]
@@ -418,7 +393,7 @@ class HTTP11Handler:
             if not self._continue_later:
                 break
             # A response completed inside that dispatch: go on from there.
-        if self.paused & _PAUSE_PIPELINE and not self.pending and not conn.unparsed:  # type: ignore[union-attr]
+        if self.paused & _PAUSE_PIPELINE and not conn.pending and not conn.unparsed:  # type: ignore[union-attr]
             self._resume(_PAUSE_PIPELINE)
         if self.task is None and self.request is not None:
             self._switch_protocol()
@@ -430,7 +405,6 @@ class HTTP11Handler:
 
     def _response_complete(self) -> None:
         conn = self.conn
-        self.requests_served += 1
         task = self.task
         access_log = self.factory.access_log
         if access_log is not None:
@@ -438,21 +412,17 @@ class HTTP11Handler:
             # completes for the current task, so self.request is set).
             duration = self.clock.seconds() - self._started_at
             access_log.log_http(self.info, self.request, conn.status, conn.bytes_sent, duration)  # type: ignore[union-attr]
-        limit = self.config.limit_requests_per_connection
-        if not conn.keep_alive or self.draining or (limit and self.requests_served >= limit):  # type: ignore[union-attr]
+        # The core counts the response and says what follows (it has begun
+        # the next cycle when it says go on).
+        finish = conn.finish_response()  # type: ignore[union-attr]
+        if finish == FINISH_CLOSE:
             self._close()
             return
-        if task is not None and not task.cycle.request_complete:
-            dropped = task.drop_body()
-            if dropped is None:
-                # RFC 9110 §10.1.1: we answered without asking for the body, so
-                # the client may never send it; closing is the safe way out.
-                self._close()
-                return
-            # The app answered without reading the whole body: read and drop the
-            # rest, up to a bound, to keep the connection (RFC 9112 §9.3).
-            self._discard_left = self.config.limit_receive_buffer_bytes - dropped
-            if self._discard_left < 0:
+        if finish == FINISH_DISCARD and task is not None:
+            # The app answered without reading the whole body: the core reads
+            # and drops the rest, up to a bound, to keep the connection (RFC
+            # 9112 §9.3), or says close (the bound, or a body never asked for).
+            if not conn.discard_body(task.drop_body()):  # type: ignore[union-attr]
                 self._close()
                 return
             self._resume(_PAUSE_BODY)
@@ -623,7 +593,11 @@ class HTTP11Handler:
     def _error_response(self, status: int, reason: str, refused: Request | None = None) -> None:
         if self.closed:
             return
-        data = error_response(status, reason, self.config.server_name)
+        conn = self.conn
+        if conn is not None:
+            data = conn.send(ErrorResponse(0, status, reason))
+        else:  # (no parser yet: nothing was read)
+            data = error_response(status, reason, self.config.server_name)
         self.channel.write_now(data)
         if self.factory.access_log is not None:
             # Body bytes only, as for every response; the request refused before

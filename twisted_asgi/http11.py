@@ -1,8 +1,22 @@
 """Sans-IO HTTP/1.1 server connection over httptools (llhttp).
 
 Bytes in (:meth:`HTTP11Connection.receive_data`) give :mod:`~twisted_asgi.events`;
-response events in give bytes out. Nothing here reads a socket, starts a timer or
-knows about ASGI; the shell (:mod:`twisted_asgi.channel`) does that.
+response events in (:meth:`HTTP11Connection.send`, the same entry as
+:class:`~twisted_asgi.http2.HTTP2Connection`'s) give bytes out. Nothing here
+reads a socket, starts a timer or knows about ASGI; the shell
+(:mod:`twisted_asgi.h1channel`) does that, and does what the core says.
+
+The exchange is h11's model, one request/response cycle at a time, kept here:
+:meth:`~HTTP11Connection.route` says where each parsed event goes (``ROUTE_*``:
+the request to answer now, body for its app call, queued behind it, an error
+to answer, a discarded body's bytes); :meth:`~HTTP11Connection.finish_response`
+counts a complete response and decides keep-alive (``FINISH_*``), starting the
+next cycle itself; :meth:`~HTTP11Connection.discard_body` drops a body the app
+left unread, within ``limit_receive_buffer_bytes``; :meth:`~HTTP11Connection.drain`
+makes the current response the last. Pipelined requests wait in
+:attr:`~HTTP11Connection.pending` (64 events, ``limit_receive_buffer_bytes`` of
+body: then the shell stops reading), and parsing stops at
+``limit_pipelined_requests`` requests not yet answered.
 
 llhttp runs in its strict mode (no leniency flags), which already refuses bare CR
 or LF line endings, obs-fold, conflicting Content-Length and Transfer-Encoding,
@@ -35,15 +49,65 @@ import httptools
 from .config import Config
 from .events import (
     AppError,
+    Body,
     Data,
+    EarlyHint,
     EndOfMessage,
+    ErrorResponse,
     Headers,
     ProtocolError,
     Request,
+    Response,
+    Trailers,
 )
 from .fieldrules import REQUEST_VALUE_FORBIDDEN
 
-__all__ = ["HTTP11Connection", "http_date", "imf_fixdate", "status_line"]
+__all__ = [
+    "HTTP11Connection",
+    "http_date",
+    "imf_fixdate",
+    "status_line",
+    "ROUTE_BODY",
+    "ROUTE_START",
+    "ROUTE_SKIP",
+    "ROUTE_QUEUED",
+    "ROUTE_QUEUE_FULL",
+    "ROUTE_ERROR",
+    "ROUTE_CLOSE",
+    "ROUTE_NEXT",
+    "FINISH_CLOSE",
+    "FINISH_NEXT",
+    "FINISH_DISCARD",
+]
+
+# What the shell does with one parsed event (see HTTP11Connection.route).
+#: Body bytes or body end of the request being answered: give them to its app call.
+ROUTE_BODY = 0
+#: A request to answer now: it is the current one (start its app call).
+ROUTE_START = 1
+#: Nothing to do (the end of a bodiless request, bytes of a body being discarded).
+ROUTE_SKIP = 2
+#: The event waits behind the current response, in the core's queue.
+ROUTE_QUEUED = 3
+#: As ROUTE_QUEUED, and the queue is at its bound: stop reading.
+ROUTE_QUEUE_FULL = 4
+#: A ProtocolError about the request being received now: answer it, close.
+ROUTE_ERROR = 5
+#: The body being discarded ran past its bound: close the connection.
+ROUTE_CLOSE = 6
+#: The body being discarded is over: the core began the next cycle (take_pending).
+ROUTE_NEXT = 7
+
+# What follows a complete response (see HTTP11Connection.finish_response).
+#: The connection closes (no keep-alive, the request limit, a drain).
+FINISH_CLOSE = 0
+#: The exchange is over: the core began the next cycle (take_pending).
+FINISH_NEXT = 1
+#: The app left the request body unread: drop what it queued, then discard_body().
+FINISH_DISCARD = 2
+
+#: Pipelined events held behind the current response before reading stops.
+_QUEUE_BOUND = 64
 
 # Statuses whose responses never carry a body (RFC 9110 §6.4.1).
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -199,6 +263,17 @@ class HTTP11Connection:
         "response_complete",
         "bytes_sent",
         "status",
+        # the exchange (one request/response cycle at a time)
+        "current",
+        "_current_ended",
+        "pending",
+        "pending_bytes",
+        "requests_served",
+        "draining",
+        "_last_at",
+        "_finished_stream",
+        "_discard_left",
+        "_trailers",
     )
 
     def __init__(self, config: Config, upgrades: frozenset[bytes] = frozenset()) -> None:
@@ -258,6 +333,28 @@ class HTTP11Connection:
         self.response_complete = False
         self.bytes_sent = 0
         self.status = 0
+        #: The request being answered (see :meth:`route`), None between exchanges.
+        self.current: Request | None = None
+        self._current_ended = True
+        #: Events of pipelined requests that wait for the current response (a
+        #: list, taken whole by :meth:`take_pending`: an empty deque costs 760
+        #: bytes per connection), and the body bytes among them.
+        self.pending: list = []
+        self.pending_bytes = 0
+        #: Responses completed on this connection.
+        self.requests_served = 0
+        #: Set by :meth:`drain`: the current response (if any) is the last.
+        self.draining = False
+        #: From this many responses served, the next is the last (the
+        #: request limit; keep-alive off: at once; see drain()).
+        limit = config.limit_requests_per_connection
+        self._last_at = -1 if not config.timeout_keep_alive else (limit - 1 if limit else 1 << 62)
+        #: Stream id of the last request whose exchange is over.
+        self._finished_stream = 0
+        #: Bytes of an unread request body still to drop after its response, or None.
+        self._discard_left: int | None = None
+        #: The current response's ``Response.trailers`` (for :meth:`send`).
+        self._trailers = False
 
     def release(self) -> None:
         """The connection is over: drop the parser, which holds this object's
@@ -266,6 +363,7 @@ class HTTP11Connection:
         self._parser = None  # type: ignore[assignment]
         self._events = []
         self.unparsed = b""
+        self.pending = []
 
     # -- receiving -----------------------------------------------------------
 
@@ -647,7 +745,159 @@ class HTTP11Connection:
             self._events.append(EndOfMessage(self._stream_id))
         return data[n:]
 
+    # -- the exchange: which request is answered, which wait -----------------
+
+    def route(self, event: object) -> int:
+        """Where one event of :meth:`receive_data` goes, as a ``ROUTE_*`` code.
+
+        One request is answered at a time (h11's model): a :class:`Request`
+        becomes :attr:`current` when none is (``ROUTE_START``); its body events
+        are the app's (``ROUTE_BODY``); everything after them waits in
+        :attr:`pending` until the response is done (``ROUTE_QUEUED``, or
+        ``ROUTE_QUEUE_FULL`` past 64 events or ``limit_receive_buffer_bytes``
+        of body: the shell stops reading). While an unread body is discarded
+        (:meth:`discard_body`) its bytes are counted and dropped here. A
+        :class:`ProtocolError` is answered now (``ROUTE_ERROR``) when it
+        concerns the request being received, else queued in order.
+        """
+        kind = type(event)
+        current = self.current
+        if kind is Request:
+            if current is None and not self.pending:
+                # Answered now: is its response the connection's last (the
+                # request limit, a drain, keep-alive off)? The head says so.
+                self.current = event  # type: ignore[assignment]
+                self._current_ended = not event.has_body  # type: ignore[attr-defined]
+                if self.requests_served >= self._last_at:
+                    self.keep_alive = False
+                return ROUTE_START
+        elif kind is EndOfMessage or kind is Data:
+            if current is not None and event.stream_id == current.stream_id:  # type: ignore[attr-defined]
+                if self._discard_left is None:
+                    if kind is Data:
+                        return ROUTE_BODY
+                    if not current.has_body:
+                        return ROUTE_SKIP  # a request without a body began complete
+                    self._current_ended = True
+                    return ROUTE_BODY
+                # The rest of a body the app did not read, after its response.
+                if kind is Data:
+                    self._discard_left -= len(event.data)  # type: ignore[attr-defined]
+                    return ROUTE_CLOSE if self._discard_left < 0 else ROUTE_SKIP
+                self.response_done()  # the next cycle begins
+                return ROUTE_NEXT
+            if event.stream_id <= self._finished_stream:  # type: ignore[attr-defined]
+                return ROUTE_SKIP  # end of a bodiless request already answered
+        elif not self.pending and (current is None or current.upgrade is not None or not self._current_ended):
+            return ROUTE_ERROR
+        pending = self.pending
+        pending.append(event)
+        if kind is Data:
+            self.pending_bytes += len(event.data)  # type: ignore[attr-defined]
+        if self.pending_bytes > self._config.limit_receive_buffer_bytes or len(pending) > _QUEUE_BOUND:
+            return ROUTE_QUEUE_FULL
+        return ROUTE_QUEUED
+
+    def take_pending(self) -> list:
+        """The queued events, in order, for :meth:`route` again (the queue empties)."""
+        pending = self.pending
+        if pending:
+            self.pending = []
+            self.pending_bytes = 0
+        return pending
+
+    def drain(self) -> None:
+        """Graceful shutdown: the current response, if any, is the connection's
+        last (its head says ``connection: close``)."""
+        self.draining = True
+        self.keep_alive = False
+        self._last_at = -1
+
+    @property
+    def close_after_response(self) -> bool:
+        """True when the connection closes once the current response is done."""
+        return not self.keep_alive or self.draining
+
+    def finish_response(self) -> int:
+        """The current response is complete: count it and say what follows.
+
+        ``FINISH_CLOSE``: the connection closes. ``FINISH_DISCARD``: the app
+        left the request body unread, and the connection may be kept by
+        :meth:`discard_body`. ``FINISH_NEXT``: the exchange is over and the
+        core has started the next cycle itself (as :meth:`response_done`):
+        :meth:`take_pending` gives the events that waited.
+        """
+        self.requests_served += 1
+        if not self.keep_alive:
+            # Also after the request limit and a drain: both turned keep-alive
+            # off for this response, which never turns it on again.
+            return FINISH_CLOSE
+        current = self.current
+        if current is not None:
+            if current.upgrade is None and not self._current_ended:
+                return FINISH_DISCARD
+            self._finished_stream = current.stream_id
+            self.current = None
+        # response_done, inlined (once per request on a kept connection).
+        self._answered += 1
+        self._trailers = False
+        self.response_started = False
+        self.response_complete = False
+        self.bytes_sent = 0
+        self.status = 0
+        self._mode = _NONE
+        self._pending_head = b""
+        return FINISH_NEXT
+
+    def discard_body(self, dropped: int | None) -> bool:
+        """After ``FINISH_DISCARD``: read and drop the rest of the body, up to
+        ``limit_receive_buffer_bytes`` with the ``dropped`` bytes the app had
+        queued (RFC 9112 §9.3), so the connection is kept. False when it must
+        close instead: past the bound, or ``dropped`` None (the client waits
+        for ``100 Continue`` and may never send the body, RFC 9110 §10.1.1)."""
+        if dropped is None:
+            return False
+        left = self._config.limit_receive_buffer_bytes - dropped
+        if left < 0:
+            return False
+        self._discard_left = left
+        return True
+
     # -- sending ------------------------------------------------------------
+
+    def send(self, event: object) -> bytes:
+        """The bytes of one outgoing event of :mod:`~twisted_asgi.events` for
+        the current request (``stream_id`` 0, or the current one's):
+        :class:`Response` (held back until the first body bytes, returns
+        ``b""``), :class:`Body`, :class:`Trailers`, :class:`EarlyHint`, and
+        :class:`ErrorResponse` (a whole response that closes the connection).
+        The shell uses the specialised methods below (:meth:`send_body_pieces`
+        frames without copying); this is the same code, by one entry.
+
+        :raises AppError: as :meth:`send_body`.
+        """
+        kind = type(event)
+        if kind is ErrorResponse:
+            self.keep_alive = False
+            self.response_started = self.response_complete = True
+            self._pending_head = b""
+            self.status = event.status  # type: ignore[attr-defined]
+            return error_response(event.status, event.reason, self._config.server_name)  # type: ignore[attr-defined]
+        request = self.current
+        stream_id = event.stream_id  # type: ignore[attr-defined]
+        if request is None or (stream_id and stream_id != request.stream_id):
+            raise ValueError(f"no request {stream_id or ''} is being answered")
+        if kind is Body:
+            return self.send_body(event.data, event.more, self._trailers)  # type: ignore[attr-defined]
+        if kind is Response:
+            self.start_response(request, event.status, event.headers)  # type: ignore[attr-defined]
+            self._trailers = event.trailers  # type: ignore[attr-defined]
+            return b""
+        if kind is Trailers:
+            return self.send_trailers(event.headers)  # type: ignore[attr-defined]
+        if kind is EarlyHint:
+            return self.early_hint(request, event.headers)  # type: ignore[attr-defined]
+        raise TypeError(f"HTTP11Connection.send() cannot send {event!r}")
 
     def start_response(self, request: Request, status: int, headers: Headers) -> None:
         """Prepare the head of the response to ``request``.
@@ -828,8 +1078,17 @@ class HTTP11Connection:
         return b"".join(parts)
 
     def response_done(self) -> None:
-        """Reset the response side for the next pipelined request."""
+        """The exchange is over: reset the response side for the next
+        pipelined request, which :meth:`take_pending` and :meth:`route` start.
+        (:meth:`finish_response` and :meth:`route` do this themselves when
+        they answer ``FINISH_NEXT`` or ``ROUTE_NEXT``.)"""
         self._answered += 1
+        current = self.current
+        if current is not None:
+            self._finished_stream = current.stream_id
+            self.current = None
+        self._discard_left = None
+        self._trailers = False
         self.response_started = False
         self.response_complete = False
         self.bytes_sent = 0

@@ -5,7 +5,9 @@ Bytes in (:meth:`HTTP2Connection.receive_data`) give the neutral events of
 :class:`Data`, :class:`EndOfMessage`, :class:`StreamReset`) plus four of this
 module (:class:`WriteReady`, :class:`StreamComplete`, :class:`MalformedStream`,
 :class:`ConnectionClosed`); response events in give bytes out
-(:meth:`data_to_send`). Nothing here reads a
+(:meth:`HTTP2Connection.send`, the same entry as
+:class:`~twisted_asgi.http11.HTTP11Connection`'s, over the specialised
+``send_*`` methods, and :meth:`data_to_send`). Nothing here reads a
 socket, starts a timer or runs an app; :mod:`twisted_asgi.h2channel` does that.
 
 What this module adds to h2:
@@ -55,7 +57,19 @@ from hyperframe.frame import GoAwayFrame, SettingsFrame
 
 from ._upstream import h2 as upstream_h2
 from .config import Config
-from .events import AppError, Data, EndOfMessage, Headers, Request, StreamReset
+from .events import (
+    AppError,
+    Body,
+    Data,
+    EarlyHint,
+    EndOfMessage,
+    ErrorResponse,
+    Headers,
+    Request,
+    Response,
+    StreamReset,
+    Trailers,
+)
 from .fieldrules import REQUEST_VALUE_MARKS, is_lower_token, is_token, target_ok
 from .hpack_codec import FieldDecoder, StaticEncoder
 from .http11 import http_date
@@ -335,6 +349,8 @@ class HTTP2Connection:
         #: still queued: flush again once the output has been written.
         self.output_held = False
         self._events: list[Any] = []
+        #: Streams whose Response (given to send()) announced trailers.
+        self._trailers_wanted: set[int] = set()
         #: Stream ids above this are refused (after our graceful GOAWAY).
         self.last_stream_id: int | None = None
         self.closed = False
@@ -778,6 +794,46 @@ class HTTP2Connection:
         if size:
             self.h2.acknowledge_received_data(size, stream_id)
 
+    def send(self, event: object) -> bytes:
+        """The one entry for outgoing events of :mod:`~twisted_asgi.events`,
+        as on :class:`~twisted_asgi.http11.HTTP11Connection`: the event's
+        ``stream_id`` names the stream; :class:`Response` (its head goes out
+        with the first body bytes), :class:`Body`, :class:`Trailers`,
+        :class:`EarlyHint` and :class:`ErrorResponse`. Returns the bytes to
+        write now (:meth:`data_to_send`); the events it caused (e.g.
+        :class:`StreamComplete`) are taken with :meth:`take_events`. The shell
+        calls the specialised methods below, which this dispatches to.
+
+        :raises AppError: as :meth:`send_body`.
+        """
+        kind = type(event)
+        stream_id = event.stream_id  # type: ignore[attr-defined]
+        if not stream_id:
+            raise ValueError(f"an HTTP/2 event needs its stream_id: {event!r}")
+        self._events = []
+        if kind is Body:
+            self.send_body(stream_id, event.data, event.more, stream_id in self._trailers_wanted)  # type: ignore[attr-defined]
+        elif kind is Response:
+            self.send_response(stream_id, event.status, event.headers)  # type: ignore[attr-defined]
+            if event.trailers:  # type: ignore[attr-defined]
+                self._trailers_wanted.add(stream_id)
+        elif kind is Trailers:
+            self._trailers_wanted.discard(stream_id)
+            self.send_trailers(stream_id, event.headers)  # type: ignore[attr-defined]
+        elif kind is EarlyHint:
+            self.send_early_hint(stream_id, event.headers)  # type: ignore[attr-defined]
+        elif kind is ErrorResponse:
+            self._trailers_wanted.discard(stream_id)
+            self.error_response(stream_id, event.status, event.reason, event.headers)  # type: ignore[attr-defined]
+        else:
+            raise TypeError(f"HTTP2Connection.send() cannot send {event!r}")
+        return self.data_to_send()
+
+    def take_events(self) -> list[Any]:
+        """The events the last :meth:`send` caused (then none)."""
+        events, self._events = self._events, []
+        return events
+
     def send_continue(self, stream_id: int) -> None:
         """``100 Continue`` (RFC 9110 §10.1.1), when the app first waits for the body."""
         stream = self.streams.get(stream_id)
@@ -1073,6 +1129,8 @@ class HTTP2Connection:
     def _stream_gone(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
         self._sending.pop(stream_id, None)
+        if self._trailers_wanted:
+            self._trailers_wanted.discard(stream_id)
         if stream is not None:
             if stream.unacked:
                 self.h2.acknowledge_received_data(stream.unacked, stream_id)
