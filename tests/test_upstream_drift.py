@@ -134,6 +134,27 @@ EXPLICIT: list[tuple[str, str, str]] = [
             ("twisted.internet.tcp", "_AbortingMixin.abortConnection"),
         )
     ),
+    *(
+        (
+            module,
+            name,
+            "twisted_asgi/_upstream/twisted.py _close_now (the transport's connectionLost, called for "
+            "_disconnectSelectable without its removeReader/removeWriter: FileDescriptor.connectionLost makes them)",
+        )
+        for module, name in (
+            ("twisted.internet.abstract", "FileDescriptor.connectionLost"),
+            ("twisted.internet.tcp", "Connection.connectionLost"),
+        )
+    ),
+    *(
+        (
+            "twisted.internet.tcp",
+            name,
+            "twisted_asgi/_upstream/twisted.py tcp_addresses (buildProtocol's address is the client getPeer "
+            "gives; Server.server is the accepting Port, whose getHost is every connection's on a bound port)",
+        )
+        for name in ("Port.doRead", "Port.getHost", "Server.__init__", "Server.getHost", "Server.getPeer")
+    ),
     # Importing the reactor without Twisted's TLS: twisted_asgi/_upstream/twisted_imports.py.
     (
         "twisted.internet.tcp",

@@ -47,10 +47,12 @@ from collections.abc import Callable
 from socket import SO_ERROR, SOL_SOCKET
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
-from twisted.internet.main import CONNECTION_DONE
+from twisted.internet.error import ConnectionDone, ConnectionFdescWentAway, ConnectionLost
+from twisted.internet.tcp import Port
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import say_off
 
@@ -66,6 +68,8 @@ __all__ = [
     "FileSink",
     "TCPPaths",
     "can_write_direct",
+    "fixed_address",
+    "tcp_addresses",
     "direct_sequence_writer",
     "direct_writer",
     "output_pending",
@@ -255,7 +259,9 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 return
             try:
                 why = selectable.doRead() if read else selectable.doWrite()
-                if read and not why and check_reset:
+                # (Not a listening port: it has no peer to reset it, and one
+                # getsockopt per accept pass is a system call for nothing.)
+                if read and not why and check_reset and not isinstance(selectable, Port):
                     sock = getattr(selectable, "socket", None)
                     if sock is not None:
                         error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
@@ -430,7 +436,73 @@ def _close_now(transport: Any) -> None:
     if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:  # _buffered(), inlined
         transport.startWriting()  # doWrite sends, then closes (disconnecting is set)
         return
-    transport.reactor._disconnectSelectable(transport, CONNECTION_DONE, False)
+    # What the reactor's _disconnectSelectable (posixbase.py) does with
+    # CONNECTION_DONE after a write, less its own removeReader and
+    # removeWriter: the transport's connectionLost (abstract.py
+    # FileDescriptor.connectionLost) makes the same two calls first thing.
+    # (tcp_paths_off still asks the reactor for _disconnectSelectable: a
+    # Twisted without it closes some other way, not read here.)
+    transport.connectionLost(_DONE)
+
+
+#: The one failure every prompt close reports, as posixbase.py's
+#: ``_disconnectSelectable`` shares one per kind.
+_DONE = Failure(ConnectionDone())
+
+
+# -- the addresses of an accepted TCP connection, without asking its socket ----------
+
+
+def tcp_addresses(
+    transport: Any, client: tuple[str, int], servers: dict[Any, tuple[str, int] | None]
+) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """The client and server addresses of ``transport``, a Twisted TCP
+    connection that a listening port accepted, given ``client``, the address
+    the port gave ``buildProtocol``; None for any other transport (TLS, a
+    PROXY-protocol listener's wrapper, a test's), whose ``getPeer`` and
+    ``getHost`` are to be asked.
+
+    tcp.py (24.7.0-26.10.0): ``Port.doRead`` builds the address it gives
+    ``buildProtocol`` from the ``accept()`` result that ``Server.__init__``
+    keeps as ``client``, from which ``Server.getPeer`` builds its own: the
+    same host and port, without a second address object. The server
+    address is the listening port's own (``Server.server``, its public
+    ``getHost``) when the port is bound to one address, found once per port
+    and kept in ``servers``; on a wildcard port it is the address each client
+    reached, so ``getHost`` (a ``getsockname``) is asked.
+    """
+    if not tcp_paths(transport).direct_write:  # not a Twisted TCP connection
+        return None
+    port = getattr(transport, "server", None)
+    try:
+        server = servers[port]
+    except KeyError:
+        server = servers[port] = fixed_address(port)
+    if server is None:
+        host = transport.getHost()
+        if not isinstance(host, (IPv4Address, IPv6Address)):
+            return None
+        server = (host.host, host.port)
+    return client, server
+
+
+def fixed_address(port: Any) -> tuple[str, int] | None:
+    """The server address of every connection ``port`` accepts, when it is
+    bound to one address (IPv4 or IPv6, without a scope); None when each
+    connection's own is to be asked: a wildcard bind (the address the client
+    reached), or no listening port (None)."""
+    try:
+        host = port.getHost()
+    except Exception:  # noqa: BLE001 (no listening port)
+        return None
+    if type(host) is not IPv4Address and type(host) is not IPv6Address:
+        return None
+    if host.host in _WILDCARDS or "%" in host.host or not host.port:
+        return None
+    return (host.host, host.port)
+
+
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "::0", "0:0:0:0:0:0:0:0"})
 
 
 # -- the fast paths of a Twisted TCP connection: one check per transport class ----------
