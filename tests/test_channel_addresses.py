@@ -129,3 +129,25 @@ def test_addresses_only_for_a_twisted_tcp_connection():
     unix = HTTPChannel(Factory(), UNIXAddress(None))  # type: ignore[arg-type]
     unix.transport = Transport()
     assert unix._addresses() is None
+
+
+def test_tcp_addresses_without_a_listening_port():
+    """A Twisted TCP connection whose accepting port is unknown (a Twisted
+    without ``Server.server``, or None there): the server address is the
+    socket's own (getHost), the client the one given."""
+    from twisted.internet import tcp
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactor
+
+    from twisted_asgi._upstream.twisted import tcp_addresses
+
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as peer:
+        accepted, addr = listener.accept()
+        with accepted:
+            transport = tcp.Server(accepted, Protocol(), addr, None, 0, MemoryReactor())
+            servers: dict[Any, Any] = {}
+            assert tcp_addresses(transport, addr, servers) == (addr, listener.getsockname())
+            assert servers == {None: None}
+            del transport.server
+            assert tcp_addresses(transport, addr, servers) == (addr, listener.getsockname())
+            assert addr == peer.getsockname()
