@@ -153,7 +153,17 @@ EXPLICIT: list[tuple[str, str, str]] = [
             "twisted_asgi/_upstream/twisted.py tcp_addresses (buildProtocol's address is the client getPeer "
             "gives; Server.server is the accepting Port, whose getHost is every connection's on a bound port)",
         )
-        for name in ("Port.doRead", "Port.getHost", "Server.__init__", "Server.getHost", "Server.getPeer")
+        for name in ("Port.getHost", "Server.__init__", "Server.getHost", "Server.getPeer")
+    ),
+    *(
+        (
+            "twisted.internet.tcp",
+            name,
+            "twisted_asgi/_upstream/twisted.py accept_ready (a lean copy of Port.doRead: numberAccepts scaled "
+            "the same way, buildProtocol(_buildAddr(addr)), transport(skt, protocol, addr, port, sessionno, "
+            "reactor); accept errors left to doRead and _accept; the attributes startListening sets)",
+        )
+        for name in ("Port.doRead", "_accept", "Port.startListening")
     ),
     # Importing the reactor without Twisted's TLS: twisted_asgi/_upstream/twisted_imports.py.
     (

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 from collections.abc import Callable
 from socket import SO_ERROR, SOL_SOCKET
 from typing import Any
@@ -59,7 +60,9 @@ from . import say_off
 __all__ = [
     "CLOSE_SOON_NAMES",
     "DIRECT_WRITE",
+    "ACCEPT_NAMES",
     "DIRECT_WRITE_NAMES",
+    "LEAN_ACCEPT",
     "FILE_SINK_NAMES",
     "PROMPT_CLOSE",
     "REACTOR_SEAM_NAMES",
@@ -67,6 +70,8 @@ __all__ = [
     "TCP_PATH_NAMES",
     "FileSink",
     "TCPPaths",
+    "accept_ready",
+    "accept_ready_problem",
     "can_write_direct",
     "fixed_address",
     "tcp_addresses",
@@ -201,6 +206,8 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
             self.asgi_loop = eventloop
             self.asgi_seam_problem = _seam_problem(self)
             self.asgi_seam = self.asgi_seam_problem is None
+            #: Listening port -> whether it takes the lean accept loop (see accept_ready).
+            self.asgi_ports: dict[Any, bool] = {}
 
         def asgi_unregister(self, fd: int) -> None:
             unregister: Any = self._unregisterFDInAsyncio  # unannotated in Twisted
@@ -258,10 +265,21 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 self.asgi_disconnect(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
                 return
             try:
-                why = selectable.doRead() if read else selectable.doWrite()
-                # (Not a listening port: it has no peer to reset it, and one
-                # getsockopt per accept pass is a system call for nothing.)
-                if read and not why and check_reset and not isinstance(selectable, Port):
+                if read and type(selectable) is Port:
+                    # A listening port: no peer to reset it (no getsockopt).
+                    lean = self.asgi_ports.get(selectable)
+                    if lean is None:
+                        lean = self.asgi_ports[selectable] = accept_ready_problem(selectable) is None
+                    if lean:
+                        accept_ready(selectable)
+                        why = None
+                    else:
+                        why = selectable.doRead()
+                elif read:
+                    why = selectable.doRead()
+                else:
+                    why = selectable.doWrite()
+                if read and not why and check_reset and type(selectable) is not Port:
                     sock = getattr(selectable, "socket", None)
                     if sock is not None:
                         error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
@@ -274,6 +292,99 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 self.asgi_disconnect(selectable, why, read)
 
     return ASGIReactor
+
+
+# -- the accept loop of a TCP listening port -------------------------------------------
+
+#: The fast path's name on the start-up line.
+LEAN_ACCEPT = "lean accept loop of TCP listeners"
+
+#: What :func:`accept_ready` reads or calls on a Twisted ``tcp.Port``
+#: (tcp.py, 24.7.0-26.10.0): all present, or the port's own ``doRead``.
+ACCEPT_NAMES = ("socket", "numberAccepts", "factory", "_buildAddr", "sessionno", "transport", "reactor")
+
+#: The listening socket's family and type as integers: the C socket type's
+#: own members (``socket.SocketType`` is ``_socket.socket``), not
+#: ``socket.socket``'s properties, which convert them to enums.
+_FAMILY: Callable[[Any], int] = socket.SocketType.family.__get__  # type: ignore[attr-defined,unused-ignore]
+_TYPE: Callable[[Any], int] = socket.SocketType.type.__get__  # type: ignore[attr-defined,unused-ignore]
+
+
+def accept_ready_problem(port: Any) -> str | None:
+    """Why ``port`` takes Twisted's own ``doRead`` (None: :func:`accept_ready`),
+    said once per process on the first such port."""
+    problem = None
+    if os.name != "posix":
+        problem = "not a POSIX system"
+    else:
+        missing = [name for name in ACCEPT_NAMES if not hasattr(port, name)]
+        if missing:
+            problem = f"Twisted {_version()}'s tcp.Port has no {', '.join(missing)}"
+        elif not isinstance(port.socket, socket.socket) or not hasattr(port.socket, "_accept"):
+            problem = "the listening socket is not a socket.socket"
+    if problem is not None:
+        say_off(log, {LEAN_ACCEPT: problem})
+    return problem
+
+
+def accept_ready(port: Any) -> None:
+    """tcp.py ``Port.doRead`` (Twisted 24.7.0-26.10.0, POSIX), lean: accept
+    up to ``numberAccepts`` connections (scaled as Twisted scales it), give
+    each one to the factory's ``buildProtocol`` with the same address, make
+    its ``transport`` with the same arguments and connect it.
+
+    What is left out is what every accept pass paid for its rare cases:
+    Twisted's log buffering (a ``_BuffersLogs`` context and three ``Logger``
+    objects per pass, for the EMFILE recovery's log lines) and the generator
+    around ``accept()``, and ``socket.accept()``'s conversion of the
+    listener's family and type to enums (the socket is made from the same
+    integers): about 40,000 instructions per pass, an eighth of a
+    ``Connection: close`` request. The rare cases are Twisted's: an accept
+    error other than "nothing to accept" (EMFILE, ECONNABORTED, EPERM ...)
+    hands the pass to ``port.doRead()``, which meets it again and handles and
+    logs it its own way. An exception from the factory or the protocol is
+    logged, as ``doRead`` logs it, and the port goes on listening. (24.7.0's
+    ``doRead`` also sets close-on-exec on each socket, which Python's accept
+    already did: sockets are created non-inheritable, PEP 446.)
+    """
+    listener = port.socket
+    raw_accept = listener._accept  # socket.socket.accept's first step (CPython)
+    limit = port.numberAccepts
+    accepted = 0
+    try:
+        family = _FAMILY(listener)
+        kind = _TYPE(listener)
+        proto = listener.proto
+        while accepted < limit:
+            try:
+                fd, addr = raw_accept()
+            except BlockingIOError:
+                break
+            except OSError:
+                port.doRead()  # Twisted's handling of the error (and its log line)
+                return
+            skt = socket.socket(family, kind, proto, fileno=fd)
+            accepted += 1
+            if len(addr) == 4:
+                # IPv6: the scope id in the host, as Port.doRead does.
+                host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                addr = (host[0], *addr[1:])
+            try:
+                protocol = port.factory.buildProtocol(port._buildAddr(addr))
+            except Exception:
+                skt.close()  # (Twisted's leaves it to the garbage collector)
+                raise
+            if protocol is None:
+                skt.close()
+                continue
+            session = port.sessionno
+            port.sessionno = session + 1
+            transport = port.transport(skt, protocol, addr, port, session, port.reactor)
+            protocol.makeConnection(transport)
+    except Exception:  # noqa: BLE001 (Port.doRead logs it with log.deferr and goes on)
+        log.failure("Error while accepting a connection on {port!r}", port=port)
+        return
+    port.numberAccepts = limit + 20 if accepted == limit else max(1, accepted)
 
 
 # -- sendfile to a TCP connection's socket ------------------------------------------
