@@ -338,8 +338,8 @@ def accept_ready(port: Any) -> None:
     objects per pass, for the EMFILE recovery's log lines) and the generator
     around ``accept()``, and ``socket.accept()``'s conversion of the
     listener's family and type to enums (the socket is made from the same
-    integers): about 40,000 instructions per pass, an eighth of a
-    ``Connection: close`` request. The rare cases are Twisted's: an accept
+    integers): 37,000 instructions per ``Connection: close`` request (one
+    accept per pass), 11% of it. The rare cases are Twisted's: an accept
     error other than "nothing to accept" (EMFILE, ECONNABORTED, EPERM ...)
     hands the pass to ``port.doRead()``, which meets it again and handles and
     logs it its own way. An exception from the factory or the protocol is
