@@ -134,6 +134,37 @@ EXPLICIT: list[tuple[str, str, str]] = [
             ("twisted.internet.tcp", "_AbortingMixin.abortConnection"),
         )
     ),
+    *(
+        (
+            module,
+            name,
+            "twisted_asgi/_upstream/twisted.py _close_now (the transport's connectionLost, called for "
+            "_disconnectSelectable without its removeReader/removeWriter: FileDescriptor.connectionLost makes them)",
+        )
+        for module, name in (
+            ("twisted.internet.abstract", "FileDescriptor.connectionLost"),
+            ("twisted.internet.tcp", "Connection.connectionLost"),
+        )
+    ),
+    *(
+        (
+            "twisted.internet.tcp",
+            name,
+            "twisted_asgi/_upstream/twisted.py tcp_addresses (buildProtocol's address is the client getPeer "
+            "gives; Server.server is the accepting Port, whose getHost is every connection's on a bound port)",
+        )
+        for name in ("Port.getHost", "Server.__init__", "Server.getHost", "Server.getPeer")
+    ),
+    *(
+        (
+            "twisted.internet.tcp",
+            name,
+            "twisted_asgi/_upstream/twisted.py accept_ready (a lean copy of Port.doRead: numberAccepts scaled "
+            "the same way, buildProtocol(_buildAddr(addr)), transport(skt, protocol, addr, port, sessionno, "
+            "reactor); accept errors left to doRead and _accept; the attributes startListening sets)",
+        )
+        for name in ("Port.doRead", "_accept", "Port.startListening")
+    ),
     # Importing the reactor without Twisted's TLS: twisted_asgi/_upstream/twisted_imports.py.
     (
         "twisted.internet.tcp",

@@ -864,3 +864,26 @@ def test_tcp_paths_checked_once_per_class_for_every_fast_path(monkeypatch):
     # What Twisted's own classes say at start-up: every path on (this Twisted has every name).
     assert upstream.tcp_paths_off(Reactor()) == {}
     assert "_disconnectSelectable" in upstream.tcp_paths_off(MemoryReactor()).get(upstream.PROMPT_CLOSE, "")
+
+
+@pytest.mark.parametrize("name", ["_buildAddr", "numberAccepts"])
+def test_lean_accept_off_accepts_twisteds_way(stopping, name):
+    """Without a name the lean accept loop uses, a listening port accepts
+    through Twisted's own ``Port.doRead``: connections are served (keep-alive
+    and Connection: close), with their addresses, and one line says why."""
+    server = start(["--rename", f"twisted:{name}:{name}_gone_in_a_future_twisted"], app="tests.apps:scope_echo")
+    stopping(server)
+    for _ in range(3):
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            status, _headers, body = recv_response(sock)
+            mine = sock.getsockname()
+            assert recv_until_closed(sock) == b""
+        assert status.startswith(b"HTTP/1.1 200"), status
+        scope = json.loads(body)
+        assert scope["client"] == [mine[0], mine[1]]
+        assert scope["server"] == [server.host, server.port]
+    server.read_output(0.2)
+    said_once(server, "lean accept loop of TCP listeners", name)
+    text = server.read_output(0.2)
+    assert "Traceback" not in text and "Unhandled" not in text

@@ -27,7 +27,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._upstream.twisted import can_write_direct, close_soon, direct_sequence_writer, direct_writer, output_pending
+from ._upstream.twisted import (
+    can_write_direct,
+    close_soon,
+    direct_sequence_writer,
+    direct_writer,
+    output_pending,
+    tcp_addresses,
+)
 from .h1channel import HTTP11Handler
 from .proxy import proxy_headers_for
 from .scope import EARLY_HINT, ConnectionInfo, client_text, unknown_tls_extension
@@ -46,26 +53,38 @@ def _address(addr: Any) -> tuple[str, int] | None:
     return None
 
 
-def connection_info(transport: Any, root_path: str, config: Any = None) -> ConnectionInfo:
+def connection_info(
+    transport: Any,
+    root_path: str,
+    config: Any = None,
+    addresses: tuple[tuple[str, int] | None, tuple[str, int] | None] | None = None,
+) -> ConnectionInfo:
     """Client, server and TLS facts about a connection, for its scopes.
 
     Behind a PROXY-protocol listener the transport's peer and host are already
     the ones the header named. With ``config.proxy_headers`` on, the info
     carries the proxy-header resolver and whether this peer is trusted by it;
-    on TLS connections it carries the ASGI ``tls`` extension.
+    on TLS connections it carries the ASGI ``tls`` extension. ``addresses``:
+    the client and server already known (see :meth:`HTTPChannel._addresses`),
+    for a TCP connection that is neither TLS nor a unix socket's; else the
+    transport is asked.
     """
-    host = transport.getHost()
-    peer = transport.getPeer()
     server: tuple[str, int | None] | None
-    if isinstance(host, UNIXAddress):
-        name = host.name
-        server = (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or ""), None)
+    if addresses is not None:
+        client, server = addresses
+        host = None
     else:
-        server = _address(host)
+        host = transport.getHost()
+        if isinstance(host, UNIXAddress):
+            name = host.name
+            server = (name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or ""), None)
+        else:
+            server = _address(host)
+        client = _address(transport.getPeer())
     info = ConnectionInfo(
-        client=_address(peer),
+        client=client,
         server=server,
-        tls=ISSLTransport.providedBy(transport),
+        tls=addresses is None and ISSLTransport.providedBy(transport),
         root_path=root_path,
     )
     if info.tls:
@@ -271,10 +290,13 @@ class HTTPChannel(Protocol):
         "_reading_stopped",
         "_closing",
         "_lost",
+        "_accepted_from",
     )
 
-    def __init__(self, factory: ASGIFactory) -> None:
+    def __init__(self, factory: ASGIFactory, addr: Any = None) -> None:
         self.factory = factory
+        #: The address ``buildProtocol`` was given (the client's), or None.
+        self._accepted_from = addr
         self.config = factory.config
         self.clock = factory.clock
         self.info: ConnectionInfo | None = None
@@ -329,7 +351,8 @@ class HTTPChannel(Protocol):
         if counted is not None:
             self._write_sequence = direct_sequence_writer(self.transport, counted)
         self.can_gather = can_write_direct(self.transport)
-        self.info = connection_info(self.transport, self.config.root_path, self.config)
+        self.info = connection_info(self.transport, self.config.root_path, self.config, self._addresses())
+        self._accepted_from = None
         self.info.extensions["http.response.trailers"] = {}
         # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
         self.info.extensions["http.response.pathsend"] = {}
@@ -344,6 +367,15 @@ class HTTPChannel(Protocol):
         if self.factory.metrics is None:  # _bind, inlined: once per connection
             self.dataReceived = handler.data_received  # type: ignore[method-assign]
         self.factory.connection_opened(self)
+
+    def _addresses(self) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """The client and server addresses of a plain TCP connection, known
+        without asking its socket (see :func:`tcp_addresses`); None for any
+        other transport, which :func:`connection_info` asks."""
+        addr = self._accepted_from
+        if type(addr) is not IPv4Address and type(addr) is not IPv6Address:
+            return None  # a unix socket's, or not accepted by a listening port
+        return tcp_addresses(self.transport, (addr.host, addr.port), self.factory.port_addresses)
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the transport, counted (metrics on), to the handler. With
@@ -372,8 +404,8 @@ class HTTPChannel(Protocol):
         if timer is not None:
             self._peer_timer = None
             timer.cancel()
-        tls = ISSLTransport.providedBy(self.transport)
-        if tls:
+        info = self.info
+        if info.tls if info is not None else ISSLTransport.providedBy(self.transport):
             # Twisted's TLS protocol keeps its producer (this connection) after
             # the connection is lost: a reference cycle with our transport.
             self.transport.unregisterProducer()

@@ -91,6 +91,9 @@ class ASGIFactory(Factory):
         self.runner = Runner(app, config, clock, getattr(clock, "loop", None))
         #: The clock's ``callLater``, for the TLS wrapper's close timer.
         self.call_later: Callable[..., Any] = clock.callLater
+        #: Listening port -> the server address of its connections, or None
+        #: where each connection's own is asked (see HTTPChannel._addresses).
+        self.port_addresses: dict[Any, tuple[str, int] | None] = {}
         self.access_log = access_log
         self.connections: set[HTTPChannel] = set()
         #: The Prometheus counters (``--metrics-endpoint``), None when off.
@@ -128,7 +131,7 @@ class ASGIFactory(Factory):
             if self.metrics is not None:
                 self.metrics.limit("limit_concurrent_connections")
             return _Refused(error_response(503, "too many connections; try again later", self.config.server_name))
-        return HTTPChannel(self)
+        return HTTPChannel(self, addr)
 
     def acceptableProtocols(self) -> list[bytes]:
         # ALPN (RFC 7301) for ssl: listeners, in our order of preference.

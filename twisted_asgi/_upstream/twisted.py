@@ -43,21 +43,26 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
 from collections.abc import Callable
 from socket import SO_ERROR, SOL_SOCKET
 from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-from twisted.internet.error import ConnectionFdescWentAway, ConnectionLost
-from twisted.internet.main import CONNECTION_DONE
+from twisted.internet.error import ConnectionDone, ConnectionFdescWentAway, ConnectionLost
+from twisted.internet.tcp import Port
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import say_off
 
 __all__ = [
     "CLOSE_SOON_NAMES",
     "DIRECT_WRITE",
+    "ACCEPT_NAMES",
     "DIRECT_WRITE_NAMES",
+    "LEAN_ACCEPT",
     "FILE_SINK_NAMES",
     "PROMPT_CLOSE",
     "REACTOR_SEAM_NAMES",
@@ -65,7 +70,11 @@ __all__ = [
     "TCP_PATH_NAMES",
     "FileSink",
     "TCPPaths",
+    "accept_ready",
+    "accept_ready_problem",
     "can_write_direct",
+    "fixed_address",
+    "tcp_addresses",
     "direct_sequence_writer",
     "direct_writer",
     "output_pending",
@@ -197,6 +206,8 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
             self.asgi_loop = eventloop
             self.asgi_seam_problem = _seam_problem(self)
             self.asgi_seam = self.asgi_seam_problem is None
+            #: Listening port -> whether it takes the lean accept loop (see accept_ready).
+            self.asgi_ports: dict[Any, bool] = {}
 
         def asgi_unregister(self, fd: int) -> None:
             unregister: Any = self._unregisterFDInAsyncio  # unannotated in Twisted
@@ -254,8 +265,21 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 self.asgi_disconnect(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
                 return
             try:
-                why = selectable.doRead() if read else selectable.doWrite()
-                if read and not why and check_reset:
+                if read and type(selectable) is Port:
+                    # A listening port: no peer to reset it (no getsockopt).
+                    lean = self.asgi_ports.get(selectable)
+                    if lean is None:
+                        lean = self.asgi_ports[selectable] = accept_ready_problem(selectable) is None
+                    if lean:
+                        accept_ready(selectable)
+                        why = None
+                    else:
+                        why = selectable.doRead()
+                elif read:
+                    why = selectable.doRead()
+                else:
+                    why = selectable.doWrite()
+                if read and not why and check_reset and type(selectable) is not Port:
                     sock = getattr(selectable, "socket", None)
                     if sock is not None:
                         error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
@@ -268,6 +292,99 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 self.asgi_disconnect(selectable, why, read)
 
     return ASGIReactor
+
+
+# -- the accept loop of a TCP listening port -------------------------------------------
+
+#: The fast path's name on the start-up line.
+LEAN_ACCEPT = "lean accept loop of TCP listeners"
+
+#: What :func:`accept_ready` reads or calls on a Twisted ``tcp.Port``
+#: (tcp.py, 24.7.0-26.10.0): all present, or the port's own ``doRead``.
+ACCEPT_NAMES = ("socket", "numberAccepts", "factory", "_buildAddr", "sessionno", "transport", "reactor")
+
+#: The listening socket's family and type as integers: the C socket type's
+#: own members (``socket.SocketType`` is ``_socket.socket``), not
+#: ``socket.socket``'s properties, which convert them to enums.
+_FAMILY: Callable[[Any], int] = socket.SocketType.family.__get__  # type: ignore[attr-defined,unused-ignore]
+_TYPE: Callable[[Any], int] = socket.SocketType.type.__get__  # type: ignore[attr-defined,unused-ignore]
+
+
+def accept_ready_problem(port: Any) -> str | None:
+    """Why ``port`` takes Twisted's own ``doRead`` (None: :func:`accept_ready`),
+    said once per process on the first such port."""
+    problem = None
+    if os.name != "posix":
+        problem = "not a POSIX system"
+    else:
+        missing = [name for name in ACCEPT_NAMES if not hasattr(port, name)]
+        if missing:
+            problem = f"Twisted {_version()}'s tcp.Port has no {', '.join(missing)}"
+        elif not isinstance(port.socket, socket.socket) or not hasattr(port.socket, "_accept"):
+            problem = "the listening socket is not a socket.socket"
+    if problem is not None:
+        say_off(log, {LEAN_ACCEPT: problem})
+    return problem
+
+
+def accept_ready(port: Any) -> None:
+    """tcp.py ``Port.doRead`` (Twisted 24.7.0-26.10.0, POSIX), lean: accept
+    up to ``numberAccepts`` connections (scaled as Twisted scales it), give
+    each one to the factory's ``buildProtocol`` with the same address, make
+    its ``transport`` with the same arguments and connect it.
+
+    What is left out is what every accept pass paid for its rare cases:
+    Twisted's log buffering (a ``_BuffersLogs`` context and three ``Logger``
+    objects per pass, for the EMFILE recovery's log lines) and the generator
+    around ``accept()``, and ``socket.accept()``'s conversion of the
+    listener's family and type to enums (the socket is made from the same
+    integers): 37,000 instructions per ``Connection: close`` request (one
+    accept per pass), 11% of it. The rare cases are Twisted's: an accept
+    error other than "nothing to accept" (EMFILE, ECONNABORTED, EPERM ...)
+    hands the pass to ``port.doRead()``, which meets it again and handles and
+    logs it its own way. An exception from the factory or the protocol is
+    logged, as ``doRead`` logs it, and the port goes on listening. (24.7.0's
+    ``doRead`` also sets close-on-exec on each socket, which Python's accept
+    already did: sockets are created non-inheritable, PEP 446.)
+    """
+    listener = port.socket
+    raw_accept = listener._accept  # socket.socket.accept's first step (CPython)
+    limit = port.numberAccepts
+    accepted = 0
+    try:
+        family = _FAMILY(listener)
+        kind = _TYPE(listener)
+        proto = listener.proto
+        while accepted < limit:
+            try:
+                fd, addr = raw_accept()
+            except BlockingIOError:
+                break
+            except OSError:
+                port.doRead()  # Twisted's handling of the error (and its log line)
+                return
+            skt = socket.socket(family, kind, proto, fileno=fd)
+            accepted += 1
+            if len(addr) == 4:
+                # IPv6: the scope id in the host, as Port.doRead does.
+                host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+                addr = (host[0], *addr[1:])
+            try:
+                protocol = port.factory.buildProtocol(port._buildAddr(addr))
+            except Exception:
+                skt.close()  # (Twisted's leaves it to the garbage collector)
+                raise
+            if protocol is None:
+                skt.close()
+                continue
+            session = port.sessionno
+            port.sessionno = session + 1
+            transport = port.transport(skt, protocol, addr, port, session, port.reactor)
+            protocol.makeConnection(transport)
+    except Exception:  # noqa: BLE001 (Port.doRead logs it with log.deferr and goes on)
+        log.failure("Error while accepting a connection on {port!r}", port=port)
+        return
+    port.numberAccepts = limit + 20 if accepted == limit else max(1, accepted)
 
 
 # -- sendfile to a TCP connection's socket ------------------------------------------
@@ -430,7 +547,73 @@ def _close_now(transport: Any) -> None:
     if transport._tempDataLen or len(transport.dataBuffer) != transport.offset:  # _buffered(), inlined
         transport.startWriting()  # doWrite sends, then closes (disconnecting is set)
         return
-    transport.reactor._disconnectSelectable(transport, CONNECTION_DONE, False)
+    # What the reactor's _disconnectSelectable (posixbase.py) does with
+    # CONNECTION_DONE after a write, less its own removeReader and
+    # removeWriter: the transport's connectionLost (abstract.py
+    # FileDescriptor.connectionLost) makes the same two calls first thing.
+    # (tcp_paths_off still asks the reactor for _disconnectSelectable: a
+    # Twisted without it closes some other way, not read here.)
+    transport.connectionLost(_DONE)
+
+
+#: The one failure every prompt close reports, as posixbase.py's
+#: ``_disconnectSelectable`` shares one per kind.
+_DONE = Failure(ConnectionDone())
+
+
+# -- the addresses of an accepted TCP connection, without asking its socket ----------
+
+
+def tcp_addresses(
+    transport: Any, client: tuple[str, int], servers: dict[Any, tuple[str, int] | None]
+) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """The client and server addresses of ``transport``, a Twisted TCP
+    connection that a listening port accepted, given ``client``, the address
+    the port gave ``buildProtocol``; None for any other transport (TLS, a
+    PROXY-protocol listener's wrapper, a test's), whose ``getPeer`` and
+    ``getHost`` are to be asked.
+
+    tcp.py (24.7.0-26.10.0): ``Port.doRead`` builds the address it gives
+    ``buildProtocol`` from the ``accept()`` result that ``Server.__init__``
+    keeps as ``client``, from which ``Server.getPeer`` builds its own: the
+    same host and port, without a second address object. The server
+    address is the listening port's own (``Server.server``, its public
+    ``getHost``) when the port is bound to one address, found once per port
+    and kept in ``servers``; on a wildcard port it is the address each client
+    reached, so ``getHost`` (a ``getsockname``) is asked.
+    """
+    if not tcp_paths(transport).direct_write:  # not a Twisted TCP connection
+        return None
+    port = getattr(transport, "server", None)
+    try:
+        server = servers[port]
+    except KeyError:
+        server = servers[port] = fixed_address(port)
+    if server is None:
+        host = transport.getHost()
+        if not isinstance(host, (IPv4Address, IPv6Address)):
+            return None
+        server = (host.host, host.port)
+    return client, server
+
+
+def fixed_address(port: Any) -> tuple[str, int] | None:
+    """The server address of every connection ``port`` accepts, when it is
+    bound to one address (IPv4 or IPv6, without a scope); None when each
+    connection's own is to be asked: a wildcard bind (the address the client
+    reached), or no listening port (None)."""
+    try:
+        host = port.getHost()
+    except Exception:  # noqa: BLE001 (no listening port)
+        return None
+    if type(host) is not IPv4Address and type(host) is not IPv6Address:
+        return None
+    if host.host in _WILDCARDS or "%" in host.host or not host.port:
+        return None
+    return (host.host, host.port)
+
+
+_WILDCARDS = frozenset({"", "0.0.0.0", "::", "::0", "0:0:0:0:0:0:0:0"})
 
 
 # -- the fast paths of a Twisted TCP connection: one check per transport class ----------
