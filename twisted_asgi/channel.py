@@ -33,6 +33,7 @@ from .proxy import proxy_headers_for
 from .scope import EARLY_HINT, ConnectionInfo, client_text, unknown_tls_extension
 
 if TYPE_CHECKING:
+    from .events import Request
     from .server import ASGIFactory
 
 __all__ = ["Handler", "HTTPChannel", "connection_info", "direct_sequence_writer", "direct_writer", "output_pending"]
@@ -271,6 +272,7 @@ class HTTPChannel(Protocol):
         "_reading_stopped",
         "_closing",
         "_lost",
+        "logging",
     )
 
     def __init__(self, factory: ASGIFactory) -> None:
@@ -307,6 +309,10 @@ class HTTPChannel(Protocol):
         self._closing = False
         #: The transport reported the connection lost.
         self._lost = False
+        #: Responses are logged (an access log or the metrics are on: the
+        #: factory has an access-log sink); the handlers take start times
+        #: and call :meth:`log_http` / :meth:`log_websocket` only then.
+        self.logging = factory.access_log is not None
 
     @property
     def streams_open(self) -> int:
@@ -644,3 +650,29 @@ class HTTPChannel(Protocol):
     def client_text(self) -> str:
         """The client's address, for log lines (every protocol's)."""
         return client_text(self.info.client if self.info is not None else None)
+
+    # The access-log hook: every response and every WebSocket of every protocol
+    # (HTTP/1.1, HTTP/2, WebSocket, and the errors the server answers itself)
+    # is logged through these two methods, the only ones that talk to the
+    # factory's access-log sink (an AccessLog file, the Metrics, or both).
+    # Call them only while ``logging`` is true.
+
+    def log_http(self, request: Request | None, status: int, size: int, started: float | None) -> float:
+        """One response written: ``request`` (None when refused before its
+        request line was known), its ``status``, the body bytes ``size``,
+        and the clock's time it began (None: not known, a duration of 0).
+        Returns the clock's time now (the one read of it), for the caller's
+        timers."""
+        now: float = self.clock.seconds()
+        self.factory.access_log.log_http(  # type: ignore[union-attr]
+            self.info, request, status, size, now - started if started is not None else 0.0
+        )
+        return now
+
+    def log_websocket(self, request: Request, kind: str, code: int, started: float) -> float:
+        """A WebSocket accepted (``kind`` ``WSCONNECT``, ``code`` 101 or 200)
+        or ended (``WSDISCONNECT``, the close code), ``started`` being when
+        its handshake began or it opened. Returns the clock's time now."""
+        now: float = self.clock.seconds()
+        self.factory.access_log.log_websocket(self.info, request, kind, code, now - started)  # type: ignore[union-attr]
+        return now

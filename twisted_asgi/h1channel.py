@@ -356,7 +356,7 @@ class HTTP11Handler:
         if self.draining or (limit and self.requests_served + 1 >= limit) or not self.config.timeout_keep_alive:
             # This response is the connection's last: say so in its head.
             self.conn.keep_alive = False  # type: ignore[union-attr]
-        if self.factory.access_log is not None:
+        if self.channel.logging:
             self._started_at = self.clock.seconds()
         if request.upgrade is not None:
             return  # handled by _switch_protocol once the head is parsed
@@ -432,12 +432,10 @@ class HTTP11Handler:
         conn = self.conn
         self.requests_served += 1
         task = self.task
-        access_log = self.factory.access_log
-        if access_log is not None:
+        if self.channel.logging:
             # _log_access inlined: once per response with metrics on (a response
             # completes for the current task, so self.request is set).
-            duration = self.clock.seconds() - self._started_at
-            access_log.log_http(self.info, self.request, conn.status, conn.bytes_sent, duration)  # type: ignore[union-attr]
+            self.channel.log_http(self.request, conn.status, conn.bytes_sent, self._started_at)  # type: ignore[union-attr]
         limit = self.config.limit_requests_per_connection
         if not conn.keep_alive or self.draining or (limit and self.requests_served >= limit):  # type: ignore[union-attr]
             self._close()
@@ -625,7 +623,7 @@ class HTTP11Handler:
             return
         data = error_response(status, reason, self.config.server_name)
         self.channel.write_now(data)
-        if self.factory.access_log is not None:
+        if self.channel.logging:
             # Body bytes only, as for every response; the request refused before
             # it became the current one is named all the same.
             self._log_access(status, body_size(data), refused)
@@ -639,10 +637,10 @@ class HTTP11Handler:
 
     def _log_access(self, status: int, size: int, refused: Request | None = None) -> None:
         request = self.request
-        duration = self.clock.seconds() - self._started_at if request is not None else 0.0
         if request is None:
-            request = refused
-        self.factory.access_log.log_http(self.info, request, status, size, duration)
+            self.channel.log_http(refused, status, size, None)
+        else:
+            self.channel.log_http(request, status, size, self._started_at)
 
     # -- the timer -----------------------------------------------------------
 
