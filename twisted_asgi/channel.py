@@ -313,6 +313,11 @@ class HTTPChannel(Protocol):
         #: factory has an access-log sink); the handlers take start times
         #: and call :meth:`log_http` / :meth:`log_websocket` only then.
         self.logging = factory.access_log is not None
+        hook = factory.http_log_hook
+        if hook is not None:
+            # The sink's own hook in place of log_http (in the instance's
+            # dictionary, as dataReceived: no call in between).
+            self.log_http = hook  # type: ignore[method-assign, assignment]
 
     @property
     def streams_open(self) -> int:

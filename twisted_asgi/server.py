@@ -83,6 +83,10 @@ class ASGIFactory(Factory):
         #: an :class:`AccessLog` (which feeds the metrics too when both are on),
         #: the :class:`Metrics` alone, or None.
         self.access_log: AccessLog | Metrics | None = access_log
+        #: The sink's own access-log hook, shared by every connection in place
+        #: of :meth:`HTTPChannel.log_http <twisted_asgi.channel.HTTPChannel.log_http>`
+        #: (the metrics', when they are the only sink), or None.
+        self.http_log_hook: Callable[[Request | None, int, int, float | None], float] | None = None
         self.connections: set[HTTPChannel] = set()
         #: The Prometheus counters (``--metrics-endpoint``), None when off.
         self.metrics: Metrics | None = None
@@ -442,8 +446,10 @@ class ASGIService:
             metrics = self.factory.metrics = self.factory.runner.metrics = Metrics()
             metrics.live = self.factory.connections
             if access_log is None:
-                # The metrics are the connections' access-log sink themselves.
+                # The metrics are the connections' access-log sink themselves,
+                # with their own hook: one call per response.
                 self.factory.access_log = metrics
+                self.factory.http_log_hook = metrics.http_hook(self.factory.clock.seconds)
             else:
                 access_log.metrics = metrics
 
