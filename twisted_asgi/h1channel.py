@@ -367,8 +367,9 @@ class HTTP11Handler:
         scope = http_scope(request, self.info)  # type: ignore[arg-type]
         self.factory.runner.start_http(scope, request, self, self.config.limit_receive_buffer_bytes)
 
-    def _next(self) -> None:
-        """The current response is complete: go on with pipelined requests, or idle."""
+    def _next(self, now: float | None = None) -> None:
+        """The current response is complete: go on with pipelined requests, or
+        idle (``now``: the clock's time, when the access-log hook read it)."""
         conn = self.conn
         conn.response_done()  # type: ignore[union-attr]
         self._finished_stream = self.request.stream_id  # type: ignore[union-attr]
@@ -390,11 +391,11 @@ class HTTP11Handler:
             # whoever called it continues from here once it is done.
             self._continue_later = True
             return
-        self._continue()
+        self._continue(now)
 
-    def _continue(self) -> None:
+    def _continue(self, now: float | None = None) -> None:
         """After a response: the queued pipelined requests, then the bytes kept
-        at the pipelining bound, then the timers."""
+        at the pipelining bound, then the timers (from ``now``, when given)."""
         conn = self.conn
         while True:
             self._continue_later = False
@@ -424,18 +425,20 @@ class HTTP11Handler:
             self._switch_protocol()
         elif self.request is None:
             if conn.in_request_head:  # type: ignore[union-attr]
-                self._arm(self.config.timeout_request_head, _T_HEAD)
+                self._arm(self.config.timeout_request_head, _T_HEAD, now)
             else:
-                self._arm(self.config.timeout_keep_alive, _T_IDLE)
+                self._arm(self.config.timeout_keep_alive, _T_IDLE, now)
 
     def _response_complete(self) -> None:
         conn = self.conn
         self.requests_served += 1
         task = self.task
+        now = None
         if self.channel.logging:
             # _log_access inlined: once per response with metrics on (a response
-            # completes for the current task, so self.request is set).
-            self.channel.log_http(self.request, conn.status, conn.bytes_sent, self._started_at)  # type: ignore[union-attr]
+            # completes for the current task, so self.request is set). The
+            # hook's clock read serves the keep-alive timer too.
+            now = self.channel.log_http(self.request, conn.status, conn.bytes_sent, self._started_at)  # type: ignore[union-attr]
         limit = self.config.limit_requests_per_connection
         if not conn.keep_alive or self.draining or (limit and self.requests_served >= limit):  # type: ignore[union-attr]
             self._close()
@@ -455,7 +458,7 @@ class HTTP11Handler:
                 return
             self._resume(_PAUSE_BODY)
             return
-        self._next()
+        self._next(now)
 
     def _switch_protocol(self) -> None:
         """The current request asked for an accepted ``Upgrade``: hand the
@@ -652,14 +655,16 @@ class HTTP11Handler:
             self._timer = None
             timer.cancel()
 
-    def _arm(self, seconds: float, kind: str) -> None:
-        """Set the one deadline (on the connection's scheduler). Cheap: the
-        timer is only rescheduled when it would fire too late or is missing."""
+    def _arm(self, seconds: float, kind: str, now: float | None = None) -> None:
+        """Set the one deadline (on the connection's scheduler), ``seconds``
+        from ``now`` (a clock reading of this loop pass) or the clock's time.
+        Cheap: the timer is only rescheduled when it would fire too late or is
+        missing."""
         self._timer_kind = kind
         if not seconds:
             self._deadline = None
             return
-        deadline = self._deadline = self.clock.seconds() + seconds
+        deadline = self._deadline = (self.clock.seconds() if now is None else now) + seconds
         # _timer is None whenever it is not pending (fired or cancelled), and
         # _timer_at is when it fires: no need to ask the DelayedCall either.
         if self._timer is None:
