@@ -9,7 +9,8 @@ write back-pressure (the connection is the transport's push producer; while
 paused, the apps' ``send()`` waits, for ``timeout_send`` at most), read
 back-pressure (every protocol pauses through :meth:`HTTPChannel.stop_reading`,
 which also watches a paused socket for a client that left), the close and the
-drop, and the client's address text.
+drop, the client's address text, and the access-log hook
+(:meth:`HTTPChannel.log_http`, :meth:`HTTPChannel.log_websocket`).
 """
 
 from __future__ import annotations
@@ -239,7 +240,9 @@ class HTTPChannel(Protocol):
     back-pressure (:meth:`stop_reading`, which also watches a paused socket
     for a client that left), the close (:meth:`close_transport`,
     :meth:`drop`), the client's address text and the scopes' connection
-    facts (``info``). Its first handler is HTTP/1.1
+    facts (``info``), and the access-log hook (:meth:`log_http`,
+    :meth:`log_websocket`: the only path to the access log and the
+    metrics). Its first handler is HTTP/1.1
     (:class:`~twisted_asgi.h1channel.HTTP11Handler`), which hands the
     connection over (:meth:`hand_over`) to HTTP/2 or a WebSocket.
     """
@@ -659,8 +662,11 @@ class HTTPChannel(Protocol):
     # The access-log hook: every response and every WebSocket of every protocol
     # (HTTP/1.1, HTTP/2, WebSocket, and the errors the server answers itself)
     # is logged through these two methods, the only ones that talk to the
-    # factory's access-log sink (an AccessLog file, the Metrics, or both).
-    # Call them only while ``logging`` is true.
+    # factory's access-log sink (an AccessLog file, which feeds the metrics too
+    # when both are on, or the Metrics alone). Call them only while
+    # ``logging`` is true. With the metrics alone, the factory's
+    # ``http_log_hook`` (Metrics.http_hook: the clock read and the counting in
+    # one call) takes log_http's place in each connection's dictionary.
 
     def log_http(self, request: Request | None, status: int, size: int, started: float | None) -> float:
         """One response written: ``request`` (None when refused before its
