@@ -45,6 +45,30 @@ def test_responses_by_protocol_and_status_class():
     assert got[("twisted_asgi_responses_total", (("protocol", "http/2"), ("status_class", "5xx")))] == 1
 
 
+def test_the_connections_hook_counts_as_log_http():
+    """With the metrics as the only sink, each connection calls their own hook
+    (``http_hook``: the clock read and the counting in one call); it counts
+    exactly what ``log_http`` counts with the duration from ``started`` to the
+    clock's now (0 when ``started`` is None), and returns that now."""
+    now = [100.0]
+    hooked, plain = Metrics(), Metrics()
+    hook = hooked.http_hook(lambda: now[0])
+    cases = [
+        (request("1.1"), 200, 99.999),  # 1 ms: the first bucket
+        (request("1.1"), 404, 99.7),  # 0.3 s
+        (request("2"), 503, 40.0),  # 60 s: +Inf
+        (request("1.0"), 200, 100.0),
+        (None, 400, None),  # refused before a request line was known
+    ]
+    for req, status, started in cases:
+        assert hook(req, status, 7, started) == now[0]
+        plain.log_http(None, req, status, 7, now[0] - started if started is not None else 0.0)
+    assert samples(hooked.snapshot()) == samples(plain.snapshot())
+    got = samples(hooked.snapshot())
+    assert got[("twisted_asgi_responses_total", (("protocol", "http/1.1"), ("status_class", "4xx")))] == 2
+    assert got[("twisted_asgi_request_duration_seconds_sum", (("protocol", "http/2"),))] == 60.0
+
+
 def test_duration_histogram_is_cumulative():
     m = Metrics()
     for seconds in (0.001, 0.004, 0.02, 0.3, 60.0):

@@ -9,7 +9,8 @@ write back-pressure (the connection is the transport's push producer; while
 paused, the apps' ``send()`` waits, for ``timeout_send`` at most), read
 back-pressure (every protocol pauses through :meth:`HTTPChannel.stop_reading`,
 which also watches a paused socket for a client that left), the close and the
-drop, and the client's address text.
+drop, the client's address text, and the access-log hook
+(:meth:`HTTPChannel.log_http`, :meth:`HTTPChannel.log_websocket`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .proxy import proxy_headers_for
 from .scope import EARLY_HINT, ConnectionInfo, client_text, unknown_tls_extension
 
 if TYPE_CHECKING:
+    from .events import Request
     from .server import ASGIFactory
 
 __all__ = ["Handler", "HTTPChannel", "connection_info", "direct_sequence_writer", "direct_writer", "output_pending"]
@@ -257,7 +259,9 @@ class HTTPChannel(Protocol):
     back-pressure (:meth:`stop_reading`, which also watches a paused socket
     for a client that left), the close (:meth:`close_transport`,
     :meth:`drop`), the client's address text and the scopes' connection
-    facts (``info``). Its first handler is HTTP/1.1
+    facts (``info``), and the access-log hook (:meth:`log_http`,
+    :meth:`log_websocket`: the only path to the access log and the
+    metrics). Its first handler is HTTP/1.1
     (:class:`~twisted_asgi.h1channel.HTTP11Handler`), which hands the
     connection over (:meth:`hand_over`) to HTTP/2 or a WebSocket.
     """
@@ -291,6 +295,7 @@ class HTTPChannel(Protocol):
         "_closing",
         "_lost",
         "_accepted_from",
+        "logging",
     )
 
     def __init__(self, factory: ASGIFactory, addr: Any = None) -> None:
@@ -329,6 +334,15 @@ class HTTPChannel(Protocol):
         self._closing = False
         #: The transport reported the connection lost.
         self._lost = False
+        #: Responses are logged (an access log or the metrics are on: the
+        #: factory has an access-log sink); the handlers take start times
+        #: and call :meth:`log_http` / :meth:`log_websocket` only then.
+        self.logging = factory.access_log is not None
+        hook = factory.http_log_hook
+        if hook is not None:
+            # The sink's own hook in place of log_http (in the instance's
+            # dictionary, as dataReceived: no call in between).
+            self.log_http = hook  # type: ignore[method-assign, assignment]
 
     @property
     def streams_open(self) -> int:
@@ -676,3 +690,32 @@ class HTTPChannel(Protocol):
     def client_text(self) -> str:
         """The client's address, for log lines (every protocol's)."""
         return client_text(self.info.client if self.info is not None else None)
+
+    # The access-log hook: every response and every WebSocket of every protocol
+    # (HTTP/1.1, HTTP/2, WebSocket, and the errors the server answers itself)
+    # is logged through these two methods, the only ones that talk to the
+    # factory's access-log sink (an AccessLog file, which feeds the metrics too
+    # when both are on, or the Metrics alone). Call them only while
+    # ``logging`` is true. With the metrics alone, the factory's
+    # ``http_log_hook`` (Metrics.http_hook: the clock read and the counting in
+    # one call) takes log_http's place in each connection's dictionary.
+
+    def log_http(self, request: Request | None, status: int, size: int, started: float | None) -> float:
+        """One response written: ``request`` (None when refused before its
+        request line was known), its ``status``, the body bytes ``size``,
+        and the clock's time it began (None: not known, a duration of 0).
+        Returns the clock's time now (the one read of it), for the caller's
+        timers."""
+        now: float = self.clock.seconds()
+        self.factory.access_log.log_http(  # type: ignore[union-attr]
+            self.info, request, status, size, now - started if started is not None else 0.0
+        )
+        return now
+
+    def log_websocket(self, request: Request, kind: str, code: int, started: float) -> float:
+        """A WebSocket accepted (``kind`` ``WSCONNECT``, ``code`` 101 or 200)
+        or ended (``WSDISCONNECT``, the close code), ``started`` being when
+        its handshake began or it opened. Returns the clock's time now."""
+        now: float = self.clock.seconds()
+        self.factory.access_log.log_websocket(self.info, request, kind, code, now - started)  # type: ignore[union-attr]
+        return now

@@ -336,7 +336,7 @@ class HTTP11Handler:
         """Begin answering ``request``: cancel the head timer, build the scope, run the app."""
         self._deadline = None
         self.request = request  # the core made it current (and decided keep-alive)
-        if self.factory.access_log is not None:
+        if self.channel.logging:
             self._started_at = self.clock.seconds()
         if request.upgrade is not None:
             return  # handled by _switch_protocol once the head is parsed
@@ -347,9 +347,10 @@ class HTTP11Handler:
         scope = http_scope(request, self.info)  # type: ignore[arg-type]
         self.factory.runner.start_http(scope, request, self, self.config.limit_receive_buffer_bytes)
 
-    def _next(self) -> None:
+    def _next(self, now: float | None = None) -> None:
         """The exchange is over (the core began the next cycle): go on with
-        pipelined requests, or idle."""
+        pipelined requests, or idle (``now``: the clock's time, when the
+        access-log hook read it)."""
         finished = self.task
         self.request = None
         self.task = None
@@ -368,11 +369,11 @@ class HTTP11Handler:
             # whoever called it continues from here once it is done.
             self._continue_later = True
             return
-        self._continue()
+        self._continue(now)
 
-    def _continue(self) -> None:
+    def _continue(self, now: float | None = None) -> None:
         """After a response: the queued pipelined requests, then the bytes kept
-        at the pipelining bound, then the timers."""
+        at the pipelining bound, then the timers (from ``now``, when given)."""
         conn = self.conn
         while True:
             self._continue_later = False
@@ -399,19 +400,19 @@ class HTTP11Handler:
             self._switch_protocol()
         elif self.request is None:
             if conn.in_request_head:  # type: ignore[union-attr]
-                self._arm(self.config.timeout_request_head, _T_HEAD)
+                self._arm(self.config.timeout_request_head, _T_HEAD, now)
             else:
-                self._arm(self.config.timeout_keep_alive, _T_IDLE)
+                self._arm(self.config.timeout_keep_alive, _T_IDLE, now)
 
     def _response_complete(self) -> None:
         conn = self.conn
         task = self.task
-        access_log = self.factory.access_log
-        if access_log is not None:
+        now = None
+        if self.channel.logging:
             # _log_access inlined: once per response with metrics on (a response
-            # completes for the current task, so self.request is set).
-            duration = self.clock.seconds() - self._started_at
-            access_log.log_http(self.info, self.request, conn.status, conn.bytes_sent, duration)  # type: ignore[union-attr]
+            # completes for the current task, so self.request is set). The
+            # hook's clock read serves the keep-alive timer too.
+            now = self.channel.log_http(self.request, conn.status, conn.bytes_sent, self._started_at)  # type: ignore[union-attr]
         # The core counts the response and says what follows (it has begun
         # the next cycle when it says go on).
         finish = conn.finish_response()  # type: ignore[union-attr]
@@ -427,7 +428,7 @@ class HTTP11Handler:
                 return
             self._resume(_PAUSE_BODY)
             return
-        self._next()
+        self._next(now)
 
     def _switch_protocol(self) -> None:
         """The current request asked for an accepted ``Upgrade``: hand the
@@ -599,7 +600,7 @@ class HTTP11Handler:
         else:  # (no parser yet: nothing was read)
             data = error_response(status, reason, self.config.server_name)
         self.channel.write_now(data)
-        if self.factory.access_log is not None:
+        if self.channel.logging:
             # Body bytes only, as for every response; the request refused before
             # it became the current one is named all the same.
             self._log_access(status, body_size(data), refused)
@@ -613,10 +614,10 @@ class HTTP11Handler:
 
     def _log_access(self, status: int, size: int, refused: Request | None = None) -> None:
         request = self.request
-        duration = self.clock.seconds() - self._started_at if request is not None else 0.0
         if request is None:
-            request = refused
-        self.factory.access_log.log_http(self.info, request, status, size, duration)
+            self.channel.log_http(refused, status, size, None)
+        else:
+            self.channel.log_http(request, status, size, self._started_at)
 
     # -- the timer -----------------------------------------------------------
 
@@ -628,14 +629,16 @@ class HTTP11Handler:
             self._timer = None
             timer.cancel()
 
-    def _arm(self, seconds: float, kind: str) -> None:
-        """Set the one deadline (on the connection's scheduler). Cheap: the
-        timer is only rescheduled when it would fire too late or is missing."""
+    def _arm(self, seconds: float, kind: str, now: float | None = None) -> None:
+        """Set the one deadline (on the connection's scheduler), ``seconds``
+        from ``now`` (a clock reading of this loop pass) or the clock's time.
+        Cheap: the timer is only rescheduled when it would fire too late or is
+        missing."""
         self._timer_kind = kind
         if not seconds:
             self._deadline = None
             return
-        deadline = self._deadline = self.clock.seconds() + seconds
+        deadline = self._deadline = (self.clock.seconds() if now is None else now) + seconds
         # _timer is None whenever it is not pending (fired or cancelled), and
         # _timer_at is when it fires: no need to ask the DelayedCall either.
         if self._timer is None:

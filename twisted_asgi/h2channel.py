@@ -483,12 +483,13 @@ class HTTP2Handler:
     # -- logging ---------------------------------------------------------------------
 
     def _log(self, event: StreamComplete) -> None:
-        access_log = self.factory.access_log
-        if access_log is None or event.request is None or event.request.upgrade is not None:
+        channel = self.channel
+        if not channel.logging or event.request is None or event.request.upgrade is not None:
             return  # a WebSocket logs itself
         stream = self.streams.get(event.stream_id)
-        duration = self.clock.seconds() - stream.started_at if stream is not None else 0.0
-        access_log.log_http(self.channel.info, event.request, event.status, event.bytes_sent, duration)
+        channel.log_http(
+            event.request, event.status, event.bytes_sent, stream.started_at if stream is not None else None
+        )
 
 
 class HTTP2StreamHandler:
@@ -770,6 +771,16 @@ class WebSocketStream(HTTP2StreamHandler):
 
     def client_text(self) -> str:
         return self.handler.channel.client_text()
+
+    @property
+    def logging(self) -> bool:
+        return self.handler.channel.logging
+
+    def log_http(self, request: Request | None, status: int, size: int, started: float | None) -> float:
+        return self.handler.channel.log_http(request, status, size, started)
+
+    def log_websocket(self, request: Request, kind: str, code: int, started: float) -> float:
+        return self.handler.channel.log_websocket(request, kind, code, started)
 
     def write_soon(self, data: bytes, limit: int = 0) -> None:
         """Frame ``data`` as DATA on the stream, with what else the streams

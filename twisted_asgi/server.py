@@ -94,7 +94,15 @@ class ASGIFactory(Factory):
         #: Listening port -> the server address of its connections, or None
         #: where each connection's own is asked (see HTTPChannel._addresses).
         self.port_addresses: dict[Any, tuple[str, int] | None] = {}
-        self.access_log = access_log
+        #: Where the connections log each response (their one hook,
+        #: :meth:`HTTPChannel.log_http <twisted_asgi.channel.HTTPChannel.log_http>`):
+        #: an :class:`AccessLog` (which feeds the metrics too when both are on),
+        #: the :class:`Metrics` alone, or None.
+        self.access_log: AccessLog | Metrics | None = access_log
+        #: The sink's own access-log hook, shared by every connection in place
+        #: of :meth:`HTTPChannel.log_http <twisted_asgi.channel.HTTPChannel.log_http>`
+        #: (the metrics', when they are the only sink), or None.
+        self.http_log_hook: Callable[[Request | None, int, int, float | None], float] | None = None
         self.connections: set[HTTPChannel] = set()
         #: The Prometheus counters (``--metrics-endpoint``), None when off.
         self.metrics: Metrics | None = None
@@ -305,8 +313,11 @@ class AccessLog:
     Control characters, non-ASCII bytes, quotes and backslashes in the request
     line, referer and user agent are escaped as ``\\xHH``.
 
-    With ``--metrics-endpoint`` the same calls feed the :class:`Metrics`
-    (``metrics``); without an access log file (``stream`` None) only them.
+    With ``--metrics-endpoint`` as well the same calls feed the
+    :class:`Metrics` (``metrics``). The factory's access-log sink is this
+    object, or the :class:`Metrics` alone when there is no access log file
+    (no forwarding call per response); the connections call it through their
+    one hook (:meth:`HTTPChannel.log_http <twisted_asgi.channel.HTTPChannel.log_http>`).
     """
 
     def __init__(self, stream: IO[str] | None, path: str | None = None, metrics: Metrics | None = None) -> None:
@@ -314,10 +325,6 @@ class AccessLog:
         #: The file's path, for :meth:`reopen` (None: standard output, or no file).
         self.path = path
         self.metrics = metrics
-        if stream is None and metrics is not None:
-            # Only the metrics: they are called straight (once per request).
-            self.log_http = metrics.log_http  # type: ignore[method-assign]
-            self.log_websocket = metrics.log_websocket  # type: ignore[method-assign]
         publisher = LogPublisher(self._write)
         self.logger = Logger(namespace="twisted_asgi.access", observer=publisher)
 
@@ -431,6 +438,8 @@ class ASGIService:
         self.endpoint_descriptions = list(endpoints)
         self.reactor = reactor
         self.factory = ASGIFactory(app, config, LoopClock.of(reactor), access_log)
+        #: The access log file (reopened on SIGHUP), or None.
+        self.access_log = access_log
         self.lifespan = Lifespan(app, config) if config.lifespan != "off" else None
         self.ports: list[IListeningPort] = []
         self.exit_code = 0
@@ -453,7 +462,10 @@ class ASGIService:
             metrics = self.factory.metrics = self.factory.runner.metrics = Metrics()
             metrics.live = self.factory.connections
             if access_log is None:
-                self.factory.access_log = AccessLog(None, None, metrics)
+                # The metrics are the connections' access-log sink themselves,
+                # with their own hook: one call per response.
+                self.factory.access_log = metrics
+                self.factory.http_log_hook = metrics.http_hook(self.factory.clock.seconds)
             else:
                 access_log.metrics = metrics
 
@@ -559,7 +571,7 @@ class ASGIService:
         """SIGHUP in a single process (or a worker): reopen the access log file
         (logrotate's postrotate), reload the TLS listeners' certificates, and
         say what was done; the server goes on serving either way."""
-        access_log = self.factory.access_log
+        access_log = self.access_log
         if access_log is not None and access_log.reopen():
             log.info("SIGHUP: reopened the access log {path}", path=access_log.path)
         if not self.tls_listeners:

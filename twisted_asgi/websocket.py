@@ -593,7 +593,7 @@ class WebSocketConnection:
             framing.lost(reason)  # reports the close through framing_closed
         if self.task is not None:
             self.task.feed_disconnect(_ABNORMAL)  # no-op when the close was reported
-        if was_open and self.server.factory.access_log is not None:
+        if was_open and self.channel.logging:
             code = self.task.cycle.close_code if self.task is not None else _ABNORMAL
             self._log_access("WSDISCONNECT", code)
         self._release()
@@ -805,9 +805,9 @@ class WebSocketConnection:
         if self.paused:
             framing.suspend_pings()
         clock = server.factory.clock
-        if server.factory.access_log is not None:
-            self._log_access("WSCONNECT", self.accept_status)
-            self.opened_at = clock.seconds()
+        if self.channel.logging:
+            # The handshake's duration; then the WebSocket's from the same clock read.
+            self.opened_at = self.channel.log_websocket(self.request, "WSCONNECT", self.accept_status, self.opened_at)
         if config.timeout_ws_lifetime:
             self.timer = clock.callLater(config.timeout_ws_lifetime, self._lifetime_over)
         buffered, self.buffer = self.buffer, b""
@@ -852,7 +852,7 @@ class WebSocketConnection:
             self.write(data)
         if denial.response_complete:
             self.state = _DONE
-            if self.server.factory.access_log is not None:
+            if self.channel.logging:
                 self._log_http(denial.status, denial.bytes_sent)
             self.close_transport()
 
@@ -868,7 +868,7 @@ class WebSocketConnection:
             return
         self.state = _DONE
         size = self._write_error(status, reason, headers)
-        if self.server.factory.access_log is not None:
+        if self.channel.logging:
             self._log_http(status, size)
         self.close_transport()
 
@@ -969,12 +969,10 @@ class WebSocketConnection:
     # -- logging ---------------------------------------------------------------------
 
     def _log_access(self, kind: str, code: int) -> None:
-        duration = self.server.factory.clock.seconds() - self.opened_at
-        self.server.factory.access_log.log_websocket(self.channel.info, self.request, kind, code, duration)  # type: ignore[union-attr]
+        self.channel.log_websocket(self.request, kind, code, self.opened_at)
 
     def _log_http(self, status: int, size: int) -> None:
-        duration = self.server.factory.clock.seconds() - self.opened_at
-        self.server.factory.access_log.log_http(self.channel.info, self.request, status, size, duration)  # type: ignore[union-attr]
+        self.channel.log_http(self.request, status, size, self.opened_at)
 
 
 class StreamWebSocketConnection(WebSocketConnection):
