@@ -116,7 +116,7 @@ def test_addresses_only_for_a_twisted_tcp_connection():
     own getPeer/getHost: the address buildProtocol was given is not used."""
 
     class Factory:
-        config = clock = None
+        config = clock = access_log = http_log_hook = None
         port_addresses: dict[Any, Any] = {}
 
     class Transport:
