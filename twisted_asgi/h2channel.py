@@ -758,6 +758,11 @@ class WebSocketStream(HTTP2StreamHandler):
         return self.handler.channel.info
 
     @property
+    def counted(self) -> HTTPChannel:
+        """The connection whose counters the WebSocket's messages join."""
+        return self.handler.channel
+
+    @property
     def draining(self) -> bool:
         return self.handler.draining
 
