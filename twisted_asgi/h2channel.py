@@ -12,7 +12,6 @@ and received body bytes are acknowledged as the app takes them.
 from __future__ import annotations
 
 import weakref
-from dataclasses import replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -172,7 +171,7 @@ def _pin_proxy_identity(channel: HTTPChannel, request: Request) -> None:
     first = http_scope(request, info)  # what stream 1 was given
     template = dict(info.http_template())
     template.update(client=first["client"], server=first["server"], scheme=first["scheme"])
-    channel.info = replace(info, proxy_trusted=False, _http_template=template)
+    channel.info = info.replaced(proxy_trusted=False, _http_template=template)
 
 
 class HTTP2Handler:
