@@ -27,6 +27,8 @@ class Conn:
     bytes_received: int = 0
     bytes_sent: int = 0
     streams_open: int = 0
+    ws_messages_received: int = 0
+    ws_messages_sent: int = 0
 
 
 def request(version="1.1"):
@@ -110,6 +112,30 @@ def test_open_connections_are_read_live_and_their_bytes_kept_at_close():
     got = samples(m.snapshot())
     assert got[("twisted_asgi_sent_bytes_total", (("protocol", "http/1.1"),))] == 1000
     assert ("twisted_asgi_connections_open", (("protocol", "http/1.1"),)) not in got
+
+
+def test_websocket_messages_are_read_live_and_kept_at_close():
+    """A connection's WebSocket handlers count messages on the connection:
+    read at each snapshot while it is open, added to the totals when it
+    closes, and not counted twice (nor later changes)."""
+    m = Metrics()
+    live: set[Conn] = set()
+    m.live = live
+    a, b = Conn(protocol_name="websocket"), Conn(protocol_name="http/2")
+    for conn in (a, b):
+        live.add(conn)
+        m.connection_opened(conn)
+    a.ws_messages_received, a.ws_messages_sent = 3, 4
+    b.ws_messages_received = 5  # WebSockets over HTTP/2 count on their connection
+    got = samples(m.snapshot())
+    assert got[("twisted_asgi_websocket_messages_total", (("direction", "received"),))] == 8
+    assert got[("twisted_asgi_websocket_messages_total", (("direction", "sent"),))] == 4
+    live.discard(a)
+    m.connection_closed(a)
+    a.ws_messages_sent = 1000  # a closed connection counts no more
+    got = samples(m.snapshot())
+    assert got[("twisted_asgi_websocket_messages_total", (("direction", "received"),))] == 8
+    assert got[("twisted_asgi_websocket_messages_total", (("direction", "sent"),))] == 4
 
 
 def test_websockets_streams_failures():

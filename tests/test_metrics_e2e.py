@@ -20,6 +20,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.deploy import wait_for
 from tests.serving import recv_response, start_server
+from tests.ws_h2_client import open_ws_h2
 
 APP = "tests.metrics_app:app"
 METRICS = "tcp:port=0:interface=127.0.0.1"
@@ -80,10 +81,21 @@ def test_counts_every_protocol_from_outside():
             for i in range(3):
                 ws.send(f"m{i}")
                 assert ws.recv(timeout=10) == f"m{i}"
-            # While the WebSocket is open: one connection speaks it.
+            # While the WebSocket is open: one connection speaks it, and its
+            # messages are read from it live.
             live = scrape(url)
             assert value(live, "twisted_asgi_connections_open", protocol="websocket") == 1
             assert value(live, "twisted_asgi_websockets_open") == 1
+            assert value(live, "twisted_asgi_websocket_messages_total", direction="received") == 3
+            assert value(live, "twisted_asgi_websocket_messages_total", direction="sent") == 3
+        # A WebSocket over HTTP/2 (RFC 8441) counts its messages on its connection.
+        with open_ws_h2(server, "/ws") as ws2:
+            for i in range(2):
+                ws2.send(f"h{i}")
+                assert ws2.recv(timeout=10) == f"h{i}"
+            live = scrape(url)
+            assert value(live, "twisted_asgi_websocket_messages_total", direction="received") == 5
+            assert value(live, "twisted_asgi_websocket_messages_total", direction="sent") == 5
         after = {}
 
         def settled() -> bool:
@@ -99,14 +111,15 @@ def test_counts_every_protocol_from_outside():
         assert value(after, "twisted_asgi_responses_total", protocol="http/1.1", status_class="4xx") == 1
         assert value(after, "twisted_asgi_responses_total", protocol="http/2", status_class="2xx") == 12
         assert value(after, "twisted_asgi_responses_total", protocol="websocket", status_class="1xx") == 1
+        assert value(after, "twisted_asgi_responses_total", protocol="websocket", status_class="2xx") == 1
         assert value(after, "twisted_asgi_request_duration_seconds_count", protocol="http/2") == 12
-        assert value(after, "twisted_asgi_http2_streams_total") == 12
-        assert value(after, "twisted_asgi_websocket_messages_total", direction="received") == 3
-        assert value(after, "twisted_asgi_websocket_messages_total", direction="sent") == 3
+        assert value(after, "twisted_asgi_http2_streams_total") == 13  # h2load's 12 and the WebSocket's
+        assert value(after, "twisted_asgi_websocket_messages_total", direction="received") == 5
+        assert value(after, "twisted_asgi_websocket_messages_total", direction="sent") == 5
         assert value(after, "twisted_asgi_app_exceptions_total", protocol="http/1.1") == 1
         assert value(after, "twisted_asgi_limits_total", limit="limit_request_body_bytes") == 1
-        # 7 HTTP/1.1 connections, 2 of h2load, 1 WebSocket.
-        assert value(after, "twisted_asgi_connections_total") == 10
+        # 7 HTTP/1.1 connections, 2 of h2load, 1 WebSocket, 1 HTTP/2 WebSocket.
+        assert value(after, "twisted_asgi_connections_total") == 11
         assert value(after, "twisted_asgi_received_bytes_total", protocol="http/2") > 0
         assert value(after, "twisted_asgi_sent_bytes_total", protocol="http/1.1") > 5 * len(b"HTTP/1.1 200 OK\r\n")
         assert value(after, "twisted_asgi_sent_bytes_total", protocol="websocket") > 0

@@ -285,6 +285,8 @@ class HTTPChannel(Protocol):
         "can_gather",
         "held",
         "bytes_received",
+        "ws_messages_received",
+        "ws_messages_sent",
         "bytes_sent",
         "_held_bytes",
         "_flush_scheduled",
@@ -312,6 +314,11 @@ class HTTPChannel(Protocol):
         self.protocol_name = "http/1.1"
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: WebSocket messages on this connection, counted by its WebSocket
+        #: handlers with the metrics on (read as bytes are: at each scrape
+        #: while open, added to the totals when it closes).
+        self.ws_messages_received = 0
+        self.ws_messages_sent = 0
         #: The transport paused us: the apps' ``send()`` waits.
         self.write_paused = False
         self.draining = False
@@ -390,6 +397,12 @@ class HTTPChannel(Protocol):
         if type(addr) is not IPv4Address and type(addr) is not IPv6Address:
             return None  # a unix socket's, or not accepted by a listening port
         return tcp_addresses(self.transport, (addr.host, addr.port), self.factory.port_addresses)
+
+    @property
+    def counted(self) -> HTTPChannel:
+        """The connection the metrics read (this one; an HTTP/2 stream's
+        WebSocket counts on its connection through the same name)."""
+        return self
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the transport, counted (metrics on), to the handler. With

@@ -12,7 +12,6 @@ and received body bytes are acknowledged as the app takes them.
 from __future__ import annotations
 
 import weakref
-from dataclasses import replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -172,7 +171,7 @@ def _pin_proxy_identity(channel: HTTPChannel, request: Request) -> None:
     first = http_scope(request, info)  # what stream 1 was given
     template = dict(info.http_template())
     template.update(client=first["client"], server=first["server"], scheme=first["scheme"])
-    channel.info = replace(info, proxy_trusted=False, _http_template=template)
+    channel.info = info.replaced(proxy_trusted=False, _http_template=template)
 
 
 class HTTP2Handler:
@@ -756,6 +755,11 @@ class WebSocketStream(HTTP2StreamHandler):
     @property
     def info(self) -> Any:
         return self.handler.channel.info
+
+    @property
+    def counted(self) -> HTTPChannel:
+        """The connection whose counters the WebSocket's messages join."""
+        return self.handler.channel
 
     @property
     def draining(self) -> bool:

@@ -30,8 +30,7 @@ import re
 import socket
 import stat
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet import defer, fdesc
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -148,9 +147,9 @@ def join_description(kind: str, args: list[str], kwargs: dict[str, str]) -> str:
 # -- sockets bound ahead of listening (daemon mode, the supervisor of --workers) ----------
 
 
-@dataclass
-class Listener:
-    """One socket the parent bound, and how a worker names it."""
+class Listener(NamedTuple):
+    """One socket the parent bound, and how a worker names it. (A NamedTuple:
+    a dataclass cost every start-up about 2 M instructions to make.)"""
 
     description: str
     sock: socket.socket | None

@@ -78,6 +78,8 @@ class Counted(Protocol):
     protocol_name: str
     bytes_received: int
     bytes_sent: int
+    ws_messages_received: int
+    ws_messages_sent: int
 
     @property
     def streams_open(self) -> int:
@@ -240,6 +242,10 @@ class Metrics:
         protocol = connection.protocol_name
         self.bytes_received[protocol] = self.bytes_received.get(protocol, 0) + connection.bytes_received
         self.bytes_sent[protocol] = self.bytes_sent.get(protocol, 0) + connection.bytes_sent
+        if connection.ws_messages_received or connection.ws_messages_sent:
+            messages = self.websocket_messages
+            messages["received"] += connection.ws_messages_received
+            messages["sent"] += connection.ws_messages_sent
 
     def stream_opened(self) -> None:
         self.http2_streams += 1
@@ -288,12 +294,15 @@ class Metrics:
         received = dict(self.bytes_received)
         sent = dict(self.bytes_sent)
         streams = 0
+        messages = dict(self.websocket_messages)
         for connection in list(self.live):
             protocol = connection.protocol_name
             connections_open[protocol] = connections_open.get(protocol, 0) + 1
             received[protocol] = received.get(protocol, 0) + connection.bytes_received
             sent[protocol] = sent.get(protocol, 0) + connection.bytes_sent
             streams += connection.streams_open
+            messages["received"] += connection.ws_messages_received
+            messages["sent"] += connection.ws_messages_sent
         responses: dict[str, int] = {}
         duration: dict[str, Any] = {}
         for protocol, counted in self._responses.items():
@@ -312,7 +321,7 @@ class Metrics:
             "http2_streams": {"": self.http2_streams},
             "http2_streams_open": {"": streams},
             "websockets_open": {"": self.websockets_open},
-            "websocket_messages": dict(self.websocket_messages),
+            "websocket_messages": messages,
             "bytes_received": received,
             "bytes_sent": sent,
             "app_exceptions": dict(self.app_exceptions),

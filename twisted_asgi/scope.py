@@ -10,7 +10,6 @@ Imports neither Twisted nor asyncio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -34,25 +33,68 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 EARLY_HINT = "http.response.early_hint"
 
 
-@dataclass
 class ConnectionInfo:
     """What every scope on one connection shares.
 
     ``server`` is ``(host, port)`` for IP listeners and ``(path, None)`` for unix
     sockets (ASGI www spec 2.2); ``client`` is None when unknown (unix sockets).
+
+    (A plain class, not a ``@dataclass``: making a dataclass generates and
+    compiles its methods at import, about 2 M instructions of every start-up.)
     """
 
-    client: tuple[str, int] | None
-    server: tuple[str, int | None] | None
-    tls: bool = False
-    root_path: str = ""
-    extensions: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] | None = None
-    _http_template: dict[str, Any] | None = None
-    #: A :class:`~twisted_asgi.proxy.ProxyHeaders` when proxy headers are on;
-    #: ``proxy_trusted`` says whether this connection's peer may use them.
-    proxy_headers: Any = None
-    proxy_trusted: bool = False
+    _FIELDS = (
+        "client",
+        "server",
+        "tls",
+        "root_path",
+        "extensions",
+        "state",
+        "_http_template",
+        "proxy_headers",
+        "proxy_trusted",
+    )
+
+    def __init__(
+        self,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        tls: bool = False,
+        root_path: str = "",
+        extensions: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        _http_template: dict[str, Any] | None = None,
+        proxy_headers: Any = None,
+        proxy_trusted: bool = False,
+    ) -> None:
+        self.client = client
+        self.server = server
+        self.tls = tls
+        self.root_path = root_path
+        self.extensions: dict[str, Any] = {} if extensions is None else extensions
+        self.state = state
+        self._http_template = _http_template
+        #: A :class:`~twisted_asgi.proxy.ProxyHeaders` when proxy headers are on;
+        #: ``proxy_trusted`` says whether this connection's peer may use them.
+        self.proxy_headers = proxy_headers
+        self.proxy_trusted = proxy_trusted
+
+    def replaced(self, **changes: Any) -> ConnectionInfo:
+        """A copy with ``changes`` (as :func:`dataclasses.replace` made one)."""
+        values = {name: getattr(self, name) for name in self._FIELDS}
+        values.update(changes)
+        return ConnectionInfo(**values)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"ConnectionInfo({fields})"
 
     def http_template(self) -> dict[str, Any]:
         """The keys every ``http`` scope on this connection shares."""

@@ -505,6 +505,7 @@ class WebSocketConnection:
         "handshake",
         "lost",
         "metrics",
+        "counted",
         "opened_at",
         "paused",
         "request",
@@ -538,6 +539,9 @@ class WebSocketConnection:
         self.timer: Any = None
         self.opened_at = server.factory.clock.seconds()
         self.metrics = server.factory.metrics
+        #: The connection that counts this WebSocket's messages (metrics on),
+        #: an attribute increment per message rather than a call.
+        self.counted = channel.counted if self.metrics is not None else None
         #: Write at once (after the frames the channel holds).
         self.write: Callable[[bytes], None] = channel.write_now
         #: Write with the others of this loop pass (the channel's coalescer).
@@ -659,9 +663,9 @@ class WebSocketConnection:
     def send_ws(self, task: WebSocketTask, event: Any) -> None:
         kind = type(event)
         if kind is Message:
-            metrics = self.metrics
-            if metrics is not None:
-                metrics.websocket_message("sent")
+            counted = self.counted
+            if counted is not None:
+                counted.ws_messages_sent += 1
             framing = self.framing
             if framing is None or framing.state != _OPEN:
                 # Dropped (ping timeout) a moment before the transport says so.
@@ -730,9 +734,9 @@ class WebSocketConnection:
     # -- from the framing ---------------------------------------------------------
 
     def message_received(self, payload: bytes, binary: bool) -> None:
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.websocket_message("received")
+        counted = self.counted
+        if counted is not None:
+            counted.ws_messages_received += 1
         task = self.task
         if self.discarding or task is None or task.outcome is not None:
             return
