@@ -338,7 +338,12 @@ def render_rst(
         "twisted-asgi measured against Daphne, uvicorn (with httptools, and as *uvicorn-zttp* with",
         "``--http zttp --http2``, which serves HTTP/2 over TLS and h2c), hypercorn and granian by the",
         "project's own suite in ``benchmarks/``: every scenario against every server in one run, interleaved",
-        "(A B C A B C), each server started fresh for each measurement, pinned to one core with",
+        (
+            "(the order rotating by one place per round and per scenario: A B C, B C A, C A B), each server"
+            if params.get("order") == "rotated"
+            else "(A B C A B C), each server"
+        )
+        + " started fresh for each measurement, pinned to one core with",
         "the load generator on the other, on loopback. *twisted-bare* is the floor, not a server:",
         "a bare Twisted protocol on the asyncio reactor over uvloop, answering fixed bytes without parsing",
         "(``benchmarks/bare_twisted.py``), measured in the keep-alive scenarios only.",

@@ -6,16 +6,18 @@ One command (after ``benchmarks/setup.sh``)::
     python benchmarks/run.py --rounds 5 --duration 20
     python benchmarks/run.py --smoke --servers twisted-asgi --self-python "$(which python)"
 
-For each round, for each scenario, each server in turn is started fresh (A B C A B C),
-warmed up, measured and stopped.  The server is pinned to CPU 0 and the load generator
-to CPU 1 (``taskset``), everything on loopback, every step bounded in time.  The
-``--workers`` scaling scenario pins N worker processes to CPUs 0..N-1 and the load
+For each round, for each scenario, each server in turn is started fresh, warmed up,
+measured and stopped; the order rotates by one place per round and per scenario (A B C,
+B C A, C A B), so that over as many rounds as there are servers each server is measured
+once in each position, none always first after another scenario's load.  The server
+is pinned to CPU 0 and the load generator to CPU 1 (``taskset``), everything on loopback,
+every step bounded in time.  The ``--workers`` scaling scenario pins N worker processes to CPUs 0..N-1 and the load
 generator to the last cores instead.
 
 ``--baseline REF`` adds a second install of twisted-asgi, built from the git commit REF
 into ``benchmarks/.venv-ref-<commit>`` (cached), as the server ``twisted-asgi@<commit>``
-in every scenario twisted-asgi takes part in, interleaved with it (the two swap places
-every other round); the report gives each row's ratio of the current install to the
+in every scenario twisted-asgi takes part in, interleaved with it (the rotation makes the two
+swap places from round to round); the report gives each row's ratio of the current install to the
 baseline and flags a row worse by more than 3%.
 
 Per measurement: throughput, server CPU time per request (utime+stime of the server and
@@ -1556,21 +1558,25 @@ PEER_PACKAGES = [
 ]
 
 
+def server_order(specs: list[ServerSpec], round_index: int, scenario_index: int) -> list[ServerSpec]:
+    """The order the servers run in, for one scenario of one round: rotated by one place per
+    round and per scenario (a cyclic Latin square), so that over as many rounds as there are
+    servers each server runs once in every position, and the one measured first (right after
+    another scenario's load) is a different server in each scenario. With two installs
+    (``--baseline``) this alternates them (A B, B A) from round to round and scenario to scenario.
+    """
+    shift = (round_index - 1 + scenario_index) % len(specs) if specs else 0
+    return specs[shift:] + specs[:shift]
+
+
 def run_rounds(ctx: Context, specs: list[ServerSpec], scenarios: list[Scenario]) -> dict[str, dict[str, dict]]:
-    """Every round, every scenario, every server in turn (A B C A B C); summaries at the end."""
+    """Every round, every scenario, every server in turn (rotated, see :func:`server_order`); summaries at the end."""
     results: dict[str, dict[str, dict[str, Any]]] = {
         s.name: {spec.name: {"measurements": []} for spec in specs} for s in scenarios
     }
     for round_index in range(1, ctx.args.rounds + 1):
-        order = list(specs)
-        if round_index % 2 == 0:
-            # The baseline and the current install swap places every other round (A B, B A),
-            # so that neither is always the one measured right after the other.
-            pair = [i for i, spec in enumerate(order) if spec.venv == "ref" or spec.name == "twisted-asgi"]
-            if len(pair) == 2:
-                order[pair[0]], order[pair[1]] = order[pair[1]], order[pair[0]]
-        for scenario in scenarios:
-            for spec in order:
+        for scenario_index, scenario in enumerate(scenarios):
+            for spec in server_order(specs, round_index, scenario_index):
                 cell = results[scenario.name][spec.name]
                 if not supports(spec, scenario):
                     cell["status"] = "n/a"
@@ -1682,6 +1688,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers_max": args.workers_max,
             "workers_client_cpus": args.workers_client_cpus,
             "smoke": args.smoke,
+            "order": "rotated",
             "command": shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)]),
         },
         "servers": [spec.name for spec in specs],

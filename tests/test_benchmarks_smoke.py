@@ -389,6 +389,29 @@ def test_baseline_run(tmp_path: Path) -> None:
     assert "\nAgainst the baseline\n" in page and f"``{commit}``" in page
 
 
+def test_server_order_is_a_latin_square() -> None:
+    """Over as many rounds as servers, each server runs once in each position of a scenario, and
+    the first server (right after another scenario's load) differs from scenario to scenario; with
+    a baseline pair the two alternate (A B, B A) by round and by scenario."""
+    specs = [bench_run.SERVERS[name] for name in ("twisted-asgi", "uvicorn", "granian")]
+    for scenario_index in range(4):
+        positions = {spec.name: set() for spec in specs}
+        for round_index in range(1, len(specs) + 1):
+            order = bench_run.server_order(specs, round_index, scenario_index)
+            assert sorted(s.name for s in order) == sorted(s.name for s in specs)
+            for place, spec in enumerate(order):
+                positions[spec.name].add(place)
+        assert all(places == {0, 1, 2} for places in positions.values()), positions
+    firsts = [bench_run.server_order(specs, 1, i)[0].name for i in range(3)]
+    assert len(set(firsts)) == 3
+    pair = specs[:2]
+    assert [[s.name for s in bench_run.server_order(pair, r, 0)] for r in (1, 2, 3, 4)] == [
+        ["twisted-asgi", "uvicorn"],
+        ["uvicorn", "twisted-asgi"],
+    ] * 2
+    assert bench_run.server_order(pair, 1, 1)[0].name == "uvicorn"
+
+
 def test_grid_table_is_rectangular() -> None:
     """Every line of a generated grid table has the same width, as reStructuredText requires."""
     lines = report.grid(["scenario", "a"], [["HTTP/1.1 keep-alive", "1,234 (1,000–2,000) †"], ["x", "n/a"]])
