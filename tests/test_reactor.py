@@ -81,7 +81,7 @@ def test_loop_name():
 
 
 def test_ready_socket_reaches_do_read_through_our_callback(reactor_and_pair):
-    """A registered reader's data arrives in doRead, called by ASGIReactor.asgi_ready."""
+    """A registered reader's data arrives in doRead, called by ASGIReactor.asgi_read."""
     reactor, loop, a, b = reactor_and_pair
     reader = Reader(a, loop)
     reactor.addReader(reader)
@@ -89,7 +89,7 @@ def test_ready_socket_reaches_do_read_through_our_callback(reactor_and_pair):
     if loop_name(loop) == "asyncio":
         # The seam itself: the loop's handle calls our method, not callWithLogger.
         handle = loop._selector.get_key(a.fileno()).data[0]
-        assert handle._callback == reactor.asgi_ready
+        assert handle._callback == reactor.asgi_read
     b.send(b"hello")
     assert loop.run_until_complete(asyncio.wait_for(reader.read, 5)) == b"hello"
     reactor.removeReader(reader)
@@ -174,8 +174,11 @@ def test_writer_gets_do_write(reactor_and_pair):
     assert writer not in reactor.getWriters()
 
 
-def test_reader_whose_descriptor_went_away_is_disconnected(reactor_and_pair):
-    """A ready reader whose fileno() is now -1 is disconnected with ConnectionFdescWentAway, never read."""
+@pytest.mark.parametrize("path", ["asgi_ready", "asgi_read"])
+def test_reader_whose_descriptor_went_away_is_disconnected(reactor_and_pair, path):
+    """A ready reader whose fileno() is now -1 is disconnected with
+    ConnectionFdescWentAway, never read: by the general callback and by a
+    connection's own."""
     from twisted.internet.error import ConnectionFdescWentAway
 
     reactor, loop, a, _b = reactor_and_pair
@@ -183,7 +186,10 @@ def test_reader_whose_descriptor_went_away_is_disconnected(reactor_and_pair):
     reactor.addReader(reader)
     fd = a.fileno()
     reader.fileno = lambda: -1  # type: ignore[method-assign]
-    reactor.asgi_ready(reader, True)
+    if path == "asgi_ready":
+        reactor.asgi_ready(reader, True)
+    else:
+        reactor.asgi_read(reader)
     lost = loop.run_until_complete(asyncio.wait_for(reader.lost, 5))
     assert lost.check(ConnectionFdescWentAway)
     assert reader.data == b""

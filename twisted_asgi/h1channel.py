@@ -140,9 +140,11 @@ class HTTP11Handler:
         self._deadline: float | None = None
         self._timer_kind = _T_HEAD
         self._started_at = 0.0
-        #: How deep in _dispatch we are, and whether a response completed in
-        #: there (an app started eagerly may answer before _start returns).
-        self._dispatching = 0
+        #: Whether _dispatch is running (it never runs inside itself: _next
+        #: leaves what follows a response to it), and whether a response
+        #: completed in there (an app started eagerly may answer before
+        #: _start returns).
+        self._dispatching = False
         self._continue_later = False
         # Until the first bytes tell, the head timeout bounds the TLS
         # handshake and the wait for them.
@@ -291,13 +293,19 @@ class HTTP11Handler:
         # wait, what is discarded); a response completed while routing (an
         # eager app call) changes its answer for the events after it.
         route = self.conn.route  # type: ignore[union-attr]
-        self._dispatching += 1
+        self._dispatching = True
         try:
-            for event in events:
+            each = iter(events)
+            for event in each:
                 if self.closed:
                     return
                 action = route(event)
                 if action == ROUTE_START:
+                    if not event.has_body:
+                        # Its EndOfMessage is the next event, and routing it
+                        # would say ROUTE_SKIP (the core's contract): one call
+                        # to route() per plain GET, not two.
+                        next(each, None)
                     self._start(event)
                 elif action == ROUTE_SKIP:
                     continue
@@ -314,7 +322,7 @@ class HTTP11Handler:
                     self._next()  # the unread body is over
                 # else ROUTE_QUEUED: it waits in the core
         finally:
-            self._dispatching -= 1
+            self._dispatching = False
 
     def _body_event(self, kind: type, event: Data | EndOfMessage) -> None:
         """Body bytes or body end of the request being answered."""
@@ -369,7 +377,15 @@ class HTTP11Handler:
             # whoever called it continues from here once it is done.
             self._continue_later = True
             return
-        self._continue(now)
+        conn = self.conn
+        if conn.pending or conn.unparsed or self.paused:  # type: ignore[union-attr]
+            self._continue(now)
+        # Nothing waits (the keep-alive case, once per request): _continue's
+        # end, inlined.
+        elif conn.in_request_head:  # type: ignore[union-attr]
+            self._arm(self.config.timeout_request_head, _T_HEAD, now)
+        else:
+            self._arm(self.config.timeout_keep_alive, _T_IDLE, now)
 
     def _continue(self, now: float | None = None) -> None:
         """After a response: the queued pipelined requests, then the bytes kept

@@ -83,7 +83,9 @@ __all__ = [
 # What the shell does with one parsed event (see HTTP11Connection.route).
 #: Body bytes or body end of the request being answered: give them to its app call.
 ROUTE_BODY = 0
-#: A request to answer now: it is the current one (start its app call).
+#: A request to answer now: it is the current one (start its app call). When
+#: it has no body, its EndOfMessage is the next event of the same list and
+#: routing that says ROUTE_SKIP: the shell may pass over it unrouted.
 ROUTE_START = 1
 #: Nothing to do (the end of a bodiless request, bytes of a body being discarded).
 ROUTE_SKIP = 2
@@ -158,9 +160,13 @@ def imf_fixdate(seconds: float) -> str:
     )
 
 
+_time = time.time
+
+
 def http_date() -> bytes:
-    """The current IMF-fixdate for the ``Date`` header, computed once per second."""
-    now = int(time.time())
+    """The current IMF-fixdate for the ``Date`` header, computed once per second
+    (:meth:`HTTP11Connection.start_response` has a copy of this, inlined)."""
+    now = int(_time())
     if now != _date_cache[0]:
         _date_cache[0] = now
         _date_cache[1] = imf_fixdate(now).encode("ascii")
@@ -752,7 +758,10 @@ class HTTP11Connection:
 
         One request is answered at a time (h11's model): a :class:`Request`
         becomes :attr:`current` when none is (``ROUTE_START``); its body events
-        are the app's (``ROUTE_BODY``); everything after them waits in
+        are the app's (``ROUTE_BODY``; a request without a body is complete
+        as it starts: its EndOfMessage, always the next event of the same
+        list, is ``ROUTE_SKIP``, and a shell may skip it without asking);
+        everything after them waits in
         :attr:`pending` until the response is done (``ROUTE_QUEUED``, or
         ``ROUTE_QUEUE_FULL`` past 64 events or ``limit_receive_buffer_bytes``
         of body: the shell stops reading). While an unread body is discarded
@@ -930,7 +939,12 @@ class HTTP11Connection:
         if not have_server and self._server_line:
             out.append(self._server_line)
         if not have_date and self._send_date:
-            out += (b"date: ", http_date(), b"\r\n")
+            # http_date(), inlined (once per response: a call less).
+            now = int(_time())
+            if now != _date_cache[0]:
+                _date_cache[0] = now
+                _date_cache[1] = imf_fixdate(now).encode("ascii")
+            out += (b"date: ", _date_cache[1], b"\r\n")
         if status in _NO_BODY_STATUSES or request.method == b"HEAD":
             mode = _NONE
             if content_length is not None and status != 204:

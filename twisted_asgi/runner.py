@@ -44,6 +44,9 @@ log = Logger(namespace="twisted_asgi.app")
 # asyncio.Task(eager_start=True) exists from Python 3.12 on.
 _EAGER = sys.version_info >= (3, 12)
 
+#: An HTTP cycle's state once its response is complete (see _AppCall.run).
+_SENT = SendState.DONE
+
 
 #: Functions that turn an app's exception into one log line that says what to
 #: do, instead of a traceback (``hint(exc, scope_type)``, None for "not mine").
@@ -140,10 +143,22 @@ class Runner:
         now, inside this call: an app that answers without waiting costs no
         extra event-loop pass; the carrier must then be ready to be called.
         """
-        task = HTTPTask(self, scope, HTTPCycle(body_limit, request.has_body, request.expect_continue), carrier)
-        carrier.task = task
-        task.start(eager)
-        return task
+        call = HTTPTask(self, scope, HTTPCycle(body_limit, request.has_body, request.expect_continue), carrier)
+        carrier.task = call
+        # _AppCall.start, inlined (once per request: a call less).
+        loop = self._loop or self.loop
+        if eager and _EAGER:
+            task = asyncio.Task(call.run(), loop=loop, eager_start=True)  # type: ignore[call-arg]
+            call.task = task
+            if not task.done():
+                self.running.add(task)
+        else:
+            task = call.task = loop.create_task(call.run())
+            self.running.add(task)  # (not done: its first step is to come)
+        timeout = self.config.timeout_response
+        if timeout and call.outcome is None:
+            call.response_timer = self.clock.callLater(timeout, call.on_response_timeout)
+        return call
 
     def start_websocket(self, scope: dict[str, Any], cycle: Any, carrier: WebSocketCarrier) -> WebSocketTask:
         """Start the app on one WebSocket; return its app call, which is
@@ -220,7 +235,9 @@ class _AppCall:
                         self.runner.metrics.app_exception("http/2" if scope["http_version"] == "2" else "http/1.1")
         else:
             self.outcome = "ok"
-            if not cycle.disconnected:
+            # An HTTP response completed leaves nothing to report: no call
+            # (once per request). A WebSocket's cycle is never in that state.
+            if not cycle.disconnected and cycle.state is not _SENT:
                 self._check_returned()
         finally:
             self.runner.running.discard(self.task)

@@ -137,10 +137,10 @@ def http_scope(request: Request, info: ConnectionInfo) -> dict[str, Any]:
     # one request's, ASGI www spec "HTTP Connection Scope"): copy them.
     scope["asgi"] = scope["asgi"].copy()
     extensions = scope["extensions"] = scope["extensions"].copy()
-    if request.http_version == "1.0":
+    version = scope["http_version"] = request.http_version
+    if version == "1.0":
         # RFC 9110 §15.2: no 1xx response to an HTTP/1.0 client.
         extensions.pop(EARLY_HINT, None)
-    scope["http_version"] = request.http_version
     scope["method"] = request.method.decode("ascii")
     raw_path = request.path
     path = raw_path.decode("ascii") if 0x25 not in raw_path and raw_path.isascii() else decode_path(raw_path)

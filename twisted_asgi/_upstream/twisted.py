@@ -218,9 +218,9 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
             disconnect(selectable, why, read)
 
         # Twisted's addReader/addWriter (asyncioreactor.py, 24.7.0-26.10.0),
-        # registering asgi_ready in place of callWithLogger(..., _readOrWrite,
-        # ...), with Twisted's handling of descriptors epoll refuses (polled
-        # continuously instead).
+        # registering asgi_ready (asgi_read for a connection's reads) in place
+        # of callWithLogger(..., _readOrWrite, ...), with Twisted's handling of
+        # descriptors epoll refuses (polled continuously instead).
 
         def addReader(self, reader: Any) -> None:
             if not self.asgi_seam:
@@ -230,7 +230,11 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 return
             fd = reader.fileno()
             try:
-                self._asyncioEventloop.add_reader(fd, self.asgi_ready, reader, True)
+                if type(reader) is Port:
+                    self._asyncioEventloop.add_reader(fd, self.asgi_ready, reader, True)
+                else:
+                    # A connection (or any other reader): the path of every read.
+                    self._asyncioEventloop.add_reader(fd, self.asgi_read, reader)
                 self._readers[reader] = fd
             except OSError as exc:
                 self.asgi_unregister(fd)
@@ -290,6 +294,27 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 log.failure("Error in {selectable!r}", selectable=selectable)
             if why:
                 self.asgi_disconnect(selectable, why, read)
+
+        def asgi_read(self, selectable: Any) -> None:
+            """:meth:`asgi_ready` for a reader that is not a listening port
+            (a connection): the same steps, without the tests that tell a
+            read from a write and a port from a connection on every read."""
+            if selectable.fileno() == -1:
+                self.asgi_disconnect(selectable, ConnectionFdescWentAway("File descriptor lost"), True)
+                return
+            try:
+                why = selectable.doRead()
+                if check_reset and not why:
+                    sock = getattr(selectable, "socket", None)
+                    if sock is not None:
+                        error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
+                        if error:
+                            why = ConnectionLost(os.strerror(error))
+            except Exception as exc:
+                why = exc
+                log.failure("Error in {selectable!r}", selectable=selectable)
+            if why:
+                self.asgi_disconnect(selectable, why, True)
 
     return ASGIReactor
 
