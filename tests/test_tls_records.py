@@ -115,6 +115,8 @@ def test_the_functions_agree_with_pyopenssl(certs, name):
     assert functions["drain"](server) == b""
     with pytest.raises(SSL.WantReadError):
         functions["send"](server, b"before the handshake")
+    with pytest.raises(SSL.WantReadError):
+        functions["encrypt"](server, b"before the handshake")
     _handshake(server, client)
     assert server.get_finished() is not None
     # Several records, fed in pieces split anywhere, each read to "wants more".
@@ -154,6 +156,12 @@ def test_the_functions_agree_with_pyopenssl(certs, name):
         except SSL.WantReadError:
             break
     assert received == big
+    # One record's worth: encrypted and its ciphertext returned in one call.
+    small = os.urandom(2**14)
+    sealed = functions["encrypt"](server, small)
+    assert functions["drain"](server) == b""
+    client.bio_write(sealed)
+    assert client.recv(2**16) == small
     # close_notify: pyOpenSSL's ZeroReturnError either way.
     client.shutdown()
     _shuttle(client, server)

@@ -848,11 +848,25 @@ class ServerTLS:
         if not self.handshake_done or self.unsent:
             self._hold_unsent(data)
             return
+        size = len(data)
+        if size <= _RECORD:  # one record: one call, its ciphertext returned
+            try:
+                sealed = _records.encrypt(tls, data)
+            except SSL.WantReadError:
+                self._hold_unsent(data)
+                return
+            except SSL.Error as exc:
+                self._tls_failed(exc)
+                return
+            if sealed:
+                self.send_tcp(sealed)
+                if len(sealed) == _records.BUFFER:  # more was waiting in the send BIO
+                    self._flush_tls()
+            return
         send = _records.send
         done = 0
-        size = len(data)
         while done < size:
-            chunk = data if size <= _RECORD else data[done : done + _RECORD]
+            chunk = data[done : done + _RECORD]
             try:
                 done += send(tls, chunk)
             except SSL.WantReadError:

@@ -36,7 +36,7 @@ from typing import Any
 
 from OpenSSL import SSL
 
-__all__ = ["PROBLEM", "drain", "feed", "public", "recv", "send"]
+__all__ = ["PROBLEM", "drain", "encrypt", "feed", "public", "recv", "send"]
 
 #: The most one call takes or gives: four TLS records (RFC 8446 §5.1: at most
 #: 2**14 cleartext bytes each); ``SSL_read`` returns one record at a time.
@@ -77,8 +77,24 @@ def _public_send(tls: SSL.Connection, data: bytes) -> int:
     return tls.send(data)
 
 
+def _public_encrypt(tls: SSL.Connection, data: bytes) -> bytes:
+    """Encrypt ``data`` (one record's worth at most: 2**14 bytes, all taken) and
+    return what the send BIO then holds (up to :data:`BUFFER`).
+
+    :raises SSL.Error: as ``Connection.send``.
+    """
+    tls.send(data)
+    return _public_drain(tls)
+
+
 #: The public functions, by name (what tests compare the fast path with).
-public = {"recv": _public_recv, "drain": _public_drain, "feed": _public_feed, "send": _public_send}
+public = {
+    "recv": _public_recv,
+    "drain": _public_drain,
+    "feed": _public_feed,
+    "send": _public_send,
+    "encrypt": _public_encrypt,
+}
 
 
 # -- the fast path ------------------------------------------------------------------------
@@ -122,7 +138,16 @@ def _fast(lib: Any, ffi: Any) -> dict[str, Any]:
             tls._raise_ssl_error(ssl, result)
         return result  # type: ignore[no-any-return]
 
-    return {"recv": fast_recv, "drain": fast_drain, "feed": fast_feed, "send": fast_send}
+    def fast_encrypt(tls: SSL.Connection, data: bytes) -> bytes:
+        ssl = tls._ssl
+        result = SSL_write(ssl, data, len(data))
+        if result <= 0:
+            tls._raise_ssl_error(ssl, result)
+            raise SSL.Error([])  # unreachable, as in fast_recv
+        result = BIO_read(tls._from_ssl, buffer, BUFFER)
+        return unpack(buffer, result) if result > 0 else b""
+
+    return {"recv": fast_recv, "drain": fast_drain, "feed": fast_feed, "send": fast_send, "encrypt": fast_encrypt}
 
 
 def _problem() -> tuple[str | None, dict[str, Any]]:
@@ -178,3 +203,4 @@ recv = _chosen["recv"]
 drain = _chosen["drain"]
 feed = _chosen["feed"]
 send = _chosen["send"]
+encrypt = _chosen["encrypt"]
