@@ -71,6 +71,8 @@ LOADS = {
         Load("h2c", "request", "apps:hello", 400, 4400),
         Load("ws-echo", "message", "apps:ws_echo", 800, 8800),
         Load("tls13-new", "connection", "apps:hello", 40, 340, tls=True),
+        Load("h2-tls", "request", "apps:hello", 400, 4400, tls=True),
+        Load("h1-tls", "request", "apps:hello", 400, 4400, tls=True),
     ]
 }
 
@@ -85,11 +87,14 @@ class Variant:
     args: tuple[str, ...] = ()
 
 
-def _h2load(port: int, count: int, h1: bool) -> None:
+def _h2load(port: int, count: int, h1: bool, tls: bool = False) -> None:
+    """``count`` requests on 8 kept connections (8 streams each for HTTP/2);
+    with ``tls``, over ``https://`` (ALPN h2, or http/1.1 for ``--h1``)."""
     argv = ["h2load", "-n", str(count), "-c", "8", "-m", "1" if h1 else "8"]
     if h1:
         argv.append("--h1")
-    done = subprocess.run([*argv, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=900)
+    scheme = "https" if tls else "http"
+    done = subprocess.run([*argv, f"{scheme}://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=900)
     if f"{count} succeeded" not in done.stdout:
         raise RuntimeError(f"h2load did not complete {count} requests:\n{done.stdout[-800:]}")
 
@@ -143,6 +148,8 @@ DRIVERS: dict[str, Callable[[int, int], None]] = {
     "h2c": lambda port, n: _h2load(port, n, h1=False),
     "ws-echo": _ws_echo,
     "tls13-new": _tls_requests,
+    "h2-tls": lambda port, n: _h2load(port, n, h1=False, tls=True),
+    "h1-tls": lambda port, n: _h2load(port, n, h1=True, tls=True),
 }
 
 

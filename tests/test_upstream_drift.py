@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLE = Path(__file__).with_name("upstream_drift.json")
 
 #: Import name -> distribution name, for the version.
-DISTRIBUTIONS = {"twisted": "Twisted", "h2": "h2", "hpack": "hpack", "autobahn": "autobahn"}
+DISTRIBUTIONS = {"twisted": "Twisted", "h2": "h2", "hpack": "hpack", "autobahn": "autobahn", "OpenSSL": "pyOpenSSL"}
 
 #: Upstream module and qualified name (``<module>``: the whole module), what of
 #: ours depends on it, and what to re-check there.
@@ -266,6 +266,22 @@ EXPLICIT: list[tuple[str, str, str]] = [
         "hpack.hpack",
         "Decoder.decode",
         "twisted_asgi/hpack_codec.py FieldDecoder, h2's decoder in its place (same call, attributes, errors)",
+    ),
+    # The TLS record layer: twisted_asgi/_upstream/openssl.py (ServerTLS in twisted_asgi/tls.py).
+    *(
+        (
+            "OpenSSL.SSL",
+            f"Connection.{name}",
+            f"twisted_asgi/_upstream/openssl.py ({what})",
+        )
+        for name, what in (
+            ("__init__", "_ssl, _into_ssl/_from_ssl: the SSL* and its memory BIOs; SSL_MODE_AUTO_RETRY"),
+            ("recv", "fast_recv calls SSL_read as it does, and its error mapping"),
+            ("send", "fast_send calls SSL_write as it does, and its error mapping"),
+            ("bio_read", "fast_drain calls BIO_read as it does; empty: b'' where it raises WantReadError"),
+            ("bio_write", "fast_feed calls BIO_write as it does"),
+            ("_raise_ssl_error", "fast_recv/fast_send raise pyOpenSSL's exceptions through it"),
+        )
     ),
     # WebSocket: twisted_asgi/wsmask.py and the fast path in twisted_asgi/websocket.py.
     (

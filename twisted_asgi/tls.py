@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import classImplements, directlyProvides, implementer, providedBy
 
+from ._upstream import openssl as _records
 from .scope import unknown_tls_extension
 
 __all__ = ["ReloadableTLS", "ServerTLS", "ServerTLSFactory", "TLSOptions", "TLSServerEndpoint", "tls_extension"]
@@ -541,6 +542,10 @@ class TLSServerEndpoint:
     def listen(self, factory: Any, wrap: Any = None) -> Any:
         tls = self.tls
         tls.announce()
+        if _records.PROBLEM is not None:
+            from ._upstream import say_off
+
+            say_off(log, {"TLS record layer": _records.PROBLEM})
         tls_factory = ServerTLSFactory(tls, factory)
         return self.inner.listen(wrap(tls_factory) if wrap is not None else tls_factory)
 
@@ -638,6 +643,9 @@ class ServerTLS:
     once: Twisted's ``BufferingTLSTransport`` holds writes for a loop pass to
     encrypt them together, which the channel's ``write_soon`` already does
     (one joined write per loop pass), so a response leaves one pass sooner.
+    Records are read, written and drained through ``_upstream.openssl``: the
+    OpenSSL calls pyOpenSSL makes, into one reused buffer, "nothing more"
+    returned rather than raised (pyOpenSSL's public methods where that is off).
 
     Behaviour, as Twisted's: cleartext written before the handshake completes
     waits (the producer paused meanwhile); ``loseConnection`` sends what was
@@ -703,7 +711,7 @@ class ServerTLS:
         tls = self.tls
         if tls is None:
             return
-        tls.bio_write(data)
+        _records.feed(tls, data)
         if not self.handshake_done:
             if self.aborted:
                 return
@@ -729,11 +737,12 @@ class ServerTLS:
     def _receive(self) -> None:
         """Decrypt what the receive BIO holds and hand it to the channel."""
         tls = self.tls
+        recv = _records.recv
         while not self.tls_lost and tls is not None:
             try:
-                data = tls.recv(2**15)
-            except SSL.WantReadError:
-                break
+                data = recv(tls)
+                if data is None:  # OpenSSL wants more bytes
+                    break
             except SSL.ZeroReturnError:
                 # The client's close_notify: answer it, then close TCP.
                 self._shutdown_tls()
@@ -787,13 +796,13 @@ class ServerTLS:
         tls = self.tls
         if tls is None:
             return
+        drain = _records.drain
         while True:
-            try:
-                data = tls.bio_read(2**16)
-            except SSL.WantReadError:
+            data = drain(tls)
+            if not data:
                 return
             self.send_tcp(data)
-            if len(data) < 2**16:
+            if len(data) < _records.BUFFER:
                 return
 
     def _shutdown_tls(self) -> None:
@@ -839,12 +848,27 @@ class ServerTLS:
         if not self.handshake_done or self.unsent:
             self._hold_unsent(data)
             return
-        done = 0
         size = len(data)
-        while done < size:
-            chunk = data if size <= _RECORD else data[done : done + _RECORD]
+        if size <= _RECORD:  # one record: one call, its ciphertext returned
             try:
-                done += tls.send(chunk)
+                sealed = _records.encrypt(tls, data)
+            except SSL.WantReadError:
+                self._hold_unsent(data)
+                return
+            except SSL.Error as exc:
+                self._tls_failed(exc)
+                return
+            if sealed:
+                self.send_tcp(sealed)
+                if len(sealed) == _records.BUFFER:  # more was waiting in the send BIO
+                    self._flush_tls()
+            return
+        send = _records.send
+        done = 0
+        while done < size:
+            chunk = data[done : done + _RECORD]
+            try:
+                done += send(tls, chunk)
             except SSL.WantReadError:
                 self._hold_unsent(data[done:])
                 break

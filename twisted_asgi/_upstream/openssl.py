@@ -1,0 +1,206 @@
+"""pyOpenSSL's internals, fenced (see the package docstring): the record
+layer of a :class:`~twisted_asgi.tls.ServerTLS` connection once its
+handshake is over.
+
+pyOpenSSL's public ``Connection.recv``, ``bio_read``, ``bio_write`` and
+``send`` allocate a buffer per call and report "nothing more" by raising
+``WantReadError``: on a kept connection every read ends with one raised
+(``recv`` until OpenSSL wants more) and usually a second (``bio_read`` of an
+empty send BIO after it). The fast path calls the same OpenSSL functions
+through cryptography's bindings as pyOpenSSL does, into one buffer reused for
+every call (the reactor thread's; each result is copied out before any
+callback), and answers "nothing more" with ``None``/``b""``. Every other
+outcome of ``SSL_read``/``SSL_write`` goes to pyOpenSSL's own error mapping,
+so the exceptions (``ZeroReturnError``, ``SysCallError``, ``Error``) are
+pyOpenSSL's. Read from pyOpenSSL 26.4.0 (OpenSSL/SSL.py, the same in 24.x
+and 25.x in these parts):
+
+* ``OpenSSL.SSL._lib`` and ``_ffi``: cryptography's OpenSSL bindings, with
+  ``SSL_read``, ``SSL_write``, ``SSL_get_error``, ``SSL_ERROR_WANT_READ``,
+  ``BIO_read``, ``BIO_write``;
+* ``Connection._ssl`` (the ``SSL*``), ``Connection._into_ssl`` and
+  ``_from_ssl`` (the memory BIOs of a connection made without a socket);
+* ``Connection._raise_ssl_error(ssl, result)``: the mapping of an OpenSSL
+  result to pyOpenSSL's exceptions (it raises nothing for a success).
+
+Where one of them is missing or does not behave as read (:data:`PROBLEM`
+says why), the public methods are used (the same bytes, the same
+exceptions; two exceptions and two buffer allocations more per read).
+
+Imports neither Twisted nor asyncio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+
+__all__ = ["PROBLEM", "drain", "encrypt", "feed", "public", "recv", "send"]
+
+#: The most one call takes or gives: four TLS records (RFC 8446 §5.1: at most
+#: 2**14 cleartext bytes each); ``SSL_read`` returns one record at a time.
+BUFFER = 2**16
+
+
+# -- the public path ----------------------------------------------------------------------
+
+
+def _public_recv(tls: SSL.Connection) -> bytes | None:
+    """Cleartext of the next record, or None where OpenSSL wants more bytes.
+
+    :raises SSL.Error: as ``Connection.recv`` (``ZeroReturnError``: close_notify).
+    """
+    try:
+        return tls.recv(BUFFER)
+    except SSL.WantReadError:
+        return None
+
+
+def _public_drain(tls: SSL.Connection) -> bytes:
+    """What OpenSSL wrote to the send BIO (up to :data:`BUFFER`), or b""."""
+    try:
+        return tls.bio_read(BUFFER)
+    except SSL.WantReadError:
+        return b""
+
+
+def _public_feed(tls: SSL.Connection, data: bytes) -> None:
+    tls.bio_write(data)
+
+
+def _public_send(tls: SSL.Connection, data: bytes) -> int:
+    """Encrypt ``data`` (all of it: a memory BIO never pushes back).
+
+    :raises SSL.Error: as ``Connection.send`` (``WantReadError`` included).
+    """
+    return tls.send(data)
+
+
+def _public_encrypt(tls: SSL.Connection, data: bytes) -> bytes:
+    """Encrypt ``data`` (one record's worth at most: 2**14 bytes, all taken) and
+    return what the send BIO then holds (up to :data:`BUFFER`).
+
+    :raises SSL.Error: as ``Connection.send``.
+    """
+    tls.send(data)
+    return _public_drain(tls)
+
+
+#: The public functions, by name (what tests compare the fast path with).
+public = {
+    "recv": _public_recv,
+    "drain": _public_drain,
+    "feed": _public_feed,
+    "send": _public_send,
+    "encrypt": _public_encrypt,
+}
+
+
+# -- the fast path ------------------------------------------------------------------------
+
+
+def _fast(lib: Any, ffi: Any) -> dict[str, Any]:
+    SSL_read = lib.SSL_read
+    SSL_write = lib.SSL_write
+    SSL_get_error = lib.SSL_get_error
+    BIO_read = lib.BIO_read
+    BIO_write = lib.BIO_write
+    WANT_READ = lib.SSL_ERROR_WANT_READ
+    unpack = ffi.unpack
+    # One buffer for every connection: the reactor runs them on one thread,
+    # and each result is copied out (unpack) before anything else runs.
+    buffer = ffi.new("char[]", BUFFER)
+
+    def fast_recv(tls: SSL.Connection) -> bytes | None:
+        ssl = tls._ssl
+        result = SSL_read(ssl, buffer, BUFFER)
+        if result > 0:
+            return unpack(buffer, result)  # type: ignore[no-any-return]
+        if SSL_get_error(ssl, result) == WANT_READ:
+            return None
+        tls._raise_ssl_error(ssl, result)
+        raise SSL.Error([])  # unreachable: an SSL_read of 0 or less is an error of some kind
+
+    def fast_drain(tls: SSL.Connection) -> bytes:
+        result = BIO_read(tls._from_ssl, buffer, BUFFER)
+        # A memory BIO returns -1 (retry) when empty, never another failure.
+        return unpack(buffer, result) if result > 0 else b""
+
+    def fast_feed(tls: SSL.Connection, data: bytes) -> None:
+        if data and BIO_write(tls._into_ssl, data, len(data)) <= 0:
+            tls.bio_write(data)  # never for a memory BIO; pyOpenSSL's error if it ever did
+
+    def fast_send(tls: SSL.Connection, data: bytes) -> int:
+        ssl = tls._ssl
+        result = SSL_write(ssl, data, len(data))
+        if result <= 0:
+            tls._raise_ssl_error(ssl, result)
+        return result  # type: ignore[no-any-return]
+
+    def fast_encrypt(tls: SSL.Connection, data: bytes) -> bytes:
+        ssl = tls._ssl
+        result = SSL_write(ssl, data, len(data))
+        if result <= 0:
+            tls._raise_ssl_error(ssl, result)
+            raise SSL.Error([])  # unreachable, as in fast_recv
+        result = BIO_read(tls._from_ssl, buffer, BUFFER)
+        return unpack(buffer, result) if result > 0 else b""
+
+    return {"recv": fast_recv, "drain": fast_drain, "feed": fast_feed, "send": fast_send, "encrypt": fast_encrypt}
+
+
+def _problem() -> tuple[str | None, dict[str, Any]]:
+    """(why the fast path is off or None, the functions to use)."""
+    lib = getattr(SSL, "_lib", None)
+    ffi = getattr(SSL, "_ffi", None)
+    missing = [name for name, value in (("OpenSSL.SSL._lib", lib), ("OpenSSL.SSL._ffi", ffi)) if value is None]
+    names = ("SSL_read", "SSL_write", "SSL_get_error", "SSL_ERROR_WANT_READ", "BIO_read", "BIO_write")
+    if lib is not None:
+        missing += [f"OpenSSL.SSL._lib.{name}" for name in names if not hasattr(lib, name)]
+    if not hasattr(SSL.Connection, "_raise_ssl_error"):
+        missing.append("OpenSSL.SSL.Connection._raise_ssl_error")
+    if missing:
+        return f"pyOpenSSL {_version()} has no {', '.join(missing)}", public
+    try:
+        functions = _fast(lib, ffi)
+        # A server connection over memory BIOs, before any byte: it wants to
+        # read, its send BIO is empty, and a byte fed reaches its receive BIO.
+        probe = SSL.Connection(SSL.Context(SSL.TLS_SERVER_METHOD), None)
+        probe.set_accept_state()
+        for name in ("_ssl", "_into_ssl", "_from_ssl"):
+            if getattr(probe, name, None) is None:
+                return f"pyOpenSSL {_version()}'s Connection has no {name}", public
+        if functions["recv"](probe) is not None or functions["drain"](probe) != b"":
+            return f"pyOpenSSL {_version()}'s memory BIOs behave differently", public
+        # Not a TLS record: the handshake fails with pyOpenSSL's own exception.
+        functions["feed"](probe, b"GET / HTTP/1.1\r\n\r\n")
+        try:
+            functions["recv"](probe)
+        except SSL.Error:
+            pass
+        else:
+            return f"pyOpenSSL {_version()}'s error mapping behaves differently", public
+    except Exception as exc:  # a binding that changed shape
+        return f"pyOpenSSL {_version()}: {type(exc).__name__}: {exc}", public
+    return None, functions
+
+
+def _version() -> str:
+    import OpenSSL
+
+    return str(getattr(OpenSSL, "__version__", "?"))
+
+
+#: Why the fast record layer is off (None: it is on).
+PROBLEM: str | None
+_chosen: dict[str, Any]
+PROBLEM, _chosen = _problem()
+if PROBLEM is not None:
+    PROBLEM += "; so pyOpenSSL's public recv/bio_read/bio_write/send run the TLS record layer"
+
+recv = _chosen["recv"]
+drain = _chosen["drain"]
+feed = _chosen["feed"]
+send = _chosen["send"]
+encrypt = _chosen["encrypt"]
