@@ -348,8 +348,6 @@ class HTTP2Connection:
         #: Streams with response bytes waiting for flow-control window, in turn order.
         self._sending: dict[int, _Stream] = {}
         self._extra = b""
-        #: Output taken from h2 by output_size() and not yet handed out.
-        self._pending = bytearray()
         #: The shell's transport is full (it paused us): frame no body bytes.
         self.output_paused = False
         #: The last flush stopped at OUTPUT_AHEAD (or a pause) with body bytes
@@ -1071,7 +1069,7 @@ class HTTP2Connection:
         while sending:
             progress = False
             for stream_id, stream in list(sending.items()):
-                if self.output_paused or pending() + len(self._pending) >= OUTPUT_AHEAD:
+                if self.output_paused or pending() >= OUTPUT_AHEAD:
                     self.output_held = True
                     return
                 if stream.head is not None:
@@ -1221,17 +1219,13 @@ class HTTP2Connection:
         return len(self.streams)
 
     def output_size(self) -> int:
-        """How many bytes :meth:`data_to_send` would return now."""
-        data = self.h2.take_output()
-        if data:
-            self._pending += data
-        return len(self._pending) + len(self._extra)
+        """How many bytes :meth:`data_to_send` would return now (counted
+        where h2 holds them: nothing is copied)."""
+        return self.h2.output_pending() + len(self._extra)
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the client now."""
         data = self.h2.take_output()
-        if self._pending:
-            data, self._pending = bytes(self._pending) + data, bytearray()
         if self._extra:
             data, self._extra = data + self._extra, b""
         return data
