@@ -383,6 +383,9 @@ class FastConnection(h2.connection.H2Connection):
         n = len(data)
         i = 0
         unpack = _FRAME_HEADER.unpack_from
+        # The settings a new stream reads (h2's Settings properties), read
+        # once a read: a HEADERS frame changes none of them.
+        settings: tuple[int, int, int] | None = None
         try:
             while n - i >= 9:
                 high, low, kind, flags, stream_id = unpack(data, i)
@@ -398,7 +401,14 @@ class FastConnection(h2.connection.H2Connection):
                     or length > self.max_inbound_frame_size
                 ):
                     break
-                events += self._fast_headers(stream_id, data[i + 9 : end], flags & _END_STREAM)
+                if settings is None:
+                    local = self.local_settings
+                    settings = (
+                        local.max_concurrent_streams,
+                        local.initial_window_size,
+                        self.remote_settings.initial_window_size,
+                    )
+                events += self._fast_headers(stream_id, data[i + 9 : end], flags & _END_STREAM, settings)
                 i = end
         except h2.exceptions.ProtocolError as exc:
             self._terminate_connection(exc.error_code)  # as h2's receive_data does
@@ -407,11 +417,13 @@ class FastConnection(h2.connection.H2Connection):
             events += super().receive_data(data[i:] if i else data)
         return events
 
-    def _fast_headers(self, stream_id: int, block: bytes, end_stream: int) -> list[Any]:
+    def _fast_headers(self, stream_id: int, block: bytes, end_stream: int, settings: tuple[int, int, int]) -> list[Any]:
         """h2's _receive_headers_frame (with ours above) for a new stream's
-        HEADERS frame with END_HEADERS and neither PADDED nor PRIORITY."""
+        HEADERS frame with END_HEADERS and neither PADDED nor PRIORITY;
+        ``settings``: our SETTINGS_MAX_CONCURRENT_STREAMS and
+        SETTINGS_INITIAL_WINDOW_SIZE, and the client's."""
         # (A stream id above h2's highest inbound one is never in its table.)
-        limit = self.local_settings.max_concurrent_streams
+        limit, inbound_window, outbound_window = settings
         value = self.open_inbound_streams
         if value + 1 > limit:
             raise h2.exceptions.TooManyStreamsError(f"Max inbound streams is {limit}, {value} open")
@@ -429,8 +441,8 @@ class FastConnection(h2.connection.H2Connection):
         stream = LenientStream(
             stream_id,
             config=self.config,
-            inbound_window_size=self.local_settings.initial_window_size,
-            outbound_window_size=self.remote_settings.initial_window_size,
+            inbound_window_size=inbound_window,
+            outbound_window_size=outbound_window,
         )
         stream.max_outbound_frame_size = self.max_outbound_frame_size
         self.streams[stream_id] = stream
