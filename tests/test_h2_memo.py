@@ -140,3 +140,9 @@ def test_response_head_errors_and_lists() -> None:
     for i in range(http2._HEADS_MAX + 10):
         head_of(conn, b"GET", 200, [(b"x-n", b"%d" % i)])
         assert len(http2._HEADS) <= http2._HEADS_MAX
+    http2._HEADS.clear()
+    head_of(conn, b"GET", 200, [(b"x-echo", b"v" * http2._HEADS_BYTES)])
+    head_of(conn, b"GET", 200, [(b"x-%d" % i, b"v") for i in range(http2._HEADS_FIELDS + 1)])
+    assert http2._HEADS == {}
+    head_of(conn, b"GET", 200, [(b"x-echo", b"v")])
+    assert len(http2._HEADS) == 1

@@ -118,10 +118,12 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 #: Response heads already prepared by :meth:`HTTP2Connection._head`, keyed by
 #: the status, the app's fields and what else decides the result (an app
 #: answers with the same few heads): the fields to send, less the date.
-#: Shared by every connection, bounded in count and in fields a head.
+#: Shared by every connection, bounded in count, in fields a head and in its
+#: bytes (an app may echo what a client sent in a field).
 _HEADS: dict[tuple[Any, ...], tuple[tuple[tuple[bytes, bytes], ...], bool, bool, int | None]] = {}
 _HEADS_MAX = 256
 _HEADS_FIELDS = 16
+_HEADS_BYTES = 4096
 
 # Frame types (RFC 9113 §6) and flags, for the frame-header scan.
 _DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x9
@@ -875,7 +877,7 @@ class HTTP2Connection:
             found, kept = None, False
         if found is None:
             found = self._new_head(status, headers, head_request)
-            if kept:
+            if kept and sum(len(name) + len(value) for name, value in found[0]) <= _HEADS_BYTES:
                 if len(_HEADS) >= _HEADS_MAX:
                     _HEADS.clear()
                 _HEADS[key] = found
