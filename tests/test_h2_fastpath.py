@@ -313,3 +313,37 @@ def test_random_sequences_reach_the_fast_path(monkeypatch: pytest.MonkeyPatch) -
         pieces = chunks(rng, Client(rng).wire(rng.randrange(1, 40)))
         run_h2(True, pieces)
     assert len(taken) > 80
+
+
+def _swept(own: bool) -> tuple[list[int], dict[int, Any]]:
+    """Streams closed each way (our END_STREAM, our RST_STREAM, the client's),
+    one half-closed and one open, then swept: by FastConnection's own walk
+    (``own``) or by h2's ``_open_streams``."""
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    for stream_id in (1, 3, 5, 7, 9):
+        client.send_headers(stream_id, request_headers("/"), end_stream=stream_id != 9)
+    conn = upstream_h2.FastConnection(upstream_h2._configuration())
+    conn.initiate_connection()
+    conn.receive_data(client.data_to_send())
+    head = [(b":status", b"200")]
+    conn.send_response_headers(1, head, True)
+    conn.reset_stream(3)
+    conn.send_response_headers(5, head, False)
+    client.reset_stream(7)
+    conn.receive_data(client.data_to_send())
+    if own:
+        conn._sweep_at = 0
+        assert conn.open_inbound_streams == 0
+    else:
+        h2.connection.H2Connection._open_streams(conn, 1)
+    return sorted(conn.streams), dict(conn._closed_streams)
+
+
+def test_the_sweep_of_closed_streams_is_h2s():
+    ours, h2s = _swept(True), _swept(False)
+    assert ours == h2s
+    assert ours[0] == [5, 9] and sorted(ours[1]) == [1, 3, 7]

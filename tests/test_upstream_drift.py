@@ -234,7 +234,10 @@ EXPLICIT: list[tuple[str, str, str]] = [
             ("h2.connection", "_decode_headers"),
             ("h2.connection", "H2ConnectionStateMachine"),
             ("h2.connection", "H2Connection._get_or_create_stream"),
+            ("h2.connection", "H2Connection._open_streams"),  # the sweep of open_inbound_streams
             ("h2.stream", "H2Stream.receive_headers"),
+            ("h2.stream", "H2Stream.closed"),
+            ("h2.stream", "H2Stream.closed_by"),
             ("h2.stream", "H2StreamStateMachine"),
             ("h2.stream", "<module>"),  # its _transitions table, read by _steps()/_advance()
             ("h2.utilities", "is_informational_response"),

@@ -427,6 +427,7 @@ H2_SEAM = [
     "_begin_new_stream",
     "_track_content_length",
     "_get_stream_by_id",
+    "_closed_streams",
 ]
 
 

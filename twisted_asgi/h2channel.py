@@ -543,9 +543,10 @@ class HTTP2StreamHandler:
         handler = self.handler
         try:
             events = handler.core.send_body(self.stream_id, event.data, event.more, task.cycle.trailers_wanted)
-        finally:
-            handler.flush_soon()
-        self._after_send(events)
+        except BaseException:
+            handler.flush_soon()  # the stream's reset (AppError) goes out
+            raise
+        self._after_send(events)  # (which writes the output)
 
     def file_sink(self, task: HTTPTask) -> None:
         """A file on a stream is read into DATA chunks (twisted_asgi.filesend)."""

@@ -115,6 +115,15 @@ _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 # RFC 8441 §4: ":protocol", in an extended CONNECT, once we sent SETTINGS_ENABLE_CONNECT_PROTOCOL.
 _EXTENDED_PSEUDO = _REQUEST_PSEUDO | {b":protocol"}
 _NO_BODY_STATUSES = frozenset({204, 304})
+#: Response heads already prepared by :meth:`HTTP2Connection._head`, keyed by
+#: the status, the app's fields and what else decides the result (an app
+#: answers with the same few heads): the fields to send, less the date.
+#: Shared by every connection, bounded in count, in fields a head and in its
+#: bytes (an app may echo what a client sent in a field).
+_HEADS: dict[tuple[Any, ...], tuple[tuple[tuple[bytes, bytes], ...], bool, bool, int | None]] = {}
+_HEADS_MAX = 256
+_HEADS_FIELDS = 16
+_HEADS_BYTES = 4096
 
 # Frame types (RFC 9113 §6) and flags, for the frame-header scan.
 _DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x9
@@ -341,8 +350,6 @@ class HTTP2Connection:
         #: Streams with response bytes waiting for flow-control window, in turn order.
         self._sending: dict[int, _Stream] = {}
         self._extra = b""
-        #: Output taken from h2 by output_size() and not yet handed out.
-        self._pending = bytearray()
         #: The shell's transport is full (it paused us): frame no body bytes.
         self.output_paused = False
         #: The last flush stopped at OUTPUT_AHEAD (or a pause) with body bytes
@@ -860,6 +867,38 @@ class HTTP2Connection:
 
     def _head(self, stream: _Stream, status: int, headers: Headers) -> None:
         request = stream.request
+        head_request = request is not None and request.method == b"HEAD"
+        config = self.config
+        key = (status, head_request, config.server_name, config.send_date, *headers)
+        try:
+            found = _HEADS.get(key)
+            kept = len(headers) <= _HEADS_FIELDS
+        except TypeError:  # a field given as a list, not a tuple
+            found, kept = None, False
+        if found is None:
+            found = self._new_head(status, headers, head_request)
+            if kept and sum(len(name) + len(value) for name, value in found[0]) <= _HEADS_BYTES:
+                if len(_HEADS) >= _HEADS_MAX:
+                    _HEADS.clear()
+                _HEADS[key] = found
+        fields, dated, no_body, remaining = found
+        out = list(fields)
+        if dated:
+            out.append((b"date", http_date()))
+        stream.head = out
+        stream.status = status
+        stream.no_body = no_body
+        stream.remaining = remaining
+
+    def _new_head(
+        self, status: int, headers: Headers, head_request: bool
+    ) -> tuple[tuple[tuple[bytes, bytes], ...], bool, bool, int | None]:
+        """What :meth:`_head` makes of a response head: its fields (less a
+        ``date`` to add), whether to add one, whether the response has no
+        body, and its content-length.
+
+        :raises AppError: the app's ``content-length`` is not a number.
+        """
         out: Headers = [(b":status", b"%d" % status)]
         have_server = have_date = False
         remaining = None
@@ -881,12 +920,8 @@ class HTTP2Connection:
             out.append((name, value))
         if not have_server and self.config.server_name:
             out.append((b"server", self.config.server_name.encode("latin-1")))
-        if not have_date and self.config.send_date:
-            out.append((b"date", http_date()))
-        stream.head = out
-        stream.status = status
-        stream.no_body = status in _NO_BODY_STATUSES or (request is not None and request.method == b"HEAD")
-        stream.remaining = None if stream.no_body else remaining
+        no_body = status in _NO_BODY_STATUSES or head_request
+        return tuple(out), not have_date and self.config.send_date, no_body, None if no_body else remaining
 
     def send_body(self, stream_id: int, data: bytes, more: bool, trailers: bool = False) -> list[Any]:
         """Queue body bytes (``more`` False: the last, and the stream ends unless
@@ -1036,7 +1071,7 @@ class HTTP2Connection:
         while sending:
             progress = False
             for stream_id, stream in list(sending.items()):
-                if self.output_paused or pending() + len(self._pending) >= OUTPUT_AHEAD:
+                if self.output_paused or pending() >= OUTPUT_AHEAD:
                     self.output_held = True
                     return
                 if stream.head is not None:
@@ -1186,17 +1221,13 @@ class HTTP2Connection:
         return len(self.streams)
 
     def output_size(self) -> int:
-        """How many bytes :meth:`data_to_send` would return now."""
-        data = self.h2.take_output()
-        if data:
-            self._pending += data
-        return len(self._pending) + len(self._extra)
+        """How many bytes :meth:`data_to_send` would return now (counted
+        where h2 holds them: nothing is copied)."""
+        return self.h2.output_pending() + len(self._extra)
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the client now."""
         data = self.h2.take_output()
-        if self._pending:
-            data, self._pending = bytes(self._pending) + data, bytearray()
         if self._extra:
             data, self._extra = data + self._extra, b""
         return data
@@ -1217,7 +1248,49 @@ def _trailers_error(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+#: Request heads already parsed, keyed by their fields (a client repeats its
+#: head from request to request): what :func:`_parse_request` found, to build
+#: a fresh :class:`Request` from. Shared by every connection; bounded in count
+#: and in the size of each head (the fields are the client's), and only a head
+#: that parsed is kept (a malformed one is parsed again, and refused again).
+_Parsed = tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...], bool, int | None, bytes | None, int]
+_PARSED: dict[tuple[Any, ...], _Parsed] = {}
+_PARSED_MAX = 256
+_PARSED_BYTES = 4096
+
+
 def _parse_request(
+    stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool, extended_connect: bool = False
+) -> tuple[Request, int]:
+    """:func:`_parse_head`, remembered: a head seen before (the same fields,
+    END_STREAM and extended CONNECT) gives a new :class:`Request` with what
+    its first parse found, without checking its fields again."""
+    key = (*headers, ended, extended_connect)
+    found = _PARSED.get(key)
+    if found is None:
+        request, size = _parse_head(stream_id, headers, ended, extended_connect)
+        if size <= _PARSED_BYTES:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[key] = (
+                request.method,
+                request.path,
+                request.query,
+                tuple(request.headers),
+                request.expect_continue,
+                request.content_length,
+                request.upgrade,
+                size,
+            )
+        return request, size
+    method, path, query, fields, expect, length, upgrade, size = found
+    request = Request(stream_id, method, path, query, "2", list(fields), True, expect, None, length, not ended)
+    if upgrade is not None:
+        request.upgrade = upgrade
+    return request, size
+
+
+def _parse_head(
     stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool, extended_connect: bool = False
 ) -> tuple[Request, int]:
     """The :class:`Request` a HEADERS block stands for, and its header-list size

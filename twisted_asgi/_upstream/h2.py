@@ -16,7 +16,9 @@ allows (``h2>=4.2.0,<4.5``); where the two differ it is said below.
 * h2/connection.py ``H2Connection._begin_new_stream`` (overridden: each new
   stream's class becomes :class:`LenientStream`, same state);
   ``open_inbound_streams`` (overridden: h2 reads it only to refuse a stream
-  over the limit, as a connection error; http2.py refuses with REFUSED_STREAM);
+  over the limit, as a connection error; http2.py refuses with REFUSED_STREAM;
+  its sweep of closed streams is ``_open_streams``' own, recorded in the
+  instance's ``_closed_streams``);
   ``_receive_headers_frame`` (an undecodable block is COMPRESSION_ERROR, RFC
   9113 §4.3); ``_receive_priority_frame`` (a self-dependent stream is a stream
   error, RFC 9113 §5.3.1); ``_receive_frame`` (a copy, less its per-frame
@@ -117,7 +119,7 @@ BUFFER_BYTES = ("_data", "data")
 #: ... and on its H2Stream (h2/stream.py, an internal module).
 STREAM_NAMES = ("_initialize_content_length", "_track_content_length")
 #: ... and on an H2Connection instance.
-INSTANCE_NAMES = ("_frame_dispatch_table", "_data_to_send")
+INSTANCE_NAMES = ("_frame_dispatch_table", "_data_to_send", "_closed_streams")
 
 _MAX_WINDOW = 2**31 - 1
 _SWEEP_EVERY = 32
@@ -289,10 +291,18 @@ class FastConnection(h2.connection.H2Connection):
         # error (HTTP2Connection refuses such streams itself). Reading it also
         # makes h2 forget closed streams, a walk over its whole stream table:
         # done once that table has grown by _SWEEP_EVERY since the last walk, so
-        # a closed stream lingers a bounded while and each costs O(1).
-        if len(self.streams) >= self._sweep_at:
-            super().open_inbound_streams  # noqa: B018
-            self._sweep_at = len(self.streams) + _SWEEP_EVERY
+        # a closed stream lingers a bounded while and each costs O(1). The walk
+        # is h2's _open_streams (h2/connection.py, 4.2.0-4.4.1) less its count:
+        # each closed stream (H2Stream.closed: its machine's state is CLOSED)
+        # out of the table, how it closed (H2Stream.closed_by) recorded in
+        # _closed_streams, without the two properties' calls per stream.
+        streams = self.streams
+        if len(streams) >= self._sweep_at:
+            gone = [sid for sid, stream in streams.items() if stream.state_machine.state is _CLOSED]
+            record = self._closed_streams
+            for sid in gone:
+                record[sid] = streams.pop(sid).state_machine.stream_closed_by
+            self._sweep_at = len(streams) + _SWEEP_EVERY
         return 0
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
@@ -383,6 +393,9 @@ class FastConnection(h2.connection.H2Connection):
         n = len(data)
         i = 0
         unpack = _FRAME_HEADER.unpack_from
+        # The settings a new stream reads (h2's Settings properties), read
+        # once a read: a HEADERS frame changes none of them.
+        settings: tuple[int, int, int] | None = None
         try:
             while n - i >= 9:
                 high, low, kind, flags, stream_id = unpack(data, i)
@@ -398,7 +411,14 @@ class FastConnection(h2.connection.H2Connection):
                     or length > self.max_inbound_frame_size
                 ):
                     break
-                events += self._fast_headers(stream_id, data[i + 9 : end], flags & _END_STREAM)
+                if settings is None:
+                    local = self.local_settings
+                    settings = (
+                        local.max_concurrent_streams,
+                        local.initial_window_size,
+                        self.remote_settings.initial_window_size,
+                    )
+                events += self._fast_headers(stream_id, data[i + 9 : end], flags & _END_STREAM, settings)
                 i = end
         except h2.exceptions.ProtocolError as exc:
             self._terminate_connection(exc.error_code)  # as h2's receive_data does
@@ -407,11 +427,13 @@ class FastConnection(h2.connection.H2Connection):
             events += super().receive_data(data[i:] if i else data)
         return events
 
-    def _fast_headers(self, stream_id: int, block: bytes, end_stream: int) -> list[Any]:
+    def _fast_headers(self, stream_id: int, block: bytes, end_stream: int, settings: tuple[int, int, int]) -> list[Any]:
         """h2's _receive_headers_frame (with ours above) for a new stream's
-        HEADERS frame with END_HEADERS and neither PADDED nor PRIORITY."""
+        HEADERS frame with END_HEADERS and neither PADDED nor PRIORITY;
+        ``settings``: our SETTINGS_MAX_CONCURRENT_STREAMS and
+        SETTINGS_INITIAL_WINDOW_SIZE, and the client's."""
         # (A stream id above h2's highest inbound one is never in its table.)
-        limit = self.local_settings.max_concurrent_streams
+        limit, inbound_window, outbound_window = settings
         value = self.open_inbound_streams
         if value + 1 > limit:
             raise h2.exceptions.TooManyStreamsError(f"Max inbound streams is {limit}, {value} open")
@@ -429,8 +451,8 @@ class FastConnection(h2.connection.H2Connection):
         stream = LenientStream(
             stream_id,
             config=self.config,
-            inbound_window_size=self.local_settings.initial_window_size,
-            outbound_window_size=self.remote_settings.initial_window_size,
+            inbound_window_size=inbound_window,
+            outbound_window_size=outbound_window,
         )
         stream.max_outbound_frame_size = self.max_outbound_frame_size
         self.streams[stream_id] = stream
