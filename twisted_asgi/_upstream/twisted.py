@@ -262,14 +262,20 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 raise
 
         # Twisted's _readOrWrite (asyncioreactor.py), without the legacy-log
-        # context callWithLogger wraps around it, and with uvloop's reset check.
+        # context callWithLogger wraps around it: a listening port's read and
+        # every write here, a connection's read (with uvloop's reset check)
+        # in asgi_read.
 
         def asgi_ready(self, selectable: Any, read: bool) -> None:
+            if read and type(selectable) is not Port:
+                # A connection's read (addReader registers asgi_read for it).
+                self.asgi_read(selectable)
+                return
             if selectable.fileno() == -1:
                 self.asgi_disconnect(selectable, ConnectionFdescWentAway("File descriptor lost"), read)
                 return
             try:
-                if read and type(selectable) is Port:
+                if read:
                     # A listening port: no peer to reset it (no getsockopt).
                     lean = self.asgi_ports.get(selectable)
                     if lean is None:
@@ -279,16 +285,8 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                         why = None
                     else:
                         why = selectable.doRead()
-                elif read:
-                    why = selectable.doRead()
                 else:
                     why = selectable.doWrite()
-                if read and not why and check_reset and type(selectable) is not Port:
-                    sock = getattr(selectable, "socket", None)
-                    if sock is not None:
-                        error = sock.getsockopt(SOL_SOCKET, SO_ERROR)
-                        if error:
-                            why = ConnectionLost(os.strerror(error))
             except Exception as exc:
                 why = exc
                 log.failure("Error in {selectable!r}", selectable=selectable)
