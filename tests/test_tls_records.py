@@ -212,18 +212,32 @@ def test_the_fast_path_is_on_and_shares_one_buffer():
     assert records.BUFFER >= 2**14 + 256  # a record of ServerTLS's writes, whole in one read
 
 
-# -- ServerTLS on either path ---------------------------------------------------------------
-
-
-def test_partial_records_byte_by_byte(certs, path):
+def served(certs):
+    """A ServerTLS with the recording app behind it, connected over an in-memory
+    pump to a TLS client: (clock, app, client, server, pump)."""
     clock = Clock()
     factory = AppFactory(clock)
     client, server, pump = connect(certs, factory, clock)
     (app,) = factory.built
-    client.write(b"z" * 20000)  # two records
+    return clock, app, client, server, pump
+
+
+def take_client_bytes(client, clock, pump, data: bytes) -> bytes:
+    """The records the client sends for ``data``, taken off the pump to be
+    handed to the server by hand."""
+    client.write(data)
     clock.advance(0)
     wire = pump.clientIO.getOutBuffer()
-    pump.clientIO.outBuffer = b""  # hand it over by hand
+    pump.clientIO.outBuffer = b""
+    return wire
+
+
+# -- ServerTLS on either path ---------------------------------------------------------------
+
+
+def test_partial_records_byte_by_byte(certs, path):
+    clock, app, client, server, pump = served(certs)
+    wire = take_client_bytes(client, clock, pump, b"z" * 20000)  # two records
     for i in range(len(wire)):
         server.dataReceived(wire[i : i + 1])
         if i < 100:
@@ -233,10 +247,7 @@ def test_partial_records_byte_by_byte(certs, path):
 
 
 def test_many_records_in_one_read_and_a_large_write(certs, path):
-    clock = Clock()
-    factory = AppFactory(clock)
-    client, server, pump = connect(certs, factory, clock)
-    (app,) = factory.built
+    _clock, app, client, server, pump = served(certs)
     sent = os.urandom(300_000)
     client.write(sent)
     pump.flush()
@@ -248,10 +259,7 @@ def test_many_records_in_one_read_and_a_large_write(certs, path):
 
 
 def test_close_notify_from_the_client(certs, path):
-    clock = Clock()
-    factory = AppFactory(clock)
-    client, _server, pump = connect(certs, factory, clock)
-    (app,) = factory.built
+    _clock, app, client, _server, pump = served(certs)
     client.write(b"last words")
     client.loseConnection()
     pump.flush()
@@ -261,16 +269,10 @@ def test_close_notify_from_the_client(certs, path):
 
 
 def test_a_corrupted_record_fails_the_connection_once(certs, path):
-    clock = Clock()
-    factory = AppFactory(clock)
-    client, server, pump = connect(certs, factory, clock)
-    (app,) = factory.built
+    clock, app, client, server, pump = served(certs)
     client.write(b"first")
     pump.flush()
-    client.write(b"second, spoiled")
-    clock.advance(0)
-    wire = bytearray(pump.clientIO.getOutBuffer())
-    pump.clientIO.outBuffer = b""
+    wire = bytearray(take_client_bytes(client, clock, pump, b"second, spoiled"))
     wire[-1] ^= 1
     server.dataReceived(bytes(wire))
     assert app.received == b"first"
@@ -282,16 +284,10 @@ def test_a_corrupted_record_fails_the_connection_once(certs, path):
 
 
 def test_tcp_closed_mid_record(certs, path):
-    clock = Clock()
-    factory = AppFactory(clock)
-    client, server, pump = connect(certs, factory, clock)
-    (app,) = factory.built
+    clock, app, client, server, pump = served(certs)
     client.write(b"whole")
     pump.flush()
-    client.write(b"cut short")
-    clock.advance(0)
-    wire = pump.clientIO.getOutBuffer()
-    pump.clientIO.outBuffer = b""
+    wire = take_client_bytes(client, clock, pump, b"cut short")
     server.dataReceived(wire[:-4])
     for io in (pump.serverIO, pump.clientIO):
         io.protocol = io.producer = None
