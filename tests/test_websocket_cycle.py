@@ -204,6 +204,56 @@ def test_send_text_and_bytes():
             cycle.app_send(bad)
 
 
+class _Text(str):
+    pass
+
+
+class _Bytes(bytes):
+    pass
+
+
+_SEND_FIELDS = [
+    None,
+    b"",
+    b"b",
+    bytearray(b"ba"),
+    memoryview(b"mv"),
+    "",
+    "t",
+    "\u2603",
+    "\ud800",
+    _Text("sub"),
+    _Bytes(b"sub"),
+    7,
+]
+
+
+@given(st.sampled_from(_SEND_FIELDS), st.sampled_from(_SEND_FIELDS), st.booleans())
+def test_inline_send_agrees_with_message_check(data, text, dict_subclass):
+    """app_send's inline handling of websocket.send (plain bytes, a str that
+    encodes) gives what the full check (WebSocketCycle._message) gives, for
+    every mix of 'bytes' and 'text' values: the same event, or the same error."""
+
+    class Sub(dict):
+        pass
+
+    message = (Sub if dict_subclass else dict)(type="websocket.send")
+    if data is not None or dict_subclass:
+        message["bytes"] = data
+    if text is not None or not dict_subclass:
+        message["text"] = text
+
+    def outcome(check):
+        try:
+            event = check(message)
+        except AppError as exc:
+            return ("error", str(exc))
+        assert type(event) is Message and type(event.data) is bytes
+        return ("event", event)
+
+    assert outcome(opened().app_send) == outcome(WebSocketCycle._message)
+
+
 def test_close_codes_and_reason():
     """websocket.close defaults to 1000, checks the code, truncates the reason to 123 bytes on a character."""
     assert opened().app_send({"type": "websocket.close"}) == Close(1000, b"")

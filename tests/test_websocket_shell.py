@@ -642,3 +642,67 @@ def test_closed_websocket_is_freed_by_reference_counting(loop, end):
         assert alive() == before, left
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_one_read_of_many_frames_queues_no_more_than_the_bound(loop, fast, monkeypatch):
+    """Ten whole frames in one read with limit_ws_queue=3: three messages are
+    queued for the app and the other frames stay unparsed in the framing's
+    buffer, on the fast path (frames taken from the read in one loop) as on
+    Autobahn's; then the app gets all ten, in order."""
+    from twisted_asgi.websocket import _FastFraming, _Framing
+
+    monkeypatch.setattr(_Framing, "fast_frames", fast)
+    received: list = []
+    gate = asyncio.Event()
+    peer = Peer(recording_app(received, read=gate), loop, limit_ws_queue=3, timeout_ws_ping_interval=0)
+    frames = [client_frame(2 if i % 2 else 1, str(i).encode() * (i + 1)) for i in range(10)]
+    peer.send(b"".join(frames))
+    handler = next(iter(peer.factory.connections)).handler
+    assert len(handler.task.cycle.queue) == 3
+    if isinstance(handler.framing, _FastFraming):  # not on the public path (TWISTED_ASGI_AUTOBAHN_PUBLIC)
+        assert handler.framing.data == b"".join(frames[3:])
+        # Autobahn's count of bytes received, kept on both ways of reading.
+        assert handler.framing.trafficStats.incomingOctetsWireLevel == sum(map(len, frames))
+    assert peer.transport.producerState == "paused"
+    loop.call_soon(gate.set)
+    settle(loop, peer.clock)
+    assert peer.transport.producerState == "producing"
+    assert [m.get("text", m.get("bytes")) for m in received[1:]] == [
+        str(i) * (i + 1) if i % 2 == 0 else (str(i) * (i + 1)).encode() for i in range(10)
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    frames=st.lists(_mixed_frames, max_size=12),
+    split=st.sampled_from([5, 64, 1000, 100000]),
+    queue_limit=st.sampled_from([1, 2, 5]),
+)
+def test_fast_reads_agree_with_autobahn_when_the_queue_fills(loop, frames, split, queue_limit):
+    """Reads of several frames against a small limit_ws_queue, with the app
+    behind: the fast path (whole frames taken from each read in one loop, up to
+    the bound) and Autobahn's, for every frame, give the app the same events,
+    the client the same bytes and leave the same bytes unparsed."""
+    data = b"".join(frames)
+
+    def run() -> tuple[list, bytes, bool, bytes]:
+        received: list = []
+        peer = Peer(_mirror_app(received), loop, timeout_ws_ping_interval=0, limit_ws_queue=queue_limit)
+        handler = next(iter(peer.factory.connections)).handler
+        for at in range(0, len(data), split):
+            peer.proto.dataReceived(data[at : at + split])
+        left = bytes(handler.framing.data) if handler.framing is not None else b""
+        settle(loop, peer.clock)
+        closing = peer.transport.disconnecting
+        peer.lose()
+        return received, peer.transport.value().split(b"\r\n\r\n", 1)[1], closing, left
+
+    from twisted_asgi.websocket import _Framing
+
+    fast = run()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_Framing, "fast_frames", False)
+        slow = run()
+    assert fast == slow

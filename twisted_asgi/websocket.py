@@ -12,7 +12,8 @@ Autobahn does only what follows the 101: framing, unmasking, UTF-8 validation,
 permessage-deflate (RFC 7692), size limits, pings and the closing handshake;
 the data of a fragmented message is gathered here, with its frames counted
 (:meth:`_Framing.on_message_begin`). (Except the common case: a whole small
-message in one masked, uncompressed frame is taken from Autobahn's buffer by
+message in one masked, uncompressed frame is taken from the read by
+:meth:`_FastFraming.feed`, or from Autobahn's buffer by
 :meth:`_FastFraming.processData`, and an app's message on a connection without
 compression is framed by :meth:`WebSocketConnection.send_ws`, each in a few
 lines where Autobahn spends about a hundred.) The seam is one class,
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from autobahn.websocket.compress import (
@@ -141,6 +143,11 @@ def frame_head(opcode: int, length: int) -> bytes:
     if length < 65536:
         return _HEAD16.pack(0x80 | opcode, 126, length)
     return _HEAD64.pack(0x80 | opcode, 127, length)
+
+
+#: frame_head of each length under 126, for binary and for text messages.
+_BINARY_HEADS = [frame_head(2, n) for n in range(126)]
+_TEXT_HEADS = [frame_head(1, n) for n in range(126)]
 
 
 class _AutobahnLog:
@@ -354,16 +361,81 @@ class _Framing(SmallFrameMasking):  # wsmask: our masker, on our classes only
         WebSocketProtocol.onCloseHandshakeTimeout(self)
 
 
+#: Autobahn's entry point for received bytes (see :mod:`twisted_asgi._upstream.autobahn`).
+_autobahn_feed = upstream_autobahn.HookedProtocol.feed
+
+
 class _FastFraming(_Framing, upstream_autobahn.HookedProtocol):
     """The fast path: Autobahn's framework-neutral protocol, this class its
     network adapter (:class:`~twisted_asgi._upstream.autobahn.HookedProtocol`
     binds Autobahn's hooks to the ``on_*`` methods above)."""
 
+    def feed(self, data: bytes) -> None:
+        """Bytes from the client. When nothing is left over from the last read
+        (the common case: each read ends on a frame boundary), the whole small
+        data frames at the start of ``data`` are taken here in one loop, with an
+        offset rather than a copy of the rest per frame, each in the steps of
+        :meth:`processData`'s fast path; the first frame that is anything else
+        (or the app's queue filling up) hands the rest to Autobahn, as
+        :meth:`processData` does. Otherwise Autobahn's own entry point."""
+        if (
+            self.data
+            or type(data) is not bytes
+            or not self.fast_frames
+            or self.state != _OPEN
+            or self.inside_message
+            or self.current_frame is not None
+            or self.logOctets
+        ):
+            _autobahn_feed(self, data)
+            return
+        size = len(data)
+        self.trafficStats.incomingOctetsWireLevel += size  # what Autobahn's _dataReceived counts
+        handler = self.handler
+        max_frame = self.maxFramePayloadSize
+        max_message = self.maxMessagePayloadSize
+        at = 0
+        while size - at >= 6 and not handler.paused & _PAUSE_QUEUE:
+            b0 = data[at]
+            b1 = data[at + 1]
+            if not ((b0 == 0x82 or b0 == 0x81) and b1 >= 0x80):
+                break
+            n = b1 - 0x80
+            start = at + 6
+            if n >= 126:
+                if n != 126 or size - at < 8:
+                    break  # a 64-bit length, or its 16 bits not here yet
+                n = (data[at + 2] << 8) | data[at + 3]
+                start = at + 8
+                if n < 126:
+                    break  # not minimally encoded: Autobahn fails it
+            end = start + n
+            if n >= _SMALL_FRAME or end > size or 0 < max_frame < n or 0 < max_message < n:
+                break
+            # wsmask.unmask, inline: the payload XOR its 4-byte key repeated.
+            key = data[start - 4 : start] * ((n + 3) >> 2)
+            payload = (
+                int.from_bytes(data[start:end], "little") ^ int.from_bytes(key[:n] if len(key) != n else key, "little")
+            ).to_bytes(n, "little")
+            binary = b0 == 0x82
+            if not (binary or payload.isascii() or _valid_utf8(payload)):
+                break
+            at = end
+            if self.autoPingTimeoutCall is not None:
+                self.traffic_seen()  # any traffic will do
+            handler.message_received(payload, binary)
+            if self.state != _OPEN:
+                break
+        if at < size:
+            self.data = data[at:] if at else data
+            if self.state != _CLOSED:
+                self.consumeData()
+
     def processData(self) -> bool:
         if self.current_frame is None:
             # Stop between frames while the app's queue is full: the rest stays in
             # Autobahn's buffer, so at most one message goes over the bound.
-            if self.handler.read_paused:
+            if self.handler.paused & _PAUSE_QUEUE:
                 return False
             # The common frame, handled here in one step: a whole message in one
             # frame (FIN, no RSV bits: not compressed), binary or text, masked,
@@ -373,7 +445,8 @@ class _FastFraming(_Framing, upstream_autobahn.HookedProtocol):
             # FrameHeader, make a masker and pass the payload through six hooks;
             # what it would conclude is the same (tests/test_websocket_shell.py
             # feeds random frames both ways and compares). Anything else, including
-            # every frame it would fail, is left to Autobahn.
+            # every frame it would fail, is left to Autobahn. (:meth:`feed` does the
+            # same for the frames at the start of a read.)
             data = self.data
             size = len(data)
             if size >= 6 and self.fast_frames and self.state == _OPEN and not self.inside_message:
@@ -656,9 +729,9 @@ class WebSocketConnection:
 
     # -- the task's stream side --------------------------------------------------
 
-    @property
-    def write_paused(self) -> bool:
-        return self.channel.write_paused
+    #: The channel's ``write_paused`` (read after every ``send()``): a C getter,
+    #: no Python frame.
+    write_paused = property(attrgetter("channel.write_paused"))
 
     def send_ws(self, task: WebSocketTask, event: Any) -> None:
         kind = type(event)
@@ -676,6 +749,9 @@ class WebSocketConnection:
                 # What Autobahn's sendMessage would send (our options: no
                 # fragmenting, no masking): one frame, written here.
                 n = len(data)
+                if n < 126:
+                    self.write_soon((_BINARY_HEADS if event.binary else _TEXT_HEADS)[n] + data, _FLUSH_AT)
+                    return
                 head = frame_head(2 if event.binary else 1, n)
                 write_soon = self.write_soon
                 if n < _SMALL_FRAME:

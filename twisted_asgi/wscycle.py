@@ -62,6 +62,9 @@ class WSState(enum.Enum):
     CLOSED = "closed"  # the app closed, or its denial response is complete
 
 
+_OPEN = WSState.OPEN
+
+
 # -- wire events (what the app's messages mean) ----------------------------------
 
 
@@ -350,13 +353,15 @@ class WebSocketCycle:
 
         Text payloads were validated as UTF-8 by the framing layer (RFC 6455 §8.1).
         """
+        size = len(payload)
+        queue = self.queue
         if binary:
-            message = {"type": "websocket.receive", "bytes": payload}
+            queue.append(({"type": "websocket.receive", "bytes": payload}, size))
         else:
-            message = {"type": "websocket.receive", "text": payload.decode("utf-8")}
-        self.queue.append((message, len(payload)))
-        self.queued_bytes += len(payload)
-        return self.over_limit
+            queue.append(({"type": "websocket.receive", "text": payload.decode("utf-8")}, size))
+        queued = self.queued_bytes = self.queued_bytes + size
+        # over_limit, inline (once per message).
+        return len(queue) >= self.queue_limit or queued > self.bytes_limit
 
     def feed_disconnect(self, code: int, reason: str = "") -> None:
         """The connection is over (or being closed by the server); after the
@@ -402,8 +407,21 @@ class WebSocketCycle:
         except (TypeError, KeyError):
             raise AppError(f"ASGI message must be a dict with a 'type' key, got {message!r}") from None
         state = self.state
-        if state is WSState.OPEN:
+        if state is _OPEN:
             if mtype == "websocket.send":
+                # _message's common cases, inline (once per message sent): bytes,
+                # or a str that encodes; anything else, errors included, is its.
+                data = message.get("bytes")
+                if data is not None:
+                    if type(data) is bytes and message.get("text") is None:
+                        return Message(data, True)
+                else:
+                    text = message.get("text")
+                    if type(text) is str:
+                        try:
+                            return Message(text.encode("utf-8"), False)
+                        except UnicodeEncodeError:
+                            pass
                 return self._message(message)
             if mtype == "websocket.close":
                 self.state = WSState.CLOSED
