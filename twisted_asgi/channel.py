@@ -35,6 +35,7 @@ from ._upstream.twisted import (
     direct_writer,
     output_pending,
     tcp_addresses,
+    tcp_setup,
 )
 from .h1channel import HTTP11Handler
 from .proxy import proxy_headers_for
@@ -359,29 +360,40 @@ class HTTPChannel(Protocol):
     # -- Twisted protocol ----------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)
-        no_delay(self.transport)
-        direct_tcp = getattr(self.transport, "asgi_direct_tcp", None)
-        if direct_tcp is not None:
-            # The server's TLS layer (tls.ServerTLS) sends its records with the
-            # direct writer too.
-            direct_tcp(direct_writer)
-        #: Write bytes to the client (see :func:`direct_writer`).
-        counted = self if self.factory.metrics is not None else None
-        self.write = direct_writer(self.transport, counted)
+        transport = self.transport
+        transport.registerProducer(self, True)
+        factory = self.factory
+        counted = self if factory.metrics is not None else None
+        # A plain TCP connection: Nagle off, its writer and its addresses in one call.
+        tcp = tcp_setup(transport, self._accepted_from, factory.port_addresses, counted)
+        if tcp is not None:
+            #: Write bytes to the client (see :func:`direct_writer`).
+            self.write, addresses = tcp
+            self.can_gather = True
+        else:
+            no_delay(transport)
+            direct_tcp = getattr(transport, "asgi_direct_tcp", None)
+            if direct_tcp is not None:
+                # The server's TLS layer (tls.ServerTLS) sends its records with the
+                # direct writer too.
+                direct_tcp(direct_writer)
+            self.write = direct_writer(transport, counted)
+            self.can_gather = can_write_direct(transport)
+            addresses = self._addresses()
         if counted is not None:
-            self._write_sequence = direct_sequence_writer(self.transport, counted)
-        self.can_gather = can_write_direct(self.transport)
-        self.info = connection_info(self.transport, self.config.root_path, self.config, self._addresses())
+            self._write_sequence = direct_sequence_writer(transport, counted)
+        config = self.config
+        info = self.info = connection_info(transport, config.root_path, config, addresses)
         self._accepted_from = None
-        self.info.extensions["http.response.trailers"] = {}
+        extensions = info.extensions
+        extensions["http.response.trailers"] = {}
         # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
-        self.info.extensions["http.response.pathsend"] = {}
-        self.info.extensions["http.response.zerocopysend"] = {}
-        if self.config.early_hints:
+        extensions["http.response.pathsend"] = {}
+        extensions["http.response.zerocopysend"] = {}
+        if config.early_hints:
             # Not in the scope of an HTTP/1.0 request (scope.http_scope).
-            self.info.extensions[EARLY_HINT] = {}
-        self.info.state = self.factory.lifespan_state
+            extensions[EARLY_HINT] = {}
+        info.state = factory.lifespan_state
         # HTTP/1.1 first: it makes its parser once the first bytes are not
         # HTTP/2's, and bounds the wait for them with its head timeout.
         handler = self.handler = HTTP11Handler(self)

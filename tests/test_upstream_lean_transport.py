@@ -1,0 +1,177 @@
+"""The lean transport of an accepted TCP connection (``_upstream.twisted.LeanServer``,
+issue 20 target 2) against Twisted's own ``tcp.Server``, which is the reference
+path: the same attributes after construction, the same log strings (made when
+first read), the same registration with the reactor; and ``tcp_setup``, the
+one-call set-up of a new TCP connection, against the three calls it stands for.
+The served paths are the whole suite's (every TCP connection takes them)."""
+
+from __future__ import annotations
+
+import socket
+import types
+from typing import Any
+
+import pytest
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor
+
+from twisted_asgi._upstream import twisted as upstream
+from twisted_asgi._upstream.twisted import (
+    LeanServer,
+    accept_ready,
+    direct_writer,
+    lean_server_problem,
+    tcp_addresses,
+    tcp_setup,
+)
+
+
+class FakePort:
+    """What a transport reads on its tcp.Port (``_realPortNumber``, ``getHost``)."""
+
+    transport = tcp.Server
+
+    def __init__(self, listener: socket.socket, protocol_class: type = Protocol) -> None:
+        self.socket = listener
+        self.protocols: list[Protocol] = []
+        self.protocol_class = protocol_class
+        self.factory = self
+        self.numberAccepts = 100
+        self.sessionno = 0
+        self.reactor = MemoryReactor()
+        self._realPortNumber = listener.getsockname()[1]
+
+    def buildProtocol(self, addr: Any) -> Protocol:  # noqa: N802 (Twisted's name)
+        protocol = self.protocol_class()
+        self.protocols.append(protocol)
+        return protocol
+
+    def _buildAddr(self, address: tuple[str, int]) -> IPv4Address:  # noqa: N802 (Twisted's name)
+        return IPv4Address("TCP", *address)
+
+    def getHost(self) -> IPv4Address:  # noqa: N802 (Twisted's name)
+        return IPv4Address("TCP", *self.socket.getsockname())
+
+
+class Named(Protocol):
+    def logPrefix(self) -> str:  # noqa: N802 (Twisted's name)
+        return "named-prefix"
+
+
+@pytest.fixture
+def pair():
+    """A listening socket and two accepted connections (client sockets kept open)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    clients = [socket.create_connection(listener.getsockname(), timeout=5) for _ in range(2)]
+    accepted = [listener.accept() for _ in range(2)]
+    yield listener, accepted
+    for client in clients:
+        client.close()
+    for sock, _addr in accepted:
+        sock.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("protocol_class", [Protocol, Named])
+def test_lean_server_is_twisteds_server(pair, protocol_class):
+    listener, [(sock_a, addr_a), (sock_b, addr_b)] = pair
+    port = FakePort(listener)
+    reactor = MemoryReactor()
+    reference = tcp.Server(sock_a, protocol_class(), addr_a, port, 7, reactor)
+    lean = LeanServer(sock_b, protocol_class(), addr_b, port, 7, reactor)
+    assert isinstance(lean, tcp.Server)
+    want = dict(vars(reference))
+    got = dict(vars(lean))
+    assert got.pop("asgi_protocol_class") is protocol_class
+    # Made when first read, equal to Twisted's (the hostname and port differ
+    # only by the client's port, which neither string has).
+    assert "logstr" not in got and "repstr" not in got
+    assert lean.logstr == want.pop("logstr")
+    assert repr(lean) == want.pop("repstr")
+    assert lean.logPrefix() == reference.logPrefix()
+    for name in ("socket", "fileno", "protocol", "client", "_tempDataBuffer"):
+        assert type(got.pop(name)) is type(want.pop(name)), name
+    assert got == want
+    assert lean.socket.gettimeout() == 0.0  # non-blocking, as Twisted makes it
+    assert set(reactor.readers) == {reference, lean}  # both started reading
+    assert lean.getPeer() == IPv4Address("TCP", *addr_b) and lean.getHost() == reference.getHost()
+
+
+def test_log_strings_after_the_protocol_is_gone(pair):
+    listener, [(sock, addr), _other] = pair
+    lean = LeanServer(sock, Named(), addr, FakePort(listener), 3, MemoryReactor())
+    del lean.protocol  # as tcp.Connection.connectionLost does
+    assert lean.logstr == f"Named,3,{addr[0]}"
+    assert repr(lean) == f"<Named #3 on {listener.getsockname()[1]}>"
+    # Twisted's own assignment still wins (a non-data descriptor).
+    lean.logstr = "set"
+    assert lean.logPrefix() == "set"
+
+
+def test_no_port_no_repstr(pair):
+    _listener, [(sock, addr), _other] = pair
+    lean = LeanServer(sock, Protocol(), addr, None, 1, MemoryReactor())
+    with pytest.raises(AttributeError):
+        lean.repstr  # noqa: B018 (as tcp.Server, which sets none without a port)
+
+
+def test_accept_ready_makes_lean_servers_only_for_twisteds_class(pair):
+    listener, _accepted = pair
+    listener.setblocking(False)
+    clients = [socket.create_connection(listener.getsockname(), timeout=5)]
+    try:
+        port = FakePort(listener)
+        accept_ready(port)
+        assert [type(p.transport) for p in port.protocols] == [LeanServer]
+        clients.append(socket.create_connection(listener.getsockname(), timeout=5))
+
+        class Own(tcp.Server):
+            pass
+
+        port.transport = Own  # a port with its own transport class keeps it
+        accept_ready(port)
+        assert [type(p.transport) for p in port.protocols] == [LeanServer, Own]
+    finally:
+        for client in clients:
+            client.close()
+        for protocol in port.protocols:
+            protocol.transport.socket.close()
+
+
+def test_a_new_name_in_twisteds_init_turns_it_off(monkeypatch):
+    assert lean_server_problem() is None
+
+    def newer_init(self: Any, sock: Any, protocol: Any, reactor: Any = None) -> None:
+        self.socket = sock
+        self.brand_new_attribute = 1
+
+    monkeypatch.setattr(tcp.Connection, "__init__", newer_init)
+    problem = lean_server_problem()
+    assert problem is not None and "brand_new_attribute" in problem
+    monkeypatch.setattr(upstream, "_lean_server", [])
+    monkeypatch.setattr(upstream, "say_off", lambda log, off: None)
+    assert not upstream._lean_server_ok()
+
+
+def test_tcp_setup_is_the_three_calls(pair):
+    listener, [(sock_a, addr_a), (_sock_b, addr_b)] = pair
+    port = FakePort(listener)
+    reactor = MemoryReactor()
+    lean = LeanServer(sock_a, Protocol(), addr_a, port, 1, reactor)
+    assert not lean.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    servers: dict[Any, Any] = {}
+    made = tcp_setup(lean, IPv4Address("TCP", *addr_a), servers)
+    assert made is not None
+    writer, addresses = made
+    assert lean.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert addresses == tcp_addresses(lean, addr_a, {}) == (addr_a, listener.getsockname())
+    assert type(writer) is type(direct_writer(lean))  # the direct path's writer, not transport.write
+    assert writer is not lean.write
+    # No address from buildProtocol (or a unix one): the writer, no addresses.
+    assert tcp_setup(lean, None, servers)[1] is None  # type: ignore[index]
+    assert tcp_setup(lean, UNIXAddress(b"/x"), servers)[1] is None  # type: ignore[index]
+    # Not a Twisted TCP connection: nothing done.
+    other = types.SimpleNamespace(write=lambda data: None)
+    assert tcp_setup(other, IPv4Address("TCP", *addr_b), servers) is None
