@@ -140,11 +140,13 @@ EXPLICIT: list[tuple[str, str, str]] = [
             module,
             name,
             "twisted_asgi/_upstream/twisted.py _close_now (the transport's connectionLost, called for "
-            "_disconnectSelectable without its removeReader/removeWriter: FileDescriptor.connectionLost makes them)",
+            "_disconnectSelectable without its removeReader/removeWriter: FileDescriptor.connectionLost makes them) "
+            "and _lean_close (these steps, less those with nothing to do, for a LeanServer)",
         )
         for module, name in (
             ("twisted.internet.abstract", "FileDescriptor.connectionLost"),
             ("twisted.internet.tcp", "Connection.connectionLost"),
+            ("twisted.internet.tcp", "_SocketCloser._closeSocket"),
         )
     ),
     *(

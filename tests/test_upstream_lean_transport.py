@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor
 
@@ -175,3 +176,108 @@ def test_tcp_setup_is_the_three_calls(pair):
     # Not a Twisted TCP connection: nothing done.
     other = types.SimpleNamespace(write=lambda data: None)
     assert tcp_setup(other, IPv4Address("TCP", *addr_b), servers) is None
+
+
+class Recorder(Protocol):
+    def __init__(self) -> None:
+        self.lost: list[Any] = []
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (Twisted's name)
+        self.lost.append(reason)
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def stopProducing(self) -> None:  # noqa: N802 (Twisted's name)
+        self.stopped += 1
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def seam_reactor(request, monkeypatch):
+    """Our reactor over a new loop (built, not installed); the fast paths of
+    each transport class checked afresh (other tests made some with a
+    MemoryReactor, which has no prompt close)."""
+    import asyncio
+
+    monkeypatch.setattr(upstream, "_class_paths", {})
+
+    from twisted_asgi.reactor import _reactor_class
+
+    if request.param == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    reactor = _reactor_class(request.param == "uvloop")(loop)
+    assert reactor.asgi_seam
+    yield reactor, loop
+    loop.close()
+
+
+def _closed_state(transport: Any) -> dict[str, Any]:
+    state = {k: v for k, v in vars(transport).items() if k not in ("asgi_protocol_class", "logstr", "repstr")}
+    state["_tempDataBuffer"] = list(state["_tempDataBuffer"])
+    state.pop("client")
+    return state
+
+
+def _prompt_close(transport: Any, loop: Any) -> None:
+    import asyncio
+
+    from twisted_asgi._upstream.twisted import close_soon
+
+    assert close_soon(transport, lambda delay, f, *args: loop.call_soon(f, *args))
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_prompt_close_of_a_lean_server_is_twisteds_connection_lost(pair, seam_reactor):
+    """The lean close (_lean_close) against Twisted's connectionLost on a
+    tcp.Server: the same state after, the same reason, the socket closed, the
+    client told (EOF), nothing left registered."""
+    reactor, loop = seam_reactor
+    listener, [(sock_a, addr_a), (sock_b, addr_b)] = pair
+    port = FakePort(listener)
+    made = []
+    removed: list[str] = []
+    for name in ("removeReader", "removeWriter"):
+        method = getattr(reactor, name)
+        setattr(reactor, name, lambda fd, method=method, name=name: (removed.append(name), method(fd))[1])
+    for cls, sock, addr in ((tcp.Server, sock_a, addr_a), (LeanServer, sock_b, addr_b)):
+        protocol = Recorder()
+        transport = cls(sock, protocol, addr, port, 1, reactor)
+        protocol.makeConnection(transport)
+        del removed[:]
+        _prompt_close(transport, loop)
+        # close_soon stops reading; Twisted's connectionLost asks again, for
+        # both, and finds nothing to remove; the lean close does not ask.
+        want = ["removeReader"] if cls is LeanServer else ["removeReader", "removeReader", "removeWriter"]
+        assert removed == want
+        assert len(protocol.lost) == 1 and protocol.lost[0].check(ConnectionDone)
+        assert sock.fileno() == -1  # closed
+        made.append(transport)
+    reference, lean = made
+    assert _closed_state(lean) == _closed_state(reference)
+    assert not set(made) & set(reactor.getReaders() + reactor.getWriters())
+
+
+def test_lean_close_leaves_a_registered_producer_to_twisted(pair, seam_reactor):
+    reactor, _loop = seam_reactor
+    listener, [(sock, addr), _other] = pair
+    protocol = Recorder()
+    lean = LeanServer(sock, protocol, addr, FakePort(listener), 1, reactor)
+    protocol.makeConnection(lean)
+    from twisted_asgi._upstream.twisted import _lean_close
+
+    producer = Producer()
+    lean.registerProducer(producer, True)
+    assert not _lean_close(lean)  # nothing done: Twisted's connectionLost stops the producer
+    assert lean.connected and protocol.lost == []
+    lean.unregisterProducer()
+    assert not _lean_close(lean)  # still registered for reading
+    lean.stopReading()
+    assert _lean_close(lean)
+    assert protocol.lost[0].check(ConnectionDone) and sock.fileno() == -1
+    assert not hasattr(lean, "socket") and not hasattr(lean, "protocol")
