@@ -56,6 +56,13 @@ class FakePort:
         return IPv4Address("TCP", *self.socket.getsockname())
 
 
+@pytest.fixture(autouse=True)
+def fresh_class_paths(monkeypatch):
+    """Each transport class's fast paths checked afresh: a MemoryReactor (no
+    prompt close) must not decide them for the rest of the test process."""
+    monkeypatch.setattr(upstream, "_class_paths", {})
+
+
 class Named(Protocol):
     def logPrefix(self) -> str:  # noqa: N802 (Twisted's name)
         return "named-prefix"
@@ -195,13 +202,9 @@ class Producer:
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
-def seam_reactor(request, monkeypatch):
-    """Our reactor over a new loop (built, not installed); the fast paths of
-    each transport class checked afresh (other tests made some with a
-    MemoryReactor, which has no prompt close)."""
+def seam_reactor(request):
+    """Our reactor over a new loop (built, not installed)."""
     import asyncio
-
-    monkeypatch.setattr(upstream, "_class_paths", {})
 
     from twisted_asgi.reactor import _reactor_class
 
@@ -281,3 +284,66 @@ def test_lean_close_leaves_a_registered_producer_to_twisted(pair, seam_reactor):
     assert _lean_close(lean)
     assert protocol.lost[0].check(ConnectionDone) and sock.fileno() == -1
     assert not hasattr(lean, "socket") and not hasattr(lean, "protocol")
+
+
+async def hello(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+def test_the_servers_factory_is_given_the_accepted_address_as_it_came(pair):
+    """ASGIFactory's asgi_build_accepted takes the (host, port) accept()
+    gave, in place of buildProtocol with an address object: the connection
+    has the same client and server as through buildProtocol."""
+    from twisted.internet.task import Clock
+
+    from twisted_asgi.config import Config
+    from twisted_asgi.server import ASGIFactory
+
+    listener, _accepted = pair
+    built: list[Any] = []
+
+    class Spied(ASGIFactory):
+        def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (Twisted's name)
+            built.append(addr)
+            return super().buildProtocol(addr)
+
+    factories = [ASGIFactory(hello, Config(), Clock()), Spied(hello, Config(), Clock())]
+    assert factories[0].asgi_build_accepted == factories[0]._build_accepted
+    assert not hasattr(factories[1], "asgi_build_accepted")  # its own buildProtocol is called
+    plain = factories[0].buildProtocol
+    factories[0].buildProtocol = lambda addr: (built.append(("plain", addr)), plain(addr))[1]  # type: ignore[method-assign]
+    infos = []
+    clients = []
+    for factory in factories:
+        factory.lifespan_state = {}
+        listener.setblocking(False)
+        clients.append(socket.create_connection(listener.getsockname(), timeout=5))
+        port = FakePort(listener)
+        port.factory = factory
+        accept_ready(port)
+        (channel,) = factory.connections
+        infos.append((channel.info.client, channel.info.server))
+        assert channel.info.client == clients[-1].getsockname()
+        assert channel.info.server == listener.getsockname()
+        channel.transport.socket.close()
+    assert [type(a) for a in built] == [IPv4Address]
+    assert infos[0][1] == infos[1][1]
+    for client in clients:
+        client.close()
+
+
+def test_accepted_address_path_keeps_the_connection_limit():
+    from twisted.internet.task import Clock
+
+    from twisted_asgi.config import Config
+    from twisted_asgi.server import ASGIFactory, _Refused
+
+    factory = ASGIFactory(hello, Config(limit_concurrent_connections=1), Clock())
+    factory.lifespan_state = {}
+    made = [factory.asgi_build_accepted(("127.0.0.1", 1000 + i)) for i in range(2)]
+    assert type(made[0]).__name__ == "HTTPChannel"
+    # (Counted once connected: the limit is on connections made, as buildProtocol's.)
+    factory.connections.add(made[0])
+    refused = factory.asgi_build_accepted(("127.0.0.1", 1002))
+    assert isinstance(refused, _Refused) and factory._refused == 1

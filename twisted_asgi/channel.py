@@ -303,7 +303,9 @@ class HTTPChannel(Protocol):
 
     def __init__(self, factory: ASGIFactory, addr: Any = None) -> None:
         self.factory = factory
-        #: The address ``buildProtocol`` was given (the client's), or None.
+        #: The address ``buildProtocol`` was given (the client's), its
+        #: (host, port) as ``accept()`` gave it (the lean accept loop:
+        #: ``ASGIFactory._build_accepted``), or None.
         self._accepted_from = addr
         self.config = factory.config
         self.clock = factory.clock
@@ -406,6 +408,8 @@ class HTTPChannel(Protocol):
         without asking its socket (see :func:`tcp_addresses`); None for any
         other transport, which :func:`connection_info` asks."""
         addr = self._accepted_from
+        if type(addr) is tuple:
+            return tcp_addresses(self.transport, addr, self.factory.port_addresses)
         if type(addr) is not IPv4Address and type(addr) is not IPv6Address:
             return None  # a unix socket's, or not accepted by a listening port
         return tcp_addresses(self.transport, (addr.host, addr.port), self.factory.port_addresses)

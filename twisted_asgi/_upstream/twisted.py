@@ -379,6 +379,9 @@ def accept_ready(port: Any) -> None:
     raw_accept = listener._accept  # socket.socket.accept's first step (CPython)
     limit = port.numberAccepts
     accepted = 0
+    # A factory's buildProtocol for an IPv4 client's (host, port) as accept()
+    # gave it, without the address object (the server's ASGIFactory has one).
+    build_accepted = getattr(port.factory, "asgi_build_accepted", None)
     try:
         family = _FAMILY(listener)
         kind = _TYPE(listener)
@@ -398,7 +401,10 @@ def accept_ready(port: Any) -> None:
                 host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
                 addr = (host[0], *addr[1:])
             try:
-                protocol = port.factory.buildProtocol(port._buildAddr(addr))
+                if build_accepted is not None and len(addr) == 2:
+                    protocol = build_accepted(addr)
+                else:
+                    protocol = port.factory.buildProtocol(port._buildAddr(addr))
             except Exception:
                 skt.close()  # (Twisted's leaves it to the garbage collector)
                 raise
@@ -836,7 +842,11 @@ def tcp_setup(
     except OSError:
         pass  # not a TCP socket (unix)
     writer = direct_writer(transport, counted)
-    if type(accepted_from) is not IPv4Address and type(accepted_from) is not IPv6Address:
+    if type(accepted_from) is tuple:
+        client = accepted_from  # (host, port), as accept() gave it (see accept_ready)
+    elif type(accepted_from) is IPv4Address or type(accepted_from) is IPv6Address:
+        client = (accepted_from.host, accepted_from.port)
+    else:
         return writer, None
     port = getattr(transport, "server", None)
     try:
@@ -848,7 +858,7 @@ def tcp_setup(
         if not isinstance(host, (IPv4Address, IPv6Address)):
             return writer, None
         server = (host.host, host.port)
-    return writer, ((accepted_from.host, accepted_from.port), server)
+    return writer, (client, server)
 
 
 def fixed_address(port: Any) -> tuple[str, int] | None:
