@@ -61,6 +61,7 @@ def connection_info(
     root_path: str,
     config: Any = None,
     addresses: tuple[tuple[str, int] | None, tuple[str, int] | None] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> ConnectionInfo:
     """Client, server and TLS facts about a connection, for its scopes.
 
@@ -70,7 +71,8 @@ def connection_info(
     on TLS connections it carries the ASGI ``tls`` extension. ``addresses``:
     the client and server already known (see :meth:`HTTPChannel._addresses`),
     for a TCP connection that is neither TLS nor a unix socket's; else the
-    transport is asked.
+    transport is asked. ``extensions``: the info's extensions dictionary
+    (taken, not copied), or a new one.
     """
     server: tuple[str, int | None] | None
     if addresses is not None:
@@ -84,11 +86,9 @@ def connection_info(
         else:
             server = _address(host)
         client = _address(transport.getPeer())
+    # (Positional: client, server, tls, root_path, extensions.)
     info = ConnectionInfo(
-        client=client,
-        server=server,
-        tls=addresses is None and ISSLTransport.providedBy(transport),
-        root_path=root_path,
+        client, server, addresses is None and ISSLTransport.providedBy(transport), root_path, extensions
     )
     if info.tls:
         # The server's own TLS transport (tls.ServerTLS) makes the extension,
@@ -385,16 +385,17 @@ class HTTPChannel(Protocol):
         if counted is not None:
             self._write_sequence = direct_sequence_writer(transport, counted)
         config = self.config
-        info = self.info = connection_info(transport, config.root_path, config, addresses)
-        self._accepted_from = None
-        extensions = info.extensions
-        extensions["http.response.trailers"] = {}
-        # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
-        extensions["http.response.pathsend"] = {}
-        extensions["http.response.zerocopysend"] = {}
+        extensions: dict[str, Any] = {
+            "http.response.trailers": {},
+            # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
+            "http.response.pathsend": {},
+            "http.response.zerocopysend": {},
+        }
         if config.early_hints:
             # Not in the scope of an HTTP/1.0 request (scope.http_scope).
             extensions[EARLY_HINT] = {}
+        info = self.info = connection_info(transport, config.root_path, config, addresses, extensions)
+        self._accepted_from = None
         info.state = factory.lifespan_state
         # HTTP/1.1 first: it makes its parser once the first bytes are not
         # HTTP/2's, and bounds the wait for them with its head timeout.

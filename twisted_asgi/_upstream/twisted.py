@@ -266,6 +266,25 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 self.asgi_unregister(fd)
                 raise
 
+        # Twisted's removeReader (asyncioreactor.py, 24.7.0-26.10.0), with one
+        # look-up of the reader where Twisted makes three (and a call to the
+        # continuous poller's isReading): every connection stops reading at
+        # least once (its close). The descriptor removed from the loop is the
+        # one registered (Twisted's when the reader's is -1, its current one
+        # otherwise: the same number while it is registered).
+
+        def removeReader(self, reader: Any) -> None:
+            if not self.asgi_seam:
+                AsyncioSelectorReactor.removeReader(self, reader)
+                return
+            fd = self._readers.pop(reader, None)
+            if fd is None:
+                polling = self._continuousPolling
+                if reader in polling._readers:
+                    polling.removeReader(reader)
+                return
+            self._asyncioEventloop.remove_reader(fd)
+
         # Twisted's _readOrWrite (asyncioreactor.py), without the legacy-log
         # context callWithLogger wraps around it: a listening port's read and
         # every write here, a connection's read (with uvloop's reset check)
@@ -838,10 +857,10 @@ def tcp_setup(
     if not paths.direct_write:
         return None
     try:
-        transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.socket.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
     except OSError:
         pass  # not a TCP socket (unix)
-    writer = direct_writer(transport, counted)
+    writer = _direct_writer(transport, counted)
     if type(accepted_from) is tuple:
         client = accepted_from  # (host, port), as accept() gave it (see accept_ready)
     elif type(accepted_from) is IPv4Address or type(accepted_from) is IPv6Address:
@@ -859,6 +878,11 @@ def tcp_setup(
             return writer, None
         server = (host.host, host.port)
     return writer, (client, server)
+
+
+#: As plain integers (the socket module's are enum members, converted at each call).
+_IPPROTO_TCP = int(socket.IPPROTO_TCP)
+_TCP_NODELAY = int(socket.TCP_NODELAY)
 
 
 def fixed_address(port: Any) -> tuple[str, int] | None:
@@ -1021,8 +1045,8 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
     Twisted): a test of a closure variable per write, not a wrapping function
     around it.
     """
-    plain_write: Callable[[bytes], None] = transport.write
     if not tcp_paths(transport).direct_write:
+        plain_write: Callable[[bytes], None] = transport.write
         if counted is None:
             return plain_write
 
@@ -1031,6 +1055,12 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
             plain_write(data)
 
         return counted_plain_write
+    return _direct_writer(transport, counted)
+
+
+def _direct_writer(transport: Any, counted: Any) -> Callable[[bytes], None]:
+    """:func:`direct_writer` of a transport on the direct path."""
+    plain_write: Callable[[bytes], None] = transport.write
     sock = transport.socket
 
     def write(data: bytes) -> None:
