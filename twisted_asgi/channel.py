@@ -635,8 +635,11 @@ class HTTPChannel(Protocol):
             self.flush()
         transport = self.transport
         transport.unregisterProducer()
-        if not close_soon(transport, self.clock.callLater):
-            transport.loseConnection()
+        if close_soon(transport, self.clock.callLater):
+            # A TCP connection with nothing left to send: it closes once this
+            # loop pass is over (no TLS to end, no output to bound).
+            return
+        transport.loseConnection()
         if prompt_tls:
             lower = getattr(transport, "transport", None)
             if ISSLTransport.providedBy(transport) and lower is not None:

@@ -172,10 +172,11 @@ class ASGIFactory(Factory):
             self.metrics.connection_opened(channel)
 
     def connection_closed(self, channel: HTTPChannel) -> None:
-        if channel in self.connections:
-            self.connections.discard(channel)
-            if self.metrics is not None:
-                self.metrics.connection_closed(channel)
+        connections = self.connections
+        count = len(connections)
+        connections.discard(channel)
+        if self.metrics is not None and len(connections) != count:
+            self.metrics.connection_closed(channel)
         if self._refused and len(self.connections) < self.config.limit_concurrent_connections:
             log.info("Below the connection limit again; {count} connections were refused", count=self._refused)
             self._refused = 0
