@@ -303,3 +303,27 @@ def test_loop_clock_schedules_on_the_loop(kind):
         assert pending.cancelled()
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("seam", [True, False], ids=["seam", "twisted"])
+def test_remove_reader_stops_the_loop_watching_it(reactor_and_pair, seam):
+    """removeReader (the seam's own, and Twisted's with the seam off): the
+    loop stops watching the descriptor for reading (data then reaches no
+    doRead), a second removal and the removal of a reader never added do
+    nothing, and a writer of the same descriptor stays."""
+    reactor, loop, a, b = reactor_and_pair
+    reactor.asgi_seam = seam
+    reader = Reader(a, loop)
+    reactor.addReader(reader)
+    reactor.addWriter(reader)
+    reactor.removeReader(reader)
+    assert reader not in reactor.getReaders() and reader in reactor.getWriters()
+    if loop_name(loop) == "asyncio":
+        key = loop._selector.get_key(a.fileno())
+        assert key.data[0] is None and key.data[1] is not None  # reading off, writing on
+    reactor.removeWriter(reader)
+    reactor.removeReader(reader)  # again: nothing to do
+    reactor.removeReader(Reader(b, loop))  # never added: nothing to do
+    b.send(b"unread")
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert not reader.read.done() and reader.data == b""

@@ -102,7 +102,8 @@ EXPLICIT: list[tuple[str, str, str]] = [
             module,
             name,
             "twisted_asgi/_upstream/twisted.py tcp_paths_off (the names of the TCP fast paths an __init__ sets, "
-            "read from its code: FileDescriptor's buffer fields, Connection's socket)",
+            "read from its code: FileDescriptor's buffer fields, Connection's socket) and LeanServer.__init__ "
+            "(sets what it sets; LEAN_SERVER_NAMES is its co_names)",
         )
         for module, name in (
             ("twisted.internet.abstract", "FileDescriptor.__init__"),
@@ -139,21 +140,31 @@ EXPLICIT: list[tuple[str, str, str]] = [
             module,
             name,
             "twisted_asgi/_upstream/twisted.py _close_now (the transport's connectionLost, called for "
-            "_disconnectSelectable without its removeReader/removeWriter: FileDescriptor.connectionLost makes them)",
+            "_disconnectSelectable without its removeReader/removeWriter: FileDescriptor.connectionLost makes them) "
+            "and _lean_close (these steps, less those with nothing to do, for a LeanServer)",
         )
         for module, name in (
             ("twisted.internet.abstract", "FileDescriptor.connectionLost"),
             ("twisted.internet.tcp", "Connection.connectionLost"),
+            ("twisted.internet.tcp", "_SocketCloser._closeSocket"),
         )
     ),
     *(
         (
             "twisted.internet.tcp",
             name,
-            "twisted_asgi/_upstream/twisted.py tcp_addresses (buildProtocol's address is the client getPeer "
-            "gives; Server.server is the accepting Port, whose getHost is every connection's on a bound port)",
+            "twisted_asgi/_upstream/twisted.py tcp_addresses and tcp_setup (buildProtocol's address is the "
+            "client getPeer gives; Server.server is the accepting Port, whose getHost is every connection's on "
+            "a bound port)",
         )
-        for name in ("Port.getHost", "Server.__init__", "Server.getHost", "Server.getPeer")
+        for name in ("Port.getHost", "Server.getHost", "Server.getPeer")
+    ),
+    (
+        "twisted.internet.tcp",
+        "Server.__init__",
+        "twisted_asgi/_upstream/twisted.py LeanServer.__init__ (sets what it, Connection.__init__ and "
+        "FileDescriptor.__init__ set, in one call; LEAN_SERVER_NAMES is their co_names; logstr and repstr made "
+        "when first read) and tcp_addresses (Server.server is the accepting Port)",
     ),
     *(
         (

@@ -35,6 +35,7 @@ from ._upstream.twisted import (
     direct_writer,
     output_pending,
     tcp_addresses,
+    tcp_setup,
 )
 from .h1channel import HTTP11Handler
 from .proxy import proxy_headers_for
@@ -60,6 +61,7 @@ def connection_info(
     root_path: str,
     config: Any = None,
     addresses: tuple[tuple[str, int] | None, tuple[str, int] | None] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> ConnectionInfo:
     """Client, server and TLS facts about a connection, for its scopes.
 
@@ -69,7 +71,8 @@ def connection_info(
     on TLS connections it carries the ASGI ``tls`` extension. ``addresses``:
     the client and server already known (see :meth:`HTTPChannel._addresses`),
     for a TCP connection that is neither TLS nor a unix socket's; else the
-    transport is asked.
+    transport is asked. ``extensions``: the info's extensions dictionary
+    (taken, not copied), or a new one.
     """
     server: tuple[str, int | None] | None
     if addresses is not None:
@@ -83,11 +86,9 @@ def connection_info(
         else:
             server = _address(host)
         client = _address(transport.getPeer())
+    # (Positional: client, server, tls, root_path, extensions.)
     info = ConnectionInfo(
-        client=client,
-        server=server,
-        tls=addresses is None and ISSLTransport.providedBy(transport),
-        root_path=root_path,
+        client, server, addresses is None and ISSLTransport.providedBy(transport), root_path, extensions
     )
     if info.tls:
         # The server's own TLS transport (tls.ServerTLS) makes the extension,
@@ -302,7 +303,9 @@ class HTTPChannel(Protocol):
 
     def __init__(self, factory: ASGIFactory, addr: Any = None) -> None:
         self.factory = factory
-        #: The address ``buildProtocol`` was given (the client's), or None.
+        #: The address ``buildProtocol`` was given (the client's), its
+        #: (host, port) as ``accept()`` gave it (the lean accept loop:
+        #: ``ASGIFactory._build_accepted``), or None.
         self._accepted_from = addr
         self.config = factory.config
         self.clock = factory.clock
@@ -359,29 +362,41 @@ class HTTPChannel(Protocol):
     # -- Twisted protocol ----------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(self, True)
-        no_delay(self.transport)
-        direct_tcp = getattr(self.transport, "asgi_direct_tcp", None)
-        if direct_tcp is not None:
-            # The server's TLS layer (tls.ServerTLS) sends its records with the
-            # direct writer too.
-            direct_tcp(direct_writer)
-        #: Write bytes to the client (see :func:`direct_writer`).
-        counted = self if self.factory.metrics is not None else None
-        self.write = direct_writer(self.transport, counted)
+        transport = self.transport
+        transport.registerProducer(self, True)
+        factory = self.factory
+        counted = self if factory.metrics is not None else None
+        # A plain TCP connection: Nagle off, its writer and its addresses in one call.
+        tcp = tcp_setup(transport, self._accepted_from, factory.port_addresses, counted)
+        if tcp is not None:
+            #: Write bytes to the client (see :func:`direct_writer`).
+            self.write, addresses = tcp
+            self.can_gather = True
+        else:
+            no_delay(transport)
+            direct_tcp = getattr(transport, "asgi_direct_tcp", None)
+            if direct_tcp is not None:
+                # The server's TLS layer (tls.ServerTLS) sends its records with the
+                # direct writer too.
+                direct_tcp(direct_writer)
+            self.write = direct_writer(transport, counted)
+            self.can_gather = can_write_direct(transport)
+            addresses = self._addresses()
         if counted is not None:
-            self._write_sequence = direct_sequence_writer(self.transport, counted)
-        self.can_gather = can_write_direct(self.transport)
-        self.info = connection_info(self.transport, self.config.root_path, self.config, self._addresses())
-        self._accepted_from = None
-        self.info.extensions["http.response.trailers"] = {}
-        # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
-        self.info.extensions["http.response.pathsend"] = {}
-        self.info.extensions["http.response.zerocopysend"] = {}
-        if self.config.early_hints:
+            self._write_sequence = direct_sequence_writer(transport, counted)
+        config = self.config
+        extensions: dict[str, Any] = {
+            "http.response.trailers": {},
+            # A body from a file (twisted_asgi.filesend), on HTTP/1.1 and HTTP/2.
+            "http.response.pathsend": {},
+            "http.response.zerocopysend": {},
+        }
+        if config.early_hints:
             # Not in the scope of an HTTP/1.0 request (scope.http_scope).
-            self.info.extensions[EARLY_HINT] = {}
-        self.info.state = self.factory.lifespan_state
+            extensions[EARLY_HINT] = {}
+        info = self.info = connection_info(transport, config.root_path, config, addresses, extensions)
+        self._accepted_from = None
+        info.state = factory.lifespan_state
         # HTTP/1.1 first: it makes its parser once the first bytes are not
         # HTTP/2's, and bounds the wait for them with its head timeout.
         handler = self.handler = HTTP11Handler(self)
@@ -394,6 +409,8 @@ class HTTPChannel(Protocol):
         without asking its socket (see :func:`tcp_addresses`); None for any
         other transport, which :func:`connection_info` asks."""
         addr = self._accepted_from
+        if type(addr) is tuple:
+            return tcp_addresses(self.transport, addr, self.factory.port_addresses)
         if type(addr) is not IPv4Address and type(addr) is not IPv6Address:
             return None  # a unix socket's, or not accepted by a listening port
         return tcp_addresses(self.transport, (addr.host, addr.port), self.factory.port_addresses)
@@ -618,8 +635,11 @@ class HTTPChannel(Protocol):
             self.flush()
         transport = self.transport
         transport.unregisterProducer()
-        if not close_soon(transport, self.clock.callLater):
-            transport.loseConnection()
+        if close_soon(transport, self.clock.callLater):
+            # A TCP connection with nothing left to send: it closes once this
+            # loop pass is over (no TLS to end, no output to bound).
+            return
+        transport.loseConnection()
         if prompt_tls:
             lower = getattr(transport, "transport", None)
             if ISSLTransport.providedBy(transport) and lower is not None:

@@ -518,7 +518,15 @@ class HTTP11Handler:
             self._resume(_PAUSE_BODY)
 
     def app_finished(self, task: HTTPTask) -> None:
-        if task is not self.task or self.closed or task.cycle.response_complete:
+        if task is not self.task:
+            return
+        if self.closed:
+            # The connection is closing (after the last response): the app that
+            # returned has nothing left to hear, so its connection_lost tells
+            # it nothing (and the task lets go of this handler now).
+            self.task = None
+            return
+        if task.cycle.response_complete:
             return
         # The app returned (or failed) before completing its response.
         if self.conn.head_on_wire:  # type: ignore[union-attr]

@@ -214,6 +214,21 @@ _CLOSE = 2  # HTTP/1.0 without length: body ends when the connection closes
 _NONE = 3  # HEAD, 204, 304: no body bytes at all
 
 
+#: server_name -> its ``server`` field line (few names in one process).
+_SERVER_LINES: dict[str | None, bytes] = {}
+
+
+def _server_line(name: str | None) -> bytes:
+    """The ``server`` field line for ``name`` (b"" for none), made once per
+    name rather than once per connection."""
+    line = _SERVER_LINES.get(name)
+    if line is None:
+        line = b"server: %s\r\n" % name.encode("latin-1") if name else b""
+        if len(_SERVER_LINES) < 16:
+            _SERVER_LINES[name] = line
+    return line
+
+
 class HTTP11Connection:
     """One HTTP/1.1 server connection, without I/O.
 
@@ -332,7 +347,7 @@ class HTTP11Connection:
         self._remaining = 0
         self._pending_head = b""
         #: The ``server`` field line sent unless the app gives its own (b"": none).
-        self._server_line = b"server: %s\r\n" % config.server_name.encode("latin-1") if config.server_name else b""
+        self._server_line = _server_line(config.server_name)
         self._send_date = config.send_date
         self.keep_alive = True
         self.response_started = False

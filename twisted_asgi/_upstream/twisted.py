@@ -48,6 +48,7 @@ from collections.abc import Callable
 from socket import SO_ERROR, SOL_SOCKET
 from typing import Any
 
+from twisted.internet import abstract, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.error import ConnectionDone, ConnectionFdescWentAway, ConnectionLost
@@ -63,6 +64,9 @@ __all__ = [
     "ACCEPT_NAMES",
     "DIRECT_WRITE_NAMES",
     "LEAN_ACCEPT",
+    "LEAN_TRANSPORT",
+    "LeanServer",
+    "lean_server_problem",
     "FILE_SINK_NAMES",
     "PROMPT_CLOSE",
     "REACTOR_SEAM_NAMES",
@@ -75,6 +79,7 @@ __all__ = [
     "can_write_direct",
     "fixed_address",
     "tcp_addresses",
+    "tcp_setup",
     "direct_sequence_writer",
     "direct_writer",
     "output_pending",
@@ -261,6 +266,25 @@ def fast_reactor_class(check_reset: bool) -> type[AsyncioSelectorReactor]:
                 self.asgi_unregister(fd)
                 raise
 
+        # Twisted's removeReader (asyncioreactor.py, 24.7.0-26.10.0), with one
+        # look-up of the reader where Twisted makes three (and a call to the
+        # continuous poller's isReading): every connection stops reading at
+        # least once (its close). The descriptor removed from the loop is the
+        # one registered (Twisted's when the reader's is -1, its current one
+        # otherwise: the same number while it is registered).
+
+        def removeReader(self, reader: Any) -> None:
+            if not self.asgi_seam:
+                AsyncioSelectorReactor.removeReader(self, reader)
+                return
+            fd = self._readers.pop(reader, None)
+            if fd is None:
+                polling = self._continuousPolling
+                if reader in polling._readers:
+                    polling.removeReader(reader)
+                return
+            self._asyncioEventloop.remove_reader(fd)
+
         # Twisted's _readOrWrite (asyncioreactor.py), without the legacy-log
         # context callWithLogger wraps around it: a listening port's read and
         # every write here, a connection's read (with uvloop's reset check)
@@ -374,6 +398,9 @@ def accept_ready(port: Any) -> None:
     raw_accept = listener._accept  # socket.socket.accept's first step (CPython)
     limit = port.numberAccepts
     accepted = 0
+    # A factory's buildProtocol for an IPv4 client's (host, port) as accept()
+    # gave it, without the address object (the server's ASGIFactory has one).
+    build_accepted = getattr(port.factory, "asgi_build_accepted", None)
     try:
         family = _FAMILY(listener)
         kind = _TYPE(listener)
@@ -393,7 +420,10 @@ def accept_ready(port: Any) -> None:
                 host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
                 addr = (host[0], *addr[1:])
             try:
-                protocol = port.factory.buildProtocol(port._buildAddr(addr))
+                if build_accepted is not None and len(addr) == 2:
+                    protocol = build_accepted(addr)
+                else:
+                    protocol = port.factory.buildProtocol(port._buildAddr(addr))
             except Exception:
                 skt.close()  # (Twisted's leaves it to the garbage collector)
                 raise
@@ -402,12 +432,154 @@ def accept_ready(port: Any) -> None:
                 continue
             session = port.sessionno
             port.sessionno = session + 1
-            transport = port.transport(skt, protocol, addr, port, session, port.reactor)
+            make = port.transport
+            if make is _Server and _lean_server_ok():
+                make = LeanServer
+            transport = make(skt, protocol, addr, port, session, port.reactor)
             protocol.makeConnection(transport)
     except Exception:  # noqa: BLE001 (Port.doRead logs it with log.deferr and goes on)
         log.failure("Error while accepting a connection on {port!r}", port=port)
         return
     port.numberAccepts = limit + 20 if accepted == limit else max(1, accepted)
+
+
+# -- the transport of an accepted TCP connection, made leanly ----------------------------
+
+#: The fast path's name on the start-up line.
+LEAN_TRANSPORT = "lean transports of accepted TCP connections"
+
+_Server = tcp.Server
+
+#: The names the three ``__init__`` of an accepted connection's transport
+#: use (their code objects' ``co_names``: tcp.py ``Server``, ``Connection``;
+#: abstract.py ``FileDescriptor``; the same in Twisted 24.7.0 and 26.10.0),
+#: whose work :class:`LeanServer` does in one: any other name (an attribute
+#: a newer Twisted sets or reads there) turns it off.
+LEAN_SERVER_NAMES = (
+    (
+        "Connection",
+        "__init__",
+        "len",
+        "address",
+        "IPv6Address",
+        "_addressType",
+        "server",
+        "client",
+        "sessionno",
+        "hostname",
+        "_getLogPrefix",
+        "protocol",
+        "logstr",
+        "format",
+        "__class__",
+        "__name__",
+        "_realPortNumber",
+        "repstr",
+        "startReading",
+        "connected",
+    ),
+    ("abstract", "FileDescriptor", "__init__", "socket", "setblocking", "fileno", "protocol"),
+    ("twisted.internet", "reactor", "_tempDataBuffer", "_tempDataLen"),
+)
+
+_lean_server: list[bool] = []
+
+
+def lean_server_problem() -> str | None:
+    """Why accepted connections get Twisted's own ``tcp.Server.__init__``
+    (None: :class:`LeanServer`'s): a name the three ``__init__`` use that
+    :data:`LEAN_SERVER_NAMES` does not have (read from their code objects,
+    once per process)."""
+    inits = (_Server.__init__, tcp.Connection.__init__, abstract.FileDescriptor.__init__)
+    for init, known in zip(inits, LEAN_SERVER_NAMES, strict=True):
+        code = getattr(init, "__code__", None)
+        if code is None:
+            return f"Twisted {_version()}'s {init.__qualname__} is not a Python function"
+        extra = [name for name in code.co_names if name not in known]
+        if extra:
+            return f"Twisted {_version()}'s {init.__qualname__} uses {', '.join(extra)}"
+    return None
+
+
+def _lean_server_ok() -> bool:
+    if not _lean_server:
+        problem = lean_server_problem()
+        if problem is not None:
+            say_off(log, {LEAN_TRANSPORT: problem})
+        _lean_server.append(problem is None)
+    return _lean_server[0]
+
+
+class _Lazy:
+    """A ``tcp.Server`` attribute made at its first read (a non-data
+    descriptor: what it made is kept in the instance's dictionary)."""
+
+    def __init__(self, name: str, make: Callable[[Any], str]) -> None:
+        self.name = name
+        self.make = make
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = self.make(instance)
+        instance.__dict__[self.name] = value
+        return value
+
+
+def _protocol_prefix(transport: Any) -> str:
+    # _LogOwner._getLogPrefix of the protocol (its class name once it is gone).
+    protocol = transport.__dict__.get("protocol")
+    if protocol is None:
+        return str(transport.asgi_protocol_class.__name__)
+    return str(transport._getLogPrefix(protocol))
+
+
+def _logstr(transport: Any) -> str:
+    return f"{_protocol_prefix(transport)},{transport.sessionno},{transport.hostname}"
+
+
+def _repstr(transport: Any) -> str:
+    if transport.server is None:
+        raise AttributeError("repstr")
+    return f"<{transport.asgi_protocol_class.__name__} #{transport.sessionno} on {transport.server._realPortNumber}>"
+
+
+class LeanServer(_Server):
+    """Twisted's ``tcp.Server`` (the transport ``tcp.Port`` makes for each
+    connection it accepts), made with one ``__init__`` that sets what
+    ``Server.__init__``, ``Connection.__init__`` and
+    ``FileDescriptor.__init__`` set (tcp.py, abstract.py; Twisted
+    24.7.0-26.10.0), and the two log strings (``logstr``, the log prefix;
+    ``repstr``, its ``repr``) made when first read, not for every
+    connection: about 10,000 instructions of every ``Connection: close``.
+    Everything else is ``tcp.Server``'s. Used by :func:`accept_ready` for a
+    port whose transport class is ``tcp.Server`` itself, unless
+    :func:`lean_server_problem` finds that Twisted's ``__init__`` set more.
+    """
+
+    logstr = _Lazy("logstr", _logstr)
+    repstr = _Lazy("repstr", _repstr)
+
+    def __init__(
+        self, sock: socket.socket, protocol: Any, client: tuple[Any, ...], server: Any, sessionno: int, reactor: Any
+    ) -> None:
+        self.reactor = reactor
+        self._tempDataBuffer: list[bytes] = []
+        self._tempDataLen = 0
+        self.socket = sock
+        sock.setblocking(False)
+        self.fileno = sock.fileno
+        self.protocol = protocol
+        #: The protocol's class, for the log strings once it is gone.
+        self.asgi_protocol_class = type(protocol)
+        if len(client) != 2:
+            self._addressType = IPv6Address
+        self.server = server
+        self.client = client
+        self.sessionno = sessionno
+        self.hostname = client[0]
+        self.startReading()  # type: ignore[no-untyped-call]
+        self.connected = 1
 
 
 # -- sendfile to a TCP connection's socket ------------------------------------------
@@ -576,7 +748,52 @@ def _close_now(transport: Any) -> None:
     # FileDescriptor.connectionLost) makes the same two calls first thing.
     # (tcp_paths_off still asks the reactor for _disconnectSelectable: a
     # Twisted without it closes some other way, not read here.)
+    if type(transport) is LeanServer and _lean_close(transport):
+        return
     transport.connectionLost(_DONE)
+
+
+def _lean_close(transport: LeanServer) -> bool:
+    """``transport.connectionLost(CONNECTION_DONE)`` (tcp.py
+    ``Connection.connectionLost``, abstract.py ``FileDescriptor.connectionLost``,
+    tcp.py ``_SocketCloser._closeSocket``; Twisted 24.7.0-26.10.0) for a
+    connection that no producer, reader or writer is registered for (the
+    prompt close's, once :func:`close_soon` stopped reading), on a reactor
+    with our seam: the same steps less the calls that would find nothing to
+    do (``stopProducing`` of no producer, ``removeReader`` and ``removeWriter``
+    of a descriptor not registered, the failure's ``check`` for an abort that
+    ``CONNECTION_DONE`` is not): about 6,000 instructions of every
+    ``Connection: close``. False, having done nothing, otherwise (the caller
+    calls ``connectionLost``)."""
+    reactor: Any = transport.reactor
+    if transport.producer is not None or not getattr(reactor, "asgi_seam", False):
+        return False
+    polling = reactor._continuousPolling
+    if (
+        transport in reactor._readers
+        or transport in reactor._writers
+        or transport in polling._readers
+        or transport in polling._writers
+    ):
+        return False
+    transport.disconnected = 1
+    transport.connected = 0
+    skt = transport.socket
+    if transport._shouldShutdown:
+        try:
+            skt.shutdown(2)
+        except OSError:
+            pass
+    try:
+        skt.close()
+    except OSError:
+        pass
+    protocol = transport.protocol
+    del transport.protocol
+    del transport.socket
+    del transport.fileno
+    protocol.connectionLost(_DONE)
+    return True
 
 
 #: The one failure every prompt close reports, as posixbase.py's
@@ -618,6 +835,54 @@ def tcp_addresses(
             return None
         server = (host.host, host.port)
     return client, server
+
+
+def tcp_setup(
+    transport: Any, accepted_from: Any, servers: dict[Any, tuple[str, int] | None], counted: Any = None
+) -> tuple[Callable[[bytes], None], tuple[tuple[str, int], tuple[str, int]] | None] | None:
+    """What a new connection sets up on ``transport``, in one call when it is
+    a Twisted TCP connection on the direct-write path (None, having done
+    nothing, for any other: the caller asks :func:`direct_writer`,
+    :func:`tcp_addresses` and ``setTcpNoDelay`` itself).
+
+    Switches Nagle's algorithm off on its socket (what tcp.py
+    ``Connection.setTcpNoDelay`` does, an error ignored: a unix socket), and
+    returns its :func:`direct_writer` and, for an ``accepted_from`` address
+    of IPv4 or IPv6 (the one ``buildProtocol`` was given), its
+    :func:`tcp_addresses` (else None). One test of the transport's class
+    for the three, not one each: about 3,000 instructions of every new
+    connection.
+    """
+    paths = _class_paths.get(type(transport)) or tcp_paths(transport)
+    if not paths.direct_write:
+        return None
+    try:
+        transport.socket.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+    except OSError:
+        pass  # not a TCP socket (unix)
+    writer = _direct_writer(transport, counted)
+    if type(accepted_from) is tuple:
+        client = accepted_from  # (host, port), as accept() gave it (see accept_ready)
+    elif type(accepted_from) is IPv4Address or type(accepted_from) is IPv6Address:
+        client = (accepted_from.host, accepted_from.port)
+    else:
+        return writer, None
+    port = getattr(transport, "server", None)
+    try:
+        server = servers[port]
+    except KeyError:
+        server = servers[port] = fixed_address(port)
+    if server is None:
+        host = transport.getHost()
+        if not isinstance(host, (IPv4Address, IPv6Address)):
+            return writer, None
+        server = (host.host, host.port)
+    return writer, (client, server)
+
+
+#: As plain integers (the socket module's are enum members, converted at each call).
+_IPPROTO_TCP = int(socket.IPPROTO_TCP)
+_TCP_NODELAY = int(socket.TCP_NODELAY)
 
 
 def fixed_address(port: Any) -> tuple[str, int] | None:
@@ -714,6 +979,9 @@ def tcp_paths_off(reactor: Any = None) -> dict[str, str]:
                 found[path] = f"Twisted {_version()}'s TCP connection has no {', '.join(missing)}"
         if not hasattr(os, "sendfile"):
             found.setdefault(SENDFILE, "os.sendfile is missing on this platform")
+        lean = lean_server_problem()
+        if lean is not None:
+            found[LEAN_TRANSPORT] = lean
         _classes_off = found
     off = dict(_classes_off)
     if (
@@ -777,8 +1045,8 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
     Twisted): a test of a closure variable per write, not a wrapping function
     around it.
     """
-    plain_write: Callable[[bytes], None] = transport.write
     if not tcp_paths(transport).direct_write:
+        plain_write: Callable[[bytes], None] = transport.write
         if counted is None:
             return plain_write
 
@@ -787,6 +1055,12 @@ def direct_writer(transport: Any, counted: Any = None) -> Callable[[bytes], None
             plain_write(data)
 
         return counted_plain_write
+    return _direct_writer(transport, counted)
+
+
+def _direct_writer(transport: Any, counted: Any) -> Callable[[bytes], None]:
+    """:func:`direct_writer` of a transport on the direct path."""
+    plain_write: Callable[[bytes], None] = transport.write
     sock = transport.socket
 
     def write(data: bytes) -> None:
