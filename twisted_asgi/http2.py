@@ -115,15 +115,29 @@ _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 # RFC 8441 §4: ":protocol", in an extended CONNECT, once we sent SETTINGS_ENABLE_CONNECT_PROTOCOL.
 _EXTENDED_PSEUDO = _REQUEST_PSEUDO | {b":protocol"}
 _NO_BODY_STATUSES = frozenset({204, 304})
-#: Response heads already prepared by :meth:`HTTP2Connection._head`, keyed by
-#: the status, the app's fields and what else decides the result (an app
-#: answers with the same few heads): the fields to send, less the date.
-#: Shared by every connection, bounded in count, in fields a head and in its
-#: bytes (an app may echo what a client sent in a field).
-_HEADS: dict[tuple[Any, ...], tuple[tuple[tuple[bytes, bytes], ...], bool, bool, int | None]] = {}
-_HEADS_MAX = 256
+#: Request heads already parsed (a client repeats its head from request to
+#: request), kept per connection as HPACK keeps its dynamic table (RFC 7541
+#: §7.1): a head carries the client's Cookie and Authorization, and a memo
+#: shared by every connection would tell one client, by its timing, whether
+#: another sent the same head, and keep those credentials after their
+#: connection closed. Bounded in count and in the header-list size of a head
+#: (the fields are the client's): at most 16 heads of 2 KiB a connection,
+#: less than one stream may hold (limit_h2_header_list_bytes).
+_PARSED_MAX = 16
+_PARSED_BYTES = 2048
+#: Response heads already prepared by :meth:`HTTP2Connection._head` (an app
+#: answers with the same few heads), kept per connection: the fields to send,
+#: less the date. Keyed by the status, whether the request was HEAD and the
+#: app's fields (the rest that decides the result, the server name and the
+#: date, is the connection's Config). Per connection, not per process: a head
+#: may carry a Set-Cookie, and one shared by every connection would let one
+#: client's timing tell what another was answered, and keep it after that
+#: connection closed. Bounded in count, in fields a head and in its bytes (an
+#: app may echo what a client sent): at most 16 heads of 2 KiB a connection.
+_Head = tuple[tuple[tuple[bytes, bytes], ...], bool, bool, int | None]
+_HEADS_MAX = 16
 _HEADS_FIELDS = 16
-_HEADS_BYTES = 4096
+_HEADS_BYTES = 2048
 
 # Frame types (RFC 9113 §6) and flags, for the frame-header scan.
 _DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x9
@@ -373,6 +387,10 @@ class HTTP2Connection:
         self._block: int | None = None  # compressed bytes of the header block being received
         self._highest_seen = 0
         self._block_cap = 2 * config.limit_h2_header_list_bytes
+        #: Request heads parsed and response heads prepared on this connection
+        #: (see _PARSED_MAX, _HEADS_MAX), each made when first needed.
+        self._parsed: dict[tuple[Any, ...], _Parsed] | None = None
+        self._heads: dict[tuple[Any, ...], _Head] | None = None
 
     # -- starting ------------------------------------------------------------------------
 
@@ -722,9 +740,7 @@ class HTTP2Connection:
             self._charge_reset()
             return
         try:
-            request, size = _parse_request(
-                stream_id, event.headers, event.stream_ended is not None, self.extended_connect
-            )
+            request, size = self._parse_request(stream_id, event.headers, event.stream_ended is not None)
         except ValueError as exc:
             self._malformed(stream_id, str(exc))
             return
@@ -759,6 +775,39 @@ class HTTP2Connection:
             self._events.append(request)
             if not request.has_body:
                 self._events.append(EndOfMessage(stream_id))
+
+    def _parse_request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> tuple[Request, int]:
+        """:func:`_parse_head`, remembered on this connection: a head seen
+        before on it (the same fields and END_STREAM) gives a new
+        :class:`Request` with what its first parse found, without checking
+        its fields again. Only a head that parsed is kept (a malformed one is
+        parsed again, and refused again)."""
+        key = (*headers, ended)
+        parsed = self._parsed
+        found = parsed.get(key) if parsed is not None else None
+        if found is None:
+            request, size = _parse_head(stream_id, headers, ended, self.extended_connect)
+            if size <= _PARSED_BYTES:
+                if parsed is None:
+                    parsed = self._parsed = {}  # made at the first request: an idle connection has none
+                elif len(parsed) >= _PARSED_MAX:
+                    parsed.clear()
+                parsed[key] = (
+                    request.method,
+                    request.path,
+                    request.query,
+                    tuple(request.headers),
+                    request.expect_continue,
+                    request.content_length,
+                    request.upgrade,
+                    size,
+                )
+            return request, size
+        method, path, query, fields, expect, length, upgrade, size = found
+        request = Request(stream_id, method, path, query, "2", list(fields), True, expect, None, length, not ended)
+        if upgrade is not None:
+            request.upgrade = upgrade
+        return request, size
 
     def _on_data(self, event: Any) -> None:
         stream_id = event.stream_id
@@ -868,19 +917,25 @@ class HTTP2Connection:
     def _head(self, stream: _Stream, status: int, headers: Headers) -> None:
         request = stream.request
         head_request = request is not None and request.method == b"HEAD"
-        config = self.config
-        key = (status, head_request, config.server_name, config.send_date, *headers)
+        heads = self._heads
+        key = (status, head_request, *headers)
         try:
-            found = _HEADS.get(key)
-            kept = len(headers) <= _HEADS_FIELDS
+            found = heads.get(key) if heads is not None else None
         except TypeError:  # a field given as a list, not a tuple
-            found, kept = None, False
+            found = None
         if found is None:
             found = self._new_head(status, headers, head_request)
-            if kept and sum(len(name) + len(value) for name, value in found[0]) <= _HEADS_BYTES:
-                if len(_HEADS) >= _HEADS_MAX:
-                    _HEADS.clear()
-                _HEADS[key] = found
+            if len(headers) <= _HEADS_FIELDS and sum(len(n) + len(v) for n, v in found[0]) <= _HEADS_BYTES:
+                try:
+                    hash(key)
+                except TypeError:
+                    pass  # (a field given as a list): prepared, not remembered
+                else:
+                    if heads is None:
+                        heads = self._heads = {}  # made at the first response: an idle connection has none
+                    elif len(heads) >= _HEADS_MAX:
+                        heads.clear()
+                    heads[key] = found
         fields, dated, no_body, remaining = found
         out = list(fields)
         if dated:
@@ -1248,46 +1303,10 @@ def _trailers_error(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-#: Request heads already parsed, keyed by their fields (a client repeats its
-#: head from request to request): what :func:`_parse_request` found, to build
-#: a fresh :class:`Request` from. Shared by every connection; bounded in count
-#: and in the size of each head (the fields are the client's), and only a head
-#: that parsed is kept (a malformed one is parsed again, and refused again).
+#: What :func:`_parse_head` found in a request head, to build a fresh
+#: :class:`Request` from when the client sends the same head again (see
+#: :meth:`HTTP2Connection._parse_request`).
 _Parsed = tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...], bool, int | None, bytes | None, int]
-_PARSED: dict[tuple[Any, ...], _Parsed] = {}
-_PARSED_MAX = 256
-_PARSED_BYTES = 4096
-
-
-def _parse_request(
-    stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool, extended_connect: bool = False
-) -> tuple[Request, int]:
-    """:func:`_parse_head`, remembered: a head seen before (the same fields,
-    END_STREAM and extended CONNECT) gives a new :class:`Request` with what
-    its first parse found, without checking its fields again."""
-    key = (*headers, ended, extended_connect)
-    found = _PARSED.get(key)
-    if found is None:
-        request, size = _parse_head(stream_id, headers, ended, extended_connect)
-        if size <= _PARSED_BYTES:
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[key] = (
-                request.method,
-                request.path,
-                request.query,
-                tuple(request.headers),
-                request.expect_continue,
-                request.content_length,
-                request.upgrade,
-                size,
-            )
-        return request, size
-    method, path, query, fields, expect, length, upgrade, size = found
-    request = Request(stream_id, method, path, query, "2", list(fields), True, expect, None, length, not ended)
-    if upgrade is not None:
-        request.upgrade = upgrade
-    return request, size
 
 
 def _parse_head(
