@@ -144,6 +144,9 @@ _DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x
 _KNOWN_TYPES = frozenset(range(0x0, 0xA))
 _GOAWAY = 0x7
 
+_REQUEST_RECEIVED = h2.events.RequestReceived
+_STREAM_ENDED = h2.events.StreamEnded
+
 _H2_INPUT = re.compile(r"Invalid input (?:ConnectionInputs|StreamInputs)\.(?:RECV|SEND)_(\w+) in state (\S+)")
 
 
@@ -470,11 +473,21 @@ class HTTP2Connection:
         self_dependent = self.h2.self_dependent
         if self_dependent:
             resets.update(self_dependent)
+        on_event = self._on_h2_event
+        streams = self.streams
         try:
             for event in h2_events:
                 if self.closed:
                     break
-                self._on_h2_event(event, resets)
+                kind = type(event)
+                if kind is _REQUEST_RECEIVED:  # (_on_h2_event's own cases, the two of every request)
+                    self._on_request(event, event.stream_id in resets)
+                    continue
+                if kind is _STREAM_ENDED:
+                    stream = streams.get(event.stream_id)
+                    if stream is None or stream.request_complete:
+                        continue  # (nothing to do: a request without a body was complete at once)
+                on_event(event, resets)
         except h2.exceptions.ProtocolError:
             # The client's GOAWAY came in this read after a stream we answer
             # ourselves (a malformed request's RST_STREAM, REFUSED_STREAM, an
@@ -656,7 +669,8 @@ class HTTP2Connection:
         elif kind == _HEADERS:
             if stream_id > self._highest_seen:
                 self._highest_seen = stream_id
-                self._refund()
+                if self._overhead is not None:  # (_refund(), once per request)
+                    self._overhead = min(self._overhead + 1, self.config.limit_h2_control_frames)
             if flags & _END_HEADERS == 0:
                 self._block = length
             elif length == 0:
@@ -1151,7 +1165,9 @@ class HTTP2Connection:
                     last = not stream.outbound and stream.end and not stream.trailers
                     h2conn.send_response_data(stream_id, chunk, last)
                     stream.bytes_sent += len(chunk)
-                    self._refund(2)
+                    overhead = self._overhead  # (_refund(2), once per DATA frame)
+                    if overhead is not None:
+                        self._overhead = min(overhead + 2, self.config.limit_h2_control_frames)
                     progress = True
                     if stream.outbound:
                         # To the back of the turn order.
@@ -1178,10 +1194,16 @@ class HTTP2Connection:
     def _sent_all(self, stream_id: int, stream: _Stream) -> None:
         self._sending.pop(stream_id, None)
         stream.done = True
-        self._events.append(WriteReady(stream_id))
-        self._events.append(StreamComplete(stream_id, stream.status, stream.bytes_sent, stream.request))
-        self._refund_reset()
-        self._maybe_finish(stream_id, stream)
+        events = self._events
+        events.append(WriteReady(stream_id))
+        events.append(StreamComplete(stream_id, stream.status, stream.bytes_sent, stream.request))
+        resets = self._resets  # (_refund_reset, once per request)
+        if resets is not None and resets < self.config.limit_h2_resets:
+            self._resets = resets + 1
+        if stream.request_complete:  # (_maybe_finish, once per request)
+            self.streams.pop(stream_id, None)
+        else:
+            self._maybe_finish(stream_id, stream)
 
     def _maybe_finish(self, stream_id: int, stream: _Stream) -> None:
         if not stream.done:
