@@ -318,7 +318,11 @@ class HTTP2Handler:
                     if stream.send_timer is not None:
                         stream.cancel_send_timer()
                     if not self.channel.write_paused:
-                        stream.writable()
+                        task = stream.task
+                        if type(stream) is not HTTP2StreamHandler:
+                            stream.writable()
+                        elif task is not None and task.drain_waiter is not None:  # (else writable() does nothing)
+                            task.writable()
             elif kind is StreamComplete:
                 if self.channel.logging:
                     self._log(event)

@@ -644,9 +644,15 @@ class HTTP2Connection:
             length = int.from_bytes(header[:3], "big")
             kind, flags = header[3], header[4]
             stream_id = int.from_bytes(header[5:9], "big") & _MAX_WINDOW
-            stop = self._charge(length, kind, flags, stream_id)
-            if stop is not None:
-                return max(start, 0), stop
+            if kind == _HEADERS and flags & _END_HEADERS and length and stream_id > self._highest_seen:
+                # _charge for a new stream's whole HEADERS frame (once per request): work, refunded.
+                self._highest_seen = stream_id
+                if self._overhead is not None:
+                    self._overhead = min(self._overhead + 1, self.config.limit_h2_control_frames)
+            else:
+                stop = self._charge(length, kind, flags, stream_id)
+                if stop is not None:
+                    return max(start, 0), stop
             if kind == _GOAWAY and stream_id == 0:
                 # The client ends the connection (RFC 9113 §6.8): frames after
                 # its GOAWAY in the same read are not blamed on it (h2 would call
@@ -753,11 +759,22 @@ class HTTP2Connection:
             self.streams.pop(stream_id, None)
             self._charge_reset()
             return
-        try:
-            request, size = self._parse_request(stream_id, event.headers, event.stream_ended is not None)
-        except ValueError as exc:
-            self._malformed(stream_id, str(exc))
-            return
+        headers = event.headers
+        ended = event.stream_ended is not None
+        parsed = self._parsed
+        found = parsed.get((*headers, ended)) if parsed is not None else None
+        if found is not None:
+            # A head seen before on this connection (_parse_request's memo, looked up here: once per request).
+            method, path, query, fields, expect, length, upgrade, size = found
+            request = Request(stream_id, method, path, query, "2", list(fields), True, expect, None, length, not ended)
+            if upgrade is not None:
+                request.upgrade = upgrade
+        else:
+            try:
+                request, size = self._parse_request(stream_id, headers, ended)
+            except ValueError as exc:
+                self._malformed(stream_id, str(exc))
+                return
         stream.request = request
         stream.expected = request.content_length
         stream.request_complete = not request.has_body

@@ -439,7 +439,8 @@ class FastConnection(h2.connection.H2Connection):
         SETTINGS_INITIAL_WINDOW_SIZE, and the client's."""
         # (A stream id above h2's highest inbound one is never in its table.)
         limit, inbound_window, outbound_window = settings
-        value = self.open_inbound_streams
+        # open_inbound_streams (0), whose sweep is due only when the table has grown.
+        value = self.open_inbound_streams if len(self.streams) >= self._sweep_at else 0
         if value + 1 > limit:
             raise h2.exceptions.TooManyStreamsError(f"Max inbound streams is {limit}, {value} open")
         try:
