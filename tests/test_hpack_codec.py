@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twisted_asgi import hpack_codec
+from twisted_asgi.config import Config
 from twisted_asgi.hpack_codec import FieldDecoder, StaticEncoder, encode_integer
 
 # RFC 7541 C.3: three requests on one connection, no Huffman coding; the
@@ -219,18 +220,37 @@ def test_encoder_output_decodes_with_the_hpack_package():
 
 
 def test_encoder_caches_fields_but_not_secrets():
-    hpack_codec._FIELDS.clear()
-    StaticEncoder().encode([(b"x-a", b"1"), (b"set-cookie", b"s=1"), (b"authorization", b"t")])
-    assert set(hpack_codec._FIELDS) == {(b"x-a", b"1")}
+    encoder = StaticEncoder()
+    encoder.encode([(b"x-a", b"1"), (b"set-cookie", b"s=1"), (b"authorization", b"t")])
+    assert set(encoder._fields or ()) == {(b"x-a", b"1")}
 
 
 def test_encoder_field_table_is_bounded(monkeypatch):
     monkeypatch.setattr(hpack_codec, "_FIELDS_MAX", 10)
-    hpack_codec._FIELDS.clear()
     encoder = StaticEncoder()
     for i in range(35):
         assert hpack.Decoder().decode(encoder.encode([(b"etag", b"%d" % i)]), raw=True) == [(b"etag", b"%d" % i)]
-        assert len(hpack_codec._FIELDS) <= 10
+        assert len(encoder._fields or ()) <= 10
+
+
+def test_encoded_and_decoded_strings_are_kept_per_connection():
+    """Each connection's coder keeps its own: one made before another holds
+    nothing of the other's fields or strings, a new one (an idle connection)
+    holds no table at all, and they go with their coder."""
+    first, second = StaticEncoder(), StaticEncoder()
+    assert first._fields is None
+    first.encode([(b"x-user", b"alice")])
+    assert first._fields == {(b"x-user", b"alice"): hpack_codec._field(b"x-user", b"alice", False)}
+    assert second._fields is None
+    block = hpack.Encoder().encode([(b"x-token", b"secret-token-value")], huffman=True)
+    reader, other = FieldDecoder(), FieldDecoder()
+    assert reader._huffman is None
+    assert reader.decode(block) == [(b"x-token", b"secret-token-value")]
+    assert b"secret-token-value" in (reader._huffman or {}).values()
+    assert other._huffman is None
+    assert other.decode(hpack.Encoder().encode([(b"x-other", b"other-value")], huffman=True))
+    assert b"secret-token-value" not in (other._huffman or {}).values()
+    assert not hasattr(hpack_codec, "_FIELDS") and not hasattr(hpack_codec, "_HUFFMAN_DECODED")
 
 
 def test_encoder_signals_a_lowered_table_size_once():
@@ -299,18 +319,19 @@ def test_encoder_round_trips_through_hpack(fields):
 
 
 def test_long_fields_and_strings_are_not_kept():
-    """The shared tables hold short strings only: a client's (or an app's)
-    long values could otherwise fill them with megabytes."""
-    hpack_codec._FIELDS.clear()
-    hpack_codec._HUFFMAN_DECODED.clear()
+    """The coders' tables hold short strings only: a client's (or an app's)
+    long values could otherwise fill them."""
     long_value = b"v" * 1000
-    StaticEncoder().encode([(b"x-long", long_value), (b"x-short", b"1")])
-    assert set(hpack_codec._FIELDS) == {(b"x-short", b"1")}
+    encoder = StaticEncoder()
+    encoder.encode([(b"x-long", long_value), (b"x-short", b"1")])
+    assert set(encoder._fields or ()) == {(b"x-short", b"1")}
     client = hpack.Encoder()  # Huffman-codes both values
     block = client.encode([(b"x-long", b"w" * 1000), (b"x-short", b"abc")])
-    assert FieldDecoder().decode(block) == [(b"x-long", b"w" * 1000), (b"x-short", b"abc")]
-    assert all(len(raw) <= hpack_codec._HUFFMAN_KEPT_BYTES for raw in hpack_codec._HUFFMAN_DECODED)
-    assert b"abc" in hpack_codec._HUFFMAN_DECODED.values()
+    decoder = FieldDecoder()
+    assert decoder.decode(block) == [(b"x-long", b"w" * 1000), (b"x-short", b"abc")]
+    kept = decoder._huffman or {}
+    assert all(len(raw) <= hpack_codec._HUFFMAN_KEPT_BYTES for raw in kept)
+    assert b"abc" in kept.values()
 
 
 def test_request_field_names_remembered_only_when_short():
@@ -319,14 +340,15 @@ def test_request_field_names_remembered_only_when_short():
     http2._GOOD_NAMES.clear()
     long_name = b"x-" + b"a" * 100
     fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b"x-b", b"1"), (long_name, b"2")]
-    request, _ = http2._parse_request(1, fields, True)
+    conn = http2.HTTP2Connection(Config())
+    request, _ = conn._parse_request(1, fields, True)
     assert request.headers == [(b"x-b", b"1"), (long_name, b"2")]
     assert sorted(http2._GOOD_NAMES) == [b"x-b"]
     with pytest.raises(ValueError, match="invalid field name"):
-        http2._parse_request(3, [*fields[:3], (b"X-B", b"1")], True)  # uppercase: malformed (RFC 9113 §8.2.1)
+        conn._parse_request(3, [*fields[:3], (b"X-B", b"1")], True)  # uppercase: malformed (RFC 9113 §8.2.1)
     for value in (b" 1", b"1\t", b"a\rb", b"a\nb", b"a\x00b"):
         with pytest.raises(ValueError, match="invalid value"):
-            http2._parse_request(5, [*fields[:3], (b"x-b", value)], True)
+            conn._parse_request(5, [*fields[:3], (b"x-b", value)], True)
 
 
 def test_static_table_is_rfc_7541s_as_hpack_has_it():

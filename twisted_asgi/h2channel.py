@@ -307,25 +307,34 @@ class HTTP2Handler:
             elif kind is EndOfMessage:
                 stream = streams.get(event.stream_id)
                 if stream is not None and stream.task is not None:
-                    stream.cancel_body_timer()
+                    if stream.body_timer is not None:
+                        stream.cancel_body_timer()
                     stream.task.feed_end()
                 elif isinstance(stream, WebSocketStream):
                     stream.close_transport()  # RFC 8441 §4: the client's END_STREAM is its FIN
             elif kind is WriteReady:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.cancel_send_timer()
+                    if stream.send_timer is not None:
+                        stream.cancel_send_timer()
                     if not self.channel.write_paused:
-                        stream.writable()
+                        task = stream.task
+                        if type(stream) is not HTTP2StreamHandler:
+                            stream.writable()
+                        elif task is not None and task.drain_waiter is not None:  # (else writable() does nothing)
+                            task.writable()
             elif kind is StreamComplete:
-                self._log(event)
+                if self.channel.logging:
+                    self._log(event)
                 stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.complete = True
-                    stream.cancel_body_timer()
+                    if stream.body_timer is not None:
+                        stream.cancel_body_timer()
                     if isinstance(stream, WebSocketStream):
                         stream.gone()  # our END_STREAM is out: the WebSocket's transport is closed
-                    self._forget(stream)
+                    if stream.finished:  # (_forget)
+                        del streams[event.stream_id]
             elif kind is StreamReset:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
@@ -368,7 +377,8 @@ class HTTP2Handler:
         self.streams[stream_id] = stream
         scope = http_scope(request, self.channel.info)  # type: ignore[arg-type]
         self.running += 1
-        self._cancel_idle()
+        if self._idle_timer is not None:
+            self._cancel_idle()
         # Not eager: the app's first step runs after these events are handled.
         # DATA is acknowledged as the app takes it (the stream's window bounds
         # what is queued).
@@ -397,7 +407,8 @@ class HTTP2Handler:
 
     def app_done(self, stream: HTTP2StreamHandler) -> None:
         self.running -= 1
-        self._forget(stream)
+        if stream.complete:  # (_forget: the app has finished)
+            self.streams.pop(stream.stream_id, None)
         self._check_idle()
 
     # -- output, closing, timers ---------------------------------------------------------
@@ -534,19 +545,27 @@ class HTTP2StreamHandler:
         return task is self.task and not self.complete and not self.handler.closed
 
     def send_response(self, task: HTTPTask, event: Response) -> None:
-        if self._live(task):
-            self.handler.core.send_response(self.stream_id, event.status, event.headers)
+        handler = self.handler
+        if task is self.task and not self.complete and not handler.closed:  # (_live, once per request)
+            handler.core.send_response(self.stream_id, event.status, event.headers)
 
     def send_body(self, task: HTTPTask, event: Body) -> None:
-        if not self._live(task):
-            return
         handler = self.handler
+        if task is not self.task or self.complete or handler.closed:  # (not _live, once per request)
+            return
         try:
             events = handler.core.send_body(self.stream_id, event.data, event.more, task.cycle.trailers_wanted)
         except BaseException:
             handler.flush_soon()  # the stream's reset (AppError) goes out
             raise
-        self._after_send(events)  # (which writes the output)
+        # _after_send, once per request.
+        handler.handle(events)
+        handler.flush_soon()
+        timeout = handler.config.timeout_send
+        if timeout and self.send_timer is None and not self.complete and handler.core.write_blocked(self.stream_id):
+            # A client that never opens the stream's window holds the app's
+            # send() forever; timeout_send bounds it as for a socket.
+            self.send_timer = handler.clock.callLater(timeout, self._send_timed_out)
 
     def file_sink(self, task: HTTPTask) -> None:
         """A file on a stream is read into DATA chunks (twisted_asgi.filesend)."""

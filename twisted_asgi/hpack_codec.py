@@ -127,13 +127,14 @@ del _index, _name, _value
 #: request-side names this way, and a response's cookies are as private.
 _SENSITIVE = frozenset({b"authorization", b"proxy-authorization", b"set-cookie", b"cookie"})
 
-#: Encoded fields, shared by every connection (the encoding has no state).
-#: Bounded in count (values that change per response, such as content-length,
-#: date or etags, would otherwise grow it without end; when full it starts
-#: again) and in field size (a long value rarely repeats, and 4,096 of them
-#: could hold megabytes).
-_FIELDS: dict[tuple[bytes, bytes], bytes] = {}
-_FIELDS_MAX = 4096
+#: Encoded fields, kept by each connection's encoder (the encoding has no
+#: state, but the fields are the app's answers to one client: shared by every
+#: connection, their timing would tell a client what another was answered, and
+#: they would outlive their connection). Bounded in count (values that change
+#: per response, such as content-length, date or etags, would otherwise grow
+#: it without end; when full it starts again) and in field size (a long value
+#: rarely repeats): at most 64 fields of 256 bytes a connection.
+_FIELDS_MAX = 64
 _FIELD_KEPT_BYTES = 256
 
 _DEFAULT_TABLE_SIZE = 4096  # RFC 7541 §4.2 / RFC 9113 §6.5.2 initial value
@@ -173,13 +174,15 @@ class StaticEncoder:
     head makes them so; h2's outbound normalisation is off).
     """
 
-    __slots__ = ("_table_size", "_announced", "_pending")
+    __slots__ = ("_table_size", "_announced", "_pending", "_fields")
 
     def __init__(self) -> None:
         self._table_size = _DEFAULT_TABLE_SIZE
         #: The table size the peer's decoder believes we use (RFC 7541 §4.2).
         self._announced = _DEFAULT_TABLE_SIZE
         self._pending = False
+        #: Fields encoded before (see _FIELDS_MAX), made at the first block.
+        self._fields: dict[tuple[bytes, bytes], bytes] | None = None
 
     @property
     def header_table_size(self) -> int:
@@ -198,7 +201,9 @@ class StaticEncoder:
     def encode(self, headers: Iterable[tuple[bytes, bytes]], huffman: bool = True) -> bytes:
         """The header block for ``headers`` (``huffman`` is accepted for h2's
         sake; Huffman coding is chosen per string where it is shorter)."""
-        fields = _FIELDS
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = {}
         parts: list[bytes] = []
         if self._pending:
             parts.append(b"\x20")  # dynamic table size update to 0 (§6.3)
@@ -226,11 +231,13 @@ class StaticEncoder:
 _STATIC_TABLE = STATIC_TABLE
 _STATIC_LENGTH = len(_STATIC_TABLE)
 
-#: Huffman-coded strings already decoded, shared by every connection. Bounded
-#: like _FIELDS, in count and in string size: the strings are the client's, and
-#: 4,096 long ones could hold megabytes.
-_HUFFMAN_DECODED: dict[bytes, bytes] = {}
-_HUFFMAN_DECODED_MAX = 4096
+#: Huffman-coded strings already decoded, kept by each connection's decoder
+#: (they are the client's: its cookies, its tokens, its paths; shared by every
+#: connection, a client's timing would tell whether another sent the same
+#: string, which is what HPACK keeps its dynamic table per connection to avoid,
+#: RFC 7541 §7.1). Bounded in count and in string size: at most 64 strings of
+#: 128 bytes a connection.
+_HUFFMAN_DECODED_MAX = 64
 _HUFFMAN_KEPT_BYTES = 128
 
 #: An integer longer than this many continuation bytes is an error (RFC 7541
@@ -259,8 +266,9 @@ def _integer(data: bytes, i: int, mask: int) -> tuple[int, int]:
             raise HPACKDecodingError("HPACK integer representation is too long")
 
 
-def _string(data: bytes, i: int) -> tuple[bytes, int]:
-    """The string literal at ``data[i]`` (RFC 7541 §5.2) and the next position."""
+def _string(data: bytes, i: int, decoded_before: dict[bytes, bytes]) -> tuple[bytes, int]:
+    """The string literal at ``data[i]`` (RFC 7541 §5.2) and the next position;
+    ``decoded_before``: the connection's Huffman-coded strings already decoded."""
     huffman = data[i] & 0x80
     length, i = _integer(data, i, 0x7F)
     end = i + length
@@ -271,12 +279,12 @@ def _string(data: bytes, i: int) -> tuple[bytes, int]:
         return raw, end
     if length > _HUFFMAN_KEPT_BYTES:
         return huffman_decode(raw), end
-    decoded = _HUFFMAN_DECODED.get(raw)
+    decoded = decoded_before.get(raw)
     if decoded is None:
         decoded = huffman_decode(raw)
-        if len(_HUFFMAN_DECODED) >= _HUFFMAN_DECODED_MAX:
-            _HUFFMAN_DECODED.clear()
-        _HUFFMAN_DECODED[raw] = decoded
+        if len(decoded_before) >= _HUFFMAN_DECODED_MAX:
+            decoded_before.clear()
+        decoded_before[raw] = decoded
     return decoded, end
 
 
@@ -289,7 +297,7 @@ class FieldDecoder:
     the most a size update may ask for.
     """
 
-    __slots__ = ("max_header_list_size", "max_allowed_table_size", "_max", "_size", "_entries", "_seen")
+    __slots__ = ("max_header_list_size", "max_allowed_table_size", "_max", "_size", "_entries", "_seen", "_huffman")
 
     def __init__(self) -> None:
         self.max_header_list_size = 65536
@@ -303,6 +311,9 @@ class FieldDecoder:
         #: table), with their fields and decoded size: valid while the dynamic
         #: table is unchanged, so emptied whenever it changes.
         self._seen: dict[bytes, tuple[list[tuple[bytes, bytes]], int]] = {}
+        #: Huffman-coded strings decoded before (see _HUFFMAN_DECODED_MAX),
+        #: made at the first literal.
+        self._huffman: dict[bytes, bytes] | None = None
 
     @property
     def header_table_size(self) -> int:
@@ -370,6 +381,9 @@ class FieldDecoder:
                 continue
             else:  # literal (§6.2): with incremental indexing, without, never indexed
                 indexed_only = False
+                huffman = self._huffman
+                if huffman is None:
+                    huffman = self._huffman = {}
                 indexing = first & 0x40
                 index, i = _integer(data, i, 0x3F if indexing else 0x0F)
                 if index:
@@ -377,10 +391,10 @@ class FieldDecoder:
                 else:
                     if i >= n:
                         raise HPACKDecodingError("Truncated header block")
-                    name, i = _string(data, i)
+                    name, i = _string(data, i, huffman)
                 if i >= n:
                     raise HPACKDecodingError("Truncated header block")
-                value, i = _string(data, i)
+                value, i = _string(data, i, huffman)
                 field = (name, value)
                 if indexing:
                     if self._seen:

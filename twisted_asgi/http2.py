@@ -115,20 +115,37 @@ _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 # RFC 8441 §4: ":protocol", in an extended CONNECT, once we sent SETTINGS_ENABLE_CONNECT_PROTOCOL.
 _EXTENDED_PSEUDO = _REQUEST_PSEUDO | {b":protocol"}
 _NO_BODY_STATUSES = frozenset({204, 304})
-#: Response heads already prepared by :meth:`HTTP2Connection._head`, keyed by
-#: the status, the app's fields and what else decides the result (an app
-#: answers with the same few heads): the fields to send, less the date.
-#: Shared by every connection, bounded in count, in fields a head and in its
-#: bytes (an app may echo what a client sent in a field).
-_HEADS: dict[tuple[Any, ...], tuple[tuple[tuple[bytes, bytes], ...], bool, bool, int | None]] = {}
-_HEADS_MAX = 256
+#: Request heads already parsed (a client repeats its head from request to
+#: request), kept per connection as HPACK keeps its dynamic table (RFC 7541
+#: §7.1): a head carries the client's Cookie and Authorization, and a memo
+#: shared by every connection would tell one client, by its timing, whether
+#: another sent the same head, and keep those credentials after their
+#: connection closed. Bounded in count and in the header-list size of a head
+#: (the fields are the client's): at most 16 heads of 2 KiB a connection,
+#: less than one stream may hold (limit_h2_header_list_bytes).
+_PARSED_MAX = 16
+_PARSED_BYTES = 2048
+#: Response heads already prepared by :meth:`HTTP2Connection._head` (an app
+#: answers with the same few heads), kept per connection: the fields to send,
+#: less the date. Keyed by the status, whether the request was HEAD and the
+#: app's fields (the rest that decides the result, the server name and the
+#: date, is the connection's Config). Per connection, not per process: a head
+#: may carry a Set-Cookie, and one shared by every connection would let one
+#: client's timing tell what another was answered, and keep it after that
+#: connection closed. Bounded in count, in fields a head and in its bytes (an
+#: app may echo what a client sent): at most 16 heads of 2 KiB a connection.
+_Head = tuple[tuple[tuple[bytes, bytes], ...], bool, bool, int | None]
+_HEADS_MAX = 16
 _HEADS_FIELDS = 16
-_HEADS_BYTES = 4096
+_HEADS_BYTES = 2048
 
 # Frame types (RFC 9113 §6) and flags, for the frame-header scan.
 _DATA, _HEADERS, _PRIORITY, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x9
 _KNOWN_TYPES = frozenset(range(0x0, 0xA))
 _GOAWAY = 0x7
+
+_REQUEST_RECEIVED = h2.events.RequestReceived
+_STREAM_ENDED = h2.events.StreamEnded
 
 _H2_INPUT = re.compile(r"Invalid input (?:ConnectionInputs|StreamInputs)\.(?:RECV|SEND)_(\w+) in state (\S+)")
 
@@ -373,6 +390,10 @@ class HTTP2Connection:
         self._block: int | None = None  # compressed bytes of the header block being received
         self._highest_seen = 0
         self._block_cap = 2 * config.limit_h2_header_list_bytes
+        #: Request heads parsed and response heads prepared on this connection
+        #: (see _PARSED_MAX, _HEADS_MAX), each made when first needed.
+        self._parsed: dict[tuple[Any, ...], _Parsed] | None = None
+        self._heads: dict[tuple[Any, ...], _Head] | None = None
 
     # -- starting ------------------------------------------------------------------------
 
@@ -452,11 +473,21 @@ class HTTP2Connection:
         self_dependent = self.h2.self_dependent
         if self_dependent:
             resets.update(self_dependent)
+        on_event = self._on_h2_event
+        streams = self.streams
         try:
             for event in h2_events:
                 if self.closed:
                     break
-                self._on_h2_event(event, resets)
+                kind = type(event)
+                if kind is _REQUEST_RECEIVED:  # (_on_h2_event's own cases, the two of every request)
+                    self._on_request(event, event.stream_id in resets)
+                    continue
+                if kind is _STREAM_ENDED:
+                    stream = streams.get(event.stream_id)
+                    if stream is None or stream.request_complete:
+                        continue  # (nothing to do: a request without a body was complete at once)
+                on_event(event, resets)
         except h2.exceptions.ProtocolError:
             # The client's GOAWAY came in this read after a stream we answer
             # ourselves (a malformed request's RST_STREAM, REFUSED_STREAM, an
@@ -613,9 +644,15 @@ class HTTP2Connection:
             length = int.from_bytes(header[:3], "big")
             kind, flags = header[3], header[4]
             stream_id = int.from_bytes(header[5:9], "big") & _MAX_WINDOW
-            stop = self._charge(length, kind, flags, stream_id)
-            if stop is not None:
-                return max(start, 0), stop
+            if kind == _HEADERS and flags & _END_HEADERS and length and stream_id > self._highest_seen:
+                # _charge for a new stream's whole HEADERS frame (once per request): work, refunded.
+                self._highest_seen = stream_id
+                if self._overhead is not None:
+                    self._overhead = min(self._overhead + 1, self.config.limit_h2_control_frames)
+            else:
+                stop = self._charge(length, kind, flags, stream_id)
+                if stop is not None:
+                    return max(start, 0), stop
             if kind == _GOAWAY and stream_id == 0:
                 # The client ends the connection (RFC 9113 §6.8): frames after
                 # its GOAWAY in the same read are not blamed on it (h2 would call
@@ -638,7 +675,8 @@ class HTTP2Connection:
         elif kind == _HEADERS:
             if stream_id > self._highest_seen:
                 self._highest_seen = stream_id
-                self._refund()
+                if self._overhead is not None:  # (_refund(), once per request)
+                    self._overhead = min(self._overhead + 1, self.config.limit_h2_control_frames)
             if flags & _END_HEADERS == 0:
                 self._block = length
             elif length == 0:
@@ -721,13 +759,22 @@ class HTTP2Connection:
             self.streams.pop(stream_id, None)
             self._charge_reset()
             return
-        try:
-            request, size = _parse_request(
-                stream_id, event.headers, event.stream_ended is not None, self.extended_connect
-            )
-        except ValueError as exc:
-            self._malformed(stream_id, str(exc))
-            return
+        headers = event.headers
+        ended = event.stream_ended is not None
+        parsed = self._parsed
+        found = parsed.get((*headers, ended)) if parsed is not None else None
+        if found is not None:
+            # A head seen before on this connection (_parse_request's memo, looked up here: once per request).
+            method, path, query, fields, expect, length, upgrade, size = found
+            request = Request(stream_id, method, path, query, "2", list(fields), True, expect, None, length, not ended)
+            if upgrade is not None:
+                request.upgrade = upgrade
+        else:
+            try:
+                request, size = self._parse_request(stream_id, headers, ended)
+            except ValueError as exc:
+                self._malformed(stream_id, str(exc))
+                return
         stream.request = request
         stream.expected = request.content_length
         stream.request_complete = not request.has_body
@@ -759,6 +806,39 @@ class HTTP2Connection:
             self._events.append(request)
             if not request.has_body:
                 self._events.append(EndOfMessage(stream_id))
+
+    def _parse_request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> tuple[Request, int]:
+        """:func:`_parse_head`, remembered on this connection: a head seen
+        before on it (the same fields and END_STREAM) gives a new
+        :class:`Request` with what its first parse found, without checking
+        its fields again. Only a head that parsed is kept (a malformed one is
+        parsed again, and refused again)."""
+        key = (*headers, ended)
+        parsed = self._parsed
+        found = parsed.get(key) if parsed is not None else None
+        if found is None:
+            request, size = _parse_head(stream_id, headers, ended, self.extended_connect)
+            if size <= _PARSED_BYTES:
+                if parsed is None:
+                    parsed = self._parsed = {}  # made at the first request: an idle connection has none
+                elif len(parsed) >= _PARSED_MAX:
+                    parsed.clear()
+                parsed[key] = (
+                    request.method,
+                    request.path,
+                    request.query,
+                    tuple(request.headers),
+                    request.expect_continue,
+                    request.content_length,
+                    request.upgrade,
+                    size,
+                )
+            return request, size
+        method, path, query, fields, expect, length, upgrade, size = found
+        request = Request(stream_id, method, path, query, "2", list(fields), True, expect, None, length, not ended)
+        if upgrade is not None:
+            request.upgrade = upgrade
+        return request, size
 
     def _on_data(self, event: Any) -> None:
         stream_id = event.stream_id
@@ -868,19 +948,25 @@ class HTTP2Connection:
     def _head(self, stream: _Stream, status: int, headers: Headers) -> None:
         request = stream.request
         head_request = request is not None and request.method == b"HEAD"
-        config = self.config
-        key = (status, head_request, config.server_name, config.send_date, *headers)
+        heads = self._heads
+        key = (status, head_request, *headers)
         try:
-            found = _HEADS.get(key)
-            kept = len(headers) <= _HEADS_FIELDS
+            found = heads.get(key) if heads is not None else None
         except TypeError:  # a field given as a list, not a tuple
-            found, kept = None, False
+            found = None
         if found is None:
             found = self._new_head(status, headers, head_request)
-            if kept and sum(len(name) + len(value) for name, value in found[0]) <= _HEADS_BYTES:
-                if len(_HEADS) >= _HEADS_MAX:
-                    _HEADS.clear()
-                _HEADS[key] = found
+            if len(headers) <= _HEADS_FIELDS and sum(len(n) + len(v) for n, v in found[0]) <= _HEADS_BYTES:
+                try:
+                    hash(key)
+                except TypeError:
+                    pass  # (a field given as a list): prepared, not remembered
+                else:
+                    if heads is None:
+                        heads = self._heads = {}  # made at the first response: an idle connection has none
+                    elif len(heads) >= _HEADS_MAX:
+                        heads.clear()
+                    heads[key] = found
         fields, dated, no_body, remaining = found
         out = list(fields)
         if dated:
@@ -1096,7 +1182,9 @@ class HTTP2Connection:
                     last = not stream.outbound and stream.end and not stream.trailers
                     h2conn.send_response_data(stream_id, chunk, last)
                     stream.bytes_sent += len(chunk)
-                    self._refund(2)
+                    overhead = self._overhead  # (_refund(2), once per DATA frame)
+                    if overhead is not None:
+                        self._overhead = min(overhead + 2, self.config.limit_h2_control_frames)
                     progress = True
                     if stream.outbound:
                         # To the back of the turn order.
@@ -1123,10 +1211,16 @@ class HTTP2Connection:
     def _sent_all(self, stream_id: int, stream: _Stream) -> None:
         self._sending.pop(stream_id, None)
         stream.done = True
-        self._events.append(WriteReady(stream_id))
-        self._events.append(StreamComplete(stream_id, stream.status, stream.bytes_sent, stream.request))
-        self._refund_reset()
-        self._maybe_finish(stream_id, stream)
+        events = self._events
+        events.append(WriteReady(stream_id))
+        events.append(StreamComplete(stream_id, stream.status, stream.bytes_sent, stream.request))
+        resets = self._resets  # (_refund_reset, once per request)
+        if resets is not None and resets < self.config.limit_h2_resets:
+            self._resets = resets + 1
+        if stream.request_complete:  # (_maybe_finish, once per request)
+            self.streams.pop(stream_id, None)
+        else:
+            self._maybe_finish(stream_id, stream)
 
     def _maybe_finish(self, stream_id: int, stream: _Stream) -> None:
         if not stream.done:
@@ -1248,46 +1342,10 @@ def _trailers_error(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
-#: Request heads already parsed, keyed by their fields (a client repeats its
-#: head from request to request): what :func:`_parse_request` found, to build
-#: a fresh :class:`Request` from. Shared by every connection; bounded in count
-#: and in the size of each head (the fields are the client's), and only a head
-#: that parsed is kept (a malformed one is parsed again, and refused again).
+#: What :func:`_parse_head` found in a request head, to build a fresh
+#: :class:`Request` from when the client sends the same head again (see
+#: :meth:`HTTP2Connection._parse_request`).
 _Parsed = tuple[bytes, bytes, bytes, tuple[tuple[bytes, bytes], ...], bool, int | None, bytes | None, int]
-_PARSED: dict[tuple[Any, ...], _Parsed] = {}
-_PARSED_MAX = 256
-_PARSED_BYTES = 4096
-
-
-def _parse_request(
-    stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool, extended_connect: bool = False
-) -> tuple[Request, int]:
-    """:func:`_parse_head`, remembered: a head seen before (the same fields,
-    END_STREAM and extended CONNECT) gives a new :class:`Request` with what
-    its first parse found, without checking its fields again."""
-    key = (*headers, ended, extended_connect)
-    found = _PARSED.get(key)
-    if found is None:
-        request, size = _parse_head(stream_id, headers, ended, extended_connect)
-        if size <= _PARSED_BYTES:
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[key] = (
-                request.method,
-                request.path,
-                request.query,
-                tuple(request.headers),
-                request.expect_continue,
-                request.content_length,
-                request.upgrade,
-                size,
-            )
-        return request, size
-    method, path, query, fields, expect, length, upgrade, size = found
-    request = Request(stream_id, method, path, query, "2", list(fields), True, expect, None, length, not ended)
-    if upgrade is not None:
-        request.upgrade = upgrade
-    return request, size
 
 
 def _parse_head(

@@ -134,6 +134,11 @@ _FAST_STATES = (ConnectionState.IDLE, _SERVER_OPEN)
 #: SERVER_OPEN (h2/connection.py ``H2ConnectionStateMachine._transitions``,
 #: 4.2.0-4.4.1): no callback, the state unchanged. Checked by _problem().
 _NO_OP_INPUTS = (ConnectionInputs.RECV_HEADERS, ConnectionInputs.SEND_HEADERS, ConnectionInputs.SEND_DATA)
+# The inputs the fast paths give, read once: on Python 3.11 an enum class has a
+# __getattr__ (EnumType's), which makes every attribute read on the class, a
+# member's included, a slow lookup through that hook (about 900 instructions,
+# several a request). Python 3.12 dropped it.
+_CONN_RECV_HEADERS, _CONN_SEND_HEADERS, _CONN_SEND_DATA = _NO_OP_INPUTS
 # A frame header (RFC 9113 §4.1): 24-bit length (as 16 + 8 bits), type, flags, stream id.
 _FRAME_HEADER = struct.Struct(">HBBBL")
 
@@ -183,11 +188,22 @@ if _stream_problem is None:
     _OPENING = (StreamState.IDLE,)
     _ANSWERING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
     _CLOSED = StreamState.CLOSED
+    # (Read once: see _CONN_RECV_HEADERS.)
+    _IN_RECV_HEADERS = StreamInputs.RECV_HEADERS
+    _IN_RECV_END_STREAM = StreamInputs.RECV_END_STREAM
+    _IN_SEND_HEADERS = StreamInputs.SEND_HEADERS
+    _IN_SEND_DATA = StreamInputs.SEND_DATA
+    _IN_SEND_END_STREAM = StreamInputs.SEND_END_STREAM
     _RECV_HEADERS = _steps(StreamInputs.RECV_HEADERS, *_OPENING)
     _RECV_END_STREAM = _steps(StreamInputs.RECV_END_STREAM, StreamState.OPEN)
     _SEND_HEADERS = _steps(StreamInputs.SEND_HEADERS, *_ANSWERING)
     _SEND_DATA = _steps(StreamInputs.SEND_DATA, *_ANSWERING)
     _SEND_END_STREAM = _steps(StreamInputs.SEND_END_STREAM, *_ANSWERING)
+    #: The states where SEND_DATA changes nothing in h2's table (no callback,
+    #: the same state: OPEN and HALF_CLOSED_REMOTE in 4.2.0-4.4.1): there the
+    #: send seam skips the transition (a tuple: an enum member's hash is a
+    #: Python call, identity is not).
+    _SEND_DATA_NO_OP = tuple(state for state, callback, target in _SEND_DATA if callback is None and target is state)
     #: What the steps above must be (a changed table: _problem() says so).
     _STEPS_EXPECTED = {
         "RECV_HEADERS": (_RECV_HEADERS, 1),
@@ -434,7 +450,8 @@ class FastConnection(h2.connection.H2Connection):
         SETTINGS_INITIAL_WINDOW_SIZE, and the client's."""
         # (A stream id above h2's highest inbound one is never in its table.)
         limit, inbound_window, outbound_window = settings
-        value = self.open_inbound_streams
+        # open_inbound_streams (0), whose sweep is due only when the table has grown.
+        value = self.open_inbound_streams if len(self.streams) >= self._sweep_at else 0
         if value + 1 > limit:
             raise h2.exceptions.TooManyStreamsError(f"Max inbound streams is {limit}, {value} open")
         try:
@@ -445,7 +462,7 @@ class FastConnection(h2.connection.H2Connection):
             raise
         connection = self.state_machine
         if connection.state is not _SERVER_OPEN:  # (in it, a no-op: _NO_OP_INPUTS)
-            connection.process_input(ConnectionInputs.RECV_HEADERS)
+            connection.process_input(_CONN_RECV_HEADERS)
         # _begin_new_stream (with ours) for an id known to be a new client
         # one (receive_data checked it), less its three debug-log calls.
         stream = LenientStream(
@@ -465,9 +482,9 @@ class FastConnection(h2.connection.H2Connection):
         # content-length check (LenientStream), and the headers as they are
         # (_configuration(): no normalising, no validation, no text encoding).
         machine = stream.state_machine
-        events = _advance(machine, StreamInputs.RECV_HEADERS, _RECV_HEADERS)
+        events = _advance(machine, _IN_RECV_HEADERS, _RECV_HEADERS)
         if end_stream:
-            ended = _advance(machine, StreamInputs.RECV_END_STREAM, _RECV_END_STREAM)
+            ended = _advance(machine, _IN_RECV_END_STREAM, _RECV_END_STREAM)
             events[0].stream_ended = ended[0]
             events += ended
         events[0].headers = list(headers)
@@ -489,14 +506,14 @@ class FastConnection(h2.connection.H2Connection):
         """``send_headers`` for a final response head or trailers (never 1xx)."""
         fast = self.fast_frames
         if self.state_machine.state is not _SERVER_OPEN or not fast:  # (in it, a no-op: _NO_OP_INPUTS)
-            self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+            self.state_machine.process_input(_CONN_SEND_HEADERS)
         stream = self._get_stream_by_id(stream_id)
         machine = stream.state_machine
-        _advance(machine, StreamInputs.SEND_HEADERS, _SEND_HEADERS if fast else ())
+        _advance(machine, _IN_SEND_HEADERS, _SEND_HEADERS if fast else ())
         block = self.encoder.encode(headers)
         flags = _END_STREAM if end_stream else 0
         if end_stream:
-            _advance(machine, StreamInputs.SEND_END_STREAM, _SEND_END_STREAM if fast else ())
+            _advance(machine, _IN_SEND_END_STREAM, _SEND_END_STREAM if fast else ())
         elif machine.trailers_sent:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
         stream.request_method = None  # as h2 records it: a response names no method
@@ -530,11 +547,12 @@ class FastConnection(h2.connection.H2Connection):
             )
         fast = self.fast_frames
         if self.state_machine.state is not _SERVER_OPEN or not fast:  # (in it, a no-op: _NO_OP_INPUTS)
-            self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+            self.state_machine.process_input(_CONN_SEND_DATA)
         machine = stream.state_machine
-        _advance(machine, StreamInputs.SEND_DATA, _SEND_DATA if fast else ())
+        if not fast or machine.state not in _SEND_DATA_NO_OP:
+            _advance(machine, _IN_SEND_DATA, _SEND_DATA if fast else ())
         if end_stream:
-            _advance(machine, StreamInputs.SEND_END_STREAM, _SEND_END_STREAM if fast else ())
+            _advance(machine, _IN_SEND_END_STREAM, _SEND_END_STREAM if fast else ())
         out = self._data_to_send
         out += _FRAME_HEADER.pack(n >> 8, n & 0xFF, _DATA, _END_STREAM if end_stream else 0, stream_id)
         out += data
