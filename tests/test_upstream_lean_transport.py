@@ -266,6 +266,48 @@ def test_prompt_close_of_a_lean_server_is_twisteds_connection_lost(pair, seam_re
     assert not set(made) & set(reactor.getReaders() + reactor.getWriters())
 
 
+@pytest.mark.parametrize("cls", [tcp.Server, LeanServer])
+def test_prompt_close_sends_the_fin_at_once(cls, seam_reactor):
+    """close_soon sends the FIN behind what was written before it returns, not
+    at the deferred close: the client reads the response and its end with the
+    close not yet run (issue 20 target 2: a FIN left to the end of the loop
+    pass let Connection: close clients close first and left the server idle).
+    Writes after it are dropped, as after Twisted's loseWriteConnection; the
+    deferred close then closes as before."""
+    from twisted_asgi._upstream.twisted import close_soon
+
+    reactor, _loop = seam_reactor
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname(), timeout=5)
+    sock, addr = listener.accept()
+    try:
+        protocol = Recorder()
+        transport = cls(sock, protocol, addr, FakePort(listener), 1, reactor)
+        protocol.makeConnection(transport)
+        sock.sendall(b"response")  # what the direct write sent
+        deferred: list[Any] = []
+        assert close_soon(transport, lambda delay, f, *args: deferred.append((delay, f, args)))
+        transport.write(b"late")
+        assert not transport.dataBuffer and not transport._tempDataLen
+        got = b""
+        while True:
+            chunk = client.recv(100)  # 5 s timeout: without the FIN, socket.timeout
+            if not chunk:
+                break
+            got += chunk
+        assert got == b"response"
+        assert protocol.lost == [] and transport.connected  # the close itself is still deferred
+        [(delay, f, args)] = deferred
+        assert delay == 0
+        f(*args)
+        assert len(protocol.lost) == 1 and protocol.lost[0].check(ConnectionDone)
+        assert sock.fileno() == -1
+    finally:
+        client.close()
+        sock.close()
+        listener.close()
+
+
 def test_lean_close_leaves_a_registered_producer_to_twisted(pair, seam_reactor):
     reactor, _loop = seam_reactor
     listener, [(sock, addr), _other] = pair
