@@ -292,7 +292,8 @@ EXPLICIT: list[tuple[str, str, str]] = [
             (
                 "__init__",
                 "_ssl, _into_ssl/_from_ssl: the SSL* and its memory BIOs (BIO_new(BIO_s_mem()), SSL_set_bio: "
-                "fresh_bios makes them so too); SSL_MODE_AUTO_RETRY",
+                "fresh_bios makes them so too); SSL_MODE_AUTO_RETRY; _alpn_select_callback_args (None until the "
+                "ALPN callback answers; forget_alpn_answer drops it after the handshake)",
             ),
             ("recv", "fast_recv calls SSL_read as it does, and its error mapping"),
             ("send", "fast_send calls SSL_write as it does, and its error mapping"),

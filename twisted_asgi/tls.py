@@ -740,7 +740,9 @@ class ServerTLS:
             # in each direction (about 1.7 KiB with a P-256 certificate, more
             # with a chain) for the connection's life: start afresh, now that
             # both are drained (unless part of a record waits: then kept).
+            # And the ALPN answer pyOpenSSL keeps (OpenSSL has copied it).
             _records.fresh_bios(self.tls)
+            _records.forget_alpn_answer(self.tls)
 
     def _receive(self) -> None:
         """Decrypt what the receive BIO holds and hand it to the channel."""

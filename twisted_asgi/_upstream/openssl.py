@@ -22,6 +22,9 @@ and 25.x in these parts):
   ``_from_ssl`` (the memory BIOs of a connection made without a socket);
 * ``Connection._raise_ssl_error(ssl, result)``: the mapping of an OpenSSL
   result to pyOpenSSL's exceptions (it raises nothing for a success);
+* ``Connection._alpn_select_callback_args``: where pyOpenSSL keeps the
+  ALPN callback's answer alive until OpenSSL has copied it (it does, as the
+  callback returns), for :func:`forget_alpn_answer`;
 * ``BIO_new``, ``BIO_s_mem``, ``BIO_get_mem_data`` and ``SSL_set_bio``, for
   :func:`fresh_bios`: pyOpenSSL makes a socketless connection's BIOs with
   ``BIO_new(BIO_s_mem())`` and hands them to the ``SSL*`` with ``SSL_set_bio``
@@ -40,7 +43,7 @@ from typing import Any
 
 from OpenSSL import SSL
 
-__all__ = ["PROBLEM", "drain", "encrypt", "feed", "fresh_bios", "public", "recv", "send"]
+__all__ = ["PROBLEM", "drain", "encrypt", "feed", "forget_alpn_answer", "fresh_bios", "public", "recv", "send"]
 
 #: The most one call takes or gives: four TLS records (RFC 8446 §5.1: at most
 #: 2**14 cleartext bytes each); ``SSL_read`` returns one record at a time.
@@ -96,6 +99,10 @@ def _public_fresh_bios(tls: SSL.Connection) -> bool:
     return False
 
 
+def _public_forget_alpn_answer(tls: SSL.Connection) -> None:
+    """Nothing to do without the bindings: pyOpenSSL keeps it."""
+
+
 #: The public functions, by name (what tests compare the fast path with).
 public = {
     "recv": _public_recv,
@@ -104,6 +111,7 @@ public = {
     "send": _public_send,
     "encrypt": _public_encrypt,
     "fresh_bios": _public_fresh_bios,
+    "forget_alpn_answer": _public_forget_alpn_answer,
 }
 
 
@@ -182,7 +190,14 @@ def _fast(lib: Any, ffi: Any) -> dict[str, Any]:
         tls._from_ssl = new_out
         return True
 
+    def forget_alpn_answer(tls: SSL.Connection) -> None:
+        # Two cffi buffers (the chosen protocol and its length) per connection,
+        # held by pyOpenSSL after OpenSSL has copied them (tls_handle_alpn).
+        if tls._alpn_select_callback_args is not None:
+            tls._alpn_select_callback_args = None
+
     return {
+        "forget_alpn_answer": forget_alpn_answer,
         "recv": fast_recv,
         "drain": fast_drain,
         "feed": fast_feed,
@@ -225,6 +240,8 @@ def _problem() -> tuple[str | None, dict[str, Any]]:
         for name in ("_ssl", "_into_ssl", "_from_ssl"):
             if getattr(probe, name, None) is None:
                 return f"pyOpenSSL {_version()}'s Connection has no {name}", public
+        if not hasattr(probe, "_alpn_select_callback_args"):
+            return f"pyOpenSSL {_version()}'s Connection has no _alpn_select_callback_args", public
         if functions["recv"](probe) is not None or functions["drain"](probe) != b"":
             return f"pyOpenSSL {_version()}'s memory BIOs behave differently", public
         # Empty BIOs are replaced by new ones that the connection reads and
@@ -266,3 +283,6 @@ encrypt = _chosen["encrypt"]
 #: ``fresh_bios(tls)``: replace a connection's memory BIOs by new empty ones
 #: when both are empty (True), else keep them (False).
 fresh_bios = _chosen["fresh_bios"]
+#: ``forget_alpn_answer(tls)``: let go of what pyOpenSSL keeps of the ALPN
+#: callback's answer once the handshake is over (OpenSSL has its own copy).
+forget_alpn_answer = _chosen["forget_alpn_answer"]
