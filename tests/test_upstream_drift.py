@@ -289,7 +289,12 @@ EXPLICIT: list[tuple[str, str, str]] = [
             f"twisted_asgi/_upstream/openssl.py ({what})",
         )
         for name, what in (
-            ("__init__", "_ssl, _into_ssl/_from_ssl: the SSL* and its memory BIOs; SSL_MODE_AUTO_RETRY"),
+            (
+                "__init__",
+                "_ssl, _into_ssl/_from_ssl: the SSL* and its memory BIOs (BIO_new(BIO_s_mem()), SSL_set_bio: "
+                "fresh_bios makes them so too); SSL_MODE_AUTO_RETRY; _alpn_select_callback_args (None until the "
+                "ALPN callback answers; forget_alpn_answer drops it after the handshake)",
+            ),
             ("recv", "fast_recv calls SSL_read as it does, and its error mapping"),
             ("send", "fast_send calls SSL_write as it does, and its error mapping"),
             ("bio_read", "fast_drain calls BIO_read as it does; empty: b'' where it raises WantReadError"),

@@ -712,6 +712,7 @@ class ServerTLS:
         if tls is None:
             return
         _records.feed(tls, data)
+        handshake_now = False
         if not self.handshake_done:
             if self.aborted:
                 return
@@ -724,6 +725,7 @@ class ServerTLS:
                 self._tls_failed(exc)
                 return
             self.handshake_done = True
+            handshake_now = True
             extension, self.extension = self.extension, None
             if extension is not None:
                 try:
@@ -733,6 +735,14 @@ class ServerTLS:
         if self.unsent:
             self._send_unsent()
         self._receive()
+        if handshake_now and self.tls is not None and not self.tls_lost:
+            # The memory BIOs keep the room of the handshake's largest flight
+            # in each direction (about 1.7 KiB with a P-256 certificate, more
+            # with a chain) for the connection's life: start afresh, now that
+            # both are drained (unless part of a record waits: then kept).
+            # And the ALPN answer pyOpenSSL keeps (OpenSSL has copied it).
+            _records.fresh_bios(self.tls)
+            _records.forget_alpn_answer(self.tls)
 
     def _receive(self) -> None:
         """Decrypt what the receive BIO holds and hand it to the channel."""

@@ -21,7 +21,14 @@ and 25.x in these parts):
 * ``Connection._ssl`` (the ``SSL*``), ``Connection._into_ssl`` and
   ``_from_ssl`` (the memory BIOs of a connection made without a socket);
 * ``Connection._raise_ssl_error(ssl, result)``: the mapping of an OpenSSL
-  result to pyOpenSSL's exceptions (it raises nothing for a success).
+  result to pyOpenSSL's exceptions (it raises nothing for a success);
+* ``Connection._alpn_select_callback_args``: where pyOpenSSL keeps the
+  ALPN callback's answer alive until OpenSSL has copied it (it does, as the
+  callback returns), for :func:`forget_alpn_answer`;
+* ``BIO_new``, ``BIO_s_mem``, ``BIO_get_mem_data`` and ``SSL_set_bio``, for
+  :func:`fresh_bios`: pyOpenSSL makes a socketless connection's BIOs with
+  ``BIO_new(BIO_s_mem())`` and hands them to the ``SSL*`` with ``SSL_set_bio``
+  (which frees the BIOs it replaces).
 
 Where one of them is missing or does not behave as read (:data:`PROBLEM`
 says why), the public methods are used (the same bytes, the same
@@ -36,7 +43,7 @@ from typing import Any
 
 from OpenSSL import SSL
 
-__all__ = ["PROBLEM", "drain", "encrypt", "feed", "public", "recv", "send"]
+__all__ = ["PROBLEM", "drain", "encrypt", "feed", "forget_alpn_answer", "fresh_bios", "public", "recv", "send"]
 
 #: The most one call takes or gives: four TLS records (RFC 8446 §5.1: at most
 #: 2**14 cleartext bytes each); ``SSL_read`` returns one record at a time.
@@ -87,6 +94,15 @@ def _public_encrypt(tls: SSL.Connection, data: bytes) -> bytes:
     return _public_drain(tls)
 
 
+def _public_fresh_bios(tls: SSL.Connection) -> bool:
+    """Nothing to do without the bindings: the BIOs are kept (False)."""
+    return False
+
+
+def _public_forget_alpn_answer(tls: SSL.Connection) -> None:
+    """Nothing to do without the bindings: pyOpenSSL keeps it."""
+
+
 #: The public functions, by name (what tests compare the fast path with).
 public = {
     "recv": _public_recv,
@@ -94,6 +110,8 @@ public = {
     "feed": _public_feed,
     "send": _public_send,
     "encrypt": _public_encrypt,
+    "fresh_bios": _public_fresh_bios,
+    "forget_alpn_answer": _public_forget_alpn_answer,
 }
 
 
@@ -106,6 +124,12 @@ def _fast(lib: Any, ffi: Any) -> dict[str, Any]:
     SSL_get_error = lib.SSL_get_error
     BIO_read = lib.BIO_read
     BIO_write = lib.BIO_write
+    BIO_new = lib.BIO_new
+    BIO_s_mem = lib.BIO_s_mem
+    BIO_free = lib.BIO_free
+    BIO_get_mem_data = lib.BIO_get_mem_data
+    SSL_set_bio = lib.SSL_set_bio
+    NULL = ffi.NULL
     WANT_READ = lib.SSL_ERROR_WANT_READ
     unpack = ffi.unpack
     # One buffer for every connection: the reactor runs them on one thread,
@@ -147,7 +171,40 @@ def _fast(lib: Any, ffi: Any) -> dict[str, Any]:
         result = BIO_read(tls._from_ssl, buffer, BUFFER)
         return unpack(buffer, result) if result > 0 else b""
 
-    return {"recv": fast_recv, "drain": fast_drain, "feed": fast_feed, "send": fast_send, "encrypt": fast_encrypt}
+    def fresh_bios(tls: SSL.Connection) -> bool:
+        # A memory BIO's buffer only grows (BUF_MEM_grow_clean): once drained
+        # it keeps the room its largest content took.  New empty BIOs hold none.
+        into, out = tls._into_ssl, tls._from_ssl
+        if BIO_get_mem_data(into, NULL) or BIO_get_mem_data(out, NULL):
+            return False  # bytes still waiting (part of a record): keep them
+        new_into = BIO_new(BIO_s_mem())
+        new_out = BIO_new(BIO_s_mem())
+        if new_into == NULL or new_out == NULL:  # out of memory: keep the old ones
+            if new_into != NULL:
+                BIO_free(new_into)
+            if new_out != NULL:
+                BIO_free(new_out)
+            return False
+        SSL_set_bio(tls._ssl, new_into, new_out)  # frees the old pair
+        tls._into_ssl = new_into
+        tls._from_ssl = new_out
+        return True
+
+    def forget_alpn_answer(tls: SSL.Connection) -> None:
+        # Two cffi buffers (the chosen protocol and its length) per connection,
+        # held by pyOpenSSL after OpenSSL has copied them (tls_handle_alpn).
+        if tls._alpn_select_callback_args is not None:
+            tls._alpn_select_callback_args = None
+
+    return {
+        "forget_alpn_answer": forget_alpn_answer,
+        "recv": fast_recv,
+        "drain": fast_drain,
+        "feed": fast_feed,
+        "send": fast_send,
+        "encrypt": fast_encrypt,
+        "fresh_bios": fresh_bios,
+    }
 
 
 def _problem() -> tuple[str | None, dict[str, Any]]:
@@ -155,7 +212,19 @@ def _problem() -> tuple[str | None, dict[str, Any]]:
     lib = getattr(SSL, "_lib", None)
     ffi = getattr(SSL, "_ffi", None)
     missing = [name for name, value in (("OpenSSL.SSL._lib", lib), ("OpenSSL.SSL._ffi", ffi)) if value is None]
-    names = ("SSL_read", "SSL_write", "SSL_get_error", "SSL_ERROR_WANT_READ", "BIO_read", "BIO_write")
+    names = (
+        "SSL_read",
+        "SSL_write",
+        "SSL_get_error",
+        "SSL_ERROR_WANT_READ",
+        "BIO_read",
+        "BIO_write",
+        "BIO_new",
+        "BIO_s_mem",
+        "BIO_free",
+        "BIO_get_mem_data",
+        "SSL_set_bio",
+    )
     if lib is not None:
         missing += [f"OpenSSL.SSL._lib.{name}" for name in names if not hasattr(lib, name)]
     if not hasattr(SSL.Connection, "_raise_ssl_error"):
@@ -171,8 +240,15 @@ def _problem() -> tuple[str | None, dict[str, Any]]:
         for name in ("_ssl", "_into_ssl", "_from_ssl"):
             if getattr(probe, name, None) is None:
                 return f"pyOpenSSL {_version()}'s Connection has no {name}", public
+        if not hasattr(probe, "_alpn_select_callback_args"):
+            return f"pyOpenSSL {_version()}'s Connection has no _alpn_select_callback_args", public
         if functions["recv"](probe) is not None or functions["drain"](probe) != b"":
             return f"pyOpenSSL {_version()}'s memory BIOs behave differently", public
+        # Empty BIOs are replaced by new ones that the connection reads and
+        # writes through (and that pyOpenSSL's public methods then use).
+        before = probe._into_ssl
+        if not functions["fresh_bios"](probe) or probe._into_ssl == before:
+            return f"pyOpenSSL {_version()}'s memory BIOs cannot be replaced", public
         # Not a TLS record: the handshake fails with pyOpenSSL's own exception.
         functions["feed"](probe, b"GET / HTTP/1.1\r\n\r\n")
         try:
@@ -204,3 +280,9 @@ drain = _chosen["drain"]
 feed = _chosen["feed"]
 send = _chosen["send"]
 encrypt = _chosen["encrypt"]
+#: ``fresh_bios(tls)``: replace a connection's memory BIOs by new empty ones
+#: when both are empty (True), else keep them (False).
+fresh_bios = _chosen["fresh_bios"]
+#: ``forget_alpn_answer(tls)``: let go of what pyOpenSSL keeps of the ALPN
+#: callback's answer once the handshake is over (OpenSSL has its own copy).
+forget_alpn_answer = _chosen["forget_alpn_answer"]
