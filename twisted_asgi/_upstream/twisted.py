@@ -837,6 +837,17 @@ def tcp_addresses(
     """
     if not tcp_paths(transport).direct_write:  # not a Twisted TCP connection
         return None
+    server = _server_address(transport, servers)
+    if server is None:
+        return None
+    return client, server
+
+
+def _server_address(transport: Any, servers: dict[Any, tuple[str, int] | None]) -> tuple[str, int] | None:
+    """The server side of :func:`tcp_addresses`: the listening port's own
+    address, found once per port and kept in ``servers``, or on a wildcard
+    port the one the client reached (``getHost``); None when that is not
+    an IP address."""
     port = getattr(transport, "server", None)
     try:
         server = servers[port]
@@ -847,7 +858,7 @@ def tcp_addresses(
         if not isinstance(host, (IPv4Address, IPv6Address)):
             return None
         server = (host.host, host.port)
-    return client, server
+    return server
 
 
 def tcp_setup(
@@ -880,16 +891,9 @@ def tcp_setup(
         client = (accepted_from.host, accepted_from.port)
     else:
         return writer, None
-    port = getattr(transport, "server", None)
-    try:
-        server = servers[port]
-    except KeyError:
-        server = servers[port] = fixed_address(port)
+    server = _server_address(transport, servers)
     if server is None:
-        host = transport.getHost()
-        if not isinstance(host, (IPv4Address, IPv6Address)):
-            return writer, None
-        server = (host.host, host.port)
+        return writer, None
     return writer, (client, server)
 
 
