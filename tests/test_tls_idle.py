@@ -33,27 +33,16 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from tests.deploy import make_certs
+from tests import test_tls_records
+from tests.test_tls_records import until_wants_more
 from tests.test_tls_server import AppFactory, connect
 from twisted_asgi._upstream import openssl as records
 from twisted_asgi.tls import ReloadableTLS, ServerTLSFactory, TLSOptions
 
-PATHS = {"fast": None, "public": records.public}
-
-
-@pytest.fixture
-def certs(tmp_path):
-    return make_certs(tmp_path)
-
-
-@pytest.fixture(params=list(PATHS))
-def path(request, monkeypatch) -> str:
-    assert records.PROBLEM is None, records.PROBLEM
-    chosen = PATHS[request.param]
-    if chosen is not None:
-        for name, function in chosen.items():
-            monkeypatch.setattr(records, name, function)
-    return str(request.param)
+#: The fixtures of the record-layer tests: a certificate, and ServerTLS on the
+#: fast path or on the public one.
+certs = test_tls_records.certs
+path = test_tls_records.path
 
 
 def _bios(tls: SSL.Connection) -> tuple[int, int]:
@@ -79,15 +68,6 @@ def _client() -> SSL.Connection:
     return client
 
 
-def _out(tls: SSL.Connection) -> bytes:
-    got = b""
-    while True:
-        try:
-            got += tls.bio_read(2**16)
-        except SSL.WantReadError:
-            return got
-
-
 def _to_client(client: SSL.Connection, transport: StringTransport) -> None:
     data = transport.value()
     transport.clear()
@@ -101,20 +81,11 @@ def _client_finished(server: Any, client: SSL.Connection, transport: StringTrans
         client.do_handshake()
     except SSL.WantReadError:
         pass
-    server.dataReceived(_out(client))  # ClientHello
+    server.dataReceived(until_wants_more(client.bio_read))  # ClientHello
     assert not server.handshake_done
     _to_client(client, transport)
     client.do_handshake()  # the server's flight read: the client is done
-    return _out(client)
-
-
-def _client_reads(client: SSL.Connection) -> bytes:
-    got = b""
-    while True:
-        try:
-            got += client.recv(2**16)
-        except SSL.WantReadError:
-            return got
+    return until_wants_more(client.bio_read)
 
 
 def test_the_context_releases_openssls_buffers_when_idle(certs):
@@ -139,14 +110,14 @@ def test_the_bios_are_replaced_once_after_the_handshake(certs, path):
     _to_client(client, transport)  # the session tickets (TLS 1.3)
     sent = os.urandom(40_000)  # records across several reads
     client.sendall(sent)
-    wire = _out(client)
+    wire = until_wants_more(client.bio_read)
     for start in range(0, len(wire), 5000):
         server.dataReceived(wire[start : start + 5000])
     assert app.received == sent
     back = os.urandom(70_000)
     server.write(back)
     _to_client(client, transport)
-    assert _client_reads(client) == back
+    assert until_wants_more(client.recv) == back
     assert _bios(server.tls) == after  # only once, after the handshake
     server.loseConnection()
     server.unregisterProducer()  # the app's: now close_notify, through the new send BIO
@@ -166,11 +137,11 @@ def test_the_alpn_answer_is_let_go_after_the_handshake(certs, path):
         client.do_handshake()
     except SSL.WantReadError:
         pass
-    server.dataReceived(_out(client))  # ClientHello: the ALPN callback has answered
+    server.dataReceived(until_wants_more(client.bio_read))  # ClientHello: the ALPN callback has answered
     assert server.tls._alpn_select_callback_args is not None
     _to_client(client, transport)
     client.do_handshake()
-    server.dataReceived(_out(client))
+    server.dataReceived(until_wants_more(client.bio_read))
     assert server.handshake_done
     if path == "fast":
         assert server.tls._alpn_select_callback_args is None
@@ -180,7 +151,7 @@ def test_the_alpn_answer_is_let_go_after_the_handshake(certs, path):
     assert client.get_alpn_proto_negotiated() == b"http/1.1"
     _to_client(client, transport)
     client.sendall(b"after")
-    server.dataReceived(_out(client))
+    server.dataReceived(until_wants_more(client.bio_read))
     assert app.received == b"after"
 
 
@@ -193,7 +164,7 @@ def test_part_of_a_record_in_the_same_read_as_the_handshakes_end(certs, path):
     client = _client()
     finished = _client_finished(server, client, transport)
     client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    record = _out(client)
+    record = until_wants_more(client.bio_read)
     server.dataReceived(finished + record[:-5])
     assert server.handshake_done
     assert app.received == b""
@@ -203,7 +174,7 @@ def test_part_of_a_record_in_the_same_read_as_the_handshakes_end(certs, path):
     _to_client(client, transport)
     server.write(b"HTTP/1.1 204 No Content\r\n\r\n")
     _to_client(client, transport)
-    assert _client_reads(client) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    assert until_wants_more(client.recv) == b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
 def test_fresh_bios_keeps_bytes_waiting_in_either_bio(certs):

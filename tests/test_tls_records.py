@@ -19,6 +19,7 @@ import random
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -71,13 +72,19 @@ def _pair(certs: dict, client_max: int | None = None) -> tuple[SSL.Connection, S
     return server, client
 
 
-def _shuttle(source: SSL.Connection, target: SSL.Connection) -> bytes:
-    out = b""
+def until_wants_more(read: Callable[[int], bytes]) -> bytes:
+    """What ``read(2**16)`` (a pyOpenSSL connection's ``bio_read`` or
+    ``recv``) gives, call after call, until it raises ``WantReadError``."""
+    got = b""
     while True:
         try:
-            out += source.bio_read(2**16)
+            got += read(2**16)
         except SSL.WantReadError:
-            break
+            return got
+
+
+def _shuttle(source: SSL.Connection, target: SSL.Connection) -> bytes:
+    out = until_wants_more(source.bio_read)
     if out:
         target.bio_write(out)
     return out
@@ -122,12 +129,7 @@ def test_the_functions_agree_with_pyopenssl(certs, name):
     # Several records, fed in pieces split anywhere, each read to "wants more".
     plain = os.urandom(3 * 2**14 + 1234)
     client.sendall(plain)
-    wire = b""
-    while True:
-        try:
-            wire += client.bio_read(2**16)
-        except SSL.WantReadError:
-            break
+    wire = until_wants_more(client.bio_read)
     got = b""
     rng = random.Random(20)
     cuts = sorted(rng.sample(range(1, len(wire)), 12)) if wire else []
@@ -149,12 +151,7 @@ def test_the_functions_agree_with_pyopenssl(certs, name):
         out += chunk
     assert functions["drain"](server) == b""
     client.bio_write(out)
-    received = b""
-    while True:
-        try:
-            received += client.recv(2**16)
-        except SSL.WantReadError:
-            break
+    received = until_wants_more(client.recv)
     assert received == big
     # One record's worth: encrypted and its ciphertext returned in one call.
     small = os.urandom(2**14)
