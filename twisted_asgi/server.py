@@ -133,32 +133,26 @@ class ASGIFactory(Factory):
     # -- Factory -----------------------------------------------------------
 
     def buildProtocol(self, addr: Any) -> Protocol:
-        limit = self.config.limit_concurrent_connections
-        if limit and len(self.connections) >= limit:
-            return self._refuse()
-        return HTTPChannel(self, addr)
+        return self._build_accepted(addr)
 
-    def _build_accepted(self, client: tuple[str, int]) -> Protocol:
-        """:meth:`buildProtocol` for a client's IPv4 address as ``accept()``
-        gave it (host, port), called by the lean accept loop
-        (``_upstream.twisted.accept_ready``) in its place: the same, less
-        the address object, which the connection would only read the host
-        and port of (about 3,800 instructions of every new connection)."""
+    def _build_accepted(self, client: Any) -> Protocol:
+        """:meth:`buildProtocol`'s work for ``client``, an address object or
+        (the lean accept loop, ``_upstream.twisted.accept_ready``, calls it
+        in buildProtocol's place) an IPv4 client's (host, port) as
+        ``accept()`` gave it: no address object, which the connection would
+        only read the host and port of (about 3,800 instructions of every
+        new connection)."""
         limit = self.config.limit_concurrent_connections
         if limit and len(self.connections) >= limit:
-            return self._refuse()
+            # Logged once per episode at the limit, not once per refusal: a
+            # flood of connections must not become a flood of log lines.
+            if not self._refused:
+                log.warn("Connection limit ({limit}) reached: new connections get 503 until one closes", limit=limit)
+            self._refused += 1
+            if self.metrics is not None:
+                self.metrics.limit("limit_concurrent_connections")
+            return _Refused(error_response(503, "too many connections; try again later", self.config.server_name))
         return HTTPChannel(self, client)
-
-    def _refuse(self) -> Protocol:
-        limit = self.config.limit_concurrent_connections
-        # Logged once per episode at the limit, not once per refusal: a
-        # flood of connections must not become a flood of log lines.
-        if not self._refused:
-            log.warn("Connection limit ({limit}) reached: new connections get 503 until one closes", limit=limit)
-        self._refused += 1
-        if self.metrics is not None:
-            self.metrics.limit("limit_concurrent_connections")
-        return _Refused(error_response(503, "too many connections; try again later", self.config.server_name))
 
     def acceptableProtocols(self) -> list[bytes]:
         # ALPN (RFC 7301) for ssl: listeners, in our order of preference.
